@@ -1,0 +1,195 @@
+"""The broker connection every service uses: topology, confirmed publishing, RPC.
+
+aio-pika directly rather than FastStream: our consumers need single-active-consumer
+partition queues with per-conversation ordering, per-gateway bindings made and dropped
+as sockets come and go, and RPC over direct reply-to; all are one call here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    ExchangeType,
+)
+from pydantic import BaseModel
+
+from agentry_shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+QUORUM = {"x-queue-type": "quorum"}
+REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+class RpcTimeout(Exception):
+    """No reply in time: the callee is down, overloaded or gone."""
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+class Bus:
+    """One robust connection, one confirming channel for publishing, RPC on demand."""
+
+    def __init__(self, url: str, topology: Topology, name: str) -> None:
+        self.url = url
+        self.topology = topology
+        self.name = name
+        self.connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractRobustChannel | None = None
+        self._rpc_channel: AbstractRobustChannel | None = None
+        self._pending: dict[str, asyncio.Future[bytes]] = {}
+        self._rpc_lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        return self.connection is not None and not self.connection.is_closed
+
+    async def connect(self) -> None:
+        self.connection = await aio_pika.connect_robust(
+            self.url, client_properties={"connection_name": self.name}
+        )
+        self._publish_channel = await self.connection.channel(publisher_confirms=True)
+        await self.declare_exchanges()
+
+    async def close(self) -> None:
+        if self.connection is not None:
+            await self.connection.close()
+
+    async def channel(self, prefetch: int) -> AbstractRobustChannel:
+        assert self.connection is not None, "connect() first"
+        channel: AbstractRobustChannel = await self.connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        return channel
+
+    @property
+    def publish_channel(self) -> AbstractRobustChannel:
+        assert self._publish_channel is not None, "connect() first"
+        return self._publish_channel
+
+    # ---- topology -------------------------------------------------------------------
+
+    async def declare_exchanges(self) -> None:
+        t = self.topology
+        ch = self.publish_channel
+        for name in (t.log_exchange, t.turns_exchange, t.frames_exchange, t.tools_exchange, t.dead_letter_exchange):
+            await ch.declare_exchange(name, ExchangeType.DIRECT, durable=True)
+        dead = await ch.declare_queue(t.dead_letter_queue, durable=True, arguments=QUORUM)
+        await dead.bind(t.dead_letter_exchange, routing_key="#")
+
+    async def declare_work_queue(
+        self, channel: AbstractRobustChannel, name: str, exchange: str, routing_key: str, *, single_active: bool
+    ) -> AbstractQueue:
+        """A durable quorum queue; poison messages go to the dead-letter exchange."""
+        arguments: dict[str, Any] = {
+            **QUORUM,
+            "x-dead-letter-exchange": self.topology.dead_letter_exchange,
+            "x-dead-letter-routing-key": "#",
+            "x-delivery-limit": 5,
+        }
+        if single_active:
+            arguments["x-single-active-consumer"] = True
+        queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        await queue.bind(exchange, routing_key=routing_key)
+        return queue
+
+    # ---- publishing -----------------------------------------------------------------
+
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        persistent: bool = True,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        headers: dict[str, Any] | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        """Returns once the broker confirmed the message (publisher confirms)."""
+        ch = self.publish_channel
+        target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
+        message = aio_pika.Message(
+            body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            headers=headers or {},
+        )
+        await target.publish(message, routing_key=routing_key, timeout=timeout)
+
+    # ---- RPC (direct reply-to) ------------------------------------------------------
+
+    async def _ensure_rpc_channel(self) -> AbstractRobustChannel:
+        async with self._rpc_lock:
+            if self._rpc_channel is None or self._rpc_channel.is_closed:
+                assert self.connection is not None, "connect() first"
+                channel: AbstractRobustChannel = await self.connection.channel()
+                queue = await channel.get_queue(REPLY_TO, ensure=False)
+                await queue.consume(self._on_reply, no_ack=True)
+                self._rpc_channel = channel
+            return self._rpc_channel
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        future = self._pending.pop(message.correlation_id or "", None)
+        if future is not None and not future.done():
+            future.set_result(message.body)
+
+    async def request(self, queue: str, body: bytes, *, timeout: float = 10.0) -> bytes:
+        """Send to a queue and wait for the reply; raises RpcTimeout."""
+        channel = await self._ensure_rpc_channel()
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            await channel.default_exchange.publish(
+                aio_pika.Message(
+                    body,
+                    content_type="application/json",
+                    reply_to=REPLY_TO,
+                    correlation_id=correlation_id,
+                    expiration=timeout,
+                ),
+                routing_key=queue,
+            )
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise RpcTimeout(f"no reply from {queue} within {timeout}s") from exc
+        finally:
+            self._pending.pop(correlation_id, None)
+
+    async def serve_rpc(
+        self, queue_name: str, handler: Callable[[bytes], Awaitable[bytes]], *, prefetch: int = 32
+    ) -> AbstractQueue:
+        """Answer requests on a shared durable queue; replicas share the load."""
+        channel = await self.channel(prefetch)
+        queue = await channel.declare_queue(queue_name, durable=True)
+
+        async def on_request(message: AbstractIncomingMessage) -> None:
+            async with message.process(requeue=False, ignore_processed=True):
+                try:
+                    reply = await handler(message.body)
+                except Exception:
+                    log.exception("rpc handler failed", extra={"queue": queue_name})
+                    raise
+                if message.reply_to:
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(reply, content_type="application/json", correlation_id=message.correlation_id),
+                        routing_key=message.reply_to,
+                    )
+
+        await queue.consume(on_request)
+        return queue

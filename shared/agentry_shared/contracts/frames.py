@@ -1,0 +1,116 @@
+"""WebSocket frames, client to server and server to client (see docs/protocol.md).
+
+Server frames of a conversation carry `seq`, assigned by the memory service, the one
+writer of each conversation's event log. `error` frames answer one socket and are not
+part of any conversation's log, so they carry no `seq`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+# ---- client -> server -------------------------------------------------------------
+
+
+class _ClientFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SendMessage(_ClientFrame):
+    type: Literal["message"]
+    text: str = Field(min_length=1)
+    conversation_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+    id: str | None = Field(default=None, max_length=128)
+
+
+ClientFrame = Annotated[SendMessage, Field(discriminator="type")]
+CLIENT_FRAME = TypeAdapter(ClientFrame)
+
+# ---- server -> client -------------------------------------------------------------
+
+
+class _ServerFrame(BaseModel):
+    conversation_id: str
+    turn_id: str | None = None
+    seq: int = 0
+
+
+class MessageAccepted(_ServerFrame):
+    type: Literal["message.accepted"] = "message.accepted"
+    id: str | None = None
+
+
+class TurnStarted(_ServerFrame):
+    type: Literal["turn.started"] = "turn.started"
+
+
+class ThinkingStarted(_ServerFrame):
+    type: Literal["thinking.started"] = "thinking.started"
+    step: int = 0
+
+
+class ThinkingFinished(_ServerFrame):
+    type: Literal["thinking.finished"] = "thinking.finished"
+    step: int = 0
+    elapsed_ms: int
+
+
+class ToolStarted(_ServerFrame):
+    type: Literal["tool.started"] = "tool.started"
+    tool: str
+    call_id: str
+
+
+class ToolFinished(_ServerFrame):
+    type: Literal["tool.finished"] = "tool.finished"
+    tool: str
+    call_id: str
+    ok: bool
+    elapsed_ms: int = 0
+
+
+class MessageDelta(_ServerFrame):
+    type: Literal["message.delta"] = "message.delta"
+    text: str
+
+
+class TurnCompleted(_ServerFrame):
+    type: Literal["turn.completed"] = "turn.completed"
+    text: str
+
+
+class FrameError(BaseModel):
+    code: str
+    message: str
+
+
+class TurnFailed(_ServerFrame):
+    type: Literal["turn.failed"] = "turn.failed"
+    error: FrameError
+
+
+ServerFrame = Annotated[
+    MessageAccepted
+    | TurnStarted
+    | ThinkingStarted
+    | ThinkingFinished
+    | ToolStarted
+    | ToolFinished
+    | MessageDelta
+    | TurnCompleted
+    | TurnFailed,
+    Field(discriminator="type"),
+]
+SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
+
+
+class ErrorFrame(BaseModel):
+    """The client sent something wrong; the socket stays open."""
+
+    type: Literal["error"] = "error"
+    code: str
+    message: str
+    conversation_id: str | None = None
+    id: str | None = None

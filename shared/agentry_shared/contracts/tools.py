@@ -1,0 +1,64 @@
+"""The tool catalog and tool calls, between the reasoner and the tool-runners."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from agentry_shared.contracts.scope import Scope
+
+SideEffect = Literal["read_only", "idempotent", "destructive"]
+
+
+class ToolDescriptor(BaseModel):
+    """What the model and the reasoner know of a tool; the runner keeps how it runs."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str
+    parameters: dict[str, Any]  # JSON schema, generated from the tool's pydantic model
+    side_effect: SideEffect = "read_only"
+    pool: str = "default"
+    timeout_seconds: float = 10.0
+
+
+class CatalogRequested(BaseModel):
+    kind: Literal["tool.catalog_requested"] = "tool.catalog_requested"
+
+
+class Catalog(BaseModel):
+    kind: Literal["tool.catalog"] = "tool.catalog"
+    tools: list[ToolDescriptor]
+
+
+class ToolRequested(BaseModel):
+    kind: Literal["tool.requested"] = "tool.requested"
+    scope: Scope
+    turn_id: str
+    call_id: str = Field(min_length=1, max_length=128)
+    tool: str
+    arguments: dict[str, Any]
+    # Unix time after which the result is useless to the caller (the runner may skip it).
+    deadline: float
+    traceparent: str | None = None
+
+
+class ToolError(BaseModel):
+    code: str  # unknown_tool | invalid_arguments | timeout | failed | output_too_large | ...
+    message: str
+
+
+class ToolCompleted(BaseModel):
+    kind: Literal["tool.completed"] = "tool.completed"
+    call_id: str
+    tool: str
+    ok: bool
+    output: str = ""
+    error: ToolError | None = None
+    duration_ms: int = 0
+
+
+ToolReply = Annotated[Catalog | ToolCompleted, Field(discriminator="kind")]
+TOOL_REPLY: TypeAdapter[ToolReply] = TypeAdapter(ToolReply)
+ToolRequest = Annotated[CatalogRequested | ToolRequested, Field(discriminator="kind")]
+TOOL_REQUEST: TypeAdapter[ToolRequest] = TypeAdapter(ToolRequest)

@@ -1,0 +1,96 @@
+"""Every exchange and queue name, and the partitioning rule: the single source of truth.
+
+The path of a turn through the broker:
+
+    gateway --TurnRequested--> log.<p>   (memory: assigns seq, stores, forwards)
+    memory  --TurnRequested--> turns.<p> (reasoner: one turn per conversation at a time)
+    reasoner --EventPosted--> log.<p>    (memory: assigns seq, stores, fans out)
+    memory  --ServerFrame-->  frames     (routing key = conversation_id; gateways bind)
+    reasoner --ToolRequested--> tools.<pool> (tool-runner; reply to the caller)
+    anyone  --MemoryRequest--> memory.rpc, --CatalogRequested--> tools.catalog
+
+`log.<p>` and `turns.<p>` are quorum queues with single-active-consumer and the same
+partition of a conversation, so each conversation has exactly one writer of its event
+sequence and one reasoner at a time, whatever the number of replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+def partition_of(conversation_id: str, partitions: int) -> int:
+    """Stable across processes and restarts (unlike hash())."""
+    digest = hashlib.blake2b(conversation_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str
+    partitions: int
+
+    @property
+    def log_exchange(self) -> str:
+        return f"{self.namespace}.log"
+
+    @property
+    def turns_exchange(self) -> str:
+        return f"{self.namespace}.turns"
+
+    @property
+    def frames_exchange(self) -> str:
+        return f"{self.namespace}.frames"
+
+    @property
+    def tools_exchange(self) -> str:
+        return f"{self.namespace}.tools"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.namespace}.dead"
+
+    @property
+    def memory_rpc_queue(self) -> str:
+        return f"{self.namespace}.memory.rpc"
+
+    @property
+    def tool_catalog_queue(self) -> str:
+        return f"{self.namespace}.tools.catalog"
+
+    def log_queue(self, partition: int) -> str:
+        return f"{self.namespace}.log.{partition}"
+
+    def turns_queue(self, partition: int) -> str:
+        return f"{self.namespace}.turns.{partition}"
+
+    def tool_queue(self, pool: str) -> str:
+        return f"{self.namespace}.tools.{pool}"
+
+    def partition(self, conversation_id: str) -> int:
+        return partition_of(conversation_id, self.partitions)
+
+    def durable_queues(self, pools: list[str]) -> list[str]:
+        """Every shared queue of this namespace (for operators and test clean-up)."""
+        return [
+            *(self.log_queue(p) for p in range(self.partitions)),
+            *(self.turns_queue(p) for p in range(self.partitions)),
+            *(self.tool_queue(pool) for pool in pools),
+            self.memory_rpc_queue,
+            self.tool_catalog_queue,
+            self.dead_letter_queue,
+        ]
+
+    def exchanges(self) -> list[str]:
+        return [
+            self.log_exchange,
+            self.turns_exchange,
+            self.frames_exchange,
+            self.tools_exchange,
+            self.dead_letter_exchange,
+        ]
