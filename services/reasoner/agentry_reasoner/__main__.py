@@ -1,0 +1,3 @@
+from agentry_reasoner.main import main
+
+main()

@@ -1,0 +1,231 @@
+"""The agent loop of one turn: think, call tools, iterate, answer — within budgets.
+
+No broker, socket or HTTP in here: the model, memory, tools and the event stream come in
+as ports, so the loop runs the same against the real services and in unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from agentry_shared.contracts.frames import (
+    FrameError,
+    MessageDelta,
+    ThinkingFinished,
+    ThinkingStarted,
+    ToolFinished,
+    ToolStarted,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+)
+from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
+
+from agentry_reasoner.coalesce import DeltaCoalescer
+from agentry_reasoner.model import (
+    Model,
+    ModelError,
+    ModelUnavailable,
+    ReasoningDelta,
+    TextDelta,
+    ToolCall,
+    ToolCallsRequested,
+)
+from agentry_reasoner.ports import Events, Memory, Tools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_steps: int = 8
+    max_tool_calls: int = 16
+    delta_interval_s: float = 0.025
+    delta_max_chars: int = 64
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    ok: bool
+    text: str = ""
+    code: str | None = None
+
+
+class FrameIds(TypedDict):
+    conversation_id: str
+    turn_id: str
+
+
+class TurnAborted(Exception):
+    """Ends the turn with `turn.failed`; `code` is what the client sees."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def openai_tools(catalog: list[ToolDescriptor]) -> list[dict[str, Any]]:
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in catalog
+    ]
+
+
+class Turn:
+    """One turn's state while the loop runs; `frame` fills the ids every frame carries."""
+
+    def __init__(
+        self,
+        *,
+        conversation_id: str,
+        turn_id: str,
+        system_prompt: str,
+        model: Model,
+        memory: Memory,
+        tools: Tools,
+        events: Events,
+        budget: Budget,
+    ) -> None:
+        self.ids = FrameIds(conversation_id=conversation_id, turn_id=turn_id)
+        self.system_prompt = system_prompt
+        self.model, self.memory, self.tools, self.events = model, memory, tools, events
+        self.budget = budget
+        self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
+        self.tool_calls_made = 0
+
+    async def run(self) -> TurnOutcome:
+        await self.events.emit(TurnStarted(**self.ids))
+        try:
+            text = await self._loop()
+        except TurnAborted as exc:
+            return await self.fail(exc.code, str(exc))
+        except (ModelUnavailable, ModelError) as exc:
+            return await self.fail(exc.code, str(exc))
+        await self.memory.append(self.produced)
+        await self.events.emit(TurnCompleted(text=text, **self.ids))
+        return TurnOutcome(ok=True, text=text)
+
+    async def fail(self, code: str, message: str) -> TurnOutcome:
+        log.warning("turn failed", extra={"code": code, "reason": message})
+        if self.produced:
+            await self.memory.append(self.produced)
+        await self.events.emit(TurnFailed(error=FrameError(code=code, message=message), **self.ids))
+        return TurnOutcome(ok=False, code=code)
+
+    async def _loop(self) -> str:
+        history = await self.memory.context()
+        catalog = await self.tools.catalog()
+        by_name = {t.name: t for t in catalog}
+        tool_specs = openai_tools(catalog)
+        for step in range(self.budget.max_steps):
+            messages = [{"role": "system", "content": self.system_prompt}]
+            messages += [m.to_openai() for m in [*history, *self.produced]]
+            text, calls = await self._model_step(step, messages, tool_specs)
+            if not calls:
+                self.produced.append(ChatMessage(role="assistant", content=text))
+                return text
+            self.produced.append(
+                ChatMessage(
+                    role="assistant",
+                    content=text or None,
+                    tool_calls=[
+                        {"id": c.call_id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                        for c in calls
+                    ],
+                )
+            )
+            results = await self._run_tools(calls, by_name)
+            for call, result in zip(calls, results, strict=True):
+                self.produced.append(ChatMessage(role="tool", tool_call_id=call.call_id, content=tool_message(result)))
+        raise TurnAborted(
+            "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."
+        )
+
+    async def _model_step(
+        self, step: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> tuple[str, list[ToolCall]]:
+        reasoning: list[str] = []
+        thinking_since: float | None = None
+        text: list[str] = []
+        calls: list[ToolCall] = []
+
+        async def send_delta(piece: str) -> None:
+            await self.events.emit(MessageDelta(text=piece, **self.ids))
+
+        coalescer = DeltaCoalescer(send_delta, self.budget.delta_interval_s, self.budget.delta_max_chars)
+
+        async def end_thinking() -> None:
+            nonlocal thinking_since
+            if thinking_since is None:
+                return
+            elapsed = int((time.monotonic() - thinking_since) * 1000)
+            thinking_since = None
+            await self.memory.record_reasoning(step, "".join(reasoning))
+            await self.events.emit(ThinkingFinished(step=step, elapsed_ms=elapsed, **self.ids))
+
+        try:
+            async for item in self.model.stream(messages, tools):
+                if isinstance(item, ReasoningDelta):
+                    if thinking_since is None and not reasoning:
+                        thinking_since = time.monotonic()
+                        await self.events.emit(ThinkingStarted(step=step, **self.ids))
+                    reasoning.append(item.text)
+                    continue
+                await end_thinking()
+                if isinstance(item, TextDelta):
+                    text.append(item.text)
+                    await coalescer.add(item.text)
+                elif isinstance(item, ToolCallsRequested):
+                    calls = item.calls
+            await end_thinking()
+        finally:
+            await coalescer.close()
+        return "".join(text), calls
+
+    async def _run_tools(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> list[ToolCompleted]:
+        """Every call of one step runs in parallel; each ends in a result the model reads."""
+        if self.tool_calls_made + len(calls) > self.budget.max_tool_calls:
+            raise TurnAborted("tool_limit", f"The turn reached its limit of {self.budget.max_tool_calls} tool calls.")
+        self.tool_calls_made += len(calls)
+        return list(await asyncio.gather(*(self._run_tool(call, by_name) for call in calls)))
+
+    async def _run_tool(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
+        started = time.monotonic()
+        await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
+        result = await self._dispatch(call, by_name)
+        elapsed = int((time.monotonic() - started) * 1000)
+        await self.events.emit(
+            ToolFinished(tool=call.name, call_id=call.call_id, ok=result.ok, elapsed_ms=elapsed, **self.ids)
+        )
+        return result
+
+    async def _dispatch(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
+        """Mistakes of the model come back to it as tool errors it can correct."""
+        tool = by_name.get(call.name)
+        if tool is None:
+            return tool_error(call, "unknown_tool", f"No tool named {call.name!r}. Available: {sorted(by_name)}")
+        try:
+            arguments = json.loads(call.arguments)
+        except json.JSONDecodeError as exc:
+            return tool_error(call, "invalid_arguments", f"Arguments are not valid JSON: {exc.msg}")
+        if not isinstance(arguments, dict):
+            return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
+        return await self.tools.call(tool, call.call_id, arguments)
+
+
+def tool_error(call: ToolCall, code: str, message: str) -> ToolCompleted:
+    return ToolCompleted(call_id=call.call_id, tool=call.name, ok=False, error=ToolError(code=code, message=message))
+
+
+def tool_message(result: ToolCompleted) -> str:
+    """What the model reads back: the output, or the error it can act on."""
+    if result.ok:
+        return result.output
+    error = result.error or ToolError(code="failed", message="unknown error")
+    return json.dumps({"error": {"code": error.code, "message": error.message}})

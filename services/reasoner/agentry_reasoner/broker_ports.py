@@ -1,0 +1,167 @@
+"""The agent loop's ports over RabbitMQ: events to the conversation log, memory and tools by RPC."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from agentry_shared.bus import Bus, RpcTimeout
+from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.memory import (
+    MEMORY_REPLY,
+    AppendMessages,
+    ChatMessage,
+    Context,
+    GetContext,
+    MemoryFailure,
+    MemoryReply,
+    RecordReasoning,
+)
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import (
+    TOOL_REPLY,
+    Catalog,
+    CatalogRequested,
+    ToolCompleted,
+    ToolDescriptor,
+    ToolError,
+    ToolRequested,
+)
+from pydantic import BaseModel
+
+from agentry_reasoner.agent import TurnAborted
+
+log = logging.getLogger(__name__)
+
+MEMORY_TIMEOUT_S = 10.0
+
+
+class BrokerEvents:
+    """Publishes a turn's frames to its conversation's log partition, one at a time, in order."""
+
+    def __init__(self, bus: Bus, scope: Scope, turn_id: str, traceparent: str | None) -> None:
+        self._bus = bus
+        self._scope = scope
+        self._turn_id = turn_id
+        self._traceparent = traceparent
+        self._routing_key = str(bus.topology.partition(scope.conversation_id))
+        self._next = 0
+        self._lock = asyncio.Lock()
+
+    async def emit(self, frame: ServerFrame) -> None:
+        async with self._lock:
+            self._next += 1
+            event = EventPosted(
+                scope=self._scope,
+                turn_id=self._turn_id,
+                event_id=f"{self._turn_id}:{self._next}",
+                frame=frame,
+                traceparent=self._traceparent,
+            )
+            body = event.model_dump_json().encode()
+            await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, body)
+
+
+class BrokerMemory:
+    def __init__(self, bus: Bus, scope: Scope, turn_id: str) -> None:
+        self._bus = bus
+        self._scope = scope
+        self._turn_id = turn_id
+
+    async def _call(self, request: BaseModel) -> MemoryReply:
+        try:
+            body = await self._bus.request(
+                self._bus.topology.memory_rpc_queue, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
+            )
+        except RpcTimeout as exc:
+            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
+        reply = MEMORY_REPLY.validate_json(body)
+        if isinstance(reply, MemoryFailure):
+            raise TurnAborted(f"memory_{reply.code}", reply.message)
+        return reply
+
+    async def context(self) -> list[ChatMessage]:
+        reply = await self._call(GetContext(scope=self._scope, turn_id=self._turn_id))
+        if not isinstance(reply, Context):
+            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        return reply.messages
+
+    async def append(self, messages: list[ChatMessage]) -> None:
+        await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages))
+
+    async def record_reasoning(self, step: int, text: str) -> None:
+        await self._call(RecordReasoning(scope=self._scope, turn_id=self._turn_id, step=step, text=text))
+
+
+class CatalogCache:
+    """The tool catalog comes from the tool-runners, refreshed every `ttl_s`."""
+
+    def __init__(self, bus: Bus, ttl_s: float = 30.0) -> None:
+        self._bus = bus
+        self._ttl = ttl_s
+        self._tools: list[ToolDescriptor] = []
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> list[ToolDescriptor]:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < self._ttl:
+                return self._tools
+            try:
+                body = await self._bus.request(
+                    self._bus.topology.tool_catalog_queue, CatalogRequested().model_dump_json().encode(), timeout=3.0
+                )
+            except RpcTimeout:
+                log.warning("no tool-runner answered the catalog request; this turn runs without tools")
+                return self._tools
+            reply = TOOL_REPLY.validate_json(body)
+            if isinstance(reply, Catalog):
+                self._tools, self._fetched_at = reply.tools, time.monotonic()
+            return self._tools
+
+
+class BrokerTools:
+    def __init__(
+        self, bus: Bus, catalog: CatalogCache, scope: Scope, turn_id: str, timeout_s: float, traceparent: str | None
+    ) -> None:
+        self._bus = bus
+        self._catalog = catalog
+        self._scope = scope
+        self._turn_id = turn_id
+        self._timeout = timeout_s
+        self._traceparent = traceparent
+
+    async def catalog(self) -> list[ToolDescriptor]:
+        return await self._catalog.get()
+
+    async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+        timeout = min(self._timeout, tool.timeout_seconds + 5.0)
+        request = ToolRequested(
+            scope=self._scope,
+            turn_id=self._turn_id,
+            call_id=call_id,
+            tool=tool.name,
+            arguments=arguments,
+            deadline=time.time() + timeout,
+            traceparent=self._traceparent,
+        )
+        try:
+            body = await self._bus.request(
+                self._bus.topology.tool_queue(tool.pool), request.model_dump_json().encode(), timeout=timeout
+            )
+        except RpcTimeout:
+            return ToolCompleted(
+                call_id=call_id,
+                tool=tool.name,
+                ok=False,
+                error=ToolError(code="timeout", message=f"No result from {tool.name} within {timeout:.0f}s."),
+            )
+        reply = TOOL_REPLY.validate_json(body)
+        if not isinstance(reply, ToolCompleted):
+            return ToolCompleted(
+                call_id=call_id, tool=tool.name, ok=False, error=ToolError(code="failed", message="bad reply")
+            )
+        return reply

@@ -1,0 +1,59 @@
+"""Coalesces answer tokens into small frames: fewer frames, still a live stream.
+
+The first piece goes out at once (time to first token matters most); later pieces wait
+until `interval` has passed since the last frame or `max_chars` are buffered. A pending
+remainder is flushed by a timer so a pause in the model never holds text back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+
+class DeltaCoalescer:
+    def __init__(self, send: Callable[[str], Awaitable[None]], interval_s: float, max_chars: int) -> None:
+        self._send = send
+        self._interval = interval_s
+        self._max_chars = max_chars
+        self._buffer: list[str] = []
+        self._size = 0
+        self._last_sent = 0.0
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def add(self, text: str) -> None:
+        self._buffer.append(text)
+        self._size += len(text)
+        due = time.monotonic() - self._last_sent >= self._interval
+        if due or self._size >= self._max_chars:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(self._interval)
+        except asyncio.CancelledError:
+            return
+        self._timer = None  # from here on close() waits for this flush through the lock
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if not self._buffer:
+                return
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            self._size = 0
+            self._last_sent = time.monotonic()
+            await self._send(text)
+
+    async def close(self) -> None:
+        """Flush what is left and stop the timer; call before the turn's last frame."""
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        await self.flush()

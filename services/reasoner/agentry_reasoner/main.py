@@ -1,0 +1,48 @@
+"""Wires the reasoner: broker, model client, turn consumer, ops endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from agentry_shared.bus import Bus
+from agentry_shared.lifecycle import run_service
+from agentry_shared.ops import OpsServer, build_ops_app
+from agentry_shared.settings import ReasonerSettings
+from agentry_shared.topology import Topology
+from openai import AsyncOpenAI
+
+from agentry_reasoner.handlers import TurnConsumer
+from agentry_reasoner.model import OpenAIModel
+
+log = logging.getLogger(__name__)
+
+
+async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
+    bus = Bus(
+        settings.amqp_url.get_secret_value(),
+        Topology(settings.agentry_namespace, settings.agentry_partitions),
+        name="reasoner",
+    )
+    await bus.connect()
+    client = AsyncOpenAI(
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value(),
+        timeout=settings.llm_timeout_seconds,
+        max_retries=settings.llm_max_retries,
+    )
+    consumer = TurnConsumer(bus, OpenAIModel(client, settings.llm_model), settings)
+    await consumer.start()
+    ops = OpsServer(build_ops_app(lambda: (bus.connected, "broker")), settings.bind_host, settings.reasoner_port)
+    await ops.start()
+    log.info("ready", extra={"model": settings.llm_model, "base_url": settings.openai_base_url})
+    await stop.wait()
+    await consumer.stop(settings.shutdown_grace_seconds)
+    await ops.stop()
+    await client.close()
+    await bus.close()
+
+
+def main() -> None:
+    settings = ReasonerSettings()
+    run_service("reasoner", lambda stop: serve(stop, settings), settings.log_level)

@@ -1,0 +1,32 @@
+"""What the agent loop needs from the world, as interfaces.
+
+The broker-backed implementations live in `broker_ports.py`; tests pass their own
+(a scripted model, a list that records frames) so the loop is tested without I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+
+
+class Events(Protocol):
+    async def emit(self, frame: ServerFrame) -> None:
+        """Publish one client-visible frame of this turn, in order, confirmed."""
+
+
+class Memory(Protocol):
+    async def context(self) -> list[ChatMessage]: ...
+
+    async def append(self, messages: list[ChatMessage]) -> None: ...
+
+    async def record_reasoning(self, step: int, text: str) -> None: ...
+
+
+class Tools(Protocol):
+    async def catalog(self) -> list[ToolDescriptor]: ...
+
+    async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted: ...

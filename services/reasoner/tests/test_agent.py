@@ -1,0 +1,141 @@
+"""The agent loop with a scripted model and recording ports: no broker, no HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agentry_reasoner.agent import Budget, Turn
+from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
+from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+
+CALC = ToolDescriptor(name="calculator", description="math", parameters={"type": "object"})
+
+
+class ScriptedModel:
+    """Plays one script per model call and keeps the messages it was sent."""
+
+    def __init__(self, *steps: list[StreamItem] | Exception) -> None:
+        self.steps = list(steps)
+        self.seen: list[list[dict[str, Any]]] = []
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
+        self.seen.append(messages)
+        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
+        if isinstance(step, Exception):
+            raise step
+        for item in step:
+            await asyncio.sleep(0)
+            yield item
+
+
+class RecordingPorts:
+    def __init__(self, history: list[ChatMessage] | None = None, tool_delay: float = 0.0) -> None:
+        self.frames: list[ServerFrame] = []
+        self.history = history or [ChatMessage(role="user", content="hi")]
+        self.appended: list[ChatMessage] = []
+        self.reasoning: dict[int, str] = {}
+        self.tool_delay = tool_delay
+        self.running = 0
+        self.max_running = 0
+
+    async def emit(self, frame: ServerFrame) -> None:
+        self.frames.append(frame)
+
+    async def context(self) -> list[ChatMessage]:
+        return list(self.history)
+
+    async def append(self, messages: list[ChatMessage]) -> None:
+        self.appended.extend(messages)
+
+    async def record_reasoning(self, step: int, text: str) -> None:
+        self.reasoning[step] = text
+
+    async def catalog(self) -> list[ToolDescriptor]:
+        return [CALC]
+
+    async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        await asyncio.sleep(self.tool_delay)
+        self.running -= 1
+        return ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output=f"result of {arguments['expression']}")
+
+
+def make_turn(model: ScriptedModel, ports: RecordingPorts, **budget: Any) -> Turn:
+    return Turn(
+        conversation_id="c1",
+        turn_id="t1",
+        system_prompt="be helpful",
+        model=model,
+        memory=ports,
+        tools=ports,
+        events=ports,
+        budget=Budget(delta_interval_s=0.0, **budget),
+    )
+
+
+def types(ports: RecordingPorts) -> list[str]:
+    return [f.type for f in ports.frames]
+
+
+async def test_text_answer_streams_thinking_then_deltas_and_keeps_reasoning_private() -> None:
+    model = ScriptedModel([ReasoningDelta("secret plan "), ReasoningDelta("step two"), TextDelta("Hel"), TextDelta("lo")])
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports).run()
+    assert outcome.ok and outcome.text == "Hello"
+    assert types(ports)[:3] == ["turn.started", "thinking.started", "thinking.finished"]
+    assert types(ports)[-1] == "turn.completed"
+    assert "".join(f.text for f in ports.frames if f.type == "message.delta") == "Hello"
+    assert ports.reasoning == {0: "secret plan step two"}
+    assert all("secret" not in f.model_dump_json() for f in ports.frames)
+    assert ports.appended == [ChatMessage(role="assistant", content="Hello")]
+    assert model.seen[0][0] == {"role": "system", "content": "be helpful"}
+    assert model.seen[0][1] == {"role": "user", "content": "hi"}
+
+
+async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> None:
+    calls = [ToolCall("a", "calculator", '{"expression": "1+1"}'), ToolCall("b", "calculator", '{"expression": "2*3"}')]
+    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("done")])
+    ports = RecordingPorts(tool_delay=0.05)
+    outcome = await make_turn(model, ports).run()
+    assert outcome.ok
+    assert ports.max_running == 2
+    started = [f for f in ports.frames if f.type == "tool.started"]
+    finished = [f for f in ports.frames if f.type == "tool.finished"]
+    assert {f.call_id for f in started} == {"a", "b"} and all(f.ok for f in finished)
+    tool_messages = [m for m in model.seen[1] if m["role"] == "tool"]
+    assert [m["content"] for m in tool_messages] == ["result of 1+1", "result of 2*3"]
+    assert [m.role for m in ports.appended] == ["assistant", "tool", "tool", "assistant"]
+
+
+async def test_unknown_tool_and_bad_json_are_returned_to_the_model_as_errors() -> None:
+    calls = [ToolCall("a", "nope", "{}"), ToolCall("b", "calculator", "{not json")]
+    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("sorry")])
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports).run()
+    assert outcome.ok
+    errors = [json.loads(m["content"])["error"]["code"] for m in model.seen[1] if m["role"] == "tool"]
+    assert errors == ["unknown_tool", "invalid_arguments"]
+    assert [f.ok for f in ports.frames if f.type == "tool.finished"] == [False, False]
+
+
+async def test_step_limit_ends_the_turn_with_a_clear_failure() -> None:
+    model = ScriptedModel([ToolCallsRequested([ToolCall("x", "calculator", '{"expression": "1"}')])])
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports, max_steps=3).run()
+    assert not outcome.ok and outcome.code == "step_limit"
+    assert types(ports)[-1] == "turn.failed"
+    assert len(model.seen) == 3
+
+
+async def test_model_down_fails_the_turn() -> None:
+    ports = RecordingPorts()
+    outcome = await make_turn(ScriptedModel(ModelUnavailable("down")), ports).run()
+    assert outcome.code == "model_unavailable"
+    last = ports.frames[-1]
+    assert last.type == "turn.failed" and last.error.code == "model_unavailable"
