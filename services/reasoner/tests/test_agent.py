@@ -84,7 +84,9 @@ def types(ports: RecordingPorts) -> list[str]:
 
 
 async def test_text_answer_streams_thinking_then_deltas_and_keeps_reasoning_private() -> None:
-    model = ScriptedModel([ReasoningDelta("secret plan "), ReasoningDelta("step two"), TextDelta("Hel"), TextDelta("lo")])
+    script: list[StreamItem] = [ReasoningDelta("secret plan "), ReasoningDelta("step two")]
+    script += [TextDelta("Hel"), TextDelta("lo")]
+    model = ScriptedModel(script)
     ports = RecordingPorts()
     outcome = await make_turn(model, ports).run()
     assert outcome.ok and outcome.text == "Hello"
