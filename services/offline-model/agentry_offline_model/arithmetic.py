@@ -49,8 +49,7 @@ def _is_arithmetic(expression: str) -> bool:
         return False
     nodes = list(ast.walk(tree))
     numbers_only = all(
-        isinstance(node, _ALLOWED)
-        and not (isinstance(node, ast.Constant) and type(node.value) not in (int, float))
+        isinstance(node, _ALLOWED) and not (isinstance(node, ast.Constant) and type(node.value) not in (int, float))
         for node in nodes
     )
     return numbers_only and any(isinstance(node, ast.BinOp) for node in nodes)

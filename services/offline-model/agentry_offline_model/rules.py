@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agentry_offline_model.answers import answer_tool_results, answer_with_context, echo
@@ -48,7 +48,7 @@ class Reply:
 
 def reply_to(messages: Sequence[object], tools: Sequence[object] | None = None) -> Reply:
     """Applies the rules in order: tool results, arithmetic, time, previous message, echo."""
-    msgs = list(messages) if isinstance(messages, Sequence) else []
+    msgs = list(messages) if isinstance(messages, Sequence) and not isinstance(messages, str) else []
     offered = offered_tool_names(tools)
     user_indexes = [i for i, m in enumerate(msgs) if role_of(m) == "user"]
     user_text = text_of(msgs[user_indexes[-1]]) if user_indexes else ""
@@ -100,9 +100,7 @@ def _first(chunk: str) -> str:
     return f"{REASONING_SENTINEL} {chunk}"
 
 
-def _reply(
-    reasoning: list[str], text: str | None, calls: list[ToolCall], fail: int | None, delay: float
-) -> Reply:
+def _reply(reasoning: list[str], text: str | None, calls: list[ToolCall], fail: int | None, delay: float) -> Reply:
     return Reply(reasoning=reasoning[:4], text=text, tool_calls=calls, fail_status=fail, delay_s=delay)
 
 
@@ -114,7 +112,3 @@ def _call_id(messages: Sequence[object], index: int) -> str:
         canonical = repr(messages)
     digest = hashlib.sha256(f"{canonical}#{index}".encode("utf-8", "replace")).hexdigest()
     return f"call_{digest[:24]}"
-
-
-def is_mapping(value: object) -> bool:
-    return isinstance(value, Mapping)

@@ -1,0 +1,149 @@
+"""The OpenAI-compatible HTTP surface: /v1/chat/completions and /v1/models, plus ops.
+
+Any OpenAI client (the official SDK included) must be able to talk to this exactly as
+it talks to vLLM or a hosted provider, so errors use OpenAI's error body and streams
+use its SSE framing, ending with `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from agentry_shared.ops import build_ops_app
+from agentry_shared.settings import OfflineModelSettings
+from aiohttp import web
+
+from agentry_offline_model.metrics import DURATION, IN_PROGRESS, REQUESTS
+from agentry_offline_model.rules import Reply, reply_to
+from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, stream_chunks
+
+log = logging.getLogger(__name__)
+
+MODEL_ID = "agentry-offline"
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class RequestError(Exception):
+    """A request we refuse, carried to the handler's single error response."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def build_app(settings: OfflineModelSettings) -> web.Application:
+    """The ops app (/healthz, /readyz, /metrics) with the OpenAI routes added to it."""
+    app = build_ops_app(lambda: (True, "rules loaded"))
+    chunk_delay_s = settings.offline_model_chunk_delay_ms / 1000
+
+    async def chat_completions(request: web.Request) -> web.StreamResponse:
+        return await _chat_completions(request, chunk_delay_s)
+
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    return app
+
+
+async def list_models(_: web.Request) -> web.Response:
+    model = {"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "agentry"}
+    return web.json_response({"object": "list", "data": [model]})
+
+
+def error_response(status: int, message: str, kind: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": None}}, status=status)
+
+
+async def _chat_completions(request: web.Request, chunk_delay_s: float) -> web.StreamResponse:
+    started = time.perf_counter()
+    stream, outcome, status, model = False, "ok", 200, MODEL_ID
+    reply: Reply | None = None
+    IN_PROGRESS.inc()
+    try:
+        body = await _read_body(request)
+        messages, tools = body["messages"], body.get("tools") or []
+        stream = body.get("stream") is True
+        model = body["model"] if isinstance(body.get("model"), str) and body["model"] else MODEL_ID
+        reply = reply_to(messages, tools)
+        if reply.fail_status is not None:
+            outcome, status = "simulated_error", reply.fail_status
+            return error_response(status, "offline model: simulated failure ([[model-error]])", "server_error")
+        envelope = Envelope(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model)
+        usage = estimate_usage(messages, reply)
+        if not stream:
+            await asyncio.sleep(reply.delay_s)
+            return web.json_response(completion_body(reply, envelope, usage))
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
+        response, finished = await _stream(request, reply, envelope, usage if wants_usage else None, chunk_delay_s)
+        outcome = "ok" if finished else "client_gone"
+        return response
+    except RequestError as exc:
+        outcome, status = "bad_request", exc.status
+        return error_response(status, str(exc), "invalid_request_error")
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    finally:
+        IN_PROGRESS.dec()
+        elapsed = time.perf_counter() - started
+        label = "true" if stream else "false"
+        REQUESTS.labels(stream=label, outcome=outcome).inc()
+        DURATION.labels(stream=label).observe(elapsed)
+        log.info("chat completion", extra=_log_fields(model, stream, outcome, status, elapsed, reply))
+
+
+async def _read_body(request: web.Request) -> dict[str, Any]:
+    """The JSON body, read with our own size cap (long contexts outgrow aiohttp's 1 MiB)."""
+    raw = bytearray()
+    async for block in request.content.iter_chunked(64 * 1024):
+        raw += block
+        if len(raw) > MAX_BODY_BYTES:
+            raise RequestError(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError(400, "request body must be a JSON object")
+    if not isinstance(body.get("messages"), list):
+        raise RequestError(400, "'messages' is required and must be a list of chat messages")
+    if body.get("tools") is not None and not isinstance(body["tools"], list):
+        raise RequestError(400, "'tools' must be a list of tool definitions")
+    return body
+
+
+async def _stream(
+    request: web.Request, reply: Reply, envelope: Envelope, usage: dict[str, Any] | None, delay_s: float
+) -> tuple[web.StreamResponse, bool]:
+    """Writes the SSE stream; returns the response and whether the client read it all."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        if reply.delay_s > 0:
+            await asyncio.sleep(reply.delay_s)
+        for index, chunk in enumerate(stream_chunks(reply, envelope, usage)):
+            if index and delay_s > 0:
+                await asyncio.sleep(delay_s)
+            await response.write(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except ConnectionError:
+        return response, False
+    return response, True
+
+
+def _log_fields(
+    model: str, stream: bool, outcome: str, status: int, elapsed: float, reply: Reply | None
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"model": model, "stream": stream, "outcome": outcome, "status": status}
+    fields["duration_ms"] = round(elapsed * 1000, 1)
+    if reply is not None and status == 200:
+        fields["tool_calls"] = ",".join(call.name for call in reply.tool_calls)
+        fields["finish_reason"] = "tool_calls" if reply.tool_calls else "stop"
+    return fields

@@ -1,0 +1,104 @@
+"""Turns a `Reply` into OpenAI chat-completion payloads, streamed or whole.
+
+The stream imitates vLLM serving a reasoning model: a role chunk, `reasoning_content`
+deltas, then content deltas of a word or two, or tool calls whose arguments arrive in
+pieces. Clients must assemble deltas exactly as they would for a real provider.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentry_offline_model.conversation import text_of
+from agentry_offline_model.rules import Reply
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What every chunk of one completion repeats."""
+
+    id: str
+    created: int
+    model: str
+
+
+def finish_reason(reply: Reply) -> str:
+    return "tool_calls" if reply.tool_calls else "stop"
+
+
+def estimate_usage(messages: Sequence[object], reply: Reply) -> Json:
+    """Token counts estimated as words: there is no tokenizer, only a plausible number."""
+    prompt = sum(len(text_of(m).split()) for m in messages)
+    produced = [*reply.reasoning, reply.text or ""]
+    produced += [f"{c.name} {c.arguments_json}" for c in reply.tool_calls]
+    completion = sum(len(piece.split()) for piece in produced)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -> Iterator[Json]:
+    """Every chunk of the stream in order; `usage` adds the final choice-less usage chunk."""
+    yield _chunk(envelope, {"role": "assistant"})
+    for piece in reply.reasoning:
+        yield _chunk(envelope, {"reasoning_content": piece})
+    if reply.tool_calls:
+        for index, call in enumerate(reply.tool_calls):
+            head = {"index": index, "id": call.id, "type": "function"}
+            head["function"] = {"name": call.name, "arguments": ""}
+            yield _chunk(envelope, {"tool_calls": [head]})
+            for part in split_arguments(call.arguments_json):
+                yield _chunk(envelope, {"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+    else:
+        for part in split_text(reply.text or ""):
+            yield _chunk(envelope, {"content": part})
+    yield _chunk(envelope, {}, finish_reason(reply))
+    if usage is not None:
+        yield {**_base(envelope), "choices": [], "usage": usage}
+
+
+def completion_body(reply: Reply, envelope: Envelope, usage: Json) -> Json:
+    """The non-streaming `chat.completion` object."""
+    message: Json = {
+        "role": "assistant",
+        "content": None if reply.tool_calls else (reply.text or ""),
+        "reasoning_content": "".join(reply.reasoning),
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments_json}}
+            for c in reply.tool_calls
+        ],
+    }
+    choice = {"index": 0, "message": message, "finish_reason": finish_reason(reply), "logprobs": None}
+    return {**_base(envelope, "chat.completion"), "choices": [choice], "usage": usage}
+
+
+def split_text(text: str) -> list[str]:
+    """Pieces of one or two words (with their trailing spaces); joined they give `text`."""
+    words = re.findall(r"\s*\S+\s*", text)
+    pieces: list[str] = []
+    start, size = 0, 1
+    while start < len(words):
+        pieces.append("".join(words[start : start + size]))
+        start, size = start + size, 3 - size
+    return pieces or ([text] if text else [])
+
+
+def split_arguments(arguments: str) -> list[str]:
+    """The arguments JSON in two or three pieces, the way providers stream it."""
+    if len(arguments) < 2:
+        return [arguments]
+    count = 3 if len(arguments) >= 6 else 2
+    bounds = [len(arguments) * i // count for i in range(count + 1)]
+    return [arguments[bounds[i] : bounds[i + 1]] for i in range(count)]
+
+
+def _base(envelope: Envelope, kind: str = "chat.completion.chunk") -> Json:
+    return {"id": envelope.id, "object": kind, "created": envelope.created, "model": envelope.model}
+
+
+def _chunk(envelope: Envelope, delta: Json, finish: str | None = None) -> Json:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return {**_base(envelope), "choices": [choice]}

@@ -1,0 +1,170 @@
+"""The real server on a free port, driven by the real `openai` SDK like the reasoner does."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import pytest_asyncio
+from agentry_offline_model.rules import REASONING_SENTINEL
+from agentry_offline_model.server import build_app
+from agentry_shared.settings import OfflineModelSettings
+from aiohttp import web
+from openai.types.chat import ChatCompletionFunctionToolParam
+
+CALCULATOR: ChatCompletionFunctionToolParam = {
+    "type": "function",
+    "function": {
+        "name": "calculator",
+        "description": "Evaluates arithmetic.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}},
+    },
+}
+
+
+@pytest_asyncio.fixture
+async def base_url() -> AsyncIterator[str]:
+    runner = web.AppRunner(build_app(OfflineModelSettings(offline_model_chunk_delay_ms=0)))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def client(base_url: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="anything", max_retries=0) as sdk:
+        yield sdk
+
+
+async def collect(client: openai.AsyncOpenAI, messages: list[Any], **kwargs: Any) -> dict[str, Any]:
+    """Assembles a stream the way an agent does: content, reasoning, tool calls by index."""
+    stream = await client.chat.completions.create(model="any-model-name", messages=messages, stream=True, **kwargs)
+    content, reasoning, finish, usage = "", "", None, None
+    calls: dict[int, dict[str, str]] = {}
+    async for chunk in stream:
+        assert chunk.model == "any-model-name"
+        usage = chunk.usage or usage
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        delta = choice.delta
+        content += delta.content or ""
+        reasoning += getattr(delta, "reasoning_content", None) or ""
+        for call in delta.tool_calls or []:
+            slot = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+            slot["id"] += call.id or ""
+            if call.function is not None:
+                slot["name"] += call.function.name or ""
+                slot["arguments"] += call.function.arguments or ""
+    return {"content": content, "reasoning": reasoning, "finish": finish, "calls": calls, "usage": usage}
+
+
+@pytest.mark.asyncio
+async def test_streaming_text_reply(client: openai.AsyncOpenAI) -> None:
+    result = await collect(client, [{"role": "user", "content": "hello offline model"}])
+    assert result["finish"] == "stop"
+    assert result["content"].startswith('You said: "hello offline model".')
+    assert result["reasoning"].startswith(REASONING_SENTINEL)
+    assert REASONING_SENTINEL not in result["content"]
+    assert result["calls"] == {}
+
+
+@pytest.mark.asyncio
+async def test_streaming_tool_calls_assemble(client: openai.AsyncOpenAI) -> None:
+    messages = [{"role": "user", "content": "what is 37*91 and (2+3)*4?"}]
+    result = await collect(client, messages, tools=[CALCULATOR], stream_options={"include_usage": True})
+    assert result["finish"] == "tool_calls"
+    assert result["content"] == ""
+    calls = [result["calls"][i] for i in sorted(result["calls"])]
+    assert [c["name"] for c in calls] == ["calculator", "calculator"]
+    assert [json.loads(c["arguments"]) for c in calls] == [{"expression": "37*91"}, {"expression": "(2+3)*4"}]
+    assert len({c["id"] for c in calls}) == 2 and all(c["id"].startswith("call_") for c in calls)
+    assert result["usage"] is not None and result["usage"].total_tokens > 0
+
+
+@pytest.mark.asyncio
+async def test_tool_result_round_trip(client: openai.AsyncOpenAI) -> None:
+    first = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "what is 37*91"}], tools=[CALCULATOR]
+    )
+    message = first.choices[0].message
+    assert first.choices[0].finish_reason == "tool_calls" and message.tool_calls
+    call = message.tool_calls[0]
+    follow_up: list[Any] = [
+        {"role": "user", "content": "what is 37*91"},
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "3367"},
+    ]
+    result = await collect(client, follow_up, tools=[CALCULATOR])
+    assert result["content"] == "37*91 = 3367."
+
+
+@pytest.mark.asyncio
+async def test_non_streaming(client: openai.AsyncOpenAI) -> None:
+    completion = await client.chat.completions.create(
+        model="gpt-whatever", messages=[{"role": "user", "content": [{"type": "text", "text": "hi there"}]}]
+    )
+    assert completion.object == "chat.completion" and completion.model == "gpt-whatever"
+    message = completion.choices[0].message
+    assert message.role == "assistant" and message.content is not None
+    assert message.content.startswith('You said: "hi there".')
+    assert (message.model_extra or {})["reasoning_content"].startswith(REASONING_SENTINEL)
+    assert completion.usage is not None and completion.usage.prompt_tokens == 2
+
+
+@pytest.mark.asyncio
+async def test_models(client: openai.AsyncOpenAI) -> None:
+    models = [model.id async for model in client.models.list()]
+    assert models == ["agentry-offline"]
+
+
+@pytest.mark.asyncio
+async def test_model_error_hook(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.InternalServerError):
+        await collect(client, [{"role": "user", "content": "please fail [[model-error]]"}])
+
+
+@pytest.mark.asyncio
+async def test_invalid_bodies_are_400(base_url: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for body in ("not json", json.dumps({"model": "m"}), json.dumps([1]), json.dumps({"messages": "x"})):
+            async with session.post(f"{base_url}/v1/chat/completions", data=body) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+                assert error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.asyncio
+async def test_sse_framing_and_ops(base_url: str) -> None:
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base_url}/v1/chat/completions", json=body) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            text = await response.text()
+        events = [e for e in text.split("\n\n") if e]
+        assert all(e.startswith("data: ") for e in events) and events[-1] == "data: [DONE]"
+        assert json.loads(events[0][6:])["choices"][0]["delta"] == {"role": "assistant"}
+        for path in ("/healthz", "/readyz"):
+            async with session.get(base_url + path) as response:
+                assert response.status == 200
+        async with session.get(f"{base_url}/metrics") as response:
+            assert 'agentry_offline_model_requests_total{outcome="ok",stream="true"}' in await response.text()
+
+
+@pytest.mark.asyncio
+async def test_model_slow_hook_delays_the_first_chunk(client: openai.AsyncOpenAI) -> None:
+    started = time.perf_counter()
+    result = await collect(client, [{"role": "user", "content": "wait [[model-slow:0.3]]"}])
+    assert time.perf_counter() - started >= 0.3
+    assert result["finish"] == "stop"
