@@ -1,0 +1,3 @@
+from agentry_gateway.main import main
+
+main()

@@ -1,0 +1,158 @@
+"""One client socket: a reader that turns client frames into turns, a writer that drains
+the socket's own bounded queue.
+
+The two are separate tasks so a client that stops reading only stalls its own writer,
+never the broker consumer shared by every socket; when its queue overflows, the socket
+is closed with 1013 (try again later) and the client reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+
+from agentry_shared.contracts.frames import ClientFrame, ErrorFrame, SendMessage
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.logs import bind_context
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.protocol import State
+
+from agentry_gateway import inbound, metrics
+from agentry_gateway.auth import Identity
+from agentry_gateway.fanout import Fanout
+from agentry_gateway.intake import Intake, Rejected
+from agentry_gateway.outbox import Offer, Outbox
+from agentry_gateway.ratelimit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_REASON = "send queue overflow: reconnect"
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every socket of the process uses."""
+
+    limits: inbound.Limits
+    frames_per_second: float
+    send_queue_frames: int
+    fanout: Fanout
+    intake: Intake
+
+
+class ClientSession:
+    def __init__(self, ws: ServerConnection, identity: Identity, shared: Shared) -> None:
+        self._ws = ws
+        self._identity = identity
+        self._shared = shared
+        self._outbox = Outbox(shared.send_queue_frames)
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._bucket = TokenBucket(shared.frames_per_second, 2 * shared.frames_per_second, self._clock())
+        self._claimed: set[str] = set()
+        self._subscribed: set[str] = set()
+        self._closer: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        metrics.CONNECTIONS.inc()
+        writer = asyncio.create_task(self._write_loop())
+        log.debug("socket opened", extra={"user_id": self._identity.user_id})
+        try:
+            await self._read_loop()
+        finally:
+            writer.cancel()
+            for conversation_id in self._subscribed:
+                await self._shared.fanout.unsubscribe(conversation_id, self)
+            await asyncio.gather(writer, return_exceptions=True)
+            metrics.CONNECTIONS.dec()
+            log.debug("socket closed", extra={"user_id": self._identity.user_id, "code": self._ws.close_code})
+
+    # ---- broker -> client -----------------------------------------------------------
+
+    def deliver(self, conversation_id: str, seq: int, frame_type: str, body: bytes) -> None:
+        if self._closer is None and self._outbox.offer_frame(conversation_id, seq, frame_type, body) is Offer.OVERFLOW:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        if self._closer is not None:
+            return
+        metrics.SLOW_CONSUMER_DISCONNECTS.inc()
+        log.warning("slow consumer disconnected", extra={"user_id": self._identity.user_id})
+        self._closer = asyncio.create_task(self._ws.close(CloseCode.TRY_AGAIN_LATER, OVERFLOW_REASON))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                frame_type, body = await self._outbox.get()
+                await self._ws.send(body, text=True)  # as received from the broker: no re-encoding
+                metrics.FRAMES_SENT.labels(frame_type).inc()
+        except ConnectionClosed:
+            return
+
+    # ---- client -> broker -----------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._ws.recv()
+                await self._handle(data)
+        except ConnectionClosed:
+            return
+
+    async def _handle(self, data: str | bytes) -> None:
+        if not self._bucket.allow(self._clock()):
+            self._refuse(inbound.error(inbound.RATE_LIMITED, "too many frames; slow down"))
+            return
+        frame = inbound.parse(data, self._shared.limits)
+        if isinstance(frame, ErrorFrame):
+            self._refuse(frame)
+            return
+        await self._dispatch(frame)
+
+    async def _dispatch(self, frame: ClientFrame) -> None:
+        """One branch per client frame type (cancel, resume, approve come later)."""
+        match frame:
+            case SendMessage():
+                await self._on_message(frame)
+
+    async def _on_message(self, frame: SendMessage) -> None:
+        conversation_id = frame.conversation_id or uuid.uuid4().hex
+        scope = Scope(
+            tenant_id=self._identity.tenant_id, user_id=self._identity.user_id, conversation_id=conversation_id
+        )
+        try:
+            with bind_context(conversation_id=conversation_id):
+                if conversation_id not in self._claimed:
+                    await self._shared.intake.claim(scope)
+                    self._claimed.add(conversation_id)
+                await self._subscribe(conversation_id)
+                if self._ws.state is not State.OPEN:
+                    # The client left while we claimed: it never saw an acceptance and will
+                    # resend, so publishing now would only make a duplicate turn.
+                    return
+                await self._shared.intake.publish(scope, frame.text, frame.id)
+        except Rejected as exc:
+            # conversation_id included: a client that did not name one can retry in the same one.
+            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
+            return
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _subscribe(self, conversation_id: str) -> None:
+        """Before publishing, so not even the first frame of the turn can be missed."""
+        if conversation_id in self._subscribed:
+            return
+        try:
+            await self._shared.fanout.subscribe(conversation_id, self)
+        except Exception as exc:
+            log.warning("subscribe failed", extra={"conversation_id": conversation_id}, exc_info=True)
+            raise Rejected(inbound.UNAVAILABLE, "the broker is unavailable; retry") from exc
+        self._subscribed.add(conversation_id)
+
+    def _refuse(self, frame: ErrorFrame) -> None:
+        metrics.CLIENT_FRAMES.labels(frame.code).inc()
+        if self._outbox.offer_error(frame.model_dump_json(exclude_none=True).encode()) is Offer.OVERFLOW:
+            self._overflow()

@@ -1,0 +1,109 @@
+"""The gateway process: WebSocket server, HTTP probes, fan-out and intake on one bus.
+
+The broker connection is the caller's (main or a test), so a test can run a gateway
+in-process against its own namespace and inspect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from weakref import WeakKeyDictionary
+
+from agentry_shared.bus import Bus
+from agentry_shared.settings import GatewaySettings
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from agentry_gateway import inbound
+from agentry_gateway.auth import Identity
+from agentry_gateway.connection import ClientSession, Shared
+from agentry_gateway.fanout import Fanout
+from agentry_gateway.intake import Intake
+from agentry_gateway.routes import WS_PATH, route
+
+log = logging.getLogger(__name__)
+
+# websockets closes the connection (1009) on a frame above its max_size; we set that to a
+# multiple of the configured limit, so frames between the two get a `frame_too_large`
+# error frame and the socket stays open.
+HARD_CAP_FACTOR = 4
+
+
+class Gateway:
+    def __init__(
+        self, settings: GatewaySettings, bus: Bus, *, claim_timeout: float = 5.0, publish_timeout: float = 5.0
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.fanout = Fanout(bus)
+        self.intake = Intake(bus, claim_timeout=claim_timeout, publish_timeout=publish_timeout)
+        self._shared = Shared(
+            limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),
+            frames_per_second=settings.gateway_max_frames_per_second,
+            send_queue_frames=settings.gateway_send_queue_frames,
+            fanout=self.fanout,
+            intake=self.intake,
+        )
+        # Identity decided in process_request, picked up by the handler of the same connection;
+        # weak, so a handshake that fails after authentication leaves nothing behind.
+        self._identities: WeakKeyDictionary[ServerConnection, Identity] = WeakKeyDictionary()
+        self._server: Server | None = None
+        secret = settings.auth_jwt_secret
+        self._secret = secret.get_secret_value() if secret is not None else None
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready = the broker is connected (not mid-reconnect) and frames are consumed."""
+        connection = self.bus.connection
+        if connection is None or connection.is_closed or not connection.connected.is_set():
+            return False, "broker disconnected"
+        if not self.fanout.consuming:
+            return False, "frames queue not consumed"
+        if self._server is None or not self._server.is_serving():
+            return False, "not serving"
+        return True, "ok"
+
+    async def start(self, port: int | None = None) -> int:
+        """Start consuming and serving; returns the port actually bound (port 0 = any)."""
+        await self.fanout.start()
+        await self.intake.start()
+        hard_cap = HARD_CAP_FACTOR * self.settings.gateway_max_frame_bytes
+        self._server = await serve(
+            self._handle,
+            self.settings.bind_host,
+            self.settings.gateway_port if port is None else port,
+            process_request=self._process_request,
+            max_size=hard_cap,
+            close_timeout=min(5.0, self.settings.shutdown_grace_seconds / 4),
+            server_header=None,
+        )
+        bound: int = self._server.sockets[0].getsockname()[1]
+        log.info(f"serving ws://{self.settings.bind_host}:{bound}{WS_PATH}")
+        return bound
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new sockets, close open ones with 1001 (going away), release the broker side."""
+        if self._server is not None:
+            self._server.close(code=CloseCode.GOING_AWAY, reason="server shutting down")
+            try:
+                async with asyncio.timeout(grace):
+                    await self._server.wait_closed()
+            except TimeoutError:
+                log.warning("sockets still open after the grace period")
+        await self.intake.close()
+        await self.fanout.close()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        result = route(request, self.ready, secret=self._secret, audience=self.settings.auth_jwt_audience)
+        if isinstance(result, Identity):
+            self._identities[connection] = result
+            return None
+        return result
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        identity = self._identities.pop(ws, None)
+        if identity is None:  # cannot happen: every upgrade went through _process_request
+            await ws.close(CloseCode.INTERNAL_ERROR, "no identity")
+            return
+        await ClientSession(ws, identity, self._shared).run()

@@ -1,0 +1,98 @@
+"""Every client-frame rule, without a socket."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from agentry_gateway import inbound
+from agentry_shared.contracts.frames import ErrorFrame, SendMessage
+
+LIMITS = inbound.Limits(max_frame_bytes=1024, max_text_chars=100)
+
+
+def refused(data: str | bytes) -> ErrorFrame:
+    result = inbound.parse(data, LIMITS)
+    assert isinstance(result, ErrorFrame), result
+    return result
+
+
+def test_valid_message() -> None:
+    frame = inbound.parse(json.dumps({"type": "message", "text": "hi", "id": "m1", "conversation_id": "c-1"}), LIMITS)
+    assert frame == SendMessage(type="message", text="hi", id="m1", conversation_id="c-1")
+
+
+def test_minimal_message() -> None:
+    frame = inbound.parse('{"type": "message", "text": "hi"}', LIMITS)
+    assert isinstance(frame, SendMessage)
+    assert frame.conversation_id is None and frame.id is None
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b'{"type":"message","text":"hi"}', "binary_not_supported"),
+        ("not json", "invalid_json"),
+        ("{", "invalid_json"),
+        ('[{"type":"message","text":"hi"}]', "invalid_frame"),
+        ('"message"', "invalid_frame"),
+        ("42", "invalid_frame"),
+        ("{}", "unknown_type"),
+        ('{"type":"dance"}', "unknown_type"),
+        ('{"type":5,"text":"hi"}', "unknown_type"),
+        ('{"type":"message"}', "invalid_message"),
+        ('{"type":"message","text":""}', "invalid_message"),
+        ('{"type":"message","text":"  \\n\\t "}', "invalid_message"),
+        ('{"type":"message","text":7}', "invalid_message"),
+        ('{"type":"message","text":"hi","extra":1}', "invalid_message"),
+        ('{"type":"message","text":"hi","conversation_id":"a b"}', "invalid_message"),
+        ('{"type":"message","text":"hi","conversation_id":""}', "invalid_message"),
+        ('{"type":"message","text":"hi","id":3}', "invalid_message"),
+        (json.dumps({"type": "message", "text": "x" * 101}), "text_too_long"),
+        (json.dumps({"type": "message", "text": "x" * 2000}), "frame_too_large"),
+    ],
+)
+def test_refusals(data: str | bytes, code: str) -> None:
+    assert refused(data).code == code
+
+
+def test_nesting_deep_enough_to_recurse() -> None:
+    """json.loads raises RecursionError here: it must become an error frame, not a crash."""
+    deep = "[" * 100_000 + "]" * 100_000
+    assert inbound.parse(deep, inbound.Limits(max_frame_bytes=10**6, max_text_chars=10)).code == "invalid_json"  # type: ignore[union-attr]
+
+
+def test_size_is_counted_in_utf8_bytes() -> None:
+    # 300 characters, 1200 bytes: over a 1024-byte limit although under it in characters.
+    text = json.dumps({"type": "message", "text": "\U0001f600" * 300}, ensure_ascii=False)
+    assert len(text) < 1024
+    assert refused(text).code == "frame_too_large"
+
+
+def test_exactly_at_limit_is_accepted() -> None:
+    base = '{"type":"message","text":""}'
+    data = base.replace('""', '"' + "é" * 40 + '"')  # multi-byte text, well under
+    assert isinstance(inbound.parse(data, LIMITS), SendMessage)
+    padded = '{"type":"message","text":"hi"}' + " " * (1024 - 30)
+    assert len(padded.encode()) == 1024
+    assert isinstance(inbound.parse(padded, LIMITS), SendMessage)
+    assert refused(padded + " ").code == "frame_too_large"
+
+
+def test_client_id_is_echoed_when_readable() -> None:
+    assert refused('{"type":"message","text":"","id":"m7"}').id == "m7"
+    assert refused('{"type":"dance","id":"m8"}').id == "m8"
+    assert refused('{"type":"message","text":"","id":7}').id is None
+    assert refused(json.dumps({"type": "message", "text": "", "id": "x" * 129})).id is None
+    assert refused("nope").id is None
+
+
+def test_text_too_long_carries_the_conversation() -> None:
+    error = refused(json.dumps({"type": "message", "text": "x" * 101, "conversation_id": "c1", "id": "m"}))
+    assert (error.code, error.conversation_id, error.id) == ("text_too_long", "c1", "m")
+
+
+def test_error_messages_do_not_echo_input() -> None:
+    error = refused('{"type":"message","text":"secret-ish","extra":"payload-value"}')
+    assert "payload-value" not in error.message
+    assert error.message.startswith("extra")

@@ -1,0 +1,82 @@
+"""The installed console script as a real process: serves, answers probes, stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+if TYPE_CHECKING:
+    from conftest import Broker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SCRIPT = Path(sys.executable).with_name("agentry-gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_healthy(base: str, process: asyncio.subprocess.Process) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            assert process.returncode is None, "gateway exited during start-up"
+            try:
+                async with http.get(f"{base}/readyz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    pytest.fail("gateway never became ready")
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")
+async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "AGENTRY_NAMESPACE": broker.topology.namespace,
+        "AGENTRY_PARTITIONS": str(broker.topology.partitions),
+        "GATEWAY_PORT": str(port),
+        "SHUTDOWN_GRACE_SECONDS": "5",
+    }
+    env.pop("AUTH_JWT_SECRET", None)
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        async with connect(f"ws://127.0.0.1:{port}/ws?user=proc") as ws:
+            await ws.send(json.dumps({"type": "message", "text": "through the real process", "id": "p1"}))
+            turn = await broker.log.next()
+            assert (turn.text, turn.scope.user_id, turn.client_message_id) == ("through the real process", "proc", "p1")
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(ws.recv(), 10)
+            assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    lines = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines() if line.startswith("{")]
+    messages = [line["msg"] for line in lines]
+    assert f"serving ws://127.0.0.1:{port}/ws" in messages
+    published = next(line for line in lines if line["msg"] == "turn published")
+    assert published["turn_id"] == turn.turn_id and published["conversation_id"] == turn.scope.conversation_id
