@@ -1,0 +1,3 @@
+from agentry_memory.main import main
+
+main()

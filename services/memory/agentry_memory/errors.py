@@ -1,0 +1,15 @@
+"""Store errors that are answers, not failures: retrying them cannot succeed."""
+
+from __future__ import annotations
+
+
+class StoreRefusal(Exception):
+    """The request is wrong for the stored state; the same request will always fail."""
+
+
+class Forbidden(StoreRefusal):
+    """The conversation (or turn) exists but belongs to another tenant or user."""
+
+
+class NotFound(StoreRefusal):
+    """No such conversation or turn in this scope."""

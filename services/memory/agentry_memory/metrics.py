@@ -1,0 +1,30 @@
+"""The service's Prometheus metrics (served on /metrics by the shared ops server)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RPC_REQUESTS = Counter(
+    "agentry_memory_rpc_requests_total",
+    "Memory RPC requests answered, by request kind and outcome (ok or the failure code).",
+    ["kind", "outcome"],
+)
+RPC_DURATION = Histogram(
+    "agentry_memory_rpc_duration_seconds",
+    "Time to answer one memory RPC request.",
+    ["kind"],
+)
+LOG_ENTRIES = Counter(
+    "agentry_memory_log_entries_total",
+    "Conversation log entries handled, by kind and outcome (ok, rejected, handed_back, unacked).",
+    ["kind", "outcome"],
+)
+LOG_ENTRY_DURATION = Histogram(
+    "agentry_memory_log_entry_duration_seconds",
+    "Time from delivery to ack of one conversation log entry (store and publish).",
+    ["kind"],
+)
+FRAMES_APPENDED = Counter(
+    "agentry_memory_frames_appended_total",
+    "Frames given a new seq and stored (redeliveries not counted).",
+)

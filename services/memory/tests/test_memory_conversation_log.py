@@ -1,0 +1,109 @@
+"""ConversationLog.ingest on the real embedded store: what is stored, what goes out."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from agentry_memory.conversation_log import ConversationLog
+from agentry_memory.errors import Forbidden
+from agentry_memory.store import Store
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
+from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.topology import Topology
+
+TOPOLOGY = Topology("test", 4)
+
+
+def turn(scope: Scope, turn_id: str, text: str = "hello") -> TurnRequested:
+    return TurnRequested(
+        scope=scope, turn_id=turn_id, text=text, client_message_id=f"m-{turn_id}", accepted_at=datetime.now(UTC)
+    )
+
+
+def delta(scope: Scope, turn_id: str, event_id: str, text: str) -> EventPosted:
+    frame = MessageDelta(conversation_id=scope.conversation_id, turn_id=turn_id, text=text)
+    return EventPosted(scope=scope, turn_id=turn_id, event_id=event_id, frame=frame)
+
+
+async def test_turn_is_stored_accepted_and_forwarded(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    request = turn(scope, "t1")
+    body = json.dumps({**request.model_dump(mode="json"), "future_field": 1}).encode()
+    frame_out, forward = await log.ingest(LOG_ENTRY.validate_json(body), body)
+
+    assert (frame_out.exchange, frame_out.routing_key, frame_out.persistent) == (
+        "test.frames",
+        scope.conversation_id,
+        False,
+    )
+    assert json.loads(frame_out.body) == {
+        "type": "message.accepted",
+        "conversation_id": scope.conversation_id,
+        "turn_id": "t1",
+        "id": "m-t1",
+        "seq": 1,
+    }
+    assert forward.exchange == "test.turns"
+    assert forward.routing_key == str(TOPOLOGY.partition(scope.conversation_id))
+    assert forward.persistent and forward.body == body  # byte for byte, unknown fields included
+    assert [m.content for m in await store.context(scope, "t1", 40)] == ["hello"]
+    assert await store.frames_after(scope, 0, 10) == [json.loads(frame_out.body)]
+
+
+async def test_redelivered_turn_repeats_the_same_output(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    request = turn(scope, "t1")
+    first = await log.ingest(request)
+    again = await log.ingest(request)
+    assert first == again
+    assert len(await store.frames_after(scope, 0, 10)) == 1
+    assert len(await store.context(scope, "t1", 40)) == 1
+
+
+async def test_events_get_consecutive_seqs_and_redelivery_keeps_its_seq(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1"))
+    outs = [await log.ingest(delta(scope, "t1", f"t1:{i}", f"part {i}")) for i in range(3)]
+    redelivered = await log.ingest(delta(scope, "t1", "t1:1", "part 1"))
+    seqs = [json.loads(out.body)["seq"] for [out] in outs]
+    assert seqs == [2, 3, 4]
+    assert redelivered == outs[1]
+    assert [f["seq"] for f in await store.frames_after(scope, 0, 10)] == [1, 2, 3, 4]
+
+
+async def test_event_frame_is_published_as_sent_with_its_seq(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1"))
+    frame = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="done")
+    [out] = await log.ingest(EventPosted(scope=scope, turn_id="t1", event_id="t1:done", frame=frame))
+    assert (out.exchange, out.routing_key, out.persistent) == ("test.frames", scope.conversation_id, False)
+    assert json.loads(out.body) == {**frame.model_dump(mode="json"), "seq": 2}
+
+
+async def test_a_frame_cannot_claim_another_conversation(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1"))
+    forged = MessageDelta(conversation_id="someone-elses", turn_id="t1", text="x")
+    [out] = await log.ingest(EventPosted(scope=scope, turn_id="t1", event_id="e", frame=forged))
+    assert out.routing_key == scope.conversation_id
+    assert json.loads(out.body)["conversation_id"] == scope.conversation_id
+
+
+async def test_turn_for_someone_elses_conversation_is_refused(store: Store, scope: Scope) -> None:
+    await store.claim_conversation(scope)
+    log = ConversationLog(store, TOPOLOGY)
+    with pytest.raises(Forbidden):
+        await log.ingest(turn(scope.model_copy(update={"user_id": "mallory"}), "t1"))
+    assert await store.frames_after(scope, 0, 10) == []
+
+
+async def test_two_conversations_count_seq_separately(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    other = scope.model_copy(update={"conversation_id": scope.conversation_id + "-b"})
+    [a, _] = await log.ingest(turn(scope, "ta"))
+    [b, _] = await log.ingest(turn(other, "tb"))
+    assert json.loads(a.body)["seq"] == json.loads(b.body)["seq"] == 1
