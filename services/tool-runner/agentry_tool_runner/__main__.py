@@ -1,0 +1,3 @@
+from agentry_tool_runner.main import main
+
+main()

@@ -1,0 +1,75 @@
+"""The process one tool call runs in: the unit a sandbox (bubblewrap, seccomp) wraps.
+
+Protocol: one JSON request on stdin
+    {"tool": str, "implementation": "module:function", "arguments": {...},
+     "max_output_bytes": int, "import_paths": [str, ...]}
+and one JSON result on the original stdout
+    {"ok": true, "output": str} | {"ok": false, "error": {"code": str, "message": str}}.
+
+Only the standard library and the tool's own module are imported. The parent treats
+everything here as untrusted: it caps, times and re-checks whatever comes back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+from agentry_tool_runner.failure import ToolFailure
+
+_MAX_MESSAGE_CHARS = 1000
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message[:_MAX_MESSAGE_CHARS]}}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ToolFailure):
+        return str(exc) or "the tool failed"
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    detail = str(exc)
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def execute(request: dict[str, Any]) -> dict[str, Any]:
+    sys.path[:0] = [str(path) for path in request.get("import_paths", [])]
+    implementation = str(request["implementation"])
+    module_name, _, function_name = implementation.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except Exception as exc:
+        return _error("crashed", f"could not load {implementation}: {_describe(exc)}")
+    try:
+        output = function(**request["arguments"])
+    except Exception as exc:
+        return _error("failed", _describe(exc))
+    if not isinstance(output, str):
+        output = json.dumps(output, default=str)
+    limit = int(request["max_output_bytes"])
+    size = len(output.encode("utf-8", "replace"))
+    if size > limit:
+        return _error("output_too_large", f"the tool produced {size} bytes of output (limit {limit})")
+    return {"ok": True, "output": output}
+
+
+def main() -> int:
+    # Whatever the tool prints goes to stderr: stdout carries our one result only.
+    result_fd = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        request = json.loads(sys.stdin.buffer.read())
+        result = execute(request)
+    except (ValueError, KeyError, TypeError) as exc:
+        result = _error("crashed", f"bad request to the child: {_describe(exc)}")
+    with os.fdopen(result_fd, "wb") as out:
+        out.write(json.dumps(result).encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Process entry point: wiring, readiness, graceful stop.
+
+On SIGTERM the runner stops consuming, lets running calls finish within the grace period
+(their children are killed after it), then closes the connection, which hands any
+unacknowledged call back to the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from agentry_shared.bus import Bus
+from agentry_shared.lifecycle import run_service
+from agentry_shared.ops import OpsServer, build_ops_app
+from agentry_shared.settings import ToolRunnerSettings
+from agentry_shared.topology import Topology
+
+from agentry_tool_runner.executor import Executor, SubprocessExecutor
+from agentry_tool_runner.handlers import ToolCallConsumer
+from agentry_tool_runner.registry import REGISTRY, Registry
+
+log = logging.getLogger(__name__)
+
+
+def served_pools(setting: str, registry: Registry) -> list[str]:
+    """The pools named in the setting, or every pool of the registry when it is empty."""
+    named = [pool.strip() for pool in setting.split(",") if pool.strip()]
+    return sorted(set(named)) if named else registry.pools()
+
+
+async def service(
+    stop: asyncio.Event,
+    settings: ToolRunnerSettings | None = None,
+    registry: Registry = REGISTRY,
+    executor: Executor | None = None,
+) -> None:
+    settings = settings or ToolRunnerSettings()
+    topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
+    bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
+    consumer = ToolCallConsumer(bus, registry, executor or SubprocessExecutor(), settings.tool_runner_concurrency)
+    started = False
+
+    def ready() -> tuple[bool, str]:
+        if not started:
+            return False, "starting"
+        if stop.is_set():
+            return False, "stopping"
+        return (True, "ok") if bus.connected else (False, "broker disconnected")
+
+    ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.tool_runner_port)
+    await ops.start()
+    try:
+        await bus.connect()
+        await consumer.start(served_pools(settings.tool_runner_pools, registry))
+        await consumer.serve_catalog()
+        started = True
+        log.info("ready", extra={"tools": ",".join(tool.name for tool in registry)})
+        await stop.wait()
+        log.info("stopping: finishing tool calls in hand")
+        await consumer.stop(settings.shutdown_grace_seconds)
+    finally:
+        await bus.close()
+        await ops.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="agentry-tool-runner", description=__doc__)
+    parser.add_argument("--pools", help="comma-separated pools to serve (overrides TOOL_RUNNER_POOLS)")
+    args = parser.parse_args(argv)
+    settings = ToolRunnerSettings()
+    if args.pools is not None:
+        settings = settings.model_copy(update={"tool_runner_pools": args.pools})
+
+    async def run(stop: asyncio.Event) -> None:
+        await service(stop, settings)
+
+    run_service("tool-runner", run, settings.log_level)

@@ -1,0 +1,16 @@
+"""Prometheus metrics of tool calls, served on /metrics by the ops server."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TOOL_CALLS = Counter(
+    "agentry_tool_calls_total", "Tool calls answered, by outcome (ok or error code).", ["tool", "outcome"]
+)
+TOOL_CALL_DURATION = Histogram(
+    "agentry_tool_call_duration_seconds",
+    "Wall-clock time of tool calls, child process included.",
+    ["tool"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TOOL_CALLS_IN_FLIGHT = Gauge("agentry_tool_calls_in_flight", "Tool calls running right now.")

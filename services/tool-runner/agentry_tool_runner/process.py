@@ -1,0 +1,134 @@
+"""Runs one child process under limits and brings back what it wrote, whatever it does.
+
+The child gets its own session (so one killpg reaches everything it forks), an almost
+empty environment (the worker's secrets stay here), a scratch directory as cwd, and
+rlimits set between fork and exec. Output is read through a protocol that keeps at most
+cap+1 bytes per stream; the process group is SIGKILLed when the call ends, in every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agentry_tool_runner.tool import Limits
+
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+# After the child exits or is killed, how long its pipes may take to close.
+_DRAIN_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    returncode: int | None  # negative: killed by that signal
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    overflow: str | None  # "stdout" | "stderr" when a stream went over its cap
+
+
+class _Capture(asyncio.SubprocessProtocol):
+    def __init__(self, caps: dict[int, int]) -> None:
+        loop = asyncio.get_running_loop()
+        self.caps = caps
+        self.buffers = {fd: bytearray() for fd in caps}
+        self.overflow: int | None = None
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.overflowed: asyncio.Future[None] = loop.create_future()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buffer, cap = self.buffers[fd], self.caps[fd]
+        if len(buffer) <= cap:
+            buffer += data[: cap + 1 - len(buffer)]
+            if len(buffer) > cap and self.overflow is None:
+                self.overflow = fd
+                self.overflowed.set_result(None)
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def rlimit_setter(limits: Limits) -> Callable[[], None]:
+    """The preexec_fn: everything is computed here so the forked child only calls setrlimit."""
+    mib = 1024 * 1024
+    wanted = {
+        # Soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+        resource.RLIMIT_CPU: (limits.cpu_seconds, limits.cpu_seconds + 1),
+        resource.RLIMIT_AS: (limits.memory_mib * mib, limits.memory_mib * mib),
+        resource.RLIMIT_FSIZE: (limits.max_file_bytes, limits.max_file_bytes),
+        resource.RLIMIT_NOFILE: (limits.max_open_files, limits.max_open_files),
+        resource.RLIMIT_CORE: (0, 0),
+    }
+    plan = [(which, _within_hard_limit(which, soft, hard)) for which, (soft, hard) in wanted.items()]
+
+    def apply() -> None:
+        for which, values in plan:
+            resource.setrlimit(which, values)
+
+    return apply
+
+
+def _within_hard_limit(which: int, soft: int, hard: int) -> tuple[int, int]:
+    """Never ask for more than this process may grant (raising a hard limit fails)."""
+    _, current_hard = resource.getrlimit(which)
+    if current_hard != resource.RLIM_INFINITY:
+        hard = min(hard, current_hard)
+    return min(soft, hard), hard
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def run_child(
+    argv: Sequence[str], stdin: bytes, *, cwd: str, limits: Limits, timeout: float, stdout_cap: int
+) -> ChildRun:
+    loop = asyncio.get_running_loop()
+    caps = {1: stdout_cap, 2: limits.max_stderr_bytes}
+    transport, capture = await loop.subprocess_exec(
+        lambda: _Capture(caps),
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=CHILD_ENV,
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=rlimit_setter(limits),
+    )
+    pgid = transport.get_pid()  # a session leader's pid is its process group id
+    try:
+        pipe = transport.get_pipe_transport(0)
+        assert isinstance(pipe, asyncio.WriteTransport)
+        pipe.write(stdin)
+        pipe.close()
+        try:
+            finished, _ = await asyncio.wait(
+                [capture.exited, capture.overflowed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            kill_group(pgid)
+        # With the whole group dead, nothing holds the pipes open any more.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(capture.closed), _DRAIN_SECONDS)
+    finally:
+        transport.close()
+    return ChildRun(
+        returncode=transport.get_returncode(),
+        stdout=bytes(capture.buffers[1]),
+        stderr=bytes(capture.buffers[2]),
+        timed_out=not finished,
+        overflow={1: "stdout", 2: "stderr"}.get(capture.overflow or 0),
+    )

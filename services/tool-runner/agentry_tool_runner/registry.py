@@ -1,0 +1,48 @@
+"""Every tool this runner knows. Adding a tool: one module in `tools/`, one line below.
+
+The registry (not the reasoner) is the source of truth: the catalog RPC serves the
+descriptors built here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from agentry_shared.contracts.tools import ToolDescriptor
+
+from agentry_tool_runner.tool import Limits, Tool
+from agentry_tool_runner.tools import calculator, current_time
+
+__all__ = ["REGISTRY", "Limits", "Registry", "Tool"]
+
+
+class Registry:
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            if tool.name in self._tools:
+                raise ValueError(f"two tools named {tool.name!r}")
+            self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def pools(self) -> list[str]:
+        return sorted({tool.pool for tool in self})
+
+    def descriptors(self) -> list[ToolDescriptor]:
+        return [tool.descriptor() for tool in self]
+
+
+REGISTRY = Registry(
+    [
+        calculator.TOOL,
+        current_time.TOOL,
+    ]
+)

@@ -1,0 +1,42 @@
+"""The current date and time, which the model cannot know on its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agentry_tool_runner.failure import ToolFailure
+from agentry_tool_runner.tool import Limits, Tool
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone name such as 'Europe/Paris' or 'America/New_York'; UTC when omitted.",
+    )
+
+
+def run(timezone: str | None = None) -> str:
+    if not timezone:
+        return datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: not a valid key, e.g. a path
+        raise ToolFailure(f"unknown time zone {timezone!r}; use an IANA name like 'Europe/Paris'") from None
+    return datetime.now(zone).isoformat(timespec="seconds")
+
+
+TOOL = Tool(
+    name="current_time",
+    description="Returns the current date and time in ISO 8601, in the given IANA time zone (default UTC).",
+    params=Params,
+    implementation=f"{__name__}:run",
+    side_effect="read_only",
+    timeout_seconds=5.0,
+    limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=1024),
+)
