@@ -1,0 +1,38 @@
+# One command surface: the same commands locally, in CI and in the README.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PACKAGES := shared services/gateway services/reasoner services/tool-runner services/memory services/offline-model
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
+
+.PHONY: run test lint bench install rabbitmq clean
+
+install: $(STAMP)
+
+$(STAMP): $(PYPROJECTS) requirements-dev.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt $(addprefix -e ,$(PACKAGES))
+	touch $(STAMP)
+
+rabbitmq:
+	@scripts/ensure-rabbitmq.sh
+
+run: install rabbitmq
+	$(BIN)/python scripts/run_all.py
+
+test: install rabbitmq
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy $(MYPY_PACKAGES)
+
+bench: install rabbitmq
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

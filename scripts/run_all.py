@@ -1,0 +1,120 @@
+"""`make run`: starts every Agentry service as its own process and supervises them.
+
+A service that dies is restarted (with a growing pause if it keeps dying) while the others
+keep running; Ctrl-C or SIGTERM stops them all with SIGTERM, then SIGKILL after a grace
+period. Each service reads its settings from the environment, as in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+GRACE_S = 25.0
+
+
+@dataclass
+class Service:
+    name: str
+    port_var: str
+    default_port: int
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    next_start: float = 0.0
+    started_at: float = field(default=0.0)
+
+    @property
+    def port(self) -> int:
+        return int(os.environ.get(self.port_var, self.default_port))
+
+    def start(self) -> None:
+        # Own session: Ctrl-C reaches the supervisor only, which stops services in order.
+        self.process = subprocess.Popen([str(BIN / f"agentry-{self.name}")], cwd=ROOT, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as reply:
+                return bool(reply.status == 200)
+        except OSError:
+            return False
+
+
+SERVICES = [
+    Service("offline-model", "OFFLINE_MODEL_PORT", 8090),
+    Service("memory", "MEMORY_PORT", 8083),
+    Service("tool-runner", "TOOL_RUNNER_PORT", 8082),
+    Service("reasoner", "REASONER_PORT", 8081),
+    Service("gateway", "GATEWAY_PORT", 8080),
+]
+
+
+def stop_all(services: list[Service]) -> None:
+    running = [s for s in services if s.process is not None and s.process.poll() is None]
+    for s in reversed(running):
+        assert s.process is not None
+        s.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for s in running:
+        assert s.process is not None
+        try:
+            s.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"[run] {s.name} did not stop within {GRACE_S:.0f}s; killing it", flush=True)
+            s.process.kill()
+            s.process.wait()
+
+
+def supervise(services: list[Service], stopping: list[bool]) -> None:
+    announced = False
+    while not stopping:
+        now = time.monotonic()
+        for s in services:
+            if s.process is not None and s.process.poll() is not None:
+                code = s.process.returncode
+                # A process that lived a while gets restarted at once; a crash loop backs off.
+                pause = 0.5 if now - s.started_at > 30 else min(30.0, 0.5 * 2 ** min(s.restarts, 6))
+                print(f"[run] {s.name} exited with {code}; restarting in {pause:.1f}s", flush=True)
+                s.process, s.restarts, s.next_start = None, s.restarts + 1, now + pause
+            if s.process is None and now >= s.next_start:
+                s.start()
+        if not announced and all(s.ready() for s in services):
+            announced = True
+            gateway = services[-1]
+            print(
+                f"\n[run] Agentry is up. Connect a WebSocket client to ws://127.0.0.1:{gateway.port}/ws\n"
+                f"[run] health: http://127.0.0.1:{gateway.port}/healthz  metrics: http://127.0.0.1:{gateway.port}/metrics\n"
+                "[run] Ctrl-C stops every service.\n",
+                flush=True,
+            )
+        time.sleep(0.5)
+
+
+def main() -> None:
+    stopping: list[bool] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.append(True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for s in SERVICES:
+        s.start()
+    try:
+        supervise(SERVICES, stopping)
+    finally:
+        print("[run] stopping every service...", flush=True)
+        stop_all(SERVICES)
+        print("[run] stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

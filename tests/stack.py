@@ -1,0 +1,136 @@
+"""Starts Agentry's services as real processes for cross-service tests.
+
+Each stack gets its own namespace (exchange and queue prefix), ports and data directory,
+so test runs never see each other or what an earlier run left in the broker. Processes
+are ended by the PIDs started here, and the namespace's queues are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aio_pika
+
+BIN = Path(sys.executable).parent
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PORT_VARS = {
+    "gateway": "GATEWAY_PORT",
+    "reasoner": "REASONER_PORT",
+    "tool-runner": "TOOL_RUNNER_PORT",
+    "memory": "MEMORY_PORT",
+    "offline-model": "OFFLINE_MODEL_PORT",
+}
+# Start order: what others call first.
+ORDER = ["offline-model", "memory", "tool-runner", "reasoner", "gateway"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+class Stack:
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.namespace = f"t{uuid.uuid4().hex[:12]}"
+        self.workdir = workdir
+        self.ports = {name: free_port() for name in PORT_VARS}
+        self.procs: list[Proc] = []
+        self.env = {
+            "AMQP_URL": AMQP_URL,
+            "AGENTRY_NAMESPACE": self.namespace,
+            "AGENTRY_PARTITIONS": "4",
+            "MEMORY_DATA_DIR": str(workdir / "memory"),
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{self.ports['offline-model']}/v1",
+            "SHUTDOWN_GRACE_SECONDS": "5",
+            "OFFLINE_MODEL_CHUNK_DELAY_MS": "1",
+            **{var: str(self.ports[name]) for name, var in PORT_VARS.items()},
+            **env,
+        }
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ports['gateway']}/ws"
+
+    def http(self, name: str, path: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def start(self, name: str, port: int | None = None, **env: str) -> Proc:
+        port = port or self.ports[name]
+        log_path = self.workdir / f"{name}-{port}.log"
+        full_env = {**os.environ, **self.env, PORT_VARS[name]: str(port), **env}
+        with log_path.open("ab") as log:
+            process = subprocess.Popen([str(BIN / f"agentry-{name}")], env=full_env, stdout=log, stderr=log)
+        proc = Proc(name, port, process, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def wait_ready(self, proc: Proc, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{proc.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{proc.port}/readyz", timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"{proc.name} not ready in {timeout}s:\n{proc.log_path.read_text()}")
+
+    def start_all(self) -> None:
+        for name in ORDER:
+            self.wait_ready(self.start(name))
+
+    def terminate(self, proc: Proc, timeout: float = 15.0) -> int:
+        if proc.alive():
+            proc.process.send_signal(signal.SIGTERM)
+        try:
+            return proc.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            return proc.process.wait()
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self.terminate(proc)
+        asyncio.run(delete_namespace(self.namespace))
+
+
+async def delete_namespace(namespace: str) -> None:
+    """Drop every queue and exchange this stack's namespace created."""
+    from agentry_shared.topology import Topology
+
+    topology = Topology(namespace, 4)
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        for name in [*topology.durable_queues(pools=["default", "sandbox"])]:
+            channel = await connection.channel()
+            with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                await channel.queue_delete(name)
+        channel = await connection.channel()
+        for name in topology.exchanges():
+            await channel.exchange_delete(name)
