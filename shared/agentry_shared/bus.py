@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -33,6 +34,17 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 
 class RpcTimeout(Exception):
     """No reply in time: the callee is down, overloaded or gone."""
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A running consumer; `cancel` stops deliveries (what is in hand still finishes)."""
+
+    queue: AbstractQueue
+    tag: str
+
+    async def cancel(self) -> None:
+        await self.queue.cancel(self.tag)
 
 
 def encode(model: BaseModel) -> bytes:
@@ -60,7 +72,8 @@ class Bus:
         self.connection = await aio_pika.connect_robust(
             self.url, client_properties={"connection_name": self.name}
         )
-        self._publish_channel = await self.connection.channel(publisher_confirms=True)
+        # A work message that no queue takes must fail loudly, never vanish.
+        self._publish_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await self.declare_exchanges()
 
     async def close(self) -> None:
@@ -96,7 +109,9 @@ class Bus:
             **QUORUM,
             "x-dead-letter-exchange": self.topology.dead_letter_exchange,
             "x-dead-letter-routing-key": "#",
-            "x-delivery-limit": 5,
+            # High enough that redeliveries from graceful restarts (a closed channel counts
+            # one for every prefetched message) never dead-letter healthy work.
+            "x-delivery-limit": 20,
         }
         if single_active:
             arguments["x-single-active-consumer"] = True
@@ -117,8 +132,13 @@ class Bus:
         correlation_id: str | None = None,
         headers: dict[str, Any] | None = None,
         timeout: float = 10.0,
+        mandatory: bool | None = None,
     ) -> None:
-        """Returns once the broker confirmed the message (publisher confirms)."""
+        """Returns once the broker confirmed the message (publisher confirms).
+
+        Persistent (work) messages are mandatory by default: if no queue is bound, this raises
+        `aio_pika.exceptions.PublishError`. Transient broadcasts (frames) may find no listener.
+        """
         ch = self.publish_channel
         target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
         message = aio_pika.Message(
@@ -129,7 +149,9 @@ class Bus:
             correlation_id=correlation_id,
             headers=headers or {},
         )
-        await target.publish(message, routing_key=routing_key, timeout=timeout)
+        await target.publish(
+            message, routing_key=routing_key, timeout=timeout, mandatory=persistent if mandatory is None else mandatory
+        )
 
     # ---- RPC (direct reply-to) ------------------------------------------------------
 
@@ -173,7 +195,7 @@ class Bus:
 
     async def serve_rpc(
         self, queue_name: str, handler: Callable[[bytes], Awaitable[bytes]], *, prefetch: int = 32
-    ) -> AbstractQueue:
+    ) -> Consumer:
         """Answer requests on a shared durable queue; replicas share the load."""
         channel = await self.channel(prefetch)
         queue = await channel.declare_queue(queue_name, durable=True)
@@ -191,5 +213,4 @@ class Bus:
                         routing_key=message.reply_to,
                     )
 
-        await queue.consume(on_request)
-        return queue
+        return Consumer(queue, await queue.consume(on_request))

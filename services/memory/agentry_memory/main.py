@@ -16,7 +16,6 @@ from agentry_shared.lifecycle import run_service
 from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
-from aio_pika.abc import AbstractQueue
 
 from agentry_memory.conversation_log import ConversationLog
 from agentry_memory.embedded import EmbeddedStore
@@ -61,12 +60,6 @@ class InFlight:
         await self._idle.wait()
 
 
-async def stop_consuming(queue: AbstractQueue) -> None:
-    """Cancel the RPC queue's consumer: `Bus.serve_rpc` does not hand out its consumer tag."""
-    for tag in list(getattr(queue, "_consumers", {})):
-        await queue.cancel(tag)
-
-
 async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -> None:
     settings = settings or MemorySettings()
     topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
@@ -78,7 +71,7 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
     try:
         await store.open()
         await bus.connect()
-        rpc_queue = await bus.serve_rpc(
+        rpc = await bus.serve_rpc(
             topology.memory_rpc_queue, in_flight.wrap(MemoryRpc(store, settings.memory_window_messages).handle)
         )
         await consumer.start()
@@ -106,7 +99,7 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
 
         async def drain() -> None:
             await consumer.stop()
-            await stop_consuming(rpc_queue)
+            await rpc.cancel()
             await in_flight.wait_idle()
 
         try:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 
-from agentry_shared.bus import Bus, encode
+from agentry_shared.bus import Bus, Consumer, encode
 from agentry_shared.contracts.tools import Catalog, CatalogRequested, ToolCompleted, ToolRequested
 from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
@@ -35,6 +35,7 @@ class ToolCallConsumer:
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._catalog_rpc: Consumer | None = None
 
     async def start(self, pools: list[str]) -> None:
         topology = self.bus.topology
@@ -53,11 +54,14 @@ class ToolCallConsumer:
             CatalogRequested.model_validate_json(request)  # garbage is logged and dropped
             return body
 
-        await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)
+        self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)
 
     async def stop(self, grace: float) -> None:
         """Stop taking calls, give running ones `grace` seconds, then kill what is left."""
         self._draining = True
+        if self._catalog_rpc is not None:
+            with contextlib.suppress(Exception):
+                await self._catalog_rpc.cancel()
         for queue, tag in self._consumers:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
