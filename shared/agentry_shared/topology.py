@@ -8,6 +8,8 @@ The path of a turn through the broker:
     memory  --ServerFrame-->  frames     (routing key = conversation_id; gateways bind)
     reasoner --ToolRequested--> tools.<pool> (tool-runner; reply to the caller)
     anyone  --MemoryRequest--> memory.rpc, --CatalogRequested--> tools.catalog
+    memory  --CancelRequested--> control (fanout: every reasoner and tool-runner)
+    dead    <-- work messages that failed `x-delivery-limit` times (memory tells the user)
 
 `log.<p>` and `turns.<p>` are quorum queues with single-active-consumer and the same
 partition of a conversation, so each conversation has exactly one writer of its event
@@ -46,6 +48,11 @@ class Topology:
     @property
     def tools_exchange(self) -> str:
         return f"{self.namespace}.tools"
+
+    @property
+    def control_exchange(self) -> str:
+        """Fanout: cancel requests reach every reasoner and tool-runner."""
+        return f"{self.namespace}.control"
 
     @property
     def dead_letter_exchange(self) -> str:
@@ -92,5 +99,6 @@ class Topology:
             self.turns_exchange,
             self.frames_exchange,
             self.tools_exchange,
+            self.control_exchange,
             self.dead_letter_exchange,
         ]

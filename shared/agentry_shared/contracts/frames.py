@@ -25,7 +25,27 @@ class SendMessage(_ClientFrame):
     id: str | None = Field(default=None, max_length=128)
 
 
-ClientFrame = Annotated[SendMessage, Field(discriminator="type")]
+_Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+
+
+class CancelTurn(_ClientFrame):
+    """Stop a running or queued turn; it ends with `turn.failed` code `cancelled`."""
+
+    type: Literal["cancel"]
+    turn_id: str = _Id
+    id: str | None = Field(default=None, max_length=128)
+
+
+class Resume(_ClientFrame):
+    """Replay every frame of the conversation after `after_seq`, then follow it live."""
+
+    type: Literal["resume"]
+    conversation_id: str = _Id
+    after_seq: int = Field(default=0, ge=0)
+    id: str | None = Field(default=None, max_length=128)
+
+
+ClientFrame = Annotated[SendMessage | CancelTurn | Resume, Field(discriminator="type")]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 
 # ---- server -> client -------------------------------------------------------------
@@ -76,6 +96,14 @@ class MessageDelta(_ServerFrame):
     text: str
 
 
+class MessageReset(_ServerFrame):
+    """Discard the `message.delta` text received so far for this turn: the answer restarts
+    (another reasoner took the turn over after a crash)."""
+
+    type: Literal["message.reset"] = "message.reset"
+    reason: str = "resumed"
+
+
 class TurnCompleted(_ServerFrame):
     type: Literal["turn.completed"] = "turn.completed"
     text: str
@@ -99,6 +127,7 @@ ServerFrame = Annotated[
     | ToolStarted
     | ToolFinished
     | MessageDelta
+    | MessageReset
     | TurnCompleted
     | TurnFailed,
     Field(discriminator="type"),

@@ -40,12 +40,51 @@ class GetContext(BaseModel):
 
 
 class AppendMessages(BaseModel):
-    """The messages a turn produced after the user's; idempotent per (turn_id, position)."""
+    """Every message the turn has produced so far after the user's (the full list, not an
+    increment): stored at positions 1..n, so a retry or a later checkpoint overwrites."""
 
     kind: Literal["memory.append_messages"] = "memory.append_messages"
     scope: Scope
     turn_id: str
     messages: list[ChatMessage]
+
+
+class BeginTurn(BaseModel):
+    """A reasoner takes the turn. Counts attempts (attempt > 1: a replica died holding it)
+    and says whether it was cancelled while queued or has already finished."""
+
+    kind: Literal["memory.begin_turn"] = "memory.begin_turn"
+    scope: Scope
+    turn_id: str
+
+
+class CancelTurnRequest(BaseModel):
+    """A user asks to stop a turn. Memory records it (a queued turn is cancelled when it
+    starts) and broadcasts `CancelRequested` on the control exchange."""
+
+    kind: Literal["memory.cancel_turn"] = "memory.cancel_turn"
+    tenant_id: str
+    user_id: str
+    turn_id: str
+
+
+class ClaimToolCall(BaseModel):
+    """A tool-runner is about to run a call: first claim wins; results are kept by
+    (turn_id, call_id) so a resumed turn never runs a finished call again."""
+
+    kind: Literal["memory.claim_tool_call"] = "memory.claim_tool_call"
+    scope: Scope
+    turn_id: str
+    call_id: str
+    tool: str
+
+
+class CompleteToolCall(BaseModel):
+    kind: Literal["memory.complete_tool_call"] = "memory.complete_tool_call"
+    scope: Scope
+    turn_id: str
+    call_id: str
+    result: dict[str, Any]  # a ToolCompleted, as JSON
 
 
 class RecordReasoning(BaseModel):
@@ -68,7 +107,15 @@ class GetFrames(BaseModel):
 
 
 MemoryRequest = Annotated[
-    ClaimConversation | GetContext | AppendMessages | RecordReasoning | GetFrames,
+    ClaimConversation
+    | GetContext
+    | AppendMessages
+    | RecordReasoning
+    | GetFrames
+    | BeginTurn
+    | CancelTurnRequest
+    | ClaimToolCall
+    | CompleteToolCall,
     Field(discriminator="kind"),
 ]
 MEMORY_REQUEST: TypeAdapter[MemoryRequest] = TypeAdapter(MemoryRequest)
@@ -85,7 +132,33 @@ class Claimed(BaseModel):
 
 class Context(BaseModel):
     kind: Literal["memory.context"] = "memory.context"
-    messages: list[ChatMessage]
+    messages: list[ChatMessage]  # the window, up to and with this turn's user message
+    produced: list[ChatMessage] = []  # what this turn already produced (its checkpoint)
+
+
+TurnState = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
+class TurnBegun(BaseModel):
+    kind: Literal["memory.turn_begun"] = "memory.turn_begun"
+    attempt: int
+    state: TurnState  # "running" unless it was cancelled or had already finished
+
+
+class TurnCancelAccepted(BaseModel):
+    kind: Literal["memory.turn_cancel_accepted"] = "memory.turn_cancel_accepted"
+    conversation_id: str
+    state: TurnState  # the state before the cancel: finished turns are left as they are
+
+
+class ToolCallClaimed(BaseModel):
+    """`new`: run it. `running`: claimed `claimed_seconds_ago` by a runner that has not
+    finished (still running, or died). `done`: `result` is the kept ToolCompleted."""
+
+    kind: Literal["memory.tool_call_claimed"] = "memory.tool_call_claimed"
+    state: Literal["new", "running", "done"]
+    claimed_seconds_ago: float = 0.0
+    result: dict[str, Any] | None = None
 
 
 class Frames(BaseModel):
@@ -101,5 +174,8 @@ class MemoryFailure(BaseModel):
     message: str
 
 
-MemoryReply = Annotated[Done | Claimed | Context | Frames | MemoryFailure, Field(discriminator="kind")]
+MemoryReply = Annotated[
+    Done | Claimed | Context | Frames | TurnBegun | TurnCancelAccepted | ToolCallClaimed | MemoryFailure,
+    Field(discriminator="kind"),
+]
 MEMORY_REPLY: TypeAdapter[MemoryReply] = TypeAdapter(MemoryReply)
