@@ -47,6 +47,16 @@ class ReasonerSettings(CommonSettings):
     # Bound on one model request (connect + whole stream), and how often to retry it.
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0)
+    # Used when the primary keeps failing (same endpoint unless LLM_FALLBACK_BASE_URL is set).
+    llm_fallback_model: str | None = None
+    llm_fallback_base_url: str | None = None
+    # Circuit breaker: after this many failed model calls in a row, fail turns fast with
+    # `model_unavailable` for the cool-down, then let one call through to test the model.
+    llm_breaker_failures: int = Field(default=5, ge=1)
+    llm_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Turns taken at once from each partition; turns of one conversation still run one
+    # at a time, in order, so other conversations are not held up behind a long turn.
+    reasoner_prefetch_per_partition: int = Field(default=16, ge=1, le=256)
     reasoner_max_steps: int = Field(default=8, ge=1)
     reasoner_max_tool_calls_per_turn: int = Field(default=16, ge=1)
     reasoner_tool_timeout_seconds: float = Field(default=30.0, gt=0)

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from agentry_shared.contracts.frames import (
     FrameError,
     MessageDelta,
+    MessageReset,
     ThinkingFinished,
     ThinkingStarted,
     ToolFinished,
@@ -24,7 +25,7 @@ from agentry_shared.contracts.frames import (
     TurnFailed,
     TurnStarted,
 )
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.memory import ChatMessage, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 
 from agentry_reasoner.coalesce import DeltaCoalescer
@@ -54,7 +55,7 @@ class Budget:
 class TurnOutcome:
     ok: bool
     text: str = ""
-    code: str | None = None
+    code: str | None = None  # the failure code, or "duplicate" for a turn already finished
 
 
 class FrameIds(TypedDict):
@@ -99,8 +100,16 @@ class Turn:
         self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
         self.tool_calls_made = 0
 
-    async def run(self) -> TurnOutcome:
+    async def run(self, begun: TurnBegun) -> TurnOutcome:
+        """`begun` says which attempt this is: a later one resumes from the checkpoint."""
+        if begun.state in ("completed", "failed"):
+            return TurnOutcome(ok=begun.state == "completed", code="duplicate")
         await self.events.emit(TurnStarted(**self.ids))
+        if begun.state == "cancelled":
+            return await self.fail("cancelled", "The turn was cancelled.")
+        if begun.attempt > 1:
+            # The client may hold deltas of the attempt that died; tell it to drop them.
+            await self.events.emit(MessageReset(reason="resumed", **self.ids))
         try:
             text = await self._loop()
         except TurnAborted as exc:
@@ -119,11 +128,21 @@ class Turn:
         return TurnOutcome(ok=False, code=code)
 
     async def _loop(self) -> str:
-        history = await self.memory.context()
+        context = await self.memory.context()
+        history, self.produced = context.messages, list(context.produced)
         catalog = await self.tools.catalog()
         by_name = {t.name: t for t in catalog}
         tool_specs = openai_tools(catalog)
-        for step in range(self.budget.max_steps):
+        resumed_answer = final_answer(self.produced)
+        if resumed_answer is not None:
+            # The answer was checkpointed but never announced: send it whole.
+            await self.events.emit(MessageDelta(text=resumed_answer, **self.ids))
+            return resumed_answer
+        pending = unanswered_calls(self.produced)
+        if pending:
+            await self._run_and_record(pending, by_name)
+        self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced)
+        for step in range(sum(m.role == "assistant" for m in self.produced), self.budget.max_steps):
             messages = [{"role": "system", "content": self.system_prompt}]
             messages += [m.to_openai() for m in [*history, *self.produced]]
             text, calls = await self._model_step(step, messages, tool_specs)
@@ -140,12 +159,17 @@ class Turn:
                     ],
                 )
             )
-            results = await self._run_tools(calls, by_name)
-            for call, result in zip(calls, results, strict=True):
-                self.produced.append(ChatMessage(role="tool", tool_call_id=call.call_id, content=tool_message(result)))
+            await self.memory.append(self.produced)  # the calls are fixed before any runs
+            await self._run_and_record(calls, by_name)
         raise TurnAborted(
             "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."
         )
+
+    async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:
+        results = await self._run_tools(calls, by_name)
+        for call, result in zip(calls, results, strict=True):
+            self.produced.append(ChatMessage(role="tool", tool_call_id=call.call_id, content=tool_message(result)))
+        await self.memory.append(self.produced)
 
     async def _model_step(
         self, step: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -217,6 +241,26 @@ class Turn:
         if not isinstance(arguments, dict):
             return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
         return await self.tools.call(tool, call.call_id, arguments)
+
+
+def final_answer(produced: list[ChatMessage]) -> str | None:
+    """A checkpoint that ends in an assistant message without tool calls is finished."""
+    if produced and produced[-1].role == "assistant" and not produced[-1].tool_calls:
+        return produced[-1].content or ""
+    return None
+
+
+def unanswered_calls(produced: list[ChatMessage]) -> list[ToolCall]:
+    """Calls of the last step whose results were not checkpointed (the turn was interrupted)."""
+    last = next((i for i in range(len(produced) - 1, -1, -1) if produced[i].role == "assistant"), None)
+    if last is None or not produced[last].tool_calls:
+        return []
+    answered = {m.tool_call_id for m in produced[last + 1 :] if m.role == "tool"}
+    return [
+        ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "{}")
+        for c in produced[last].tool_calls or []
+        if c["id"] not in answered
+    ]
 
 
 def tool_error(call: ToolCall, code: str, message: str) -> ToolCompleted:

@@ -13,12 +13,14 @@ from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
+    BeginTurn,
     ChatMessage,
     Context,
     GetContext,
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    TurnBegun,
 )
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import (
@@ -40,10 +42,16 @@ MEMORY_TIMEOUT_S = 10.0
 
 
 class BrokerEvents:
-    """Publishes a turn's frames to its conversation's log partition, one at a time, in order."""
+    """Publishes a turn's frames to its conversation's log partition, one at a time, in order.
 
-    def __init__(self, bus: Bus, scope: Scope, turn_id: str, traceparent: str | None) -> None:
+    Event ids make redelivery harmless: memory keeps the first seq of an id. `turn.started`
+    and the terminal frame have one id per turn, so however many attempts a turn takes
+    (a replica died holding it), the client sees each of them once.
+    """
+
+    def __init__(self, bus: Bus, scope: Scope, turn_id: str, attempt: int, traceparent: str | None) -> None:
         self._bus = bus
+        self._attempt = attempt
         self._scope = scope
         self._turn_id = turn_id
         self._traceparent = traceparent
@@ -54,10 +62,16 @@ class BrokerEvents:
     async def emit(self, frame: ServerFrame) -> None:
         async with self._lock:
             self._next += 1
+            if frame.type == "turn.started":
+                event_id = f"{self._turn_id}:started"
+            elif frame.type in ("turn.completed", "turn.failed"):
+                event_id = f"{self._turn_id}:end"
+            else:
+                event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
             event = EventPosted(
                 scope=self._scope,
                 turn_id=self._turn_id,
-                event_id=f"{self._turn_id}:{self._next}",
+                event_id=event_id,
                 frame=frame,
                 traceparent=self._traceparent,
             )
@@ -83,11 +97,17 @@ class BrokerMemory:
             raise TurnAborted(f"memory_{reply.code}", reply.message)
         return reply
 
-    async def context(self) -> list[ChatMessage]:
+    async def begin(self) -> TurnBegun:
+        reply = await self._call(BeginTurn(scope=self._scope, turn_id=self._turn_id))
+        if not isinstance(reply, TurnBegun):
+            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        return reply
+
+    async def context(self) -> Context:
         reply = await self._call(GetContext(scope=self._scope, turn_id=self._turn_id))
         if not isinstance(reply, Context):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
-        return reply.messages
+        return reply
 
     async def append(self, messages: list[ChatMessage]) -> None:
         await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages))

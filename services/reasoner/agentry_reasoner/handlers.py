@@ -1,9 +1,11 @@
 """Consumes turns from every partition and runs each through the agent loop.
 
-Each `turns.<p>` queue has a single active consumer across all replicas and a prefetch
-of one, so a conversation's turns run one at a time, in the order they were accepted.
-The message is acked only after the turn's last frame is confirmed: a replica that dies
-mid-turn leaves it to the next one.
+Each `turns.<p>` queue has a single active consumer across all replicas, so one replica
+sees a partition's turns, in the order they were accepted. It takes several at once and
+runs them under a FIFO lock per conversation: one turn of a conversation at a time, in
+order, while other conversations go on. A turn is acked only after its last frame is
+confirmed; a replica that dies mid-turn leaves its unacked turns to the next one (the
+broker returns them in queue order), which resumes each from its checkpoint.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
+import aio_pika
 from agentry_shared.bus import Bus
+from agentry_shared.contracts.control import CONTROL_MESSAGE
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.settings import ReasonerSettings
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
-from agentry_reasoner.agent import Budget, Turn
+from agentry_reasoner.agent import Budget, Turn, TurnAborted
 from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache
 from agentry_reasoner.metrics import TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
 from agentry_reasoner.model import Model
@@ -41,82 +48,152 @@ class TurnConsumer:
         )
         self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._running: dict[str, asyncio.Task[Any]] = {}  # turn_id -> the task running it
+        self._cancel_requested: set[str] = set()
+        self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, turns using it
+        self._stopping = False
 
     async def start(self) -> None:
-        self._channel = await self.bus.channel(prefetch=1)
+        self._channel = await self.bus.channel(prefetch=self.settings.reasoner_prefetch_per_partition)
         topology = self.bus.topology
+        control = await self._channel.declare_queue(
+            f"{topology.namespace}.reasoner.{uuid.uuid4().hex}", exclusive=True, auto_delete=True
+        )
+        await control.bind(topology.control_exchange)
+        self._consumers.append((control, await control.consume(self._on_control, no_ack=True)))
         for p in range(topology.partitions):
             queue = await self.bus.declare_work_queue(
                 self._channel, topology.turns_queue(p), topology.turns_exchange, str(p), single_active=True
             )
-            tag = await queue.consume(self._on_message)
-            self._consumers.append((queue, tag))
+            self._consumers.append((queue, await queue.consume(self._on_message)))
+        assert self.bus.connection is not None
+        self.bus.connection.close_callbacks.add(self._on_connection_lost)
 
     async def stop(self, grace_s: float) -> None:
         """Take no new turn; give the ones in hand `grace_s` to finish, then hand them back."""
+        self._stopping = True
         for queue, tag in self._consumers:
             await queue.cancel(tag)
         self._consumers.clear()
-        if self._in_flight:
-            _, pending = await asyncio.wait(self._in_flight, timeout=grace_s)
+        if self._running:
+            _, pending = await asyncio.wait(self._running.values(), timeout=grace_s)
             for task in pending:
                 task.cancel()  # not acked: the broker redelivers the turn to another replica
             await asyncio.gather(*pending, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._in_flight.add(task)
-        try:
-            await self._handle(message)
-        finally:
-            self._in_flight.discard(task)
+    def _on_connection_lost(self, *_: object) -> None:
+        """The broker took back every unacked turn: stop working on them here at once,
+        so a turn never runs twice at the same time (it is redelivered, then resumed)."""
+        if self._stopping:
+            return
+        for turn_id, task in list(self._running.items()):
+            log.warning("broker connection lost; handing the turn back", extra={"turn_id": turn_id})
+            task.cancel()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        try:
+            control = CONTROL_MESSAGE.validate_json(message.body)
+        except ValidationError:
+            log.warning("ignoring a malformed control message")
+            return
+        task = self._running.get(control.turn_id)
+        if task is not None:
+            log.info("cancelling turn", extra={"turn_id": control.turn_id})
+            self._cancel_requested.add(control.turn_id)
+            task.cancel()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             turn = TurnRequested.model_validate_json(message.body)
         except ValidationError as exc:
             log.error("dropping malformed turn to the dead-letter queue", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
+        conversation = turn.scope.conversation_id
+        lock = self._conversation_locks.setdefault(conversation, asyncio.Lock())
+        # Deliveries arrive in queue order and acquiring is the first await: FIFO per conversation.
+        async with lock:
+            try:
+                await self._handle(message, turn)
+            finally:
+                if not lock._waiters:
+                    self._conversation_locks.pop(conversation, None)
+
+    async def _handle(self, message: AbstractIncomingMessage, turn: TurnRequested) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         with bind_context(turn_id=turn.turn_id, conversation_id=turn.scope.conversation_id):
+            self._running[turn.turn_id] = task
             TURNS_IN_FLIGHT.inc()
             started = time.monotonic()
             try:
-                outcome = await self._run(turn)
+                outcome = await self._run_until_done(turn)
+            except asyncio.CancelledError:
+                log.warning("turn handed back unfinished; the broker redelivers it")
+                raise
             finally:
                 TURNS_IN_FLIGHT.dec()
+                self._running.pop(turn.turn_id, None)
+                self._cancel_requested.discard(turn.turn_id)
             TURN_SECONDS.observe(time.monotonic() - started)
             TURNS.labels(outcome).inc()
             await message.ack()
             elapsed_ms = int((time.monotonic() - started) * 1000)
             log.info("turn finished", extra={"outcome": outcome, "elapsed_ms": elapsed_ms})
 
+    async def _run_until_done(self, turn: TurnRequested) -> str:
+        """Memory or the broker failing under a turn is retried in place, with backoff: a
+        requeue would let the conversation's next turn overtake this one."""
+        pause = 0.5
+        while True:
+            try:
+                return await self._run(turn)
+            except TurnAborted as exc:
+                log.warning("turn could not run; retrying", extra={"code": exc.code, "pause_s": pause})
+            except (aio_pika.exceptions.AMQPError, TimeoutError):
+                log.warning("broker did not confirm a publish; retrying", exc_info=True, extra={"pause_s": pause})
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
     async def _run(self, request: TurnRequested) -> str:
         scope, turn_id = request.scope, request.turn_id
-        events = BrokerEvents(self.bus, scope, turn_id, request.traceparent)
+        memory = BrokerMemory(self.bus, scope, turn_id)
+        begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
+        events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent)
         turn = Turn(
             conversation_id=scope.conversation_id,
             turn_id=turn_id,
             system_prompt=self.settings.reasoner_system_prompt,
             model=self.model,
-            memory=BrokerMemory(self.bus, scope, turn_id),
+            memory=memory,
             tools=BrokerTools(
                 self.bus, self.catalog, scope, turn_id, self.settings.reasoner_tool_timeout_seconds, request.traceparent
             ),
             events=events,
             budget=self.budget,
         )
+        limit = self.settings.reasoner_turn_deadline_seconds
+        # The deadline runs from acceptance, so a resumed turn does not get a fresh one.
+        remaining = limit - (datetime.now(UTC) - request.accepted_at).total_seconds()
         try:
-            async with asyncio.timeout(self.settings.reasoner_turn_deadline_seconds):
-                outcome = await turn.run()
+            async with asyncio.timeout(max(0.0, remaining)) as deadline:
+                outcome = await turn.run(begun)
         except TimeoutError:
-            limit = self.settings.reasoner_turn_deadline_seconds
+            if not deadline.expired():
+                raise  # a publish or an RPC timed out, not the turn: retried by the caller
             await turn.fail("deadline_exceeded", f"The turn did not finish within its deadline of {limit:.0f}s.")
             return "deadline_exceeded"
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if turn_id not in self._cancel_requested or current is None:
+                raise
+            current.uncancel()
+            await turn.fail("cancelled", "The turn was cancelled.")
+            return "cancelled"
+        except (TurnAborted, aio_pika.exceptions.AMQPError):
+            raise  # infrastructure trouble: retried by the caller, not a failure of the turn
         except Exception as exc:
             log.exception("turn crashed")
             await turn.fail("internal", f"The agent failed unexpectedly ({type(exc).__name__}).")

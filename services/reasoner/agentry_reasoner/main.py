@@ -12,10 +12,24 @@ from agentry_shared.settings import ReasonerSettings
 from agentry_shared.topology import Topology
 from openai import AsyncOpenAI
 
+from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.handlers import TurnConsumer
-from agentry_reasoner.model import OpenAIModel
+from agentry_reasoner.model import GuardedModel, Model, OpenAIModel
 
 log = logging.getLogger(__name__)
+
+
+def guarded_model(settings: ReasonerSettings, client: AsyncOpenAI) -> GuardedModel:
+    def breaker() -> CircuitBreaker:
+        return CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
+
+    models: list[tuple[Model, CircuitBreaker]] = [(OpenAIModel(client, settings.llm_model), breaker())]
+    if settings.llm_fallback_model:
+        fallback_client = client
+        if settings.llm_fallback_base_url:
+            fallback_client = client.with_options(base_url=settings.llm_fallback_base_url)
+        models.append((OpenAIModel(fallback_client, settings.llm_fallback_model), breaker()))
+    return GuardedModel(models)
 
 
 async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
@@ -31,7 +45,7 @@ async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
     )
-    consumer = TurnConsumer(bus, OpenAIModel(client, settings.llm_model), settings)
+    consumer = TurnConsumer(bus, guarded_model(settings, client), settings)
     await consumer.start()
     ops = OpsServer(build_ops_app(lambda: (bus.connected, "broker")), settings.bind_host, settings.reasoner_port)
     await ops.start()

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import openai
 from openai import AsyncOpenAI
 
+from agentry_reasoner.breaker import CircuitBreaker
+
 
 @dataclass(frozen=True)
 class ReasoningDelta:
@@ -112,3 +114,44 @@ class OpenAIModel:
                     for i, c in sorted(partial.items())
                 ]
             )
+
+
+class GuardedModel:
+    """Models in order of preference (primary, then an optional fallback), each behind its
+    own circuit breaker.
+
+    The SDK already retries connection errors, 429 and 5xx with exponential backoff
+    (`LLM_MAX_RETRIES`); what still fails counts against that model's breaker, and the next
+    model is tried. While every breaker is open, turns fail at once with
+    `model_unavailable`. A model that fails after streaming something is not replaced
+    mid-answer: the text the client already has cannot be taken back silently.
+    """
+
+    def __init__(self, models: list[tuple[Model, CircuitBreaker]]) -> None:
+        self.models = models
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
+        last_error: ModelUnavailable | None = None
+        for model, breaker in self.models:
+            if not breaker.allow():
+                continue
+            yielded = settled = False
+            try:
+                async for item in model.stream(messages, tools):
+                    yielded = True
+                    yield item
+                breaker.succeeded()
+                settled = True
+                return
+            except ModelUnavailable as exc:
+                breaker.failed()
+                settled = True
+                if yielded:
+                    raise
+                last_error = exc
+            finally:
+                if not settled:
+                    breaker.abandoned()  # cancelled mid-call: no verdict on the model
+        if last_error is not None:
+            raise last_error
+        raise ModelUnavailable("the model keeps failing; calls are paused for a cool-down (circuit open)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from agentry_shared.contracts.frames import ServerFrame
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.memory import ChatMessage, Context
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 
@@ -19,9 +19,11 @@ class Events(Protocol):
 
 
 class Memory(Protocol):
-    async def context(self) -> list[ChatMessage]: ...
+    async def context(self) -> Context:
+        """The conversation window and what this turn already produced (its checkpoint)."""
 
-    async def append(self, messages: list[ChatMessage]) -> None: ...
+    async def append(self, messages: list[ChatMessage]) -> None:
+        """Checkpoint: every message the turn has produced so far (overwrites)."""
 
     async def record_reasoning(self, step: int, text: str) -> None: ...
 

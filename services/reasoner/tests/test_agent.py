@@ -10,7 +10,7 @@ from typing import Any
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_shared.contracts.frames import ServerFrame
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.memory import ChatMessage, Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 CALC = ToolDescriptor(name="calculator", description="math", parameters={"type": "object"})
@@ -34,10 +34,17 @@ class ScriptedModel:
 
 
 class RecordingPorts:
-    def __init__(self, history: list[ChatMessage] | None = None, tool_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        history: list[ChatMessage] | None = None,
+        tool_delay: float = 0.0,
+        produced: list[ChatMessage] | None = None,
+    ) -> None:
         self.frames: list[ServerFrame] = []
         self.history = history or [ChatMessage(role="user", content="hi")]
+        self.produced = produced or []
         self.appended: list[ChatMessage] = []
+        self.tool_runs: list[str] = []
         self.reasoning: dict[int, str] = {}
         self.tool_delay = tool_delay
         self.running = 0
@@ -46,11 +53,11 @@ class RecordingPorts:
     async def emit(self, frame: ServerFrame) -> None:
         self.frames.append(frame)
 
-    async def context(self) -> list[ChatMessage]:
-        return list(self.history)
+    async def context(self) -> Context:
+        return Context(messages=list(self.history), produced=list(self.produced))
 
     async def append(self, messages: list[ChatMessage]) -> None:
-        self.appended.extend(messages)
+        self.appended = list(messages)  # a checkpoint replaces the previous one
 
     async def record_reasoning(self, step: int, text: str) -> None:
         self.reasoning[step] = text
@@ -59,6 +66,7 @@ class RecordingPorts:
         return [CALC]
 
     async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+        self.tool_runs.append(call_id)
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         await asyncio.sleep(self.tool_delay)
@@ -79,6 +87,9 @@ def make_turn(model: ScriptedModel, ports: RecordingPorts, **budget: Any) -> Tur
     )
 
 
+FIRST = TurnBegun(attempt=1, state="running")
+
+
 def types(ports: RecordingPorts) -> list[str]:
     return [f.type for f in ports.frames]
 
@@ -88,7 +99,7 @@ async def test_text_answer_streams_thinking_then_deltas_and_keeps_reasoning_priv
     script += [TextDelta("Hel"), TextDelta("lo")]
     model = ScriptedModel(script)
     ports = RecordingPorts()
-    outcome = await make_turn(model, ports).run()
+    outcome = await make_turn(model, ports).run(FIRST)
     assert outcome.ok and outcome.text == "Hello"
     assert types(ports)[:3] == ["turn.started", "thinking.started", "thinking.finished"]
     assert types(ports)[-1] == "turn.completed"
@@ -104,7 +115,7 @@ async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> 
     calls = [ToolCall("a", "calculator", '{"expression": "1+1"}'), ToolCall("b", "calculator", '{"expression": "2*3"}')]
     model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("done")])
     ports = RecordingPorts(tool_delay=0.05)
-    outcome = await make_turn(model, ports).run()
+    outcome = await make_turn(model, ports).run(FIRST)
     assert outcome.ok
     assert ports.max_running == 2
     started = [f for f in ports.frames if f.type == "tool.started"]
@@ -119,7 +130,7 @@ async def test_unknown_tool_and_bad_json_are_returned_to_the_model_as_errors() -
     calls = [ToolCall("a", "nope", "{}"), ToolCall("b", "calculator", "{not json")]
     model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("sorry")])
     ports = RecordingPorts()
-    outcome = await make_turn(model, ports).run()
+    outcome = await make_turn(model, ports).run(FIRST)
     assert outcome.ok
     errors = [json.loads(m["content"])["error"]["code"] for m in model.seen[1] if m["role"] == "tool"]
     assert errors == ["unknown_tool", "invalid_arguments"]
@@ -129,7 +140,7 @@ async def test_unknown_tool_and_bad_json_are_returned_to_the_model_as_errors() -
 async def test_step_limit_ends_the_turn_with_a_clear_failure() -> None:
     model = ScriptedModel([ToolCallsRequested([ToolCall("x", "calculator", '{"expression": "1"}')])])
     ports = RecordingPorts()
-    outcome = await make_turn(model, ports, max_steps=3).run()
+    outcome = await make_turn(model, ports, max_steps=3).run(FIRST)
     assert not outcome.ok and outcome.code == "step_limit"
     assert types(ports)[-1] == "turn.failed"
     assert len(model.seen) == 3
@@ -137,7 +148,50 @@ async def test_step_limit_ends_the_turn_with_a_clear_failure() -> None:
 
 async def test_model_down_fails_the_turn() -> None:
     ports = RecordingPorts()
-    outcome = await make_turn(ScriptedModel(ModelUnavailable("down")), ports).run()
+    outcome = await make_turn(ScriptedModel(ModelUnavailable("down")), ports).run(FIRST)
     assert outcome.code == "model_unavailable"
     last = ports.frames[-1]
     assert last.type == "turn.failed" and last.error.code == "model_unavailable"
+
+
+async def test_resumed_turn_resets_the_stream_and_runs_only_the_calls_without_results() -> None:
+    """A replica died after checkpointing two calls and one result: only the other runs."""
+    checkpoint = [
+        ChatMessage(
+            role="assistant",
+            tool_calls=[
+                {"id": "a", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "1"}'}},
+                {"id": "b", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "2"}'}},
+            ],
+        ),
+        ChatMessage(role="tool", tool_call_id="a", content="1"),
+    ]
+    model = ScriptedModel([TextDelta("both done")])
+    ports = RecordingPorts(produced=checkpoint)
+    outcome = await make_turn(model, ports).run(TurnBegun(attempt=2, state="running"))
+    assert outcome.ok and outcome.text == "both done"
+    assert ports.tool_runs == ["b"]
+    assert types(ports)[:2] == ["turn.started", "message.reset"]
+    assert [m["tool_call_id"] for m in model.seen[0] if m["role"] == "tool"] == ["a", "b"]
+
+
+async def test_resumed_turn_with_a_checkpointed_answer_sends_it_without_calling_the_model() -> None:
+    model = ScriptedModel(ModelUnavailable("must not be called"))
+    ports = RecordingPorts(produced=[ChatMessage(role="assistant", content="42")])
+    outcome = await make_turn(model, ports).run(TurnBegun(attempt=2, state="running"))
+    assert outcome.ok and outcome.text == "42" and model.seen == []
+    assert [f.type for f in ports.frames][-2:] == ["message.delta", "turn.completed"]
+
+
+async def test_finished_turn_delivered_again_is_not_run_again() -> None:
+    model = ScriptedModel([TextDelta("again")])
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports).run(TurnBegun(attempt=3, state="completed"))
+    assert outcome.code == "duplicate" and ports.frames == [] and model.seen == []
+
+
+async def test_turn_cancelled_while_queued_fails_with_cancelled() -> None:
+    ports = RecordingPorts()
+    outcome = await make_turn(ScriptedModel([TextDelta("x")]), ports).run(TurnBegun(attempt=1, state="cancelled"))
+    assert outcome.code == "cancelled"
+    assert ports.frames[-1].type == "turn.failed" and ports.frames[-1].error.code == "cancelled"
