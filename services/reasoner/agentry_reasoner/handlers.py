@@ -112,14 +112,18 @@ class TurnConsumer:
             await message.reject(requeue=False)
             return
         conversation = turn.scope.conversation_id
-        lock = self._conversation_locks.setdefault(conversation, asyncio.Lock())
-        # Deliveries arrive in queue order and acquiring is the first await: FIFO per conversation.
-        async with lock:
-            try:
+        lock, users = self._conversation_locks.get(conversation, (asyncio.Lock(), 0))
+        self._conversation_locks[conversation] = (lock, users + 1)
+        try:
+            # Deliveries arrive in queue order and acquiring is the first await: FIFO per conversation.
+            async with lock:
                 await self._handle(message, turn)
-            finally:
-                if not lock._waiters:
-                    self._conversation_locks.pop(conversation, None)
+        finally:
+            lock, users = self._conversation_locks[conversation]
+            if users == 1:
+                del self._conversation_locks[conversation]
+            else:
+                self._conversation_locks[conversation] = (lock, users - 1)
 
     async def _handle(self, message: AbstractIncomingMessage, turn: TurnRequested) -> None:
         task = asyncio.current_task()
