@@ -110,9 +110,9 @@ class Bus:
             **QUORUM,
             "x-dead-letter-exchange": self.topology.dead_letter_exchange,
             "x-dead-letter-routing-key": "#",
-            # High enough that redeliveries from graceful restarts (a closed channel counts
-            # one for every prefetched message) never dead-letter healthy work.
-            "x-delivery-limit": 20,
+            # High by default, so redeliveries from graceful restarts (a closed channel
+            # counts one for every prefetched message) never dead-letter healthy work.
+            "x-delivery-limit": self.topology.delivery_limit,
         }
         if single_active:
             arguments["x-single-active-consumer"] = True

@@ -22,6 +22,8 @@ class CommonSettings(BaseSettings):
     agentry_namespace: str = Field(default="agentry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # Number of partitions turns and events are spread over (per-conversation order).
     agentry_partitions: int = Field(default=8, ge=1, le=256)
+    # A work message delivered this many times without an ack goes to the dead-letter queue.
+    agentry_delivery_limit: int = Field(default=20, ge=1)
     log_level: str = "INFO"
     bind_host: str = "127.0.0.1"
     # Seconds a SIGTERM'd service may spend finishing the work it holds.

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from agentry_shared.settings import CommonSettings
+
 
 def partition_of(conversation_id: str, partitions: int) -> int:
     """Stable across processes and restarts (unlike hash())."""
@@ -32,6 +34,14 @@ def partition_of(conversation_id: str, partitions: int) -> int:
 class Topology:
     namespace: str
     partitions: int
+    # Deliveries of a work message before it is dead-lettered (quorum `x-delivery-limit`).
+    # Every service of a namespace must agree: the broker refuses a queue re-declared
+    # with other arguments.
+    delivery_limit: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> Topology:
+        return cls(settings.agentry_namespace, settings.agentry_partitions, settings.agentry_delivery_limit)
 
     @property
     def log_exchange(self) -> str:

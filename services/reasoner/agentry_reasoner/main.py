@@ -35,7 +35,7 @@ def guarded_model(settings: ReasonerSettings, client: AsyncOpenAI) -> GuardedMod
 async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
     bus = Bus(
         settings.amqp_url.get_secret_value(),
-        Topology(settings.agentry_namespace, settings.agentry_partitions),
+        Topology.from_settings(settings),
         name="reasoner",
     )
     await bus.connect()
