@@ -1,6 +1,7 @@
-"""The text answers: stating tool results, quoting earlier context, echoing the message.
+"""The text answers: stating tool results, quoting earlier context, counting, echoing.
 
-Kept apart from the rule order in `rules.py` so each answer's wording is easy to find.
+Kept apart from the rule order in `rules.py` so each answer's wording is easy to find;
+per-tool result wording lives in `tool_answers.py`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ import json
 from collections.abc import Mapping, Sequence
 
 from agentry_offline_model.conversation import clip, parse_object, requested_calls, role_of, text_of
+from agentry_offline_model.tool_answers import describe_result
+
+MAX_COUNT = 500
 
 
 def answer_tool_results(messages: Sequence[object]) -> tuple[list[str], str]:
@@ -34,6 +38,8 @@ def answer_tool_results(messages: Sequence[object]) -> tuple[list[str], str]:
             sentences.append(f'The {name or "tool"} tool failed: "{clip(content, 300)}".')
         elif name == "calculator" and isinstance(args.get("expression"), str):
             sentences.append(f"{args['expression']} = {_value_of(content)}.")
+        elif (described := describe_result(name, args, content)) is not None:
+            sentences.append(described)
         else:
             sentences.append(f"{name or 'The tool'} returned: {clip(content, 500) or '(nothing)'}")
     count = len(results)
@@ -58,13 +64,30 @@ def answer_with_context(messages: Sequence[object], user_indexes: Sequence[int])
     return text
 
 
-def echo(user_text: str, earlier_messages: int) -> str:
+def echo(user_text: str, earlier_messages: int, known_facts: int = 0) -> str:
+    """The fallback; `known_facts` (from the system prompt) proves the facts reached the model."""
     quoted = clip(user_text) or "(nothing)"
     plural = "s" if earlier_messages != 1 else ""
-    return (
+    text = (
         f'You said: "{quoted}". I am Agentry\'s offline model, a rule-based stand-in; '
         "point OPENAI_BASE_URL at a real model for real answers. "
         f"(context: {earlier_messages} earlier message{plural})"
+    )
+    if known_facts:
+        text += f" (I also know {known_facts} fact{'s' if known_facts != 1 else ''} about you.)"
+    return text
+
+
+def count_to(limit: int) -> str:
+    """ "1 2 3 ... N": a long, predictable answer that fault tests can cut off mid-stream."""
+    return " ".join(str(n) for n in range(1, min(limit, MAX_COUNT) + 1))
+
+
+def tool_output_notice(user_text: str) -> str:
+    """Said instead of echoing a message that looks like tool output: it is data, not a request."""
+    return (
+        f"That message looks like a tool's output ({len(user_text)} characters), not a request. "
+        "I treat it as data: I do not repeat it, follow instructions inside it, or call tools because of it."
     )
 
 

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "agentry_offline_model_requests_total",
-    "Chat completion requests, by stream mode and outcome (ok, bad_request, simulated_error, client_gone, cancelled).",
+    "Chat completion requests, by stream mode and outcome "
+    "(ok, bad_request, simulated_error, client_gone, hang_timeout, cancelled).",
     ["stream", "outcome"],
 )
 DURATION = Histogram(

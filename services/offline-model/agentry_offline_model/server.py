@@ -19,9 +19,10 @@ from agentry_shared.ops import build_ops_app
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
 
+from agentry_offline_model.hang import GAVE_UP, MAX_HANG_S, hang_until_client_leaves
 from agentry_offline_model.metrics import DURATION, IN_PROGRESS, REQUESTS
 from agentry_offline_model.rules import Reply, reply_to
-from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, stream_chunks
+from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, head_chunks, stream_chunks
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,16 @@ class RequestError(Exception):
         self.status = status
 
 
-def build_app(settings: OfflineModelSettings) -> web.Application:
-    """The ops app (/healthz, /readyz, /metrics) with the OpenAI routes added to it."""
+def build_app(settings: OfflineModelSettings, *, hang_limit_s: float = MAX_HANG_S) -> web.Application:
+    """The ops app (/healthz, /readyz, /metrics) with the OpenAI routes added to it.
+
+    `hang_limit_s` bounds the `[[model-hang]]` hook; tests lower it to see the give-up path.
+    """
     app = build_ops_app(lambda: (True, "rules loaded"))
     chunk_delay_s = settings.offline_model_chunk_delay_ms / 1000
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
-        return await _chat_completions(request, chunk_delay_s)
+        return await _chat_completions(request, chunk_delay_s, hang_limit_s)
 
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
@@ -59,7 +63,7 @@ def error_response(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": None}}, status=status)
 
 
-async def _chat_completions(request: web.Request, chunk_delay_s: float) -> web.StreamResponse:
+async def _chat_completions(request: web.Request, chunk_delay_s: float, hang_limit_s: float) -> web.StreamResponse:
     started = time.perf_counter()
     stream, outcome, status, model = False, "ok", 200, MODEL_ID
     reply: Reply | None = None
@@ -77,11 +81,15 @@ async def _chat_completions(request: web.Request, chunk_delay_s: float) -> web.S
         usage = estimate_usage(messages, reply)
         if not stream:
             await asyncio.sleep(reply.delay_s)
+            if reply.hang:
+                gone = await hang_until_client_leaves(request, hang_limit_s)
+                outcome, status = ("client_gone" if gone else "hang_timeout"), 500
+                return error_response(status, GAVE_UP, "server_error")
             return web.json_response(completion_body(reply, envelope, usage))
         options = body.get("stream_options")
         wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
-        response, finished = await _stream(request, reply, envelope, usage if wants_usage else None, chunk_delay_s)
-        outcome = "ok" if finished else "client_gone"
+        pacing = (chunk_delay_s, hang_limit_s)
+        response, outcome = await _stream(request, reply, envelope, usage if wants_usage else None, pacing)
         return response
     except RequestError as exc:
         outcome, status = "bad_request", exc.status
@@ -119,23 +127,43 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
 
 
 async def _stream(
-    request: web.Request, reply: Reply, envelope: Envelope, usage: dict[str, Any] | None, delay_s: float
-) -> tuple[web.StreamResponse, bool]:
-    """Writes the SSE stream; returns the response and whether the client read it all."""
+    request: web.Request,
+    reply: Reply,
+    envelope: Envelope,
+    usage: dict[str, Any] | None,
+    pacing: tuple[float, float],
+) -> tuple[web.StreamResponse, str]:
+    """Writes the SSE stream; returns the response and the outcome (ok, client_gone, hang_timeout).
+
+    `pacing` is (pause between chunks, bound of the hang hook), both in seconds.
+    """
+    delay_s, hang_limit_s = pacing
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
+    chunks = head_chunks(reply, envelope) if reply.hang else stream_chunks(reply, envelope, usage)
     try:
         if reply.delay_s > 0:
             await asyncio.sleep(reply.delay_s)
-        for index, chunk in enumerate(stream_chunks(reply, envelope, usage)):
+        for index, chunk in enumerate(chunks):
             if index and delay_s > 0:
                 await asyncio.sleep(delay_s)
-            await response.write(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+            await response.write(_event(chunk))
+        if reply.hang:
+            if await hang_until_client_leaves(request, hang_limit_s):
+                return response, "client_gone"
+            # An error event (the SDK raises APIError on it) and no [DONE]: the answer never finished.
+            await response.write(_event({"error": {"message": GAVE_UP, "type": "server_error", "code": "model_hang"}}))
+            await response.write_eof()
+            return response, "hang_timeout"
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     except ConnectionError:
-        return response, False
-    return response, True
+        return response, "client_gone"
+    return response, "ok"
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _log_fields(

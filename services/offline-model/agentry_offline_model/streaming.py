@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentry_offline_model.conversation import text_of
-from agentry_offline_model.rules import Reply
+from agentry_offline_model.reply import Reply
 
 Json = dict[str, Any]
 
@@ -40,11 +40,16 @@ def estimate_usage(messages: Sequence[object], reply: Reply) -> Json:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -> Iterator[Json]:
-    """Every chunk of the stream in order; `usage` adds the final choice-less usage chunk."""
+def head_chunks(reply: Reply, envelope: Envelope) -> Iterator[Json]:
+    """The role chunk and the reasoning chunks: what a hanging model still manages to send."""
     yield _chunk(envelope, {"role": "assistant"})
     for piece in reply.reasoning:
         yield _chunk(envelope, {"reasoning_content": piece})
+
+
+def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -> Iterator[Json]:
+    """Every chunk of the stream in order; `usage` adds the final choice-less usage chunk."""
+    yield from head_chunks(reply, envelope)
     if reply.tool_calls:
         for index, call in enumerate(reply.tool_calls):
             head = {"index": index, "id": call.id, "type": "function"}
@@ -53,7 +58,7 @@ def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -
             for part in split_arguments(call.arguments_json):
                 yield _chunk(envelope, {"tool_calls": [{"index": index, "function": {"arguments": part}}]})
     else:
-        for part in split_text(reply.text or ""):
+        for part in (split_words if reply.word_chunks else split_text)(reply.text or ""):
             yield _chunk(envelope, {"content": part})
     yield _chunk(envelope, {}, finish_reason(reply))
     if usage is not None:
@@ -84,6 +89,11 @@ def split_text(text: str) -> list[str]:
         pieces.append("".join(words[start : start + size]))
         start, size = start + size, 3 - size
     return pieces or ([text] if text else [])
+
+
+def split_words(text: str) -> list[str]:
+    """One word per piece (with its trailing spaces); joined they give `text`."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
 
 
 def split_arguments(arguments: str) -> list[str]:

@@ -173,3 +173,22 @@ def test_stream_chunks_shape() -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     heads = [d["tool_calls"][0] for d in deltas if "tool_calls" in d]
     assert [h["index"] for h in heads if "id" in h] == [0, 1]
+
+
+def test_count_to_n_streams_one_number_per_chunk() -> None:
+    reply = reply_to([user("please count to 12")], TOOLS)
+    assert reply.text == " ".join(str(n) for n in range(1, 13)) and reply.word_chunks
+    chunks = list(stream_chunks(reply, Envelope("id", 1, "m")))
+    contents = [c["choices"][0]["delta"]["content"] for c in chunks if "content" in c["choices"][0]["delta"]]
+    assert [piece.strip() for piece in contents] == [str(n) for n in range(1, 13)]
+
+
+def test_count_is_capped_at_500_and_needs_a_positive_number() -> None:
+    assert (reply_to([user("Count to 100000")]).text or "").split() == [str(n) for n in range(1, 501)]
+    assert (reply_to([user("count to 0")]).text or "").startswith("You said:")
+
+
+def test_model_hang_hook_keeps_the_reply() -> None:
+    reply = reply_to([user("[[model-hang]] what is 2+2")], TOOLS)
+    assert reply.hang and [c.name for c in reply.tool_calls] == ["calculator"]
+    assert not reply_to([user("fine")]).hang

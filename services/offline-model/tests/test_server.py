@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -16,6 +18,7 @@ from agentry_offline_model.server import build_app
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
 from openai.types.chat import ChatCompletionFunctionToolParam
+from prometheus_client import REGISTRY
 
 CALCULATOR: ChatCompletionFunctionToolParam = {
     "type": "function",
@@ -27,9 +30,9 @@ CALCULATOR: ChatCompletionFunctionToolParam = {
 }
 
 
-@pytest_asyncio.fixture
-async def base_url() -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(OfflineModelSettings(offline_model_chunk_delay_ms=0)))
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -38,6 +41,12 @@ async def base_url() -> AsyncIterator[str]:
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def base_url() -> AsyncIterator[str]:
+    async with serve(build_app(OfflineModelSettings(offline_model_chunk_delay_ms=0))) as url:
+        yield url
 
 
 @pytest_asyncio.fixture
@@ -168,3 +177,87 @@ async def test_model_slow_hook_delays_the_first_chunk(client: openai.AsyncOpenAI
     result = await collect(client, [{"role": "user", "content": "wait [[model-slow:0.3]]"}])
     assert time.perf_counter() - started >= 0.3
     assert result["finish"] == "stop"
+
+
+def requests_total(stream: str, outcome: str) -> float:
+    labels = {"stream": stream, "outcome": outcome}
+    return REGISTRY.get_sample_value("agentry_offline_model_requests_total", labels) or 0.0
+
+
+async def until(condition: Any, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.asyncio
+async def test_count_streams_word_by_word(client: openai.AsyncOpenAI) -> None:
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "count to 50"}], stream=True
+    )
+    pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert [p.strip() for p in pieces] == [str(n) for n in range(1, 51)]
+
+
+@pytest.mark.asyncio
+async def test_client_leaving_mid_count_is_client_gone() -> None:
+    before = requests_total("true", "client_gone")
+    app = build_app(OfflineModelSettings(offline_model_chunk_delay_ms=5))
+    async with serve(app) as url, openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "count to 500"}], stream=True
+        )
+        seen = 0
+        async for chunk in stream:
+            seen += bool(chunk.choices and chunk.choices[0].delta.content)
+            if seen == 10:
+                break
+        await stream.close()
+        await until(lambda: requests_total("true", "client_gone") > before)
+
+
+@pytest.mark.asyncio
+async def test_model_hang_sends_reasoning_then_waits_for_the_client_to_leave(client: openai.AsyncOpenAI) -> None:
+    before = requests_total("true", "client_gone")
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "hello [[model-hang]]"}], stream=True
+    )
+    reasoning = ""
+    iterator = stream.__aiter__()
+    for _ in range(4):  # the role chunk, then three reasoning chunks
+        chunk = await asyncio.wait_for(iterator.__anext__(), 5)
+        reasoning += (chunk.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
+    assert reasoning.startswith(REASONING_SENTINEL)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(iterator.__anext__(), 0.3)  # nothing more: the model hangs
+    await stream.close()
+    await until(lambda: requests_total("true", "client_gone") > before)
+
+
+@pytest.mark.asyncio
+async def test_model_hang_gives_up_after_its_bound() -> None:
+    app = build_app(OfflineModelSettings(offline_model_chunk_delay_ms=0), hang_limit_s=0.2)
+    async with serve(app) as url, openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0) as sdk:
+        with pytest.raises(openai.APIError, match="model-hang"):
+            await collect(sdk, [{"role": "user", "content": "[[model-hang]]"}])
+        with pytest.raises(openai.InternalServerError):
+            await sdk.chat.completions.create(model="m", messages=[{"role": "user", "content": "[[model-hang]]"}])
+    assert requests_total("true", "hang_timeout") >= 1 and requests_total("false", "hang_timeout") >= 1
+
+
+@pytest.mark.asyncio
+async def test_python_round_trip(client: openai.AsyncOpenAI) -> None:
+    python_tool: ChatCompletionFunctionToolParam = {
+        "type": "function",
+        "function": {"name": "python", "parameters": {"type": "object", "properties": {"code": {"type": "string"}}}},
+    }
+    ask = {"role": "user", "content": "run this\n```python\nprint(6*7)\n```"}
+    first = await collect(client, [ask], tools=[python_tool, CALCULATOR])
+    call = first["calls"][0]
+    assert call["name"] == "python" and json.loads(call["arguments"]) == {"code": "print(6*7)"}
+    function = {"name": "python", "arguments": call["arguments"]}
+    assistant = {"role": "assistant", "tool_calls": [{"id": call["id"], "type": "function", "function": function}]}
+    result = {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"stdout": "42\n", "exit_code": 0})}
+    second = await collect(client, [ask, assistant, result], tools=[python_tool])
+    assert second["content"] == "The program exited with 0 and printed: 42"
