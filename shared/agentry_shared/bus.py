@@ -158,10 +158,12 @@ class Bus:
 
     async def _ensure_rpc_channel(self) -> AbstractRobustChannel:
         async with self._rpc_lock:
-            if self._rpc_channel is None or self._rpc_channel.is_closed:
+            # A robust channel restores itself (and, because the reply-to pseudo-queue is
+            # declared through it, its consumer) after a reconnect: never replace it.
+            if self._rpc_channel is None:
                 assert self.connection is not None, "connect() first"
                 channel: AbstractRobustChannel = await self.connection.channel()
-                queue = await channel.get_queue(REPLY_TO, ensure=False)
+                queue = await channel.declare_queue(REPLY_TO, passive=True)
                 await queue.consume(self._on_reply, no_ack=True)
                 self._rpc_channel = channel
             return self._rpc_channel

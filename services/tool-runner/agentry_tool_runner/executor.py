@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import ValidationError
 
+from agentry_tool_runner.metrics import TOOL_EXECUTIONS
 from agentry_tool_runner.process import ChildRun, run_child
 from agentry_tool_runner.tool import Tool
 
@@ -79,6 +80,7 @@ class SubprocessExecutor:
         }
         workdir = tempfile.mkdtemp(prefix=f"agentry-{tool.name}-")
         try:
+            TOOL_EXECUTIONS.labels(tool=tool.name).inc()
             child = await run_child(
                 self.command(tool),
                 json.dumps(request).encode(),

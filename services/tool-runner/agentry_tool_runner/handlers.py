@@ -1,8 +1,10 @@
-"""The broker side: tool calls from `tools.<pool>` queues, and the catalog RPC.
+"""The broker side: tool calls from `tools.<pool>` queues, cancels, and the catalog RPC.
 
-Calls run as tasks so one slow tool does not hold up the others; a semaphore bounds them
-(prefetch alone would not: it applies per consumer, and a worker may serve several pools).
-Replies go to the caller's direct reply-to queue with its correlation id.
+Calls run as tasks so one slow tool does not hold up the others (calls.py bounds how many
+children run). Replies go to the caller's direct reply-to queue with its correlation id,
+after the result is kept in memory; the request is acked last. If the reply or the ack
+fails (the connection dropped), that is logged and the broker redelivers the request:
+its kept result (`done`) is then replied to the new delivery.
 """
 
 from __future__ import annotations
@@ -13,31 +15,46 @@ import logging
 import time
 
 from agentry_shared.bus import Bus, Consumer, encode
+from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.tools import Catalog, CatalogRequested, ToolCompleted, ToolRequested
 from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from pydantic import ValidationError
 
+from agentry_tool_runner.calls import Calls
+from agentry_tool_runner.claims import ClaimClient, ClaimTiming
+from agentry_tool_runner.control import ControlListener, RecentTurns
+from agentry_tool_runner.decision import REFUSALS
 from agentry_tool_runner.executor import Executor, failure
-from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS, TOOL_CALLS_IN_FLIGHT
+from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
 from agentry_tool_runner.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 class ToolCallConsumer:
-    def __init__(self, bus: Bus, registry: Registry, executor: Executor, concurrency: int) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        registry: Registry,
+        executor: Executor,
+        concurrency: int,
+        timing: ClaimTiming | None = None,
+    ) -> None:
         self.bus = bus
         self.registry = registry
-        self.executor = executor
         self.concurrency = concurrency
-        self._slots = asyncio.Semaphore(concurrency)
+        timing = timing or ClaimTiming()
+        self.calls = Calls(executor, ClaimClient(bus, timing), timing, concurrency)
+        self.control = ControlListener(bus, self._on_cancel)
+        self.cancelled_turns = RecentTurns()
         self._consumers: list[tuple[AbstractQueue, ConsumerTag]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._draining = False
         self._catalog_rpc: Consumer | None = None
 
     async def start(self, pools: list[str]) -> None:
+        # Cancels first: a call taken before we listen could not be stopped.
+        await self.control.start()
         topology = self.bus.topology
         channel = await self.bus.channel(prefetch=self.concurrency)
         for pool in pools:
@@ -58,7 +75,7 @@ class ToolCallConsumer:
 
     async def stop(self, grace: float) -> None:
         """Stop taking calls, give running ones `grace` seconds, then kill what is left."""
-        self._draining = True
+        self.calls.draining = True
         if self._catalog_rpc is not None:
             with contextlib.suppress(Exception):
                 await self._catalog_rpc.cancel()
@@ -71,6 +88,12 @@ class ToolCallConsumer:
             for task in late:
                 task.cancel()  # the child is killed; the unacked call is requeued on close
             await asyncio.gather(*late, return_exceptions=True)
+        await self.control.stop()  # after the grace: calls in hand could still be cancelled
+
+    def _on_cancel(self, cancel: CancelRequested) -> None:
+        self.cancelled_turns.add(cancel.turn_id)
+        stopped = self.calls.cancel_turn(cancel.turn_id)
+        log.info("turn cancelled", extra={"turn_id": cancel.turn_id, "calls_stopped": stopped})
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # A task of our own per call, so that stop() can wait for the calls in hand, then cancel them.
@@ -93,30 +116,28 @@ class ToolCallConsumer:
         with bind_context(
             turn_id=request.turn_id, call_id=request.call_id, conversation_id=request.scope.conversation_id
         ):
-            async with self._slots:
-                if self._draining:  # arrived while stopping: another worker takes it
+            completed = await self._answer(request, redelivered=bool(message.redelivered))
+            if completed is None:
+                with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
-                    return
-                completed = await self._call(request)
+                return
             await self._reply(message, completed)
 
-    async def _call(self, request: ToolRequested) -> ToolCompleted:
+    async def _answer(self, request: ToolRequested, *, redelivered: bool) -> ToolCompleted | None:
         started = time.monotonic()
         tool = self.registry.get(request.tool)
+        label = tool.name if tool is not None else "unknown"
         if tool is None:
-            completed, label = failure(request.tool, "unknown_tool", f"no tool named {request.tool!r}"), "unknown"
+            completed = failure(request.tool, "unknown_tool", f"no tool named {request.tool!r}")
         elif time.time() > request.deadline:
-            completed, label = failure(tool.name, "deadline_exceeded", "the caller stopped waiting"), tool.name
+            completed = failure(tool.name, "deadline_exceeded", REFUSALS["deadline_exceeded"])
+        elif request.turn_id in self.cancelled_turns:
+            completed = failure(tool.name, "cancelled", REFUSALS["cancelled"])
         else:
-            label = tool.name
-            TOOL_CALLS_IN_FLIGHT.inc()
-            try:
-                completed = await self.executor.run(tool, request.arguments)
-            except Exception:
-                log.exception("tool executor failed")
-                completed = failure(tool.name, "crashed", "the tool runner failed to run the tool")
-            finally:
-                TOOL_CALLS_IN_FLIGHT.dec()
+            answered = await self.calls.answer(tool, request, redelivered=redelivered)
+            if answered is None:
+                return None
+            completed = answered
         completed = completed.model_copy(update={"call_id": request.call_id, "tool": request.tool})
         outcome = "ok" if completed.ok else completed.error.code if completed.error else "failed"
         TOOL_CALLS.labels(tool=label, outcome=outcome).inc()
@@ -128,7 +149,9 @@ class ToolCallConsumer:
         return completed
 
     async def _reply(self, message: AbstractIncomingMessage, completed: ToolCompleted) -> None:
-        """At most one reply: a result the caller cannot receive is not worth a re-run."""
+        """Reply, then ack. Either may fail when the connection dropped meanwhile: logged, and
+        the redelivered request is answered from the kept result (or by this runner, if the
+        call is still in hand here)."""
         try:
             if message.reply_to:
                 await self.bus.publish(
@@ -140,9 +163,9 @@ class ToolCallConsumer:
                 )
             else:
                 log.warning("tool request without reply_to; result dropped")
-        except Exception:
-            log.exception("could not publish the tool result")
+        except Exception as exc:
+            log.error("could not publish the tool result", extra={"error": repr(exc)[:300]})
         try:
             await message.ack()
-        except Exception:
-            log.exception("could not ack the tool request")
+        except Exception as exc:
+            log.error("could not ack the tool request; it will be redelivered", extra={"error": repr(exc)[:300]})

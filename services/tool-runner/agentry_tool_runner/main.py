@@ -18,6 +18,7 @@ from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 
+from agentry_tool_runner.claims import ClaimTiming
 from agentry_tool_runner.executor import Executor, SubprocessExecutor
 from agentry_tool_runner.handlers import ToolCallConsumer
 from agentry_tool_runner.registry import REGISTRY, Registry
@@ -36,11 +37,14 @@ async def service(
     settings: ToolRunnerSettings | None = None,
     registry: Registry = REGISTRY,
     executor: Executor | None = None,
+    timing: ClaimTiming | None = None,
 ) -> None:
     settings = settings or ToolRunnerSettings()
-    topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
+    topology = Topology.from_settings(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
-    consumer = ToolCallConsumer(bus, registry, executor or SubprocessExecutor(), settings.tool_runner_concurrency)
+    consumer = ToolCallConsumer(
+        bus, registry, executor or SubprocessExecutor(), settings.tool_runner_concurrency, timing=timing
+    )
     started = False
 
     def ready() -> tuple[bool, str]:

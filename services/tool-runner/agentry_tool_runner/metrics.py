@@ -14,3 +14,11 @@ TOOL_CALL_DURATION = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 TOOL_CALLS_IN_FLIGHT = Gauge("agentry_tool_calls_in_flight", "Tool calls running right now.")
+TOOL_CALL_CLAIMS = Counter(
+    "agentry_tool_call_claims_total",
+    "What the claim in memory led to: run, reply_kept, wait (another runner holds it), refuse.",
+    ["decision"],
+)
+TOOL_EXECUTIONS = Counter(
+    "agentry_tool_executions_total", "Child processes started to run a tool (kept results not counted).", ["tool"]
+)

@@ -3,13 +3,20 @@
 The child gets its own session (so one killpg reaches everything it forks), an almost
 empty environment (the worker's secrets stay here), a scratch directory as cwd, and
 rlimits set between fork and exec. Output is read through a protocol that keeps at most
-cap+1 bytes per stream; the process group is SIGKILLed when the call ends, in every case.
+cap+1 bytes per stream; the process group is SIGKILLed when the call ends, in every case,
+including when the task awaiting `run_child` is cancelled.
+
+A worker killed with SIGKILL runs no `finally`: for that case the child asks the kernel
+for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`). The kernel means the parent
+*thread*: the fork happens in the event loop's thread (asyncio's child-watcher threads
+only wait), so the child dies with that thread, i.e. with the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import resource
 import signal
@@ -21,6 +28,21 @@ from agentry_tool_runner.tool import Limits
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 # After the child exits or is killed, how long its pipes may take to close.
 _DRAIN_SECONDS = 2.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up before any fork: a forked child must not load libraries."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+_PRCTL = _load_prctl()
 
 
 @dataclass(frozen=True)
@@ -59,8 +81,8 @@ class _Capture(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-def rlimit_setter(limits: Limits) -> Callable[[], None]:
-    """The preexec_fn: everything is computed here so the forked child only calls setrlimit."""
+def child_setup(limits: Limits) -> Callable[[], None]:
+    """The preexec_fn: everything is computed here so the forked child only makes syscalls."""
     mib = 1024 * 1024
     wanted = {
         # Soft limit sends SIGXCPU, the hard one a second later SIGKILL.
@@ -71,8 +93,13 @@ def rlimit_setter(limits: Limits) -> Callable[[], None]:
         resource.RLIMIT_CORE: (0, 0),
     }
     plan = [(which, _within_hard_limit(which, soft, hard)) for which, (soft, hard) in wanted.items()]
+    parent = os.getpid()
 
     def apply() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            if os.getppid() != parent:  # the worker died before prctl: nobody would kill us
+                os.kill(os.getpid(), signal.SIGKILL)
         for which, values in plan:
             resource.setrlimit(which, values)
 
@@ -106,7 +133,7 @@ async def run_child(
         env=CHILD_ENV,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=rlimit_setter(limits),
+        preexec_fn=child_setup(limits),
     )
     pgid = transport.get_pid()  # a session leader's pid is its process group id
     try:

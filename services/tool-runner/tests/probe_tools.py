@@ -65,3 +65,20 @@ def boom() -> str:
 
 def exit_hard() -> str:
     os._exit(3)
+
+
+def record(path: str, seconds: float = 0.0) -> str:
+    """Appends its pid as a line (one line per real execution), then sleeps."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return "recorded"
+
+
+def death_signal() -> str:
+    """The signal this process gets when its parent dies (prctl PR_GET_PDEATHSIG)."""
+    import ctypes
+
+    value = ctypes.c_int(-1)
+    ctypes.CDLL(None).prctl(2, ctypes.byref(value), 0, 0, 0)
+    return str(value.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -185,3 +186,26 @@ def test_a_lying_child_is_not_believed() -> None:
     assert garbage.error is not None and garbage.error.code == "crashed"
     killed = interpret(tool, child(b"", returncode=-9))
     assert killed.error is not None and "SIGKILL" in killed.error.message
+
+
+async def test_cancelling_the_call_kills_its_group_at_once(executor: SubprocessExecutor, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pids"
+    tool = probe("spawn_and_sleep", PidFileParams, timeout=60.0)
+    task = asyncio.create_task(executor.run(tool, {"pid_file": str(pid_file), "seconds": 60}))
+    for _ in range(100):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        await asyncio.sleep(0.05)
+    child, grandchild = map(int, pid_file.read_text().split())
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await survivors(child, grandchild) == []
+    assert time.monotonic() - started < 0.5
+
+
+async def test_the_child_dies_with_the_worker(executor: SubprocessExecutor) -> None:
+    """PR_SET_PDEATHSIG is set (test_reliability kills a real worker with -9)."""
+    result = await executor.run(probe("death_signal"), {})
+    assert (result.ok, result.output) == (True, str(int(signal.SIGKILL)))

@@ -1,78 +1,18 @@
-"""The service wiring against the real RabbitMQ, in-process, in a namespace of its own."""
+"""The service wiring against the real RabbitMQ, in-process, in a namespace of its own
+(fixtures in conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-import aio_pika
-import aiohttp
-import pytest
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted, ToolRequested
-from agentry_shared.settings import ToolRunnerSettings
-from agentry_shared.topology import Topology
-from agentry_tool_runner.main import service
 from prometheus_client import REGISTRY as METRICS
 
-AMQP_URL = ToolRunnerSettings().amqp_url.get_secret_value()
 SCOPE = Scope(tenant_id="t1", user_id="u1", conversation_id="c1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(port: int, task: asyncio.Task[None]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(100):
-            assert not task.done(), task.exception()
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("the tool-runner never became ready")
-
-
-async def delete_namespace(topology: Topology) -> None:
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        for queue in topology.durable_queues(["default"]):
-            await channel.queue_delete(queue)
-        for exchange in topology.exchanges():
-            await channel.exchange_delete(exchange)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Bus]:
-    """A running tool-runner and a bus to talk to it; everything is deleted afterwards."""
-    topology = Topology(f"t{uuid.uuid4().hex}", 2)
-    port = free_port()
-    settings = ToolRunnerSettings(
-        agentry_namespace=topology.namespace, agentry_partitions=2, tool_runner_port=port, shutdown_grace_seconds=5
-    )
-    stop = asyncio.Event()
-    runner = asyncio.create_task(service(stop, settings))
-    bus = Bus(AMQP_URL, topology, name="tool-runner-test")
-    try:
-        await wait_ready(port, runner)
-        await bus.connect()
-        yield bus
-    finally:
-        stop.set()
-        await asyncio.wait_for(runner, 15)
-        await bus.close()
-        await delete_namespace(topology)
 
 
 def calculator_call(arguments: dict[str, object], tool: str = "calculator", deadline_in: float = 30) -> bytes:

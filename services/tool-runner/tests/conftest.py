@@ -1,0 +1,242 @@
+"""Broker fixtures: the real RabbitMQ, a namespace of its own per test, deleted afterwards.
+
+The memory service is not part of these tests: `MemoryStandIn` stands in for it and
+answers ClaimToolCall and CompleteToolCall only, from a dict (the real memory service
+implements the same contract). Tests seed it with claims (a `running` claim of a dead
+runner, a `done` one) and read back what the tool-runner kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import pytest
+from agentry_shared.bus import Bus, Consumer, encode
+from agentry_shared.contracts.memory import (
+    MEMORY_REQUEST,
+    ClaimToolCall,
+    CompleteToolCall,
+    Done,
+    MemoryFailure,
+    ToolCallClaimed,
+)
+from agentry_shared.contracts.tools import ToolCompleted
+from agentry_shared.settings import ToolRunnerSettings
+from agentry_shared.topology import Topology
+from agentry_tool_runner.main import service
+
+HERE = Path(__file__).parent
+AMQP_URL = ToolRunnerSettings().amqp_url.get_secret_value()
+
+_spec = importlib.util.spec_from_file_location("agentry_tool_runner_probe_worker", HERE / "probe_worker.py")
+assert _spec is not None and _spec.loader is not None
+probe_worker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(probe_worker)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(port: int, still_starting: Callable[[], bool]) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(150):
+            assert still_starting(), "the tool-runner died while starting"
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError("the tool-runner never became ready")
+
+
+def runner_settings(topology: Topology, port: int, **more: Any) -> ToolRunnerSettings:
+    return ToolRunnerSettings(
+        agentry_namespace=topology.namespace,
+        agentry_partitions=topology.partitions,
+        tool_runner_port=port,
+        shutdown_grace_seconds=5,
+        **more,
+    )
+
+
+@dataclass
+class StandInClaim:
+    state: str  # "running" | "done"
+    since: float  # time.monotonic() of the claim
+    result: dict[str, Any] | None = None
+
+
+class MemoryStandIn:
+    """Stands in for the memory service: tool-call claims in a dict; the first claim and the
+    first result win.
+
+    With `silent` set it answers nothing, as a memory service that is down would.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.claims: dict[tuple[str, str], StandInClaim] = {}
+        self.silent = False
+        self._consumer: Consumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = await self.bus.serve_rpc(self.bus.topology.memory_rpc_queue, self.answer)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.cancel()
+
+    def seed(
+        self, turn_id: str, call_id: str, state: str, age: float = 0.0, result: ToolCompleted | None = None
+    ) -> None:
+        kept = result.model_dump() if result is not None else None
+        self.claims[(turn_id, call_id)] = StandInClaim(state, time.monotonic() - age, kept)
+
+    def kept(self, turn_id: str, call_id: str) -> ToolCompleted | None:
+        claim = self.claims.get((turn_id, call_id))
+        if claim is None or claim.state != "done":
+            return None
+        return ToolCompleted.model_validate(claim.result)
+
+    async def answer(self, body: bytes) -> bytes:
+        if self.silent:
+            raise RuntimeError("memory stand-in is silent")  # serve_rpc drops it unanswered
+        request = MEMORY_REQUEST.validate_json(body)
+        if isinstance(request, ClaimToolCall):
+            key = (request.turn_id, request.call_id)
+            claim = self.claims.get(key)
+            if claim is None:
+                self.claims[key] = StandInClaim("running", time.monotonic())
+                return encode(ToolCallClaimed(state="new"))
+            age = time.monotonic() - claim.since
+            state = "done" if claim.state == "done" else "running"
+            return encode(ToolCallClaimed(state=state, claimed_seconds_ago=age, result=claim.result))
+        if isinstance(request, CompleteToolCall):
+            key = (request.turn_id, request.call_id)
+            claim = self.claims.get(key)
+            if claim is None or claim.state != "done":  # as memory does: the first result is kept
+                self.claims[key] = StandInClaim("done", claim.since if claim else time.monotonic(), request.result)
+            return encode(Done())
+        return encode(MemoryFailure(code="invalid", message="the stand-in only knows tool-call claims"))
+
+
+async def delete_namespace(topology: Topology) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for queue in topology.durable_queues(["default"]):
+            await channel.queue_delete(queue)
+        for exchange in topology.exchanges():
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+async def topology() -> AsyncIterator[Topology]:
+    """A namespace of this test's own; its queues and exchanges are deleted afterwards."""
+    namespace = Topology(f"t{uuid.uuid4().hex}", 2)
+    try:
+        yield namespace
+    finally:
+        await delete_namespace(namespace)
+
+
+@pytest.fixture
+async def bus(topology: Topology) -> AsyncIterator[Bus]:
+    """The test's own connection (the caller's side); declares the exchanges."""
+    connection = Bus(AMQP_URL, topology, name="tool-runner-test")
+    await connection.connect()
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def memory(bus: Bus) -> AsyncIterator[MemoryStandIn]:
+    stand_in = MemoryStandIn(bus)
+    await stand_in.start()
+    try:
+        yield stand_in
+    finally:
+        await stand_in.stop()
+
+
+RunnerFactory = Callable[..., AbstractAsyncContextManager[None]]
+
+
+@pytest.fixture
+def start_runner(topology: Topology) -> RunnerFactory:
+    """An in-process tool-runner with the probe tools, for the length of an `async with`."""
+
+    @asynccontextmanager
+    async def running(amqp_url: str = AMQP_URL) -> AsyncIterator[None]:
+        port = free_port()
+        settings = runner_settings(topology, port, amqp_url=amqp_url)
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            service(stop, settings, probe_worker.PROBES, probe_worker.executor(), probe_worker.TIMING)
+        )
+        try:
+            await wait_ready(port, lambda: not task.done())
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+
+    return running
+
+
+@pytest.fixture
+async def client(bus: Bus, memory: MemoryStandIn, start_runner: RunnerFactory) -> AsyncIterator[Bus]:
+    """A running tool-runner (probe tools included) and the caller's bus to talk to it."""
+    async with start_runner():
+        yield bus
+
+
+WorkerFactory = Callable[[Path], AbstractAsyncContextManager[asyncio.subprocess.Process]]
+
+
+@pytest.fixture
+def start_worker_process(topology: Topology) -> WorkerFactory:
+    """probe_worker.py as a process of its own (logs to the given file), killed afterwards."""
+
+    @asynccontextmanager
+    async def running(log_file: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+        port = free_port()
+        env = {
+            **os.environ,
+            "AGENTRY_NAMESPACE": topology.namespace,
+            "AGENTRY_PARTITIONS": str(topology.partitions),
+            "TOOL_RUNNER_PORT": str(port),
+        }
+        with log_file.open("wb") as log:
+            worker = await asyncio.create_subprocess_exec(
+                sys.executable, str(HERE / "probe_worker.py"), env=env, stdout=log, stderr=log
+            )
+        try:
+            await wait_ready(port, lambda: worker.returncode is None)
+            yield worker
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+
+    return running
