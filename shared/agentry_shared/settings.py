@@ -77,6 +77,15 @@ class ToolRunnerSettings(CommonSettings):
     # Comma-separated pools this worker serves; empty means every pool of the registry.
     tool_runner_pools: str = ""
     tool_runner_concurrency: int = Field(default=4, ge=1, le=64)
+    # Per-user folders for workspace_read / workspace_write (python sees them read-only).
+    tool_runner_workspace_dir: Path = Path("./data/workspaces")
+    # The documents search_docs searches; the repository ships a small sample corpus.
+    tool_runner_docs_dir: Path | None = None
+    # Comma-separated host names http_fetch may GET; empty means every fetch is denied.
+    tool_runner_http_allowlist: str = ""
+    # Without bubblewrap, sandboxed tools are refused unless the operator accepts weaker
+    # isolation (rlimits, an unprivileged uid and a process group only) with this flag.
+    tool_runner_allow_weak_isolation: bool = False
 
 
 class MemorySettings(CommonSettings):
