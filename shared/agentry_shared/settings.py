@@ -61,6 +61,11 @@ class ReasonerSettings(CommonSettings):
     reasoner_prefetch_per_partition: int = Field(default=16, ge=1, le=256)
     reasoner_max_steps: int = Field(default=8, ge=1)
     reasoner_max_tool_calls_per_turn: int = Field(default=16, ge=1)
+    reasoner_max_parallel_tool_calls: int = Field(default=4, ge=1)
+    # Per user and tool, shared by all replicas (through memory); 0 turns it off.
+    reasoner_tool_calls_per_minute: int = Field(default=30, ge=0)
+    # A destructive call waits this long for the user's approval; no answer means denied.
+    reasoner_approval_timeout_seconds: float = Field(default=120.0, gt=0)
     reasoner_tool_timeout_seconds: float = Field(default=30.0, gt=0)
     reasoner_turn_deadline_seconds: float = Field(default=300.0, gt=0)
     # Deltas are coalesced into one frame per interval (or per this many characters).

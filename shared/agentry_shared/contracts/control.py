@@ -15,5 +15,15 @@ class CancelRequested(BaseModel):
     turn_id: str
 
 
-ControlMessage = Annotated[CancelRequested, Field(discriminator="kind")]
+class ApprovalDecided(BaseModel):
+    """The user approved or denied a destructive tool call; the reasoner waiting on it goes on."""
+
+    kind: Literal["control.approval_decided"] = "control.approval_decided"
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    approved: bool
+
+
+ControlMessage = Annotated[CancelRequested | ApprovalDecided, Field(discriminator="kind")]
 CONTROL_MESSAGE: TypeAdapter[ControlMessage] = TypeAdapter(ControlMessage)

@@ -7,7 +7,7 @@ part of any conversation's log, so they carry no `seq`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -45,7 +45,16 @@ class Resume(_ClientFrame):
     id: str | None = Field(default=None, max_length=128)
 
 
-ClientFrame = Annotated[SendMessage | CancelTurn | Resume, Field(discriminator="type")]
+class Approve(_ClientFrame):
+    """The user's answer to `tool.approval_required` for a destructive tool call."""
+
+    type: Literal["approve"]
+    call_id: str = Field(min_length=1, max_length=128)
+    approved: bool
+    id: str | None = Field(default=None, max_length=128)
+
+
+ClientFrame = Annotated[SendMessage | CancelTurn | Resume | Approve, Field(discriminator="type")]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 
 # ---- server -> client -------------------------------------------------------------
@@ -91,6 +100,17 @@ class ToolFinished(_ServerFrame):
     elapsed_ms: int = 0
 
 
+class ToolApprovalRequired(_ServerFrame):
+    """A destructive tool call waits for the user: answer with an `approve` frame before
+    `expires_in_ms`; no answer in time means denied."""
+
+    type: Literal["tool.approval_required"] = "tool.approval_required"
+    tool: str
+    call_id: str
+    arguments: dict[str, Any]
+    expires_in_ms: int
+
+
 class MessageDelta(_ServerFrame):
     type: Literal["message.delta"] = "message.delta"
     text: str
@@ -126,6 +146,7 @@ ServerFrame = Annotated[
     | ThinkingFinished
     | ToolStarted
     | ToolFinished
+    | ToolApprovalRequired
     | MessageDelta
     | MessageReset
     | TurnCompleted

@@ -87,6 +87,45 @@ class CompleteToolCall(BaseModel):
     result: dict[str, Any]  # a ToolCompleted, as JSON
 
 
+class RequestApproval(BaseModel):
+    """The reasoner asks the user to approve a destructive call; pending until decided or expired."""
+
+    kind: Literal["memory.request_approval"] = "memory.request_approval"
+    scope: Scope
+    turn_id: str
+    call_id: str
+    tool: str
+    arguments: dict[str, Any]
+    expires_at: float  # unix time
+
+
+class DecideApproval(BaseModel):
+    """The user's answer (from the gateway). Memory records it and broadcasts
+    `ApprovalDecided` on the control exchange."""
+
+    kind: Literal["memory.decide_approval"] = "memory.decide_approval"
+    tenant_id: str
+    user_id: str
+    call_id: str
+    approved: bool
+
+
+class GetApproval(BaseModel):
+    kind: Literal["memory.get_approval"] = "memory.get_approval"
+    scope: Scope
+    turn_id: str
+    call_id: str
+
+
+class TakeToolToken(BaseModel):
+    """Per user and tool rate limit, shared by every reasoner replica (fixed one-minute window)."""
+
+    kind: Literal["memory.take_tool_token"] = "memory.take_tool_token"
+    scope: Scope
+    tool: str
+    per_minute: int
+
+
 class RecordReasoning(BaseModel):
     """The model's reasoning for one step of a turn: kept for audit, never shown to users."""
 
@@ -115,7 +154,11 @@ MemoryRequest = Annotated[
     | BeginTurn
     | CancelTurnRequest
     | ClaimToolCall
-    | CompleteToolCall,
+    | CompleteToolCall
+    | RequestApproval
+    | DecideApproval
+    | GetApproval
+    | TakeToolToken,
     Field(discriminator="kind"),
 ]
 MEMORY_REQUEST: TypeAdapter[MemoryRequest] = TypeAdapter(MemoryRequest)
@@ -166,6 +209,25 @@ class Frames(BaseModel):
     frames: list[dict[str, Any]]  # server frames as sent, each with its seq
 
 
+ApprovalState = Literal["pending", "approved", "denied", "expired"]
+
+
+class Approval(BaseModel):
+    """Reply to DecideApproval and GetApproval. A decision after `expires_at` is `expired`."""
+
+    kind: Literal["memory.approval"] = "memory.approval"
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    state: ApprovalState
+
+
+class ToolToken(BaseModel):
+    kind: Literal["memory.tool_token"] = "memory.tool_token"
+    allowed: bool
+    retry_after_seconds: float = 0.0
+
+
 class MemoryFailure(BaseModel):
     """`forbidden`: not this user's conversation; `not_found`; `invalid`; `internal`."""
 
@@ -175,7 +237,16 @@ class MemoryFailure(BaseModel):
 
 
 MemoryReply = Annotated[
-    Done | Claimed | Context | Frames | TurnBegun | TurnCancelAccepted | ToolCallClaimed | MemoryFailure,
+    Done
+    | Claimed
+    | Context
+    | Frames
+    | TurnBegun
+    | TurnCancelAccepted
+    | ToolCallClaimed
+    | Approval
+    | ToolToken
+    | MemoryFailure,
     Field(discriminator="kind"),
 ]
 MEMORY_REPLY: TypeAdapter[MemoryReply] = TypeAdapter(MemoryReply)
