@@ -19,6 +19,7 @@ from agentry_shared.contracts.frames import (
     MessageReset,
     ThinkingFinished,
     ThinkingStarted,
+    ToolApprovalRequired,
     ToolFinished,
     ToolStarted,
     TurnCompleted,
@@ -29,6 +30,8 @@ from agentry_shared.contracts.memory import ChatMessage, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 
 from agentry_reasoner.coalesce import DeltaCoalescer
+from agentry_reasoner.guardrails import argument_errors
+from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS
 from agentry_reasoner.model import (
     Model,
     ModelError,
@@ -38,7 +41,7 @@ from agentry_reasoner.model import (
     ToolCall,
     ToolCallsRequested,
 )
-from agentry_reasoner.ports import Events, Memory, Tools
+from agentry_reasoner.ports import Approvals, Events, Memory, Tools
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 class Budget:
     max_steps: int = 8
     max_tool_calls: int = 16
+    max_parallel_tool_calls: int = 4
+    tool_calls_per_minute: int = 0  # per user and tool; 0: no limit
+    approval_timeout_s: float = 120.0
     delta_interval_s: float = 0.025
     delta_max_chars: int = 64
 
@@ -92,11 +98,14 @@ class Turn:
         tools: Tools,
         events: Events,
         budget: Budget,
+        approvals: Approvals,
     ) -> None:
         self.ids = FrameIds(conversation_id=conversation_id, turn_id=turn_id)
         self.system_prompt = system_prompt
         self.model, self.memory, self.tools, self.events = model, memory, tools, events
         self.budget = budget
+        self.approvals = approvals
+        self.slots = asyncio.Semaphore(budget.max_parallel_tool_calls)
         self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
         self.tool_calls_made = 0
 
@@ -213,23 +222,69 @@ class Turn:
         return "".join(text), calls
 
     async def _run_tools(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> list[ToolCompleted]:
-        """Every call of one step runs in parallel; each ends in a result the model reads."""
-        if self.tool_calls_made + len(calls) > self.budget.max_tool_calls:
-            raise TurnAborted("tool_limit", f"The turn reached its limit of {self.budget.max_tool_calls} tool calls.")
+        """The calls of one step run in parallel (at most `max_parallel_tool_calls` at once);
+        each ends in a result the model reads. Calls past the turn's budget are refused."""
+        allowed = max(0, self.budget.max_tool_calls - self.tool_calls_made)
         self.tool_calls_made += len(calls)
-        return list(await asyncio.gather(*(self._run_tool(call, by_name) for call in calls)))
+        return list(
+            await asyncio.gather(
+                *(
+                    self._run_tool(call, by_name)
+                    if i < allowed
+                    else self._refuse(
+                        call, "tool_limit", f"This turn already used its {self.budget.max_tool_calls} tool calls."
+                    )
+                    for i, call in enumerate(calls)
+                )
+            )
+        )
+
+    async def _refuse(self, call: ToolCall, reason: str, message: str) -> ToolCompleted:
+        TOOL_CALL_REJECTIONS.labels(reason).inc()
+        await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
+        await self.events.emit(ToolFinished(tool=call.name, call_id=call.call_id, ok=False, **self.ids))
+        return tool_error(call, reason, message)
 
     async def _run_tool(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
-        started = time.monotonic()
-        await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
-        result = await self._dispatch(call, by_name)
-        elapsed = int((time.monotonic() - started) * 1000)
+        checked = self._check(call, by_name)
+        if isinstance(checked, ToolCompleted):
+            return await self._refuse(
+                call, checked.error.code if checked.error else "invalid", checked_message(checked)
+            )
+        tool, arguments = checked
+        if self.budget.tool_calls_per_minute:
+            wait = await self.tools.take_token(tool)
+            if wait > 0:
+                message = f"Too many {tool.name} calls; retry in {wait:.0f}s."
+                return await self._refuse(call, "rate_limited", message)
+        if tool.side_effect == "destructive" and not await self._approved(call, tool, arguments):
+            message = f"The user did not approve this {tool.name} call."
+            return await self._refuse(call, "not_approved", message)
+        async with self.slots:
+            started = time.monotonic()
+            await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
+            result = await self.tools.call(tool, call.call_id, arguments)
+            elapsed = int((time.monotonic() - started) * 1000)
         await self.events.emit(
             ToolFinished(tool=call.name, call_id=call.call_id, ok=result.ok, elapsed_ms=elapsed, **self.ids)
         )
         return result
 
-    async def _dispatch(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
+    async def _approved(self, call: ToolCall, tool: ToolDescriptor, arguments: dict[str, Any]) -> bool:
+        decided = await self.approvals.decision(call.call_id)
+        if decided is not None:
+            return decided
+        timeout = self.budget.approval_timeout_s
+        await self.events.emit(
+            ToolApprovalRequired(
+                tool=tool.name, call_id=call.call_id, arguments=arguments, expires_in_ms=int(timeout * 1000), **self.ids
+            )
+        )
+        return await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
+
+    def _check(
+        self, call: ToolCall, by_name: dict[str, ToolDescriptor]
+    ) -> tuple[ToolDescriptor, dict[str, Any]] | ToolCompleted:
         """Mistakes of the model come back to it as tool errors it can correct."""
         tool = by_name.get(call.name)
         if tool is None:
@@ -240,7 +295,14 @@ class Turn:
             return tool_error(call, "invalid_arguments", f"Arguments are not valid JSON: {exc.msg}")
         if not isinstance(arguments, dict):
             return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
-        return await self.tools.call(tool, call.call_id, arguments)
+        problem = argument_errors(tool, arguments)
+        if problem is not None:
+            return tool_error(call, "invalid_arguments", f"Arguments do not match the {tool.name} schema: {problem}")
+        return tool, arguments
+
+
+def checked_message(result: ToolCompleted) -> str:
+    return result.error.message if result.error else "invalid call"
 
 
 def final_answer(produced: list[ChatMessage]) -> str | None:

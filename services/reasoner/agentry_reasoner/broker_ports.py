@@ -20,6 +20,8 @@ from agentry_shared.contracts.memory import (
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    TakeToolToken,
+    ToolToken,
     TurnBegun,
 )
 from agentry_shared.contracts.scope import Scope
@@ -145,9 +147,17 @@ class CatalogCache:
 
 class BrokerTools:
     def __init__(
-        self, bus: Bus, catalog: CatalogCache, scope: Scope, turn_id: str, timeout_s: float, traceparent: str | None
+        self,
+        bus: Bus,
+        catalog: CatalogCache,
+        scope: Scope,
+        turn_id: str,
+        timeout_s: float,
+        traceparent: str | None,
+        per_minute: int = 0,
     ) -> None:
         self._bus = bus
+        self._per_minute = per_minute
         self._catalog = catalog
         self._scope = scope
         self._turn_id = turn_id
@@ -156,6 +166,17 @@ class BrokerTools:
 
     async def catalog(self) -> list[ToolDescriptor]:
         return await self._catalog.get()
+
+    async def take_token(self, tool: ToolDescriptor) -> float:
+        request = TakeToolToken(scope=self._scope, tool=tool.name, per_minute=self._per_minute)
+        try:
+            body = await self._bus.request(self._bus.topology.memory_rpc_queue, request.model_dump_json().encode())
+        except RpcTimeout as exc:
+            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
+        reply = MEMORY_REPLY.validate_json(body)
+        if not isinstance(reply, ToolToken):
+            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        return 0.0 if reply.allowed else max(reply.retry_after_seconds, 1.0)
 
     async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
         timeout = min(self._timeout, tool.timeout_seconds + 5.0)

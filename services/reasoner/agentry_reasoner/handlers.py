@@ -19,7 +19,7 @@ from typing import Any
 
 import aio_pika
 from agentry_shared.bus import Bus
-from agentry_shared.contracts.control import CONTROL_MESSAGE
+from agentry_shared.contracts.control import CONTROL_MESSAGE, ApprovalDecided
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.settings import ReasonerSettings
@@ -27,6 +27,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from pydantic import ValidationError
 
 from agentry_reasoner.agent import Budget, Turn, TurnAborted
+from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
 from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache
 from agentry_reasoner.metrics import TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
 from agentry_reasoner.model import Model
@@ -43,6 +44,9 @@ class TurnConsumer:
         self.budget = Budget(
             max_steps=settings.reasoner_max_steps,
             max_tool_calls=settings.reasoner_max_tool_calls_per_turn,
+            max_parallel_tool_calls=settings.reasoner_max_parallel_tool_calls,
+            tool_calls_per_minute=settings.reasoner_tool_calls_per_minute,
+            approval_timeout_s=settings.reasoner_approval_timeout_seconds,
             delta_interval_s=settings.reasoner_delta_interval_ms / 1000,
             delta_max_chars=settings.reasoner_delta_max_chars,
         )
@@ -52,6 +56,7 @@ class TurnConsumer:
         self._cancel_requested: set[str] = set()
         self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, turns using it
         self._stopping = False
+        self.approvals = ApprovalBoard()
 
     async def start(self) -> None:
         self._channel = await self.bus.channel(prefetch=self.settings.reasoner_prefetch_per_partition)
@@ -97,6 +102,9 @@ class TurnConsumer:
             control = CONTROL_MESSAGE.validate_json(message.body)
         except ValidationError:
             log.warning("ignoring a malformed control message")
+            return
+        if isinstance(control, ApprovalDecided):
+            self.approvals.decided(control.turn_id, control.call_id, control.approved)
             return
         task = self._running.get(control.turn_id)
         if task is not None:
@@ -173,10 +181,17 @@ class TurnConsumer:
             model=self.model,
             memory=memory,
             tools=BrokerTools(
-                self.bus, self.catalog, scope, turn_id, self.settings.reasoner_tool_timeout_seconds, request.traceparent
+                self.bus,
+                self.catalog,
+                scope,
+                turn_id,
+                self.settings.reasoner_tool_timeout_seconds,
+                request.traceparent,
+                per_minute=self.settings.reasoner_tool_calls_per_minute,
             ),
             events=events,
             budget=self.budget,
+            approvals=BrokerApprovals(self.bus, self.approvals, scope, turn_id),
         )
         limit = self.settings.reasoner_turn_deadline_seconds
         # The deadline runs from acceptance, so a resumed turn does not get a fresh one.

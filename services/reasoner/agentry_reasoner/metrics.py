@@ -11,3 +11,8 @@ TURN_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 TURNS_IN_FLIGHT = Gauge("agentry_reasoner_turns_in_flight", "Turns this replica is working on.")
+TOOL_CALL_REJECTIONS = Counter(
+    "agentry_reasoner_tool_call_rejections_total",
+    "Tool calls of the model refused before dispatch, by reason (unknown_tool, invalid_arguments, ...).",
+    ["reason"],
+)

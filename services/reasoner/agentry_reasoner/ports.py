@@ -32,3 +32,16 @@ class Tools(Protocol):
     async def catalog(self) -> list[ToolDescriptor]: ...
 
     async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted: ...
+
+    async def take_token(self, tool: ToolDescriptor) -> float:
+        """Per-user rate limit: 0 when the call may go, else seconds until it may."""
+
+
+class Approvals(Protocol):
+    """The user's say on destructive calls; decisions outlive a reasoner crash."""
+
+    async def decision(self, call_id: str) -> bool | None:
+        """A decision already taken (a resumed turn asks before asking the user again)."""
+
+    async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
+        """Wait for the user's answer; no answer within `timeout_s` means denied."""

@@ -1,0 +1,95 @@
+"""The user's approval of destructive tool calls, kept by memory so it outlives a crash.
+
+A decision reaches the waiting reasoner as a control broadcast; the waiter also asks
+memory every second, so a broadcast missed during a reconnect only costs that second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from agentry_shared.bus import Bus, RpcTimeout
+from agentry_shared.contracts.memory import MEMORY_REPLY, Approval, GetApproval, RequestApproval
+from agentry_shared.contracts.scope import Scope
+from pydantic import BaseModel
+
+from agentry_reasoner.agent import TurnAborted
+
+POLL_S = 1.0
+
+
+class ApprovalBoard:
+    """Decisions heard on the control exchange, by (turn_id, call_id)."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], asyncio.Event] = {}
+        self._decisions: dict[tuple[str, str], bool] = {}
+
+    def decided(self, turn_id: str, call_id: str, approved: bool) -> None:
+        key = (turn_id, call_id)
+        self._decisions[key] = approved
+        self._events.setdefault(key, asyncio.Event()).set()
+
+    async def wait(self, turn_id: str, call_id: str, timeout_s: float) -> bool | None:
+        key = (turn_id, call_id)
+        event = self._events.setdefault(key, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return None
+        return self._decisions.get(key)
+
+    def forget(self, turn_id: str, call_id: str) -> None:
+        self._events.pop((turn_id, call_id), None)
+        self._decisions.pop((turn_id, call_id), None)
+
+
+class BrokerApprovals:
+    def __init__(self, bus: Bus, board: ApprovalBoard, scope: Scope, turn_id: str) -> None:
+        self._bus = bus
+        self._board = board
+        self._scope = scope
+        self._turn_id = turn_id
+
+    async def _call(self, request: BaseModel) -> Approval:
+        try:
+            body = await self._bus.request(self._bus.topology.memory_rpc_queue, request.model_dump_json().encode())
+        except RpcTimeout as exc:
+            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
+        reply = MEMORY_REPLY.validate_json(body)
+        if not isinstance(reply, Approval):
+            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        return reply
+
+    async def _state(self, call_id: str) -> str:
+        return (await self._call(GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))).state
+
+    async def decision(self, call_id: str) -> bool | None:
+        state = await self._state(call_id)
+        return {"approved": True, "denied": False, "expired": False}.get(state)
+
+    async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
+        deadline = time.time() + timeout_s
+        await self._call(
+            RequestApproval(
+                scope=self._scope,
+                turn_id=self._turn_id,
+                call_id=call_id,
+                tool=tool,
+                arguments=arguments,
+                expires_at=deadline,
+            )
+        )
+        try:
+            while (left := deadline - time.time()) > 0:
+                heard = await self._board.wait(self._turn_id, call_id, min(POLL_S, left))
+                if heard is not None:
+                    return heard
+                state = await self._state(call_id)
+                if state != "pending":
+                    return state == "approved"
+            return await self._state(call_id) == "approved"  # memory says expired past the deadline
+        finally:
+            self._board.forget(self._turn_id, call_id)
