@@ -8,6 +8,7 @@ are ended by the PIDs started here, and the namespace's queues are deleted at th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import signal
@@ -117,7 +118,9 @@ class Stack:
     def close(self) -> None:
         for proc in reversed(self.procs):
             self.terminate(proc)
-        asyncio.run(delete_namespace(self.namespace))
+        # A thread of its own: close() is also called from async tests, inside a running loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, delete_namespace(self.namespace)).result()
 
 
 async def delete_namespace(namespace: str) -> None:

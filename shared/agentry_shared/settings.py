@@ -100,6 +100,8 @@ class MemorySettings(CommonSettings):
     memory_data_dir: Path = Path("./data/memory")
     # How many recent messages a context carries (a token budget comes with issue 5).
     memory_window_messages: int = Field(default=40, ge=1)
+    # How long frames stay resumable (a client resuming from older gets `resume_gap`).
+    memory_frame_retention_hours: float = Field(default=24.0, gt=0)
 
 
 class OfflineModelSettings(CommonSettings):

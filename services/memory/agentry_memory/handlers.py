@@ -20,6 +20,7 @@ from agentry_shared.bus import Bus
 from agentry_shared.contracts.events import LOG_ENTRY, LogEntry
 from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from agentry_memory.conversation_log import ConversationLog
@@ -81,6 +82,8 @@ class LogConsumer:
         while True:
             channel: AbstractRobustChannel | None = None
             try:
+                if self.bus.connection is not None:  # broker away: wait rather than fail every second
+                    await self.bus.connection.connected.wait()
                 channel = await self.bus.channel(PREFETCH)
                 queue = await self.bus.declare_work_queue(
                     channel, t.log_queue(p), t.log_exchange, str(p), single_active=True
@@ -99,7 +102,7 @@ class LogConsumer:
         """Handle entries in arrival order; returns when one must go back to the broker."""
         while True:
             message = await inbox.get()
-            if message.channel.is_closed:
+            if _lost(message):
                 continue  # from a connection since lost: the broker has it back already
             handling = asyncio.ensure_future(self.handle(message))
             try:
@@ -164,6 +167,14 @@ def _put_into(
         inbox.put_nowait(message)
 
     return deliver
+
+
+def _lost(message: AbstractIncomingMessage) -> bool:
+    """True if the message came on a channel that has closed since (aio-pika raises then)."""
+    try:
+        return message.channel.is_closed
+    except ChannelInvalidStateError:
+        return True
 
 
 async def _settle(outcome: Awaitable[None]) -> bool:

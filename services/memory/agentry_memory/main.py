@@ -1,31 +1,37 @@
-"""Wiring: store, bus, the log consumers, the RPC server and the ops endpoints.
+"""Wiring: store, bus, the log and dead-letter consumers, the RPC server, the frame
+sweeper and the ops endpoints.
 
 Stopping is ordered so nothing is half done: the partitions finish the entry they hold,
-RPC stops taking requests and answers those in hand, then the bus and the store close.
-Whatever was not acked by then is redelivered by the broker to the next owner.
+RPC and the dead-letter consumer stop taking messages and finish those in hand, then the
+bus and the store close. Whatever was not acked by then is redelivered by the broker.
+
+The broker may go away and come back (a restart): the connection is aio-pika's robust
+one, which reopens our channels, re-declares their queues and resumes their consumers;
+a log partition whose channel broke mid-entry subscribes again by itself (handlers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
-from agentry_shared.bus import Bus
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.lifecycle import run_service
 from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
 
 from agentry_memory.conversation_log import ConversationLog
+from agentry_memory.dead_letters import DeadLetterConsumer
 from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.handlers import LogConsumer
+from agentry_memory.inflight import InFlight
+from agentry_memory.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 from agentry_memory.rpc import MemoryRpc
 from agentry_memory.store import Store
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[bytes], Awaitable[bytes]]
 
 
 def make_store(settings: MemorySettings) -> Store:
@@ -35,53 +41,46 @@ def make_store(settings: MemorySettings) -> Store:
     return EmbeddedStore(settings.memory_data_dir)
 
 
-class InFlight:
-    """Counts RPC handlers running, so a stop can let them reply before the bus closes."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def wrap(self, handler: Handler) -> Handler:
-        async def counted(body: bytes) -> bytes:
-            self._count += 1
-            self._idle.clear()
-            try:
-                return await handler(body)
-            finally:
-                self._count -= 1
-                if self._count == 0:
-                    self._idle.set()
-
-        return counted
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
+def retention_hours(settings: MemorySettings) -> float:
+    """MEMORY_FRAME_RETENTION_HOURS once the shared settings carry it; the default until then."""
+    return float(getattr(settings, "memory_frame_retention_hours", DEFAULT_RETENTION_HOURS))
 
 
 async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -> None:
     settings = settings or MemorySettings()
-    topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
+    topology = Topology.from_settings(settings)
     store = make_store(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="memory")
     ops: OpsServer | None = None
-    consumer = LogConsumer(bus, ConversationLog(store, topology))
+    conversation_log = ConversationLog(store, topology)
+    consumer = LogConsumer(bus, conversation_log)
+    dead_letters = DeadLetterConsumer(bus, conversation_log)
+    sweeper = FrameSweeper(store, retention_hours(settings))
     in_flight = InFlight()
+
+    async def broadcast(message: ControlMessage) -> None:
+        # Transient and not mandatory: a cancel nobody hears (no reasoner up) is no error,
+        # BeginTurn tells the next reasoner anyway.
+        await bus.publish(topology.control_exchange, "", encode(message), persistent=False)
+
     try:
         await store.open()
         await bus.connect()
-        rpc = await bus.serve_rpc(
-            topology.memory_rpc_queue, in_flight.wrap(MemoryRpc(store, settings.memory_window_messages).handle)
-        )
+        rpc_core = MemoryRpc(store, settings.memory_window_messages, broadcast=broadcast)
+        rpc = await bus.serve_rpc(topology.memory_rpc_queue, in_flight.wrap(rpc_core.handle))
         await consumer.start()
+        await dead_letters.start()
+        sweeper.start()
 
         def ready() -> tuple[bool, str]:
             if stop.is_set():
                 return False, "stopping"
             if not store.is_open:
                 return False, "store closed"
-            return (True, "ok") if bus.connected else (False, "broker disconnected")
+            if not bus.connected:
+                return False, "broker disconnected"
+            assert bus.connection is not None
+            return (True, "ok") if bus.connection.connected.is_set() else (False, "broker reconnecting")
 
         ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.memory_port)
         await ops.start()
@@ -92,14 +91,17 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
                 "partitions": topology.partitions,
                 "store": type(store).__name__,
                 "port": settings.memory_port,
+                "frame_retention_hours": sweeper.retention_seconds / 3600,
             },
         )
         await stop.wait()
         log.info("stopping")
 
         async def drain() -> None:
+            await sweeper.stop()
             await consumer.stop()
             await rpc.cancel()
+            await dead_letters.stop()
             await in_flight.wait_idle()
 
         try:
@@ -107,6 +109,7 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
         except TimeoutError:
             log.warning("shutdown grace ran out; unacked work goes back to the broker")
     finally:
+        await sweeper.stop()
         await bus.close()
         await store.close()
         if ops is not None:

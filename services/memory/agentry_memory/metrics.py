@@ -28,3 +28,13 @@ FRAMES_APPENDED = Counter(
     "agentry_memory_frames_appended_total",
     "Frames given a new seq and stored (redeliveries not counted).",
 )
+DEAD_LETTERS = Counter(
+    "agentry_memory_dead_letters_total",
+    "Messages taken from the dead-letter queue, by kind and outcome "
+    "(turn_failed, already_ended, refused, logged, unreadable, error).",
+    ["kind", "outcome"],
+)
+FRAMES_SWEPT = Counter(
+    "agentry_memory_frames_swept_total",
+    "Frames deleted because they were older than the retention.",
+)

@@ -1,26 +1,45 @@
-"""Answers memory requests: every one scoped, every failure a reply, never a crash."""
+"""Answers memory requests: every one scoped, every failure a reply, never a crash.
+
+The one request with an effect beyond the store, a cancel, is broadcast through a callable
+given by the wiring (`Broadcast`), so this core needs no broker to be tested.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import assert_never
 
+from agentry_shared.contracts.control import CancelRequested, ControlMessage
 from agentry_shared.contracts.memory import (
     MEMORY_REQUEST,
     AppendMessages,
+    BeginTurn,
+    CancelTurnRequest,
     ClaimConversation,
     Claimed,
+    ClaimToolCall,
+    CompleteToolCall,
     Context,
+    DecideApproval,
     Done,
     Frames,
+    GetApproval,
     GetContext,
     GetFrames,
     MemoryFailure,
     MemoryReply,
     MemoryRequest,
     RecordReasoning,
+    RequestApproval,
+    TakeToolToken,
+    ToolCallClaimed,
+    TurnBegun,
+    TurnCancelAccepted,
 )
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import ToolCompleted
 from agentry_shared.logs import bind_context
 from pydantic import ValidationError
 
@@ -30,11 +49,15 @@ from agentry_memory.store import Store
 
 log = logging.getLogger(__name__)
 
+# Sends a control message to every reasoner and tool-runner (the control exchange).
+Broadcast = Callable[[ControlMessage], Awaitable[None]]
+
 
 class MemoryRpc:
-    def __init__(self, store: Store, window_messages: int) -> None:
+    def __init__(self, store: Store, window_messages: int, *, broadcast: Broadcast) -> None:
         self.store = store
         self.window_messages = window_messages
+        self.broadcast = broadcast
 
     async def handle(self, body: bytes) -> bytes:
         """The `bus.serve_rpc` handler: request bytes in, `MemoryReply` JSON out."""
@@ -44,12 +67,13 @@ class MemoryRpc:
         try:
             request = MEMORY_REQUEST.validate_json(body)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"])
-            reply = MemoryFailure(code="invalid", message=f"invalid request at {where or 'body'}: {first['msg']}")
+            reply = MemoryFailure(code="invalid", message=f"invalid request at {_first_error(exc)}")
         else:
             kind = request.kind.removeprefix("memory.")
-            with bind_context(conversation_id=request.scope.conversation_id, turn_id=getattr(request, "turn_id", None)):
+            scope: Scope | None = getattr(request, "scope", None)  # not every request has one
+            with bind_context(
+                conversation_id=scope.conversation_id if scope else None, turn_id=getattr(request, "turn_id", None)
+            ):
                 reply = await self.answer(request)
         outcome = reply.code if isinstance(reply, MemoryFailure) else "ok"
         RPC_REQUESTS.labels(kind=kind, outcome=outcome).inc()
@@ -69,18 +93,62 @@ class MemoryRpc:
             return MemoryFailure(code="internal", message="the memory service failed; try again")
 
     async def _dispatch(self, request: MemoryRequest) -> MemoryReply:
-        store, scope = self.store, request.scope
+        store = self.store
         match request:
-            case ClaimConversation():
+            case ClaimConversation(scope=scope):
                 return Claimed(created=await store.claim_conversation(scope))
-            case GetContext(turn_id=turn_id):
-                return Context(messages=await store.context(scope, turn_id, self.window_messages))
-            case AppendMessages(turn_id=turn_id, messages=messages):
+            case GetContext(scope=scope, turn_id=turn_id):
+                context = await store.context(scope, turn_id, self.window_messages)
+                return Context(messages=context.messages, produced=context.produced)
+            case AppendMessages(scope=scope, turn_id=turn_id, messages=messages):
                 await store.append_messages(scope, turn_id, messages)
                 return Done()
-            case RecordReasoning(turn_id=turn_id, step=step, text=text):
+            case RecordReasoning(scope=scope, turn_id=turn_id, step=step, text=text):
                 await store.record_reasoning(scope, turn_id, step, text)
                 return Done()
-            case GetFrames(after_seq=after_seq, limit=limit):
+            case GetFrames(scope=scope, after_seq=after_seq, limit=limit):
                 return Frames(frames=await store.frames_after(scope, after_seq, limit))
+            case BeginTurn(scope=scope, turn_id=turn_id):
+                attempt, state = await store.begin_turn(scope, turn_id)
+                if attempt > 1:
+                    log.info("turn taken again", extra={"attempt": attempt, "state": state})
+                return TurnBegun(attempt=attempt, state=state)
+            case CancelTurnRequest():
+                return await self._cancel(request)
+            case ClaimToolCall(scope=scope, turn_id=turn_id, call_id=call_id, tool=tool):
+                claim = await store.claim_tool_call(scope, turn_id, call_id, tool)
+                return ToolCallClaimed(
+                    state=claim.state, claimed_seconds_ago=claim.claimed_seconds_ago, result=claim.result
+                )
+            case CompleteToolCall(scope=scope, turn_id=turn_id, call_id=call_id, result=result):
+                # Kept results are handed to resumed turns as ToolCompleted: refuse anything else now.
+                try:
+                    completed = ToolCompleted.model_validate(result)
+                except ValidationError as exc:
+                    return MemoryFailure(code="invalid", message=f"result is not a ToolCompleted: {_first_error(exc)}")
+                if completed.call_id != call_id:
+                    return MemoryFailure(code="invalid", message="result.call_id differs from call_id")
+                await store.complete_tool_call(scope, turn_id, call_id, result)
+                return Done()
+            case RequestApproval() | DecideApproval() | GetApproval() | TakeToolToken():
+                # Contracts newer than this service: a clear answer rather than an `internal`.
+                return MemoryFailure(code="unsupported", message=f"{request.kind} is not implemented by memory yet")
         assert_never(request)
+
+    async def _cancel(self, request: CancelTurnRequest) -> MemoryReply:
+        """Record first, then broadcast: a reasoner that begins the turn after the record sees
+        it, one that holds it already hears the broadcast. A failed broadcast is `internal`,
+        and a retry records nothing new and broadcasts again."""
+        before = await self.store.cancel_turn(request.tenant_id, request.user_id, request.turn_id)
+        with bind_context(conversation_id=before.conversation_id):
+            if before.state in ("queued", "running"):
+                await self.broadcast(CancelRequested(conversation_id=before.conversation_id, turn_id=request.turn_id))
+            log.info("turn cancel requested", extra={"state": before.state})
+        return TurnCancelAccepted(conversation_id=before.conversation_id, state=before.state)
+
+
+def _first_error(exc: ValidationError) -> str:
+    """Where and what, e.g. `scope.user_id: Field required`."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where or 'body'}: {first['msg']}"

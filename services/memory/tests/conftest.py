@@ -1,15 +1,29 @@
-"""Fixtures shared by the memory tests: a store per backend, scopes."""
+"""Fixtures shared by the memory tests: a store per backend, scopes, the service on the broker."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from agentry_memory.embedded import EmbeddedStore
+from agentry_memory.main import service
 from agentry_memory.store import Store
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.settings import MemorySettings
+from agentry_shared.topology import Topology
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from pydantic import BaseModel, SecretStr
 
 # Each backend: how to build it on a fresh location. A MongoDB backend adds itself here.
 BACKENDS: dict[str, Callable[[Path], Store]] = {
@@ -37,3 +51,119 @@ async def store(make_store: Callable[[], Store]) -> AsyncIterator[Store]:
 @pytest.fixture
 def scope() -> Scope:
     return Scope(tenant_id="acme", user_id="alice", conversation_id=f"c-{uuid.uuid4().hex}")
+
+
+# ---- the service against the real RabbitMQ ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def readiness(port: int) -> int | None:
+    """The /readyz status, None when nothing answers."""
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                return response.status
+        except aiohttp.ClientError:
+            return None
+
+
+async def wait_readiness(port: int, status: int = 200, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await readiness(port) == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"/readyz never answered {status}")
+
+
+@dataclass
+class MemoryUnderTest:
+    """A memory service in-process, in a namespace of its own, and a client of the broker."""
+
+    settings: MemorySettings
+    client: Bus  # straight to the broker, whatever URL the service uses
+
+    @property
+    def topology(self) -> Topology:
+        return self.client.topology
+
+    async def readiness_becomes(self, status: int, timeout: float = 20.0) -> None:
+        await wait_readiness(self.settings.memory_port, status, timeout)
+
+    async def rpc(self, request: BaseModel, timeout: float = 10.0) -> MemoryReply:
+        body = await self.client.request(self.topology.memory_rpc_queue, encode(request), timeout=timeout)
+        return MEMORY_REPLY.validate_json(body)
+
+    async def listen(self, exchange: str, routing_key: str) -> asyncio.Queue[bytes]:
+        """A temporary queue of our own bound to `exchange`: what is published there."""
+        channel = await self.client.channel(prefetch=100)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=routing_key)
+        return await self.consume(queue)
+
+    async def consume_queue(self, name: str) -> asyncio.Queue[bytes]:
+        channel = await self.client.channel(prefetch=100)
+        return await self.consume(await channel.get_queue(name))
+
+    @staticmethod
+    async def consume(queue: AbstractQueue) -> asyncio.Queue[bytes]:
+        """Ack and collect (quorum queues with single active consumer refuse basic.get)."""
+        bodies: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await message.ack()
+            bodies.put_nowait(message.body)
+
+        await queue.consume(on_message)
+        return bodies
+
+    @staticmethod
+    async def next_json(bodies: asyncio.Queue[bytes], timeout: float = 10.0) -> Any:
+        return json.loads(await asyncio.wait_for(bodies.get(), timeout))
+
+
+MemoryFactory = Callable[..., Awaitable[MemoryUnderTest]]
+
+
+@pytest.fixture
+async def start_memory(tmp_path: Path) -> AsyncIterator[MemoryFactory]:
+    """Starts the service (optionally through another broker URL); stops it and deletes
+    every queue and exchange of its namespace afterwards, and nothing else."""
+    started: list[tuple[asyncio.Event, asyncio.Task[None], Bus]] = []
+
+    async def start(amqp_url: str | None = None) -> MemoryUnderTest:
+        settings = MemorySettings(
+            agentry_namespace=f"t{uuid.uuid4().hex}",
+            agentry_partitions=2,
+            memory_data_dir=tmp_path / "data",
+            memory_port=free_port(),
+            shutdown_grace_seconds=5,
+        )
+        if amqp_url is not None:
+            settings.amqp_url = SecretStr(amqp_url)
+        topology = Topology.from_settings(settings)
+        stop = asyncio.Event()
+        running = asyncio.create_task(service(stop, settings))
+        client = Bus(MemorySettings().amqp_url.get_secret_value(), topology, name="memory-test")
+        started.append((stop, running, client))
+        await wait_readiness(settings.memory_port)
+        await client.connect()
+        return MemoryUnderTest(settings, client)
+
+    yield start
+    for stop, running, client in started:
+        stop.set()
+        await asyncio.wait_for(running, 15)  # a clean stop, and any startup error surfaces here
+        if client.connected:
+            cleanup = await client.channel(prefetch=1)
+            for name in client.topology.durable_queues([]):
+                await cleanup.queue_delete(name)
+            for name in client.topology.exchanges():
+                await cleanup.exchange_delete(name)
+        await client.close()

@@ -50,7 +50,7 @@ async def test_turn_is_stored_accepted_and_forwarded(store: Store, scope: Scope)
     assert forward.exchange == "test.turns"
     assert forward.routing_key == str(TOPOLOGY.partition(scope.conversation_id))
     assert forward.persistent and forward.body == body  # byte for byte, unknown fields included
-    assert [m.content for m in await store.context(scope, "t1", 40)] == ["hello"]
+    assert [m.content for m in (await store.context(scope, "t1", 40)).messages] == ["hello"]
     assert await store.frames_after(scope, 0, 10) == [json.loads(frame_out.body)]
 
 
@@ -61,7 +61,7 @@ async def test_redelivered_turn_repeats_the_same_output(store: Store, scope: Sco
     again = await log.ingest(request)
     assert first == again
     assert len(await store.frames_after(scope, 0, 10)) == 1
-    assert len(await store.context(scope, "t1", 40)) == 1
+    assert len((await store.context(scope, "t1", 40)).messages) == 1
 
 
 async def test_events_get_consecutive_seqs_and_redelivery_keeps_its_seq(store: Store, scope: Scope) -> None:

@@ -17,6 +17,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 
 SCOPE = Scope(tenant_id="acme", user_id="alice", conversation_id="c1")
 OUT = [Outbound("x.frames", "c1", b"frame", False), Outbound("x.turns", "0", b"turn", True)]
@@ -62,6 +63,7 @@ class FakeBus:
     """Records publishes; every subscription gets the same messages again (a redelivery)."""
 
     topology = Topology("x", 1)
+    connection = None
 
     def __init__(self, events: list[str], messages: list[FakeMessage]) -> None:
         self.events, self.messages = events, messages
@@ -185,3 +187,28 @@ async def test_entries_of_a_lost_channel_are_skipped() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert "ingest t1" not in events and "ingest t2" in events
+
+
+class GoneMessage(FakeMessage):
+    """aio-pika raises on `.channel` once the channel a message came on has closed."""
+
+    @property
+    def channel(self) -> FakeChannel:
+        raise ChannelInvalidStateError("closed")
+
+    @channel.setter
+    def channel(self, _: FakeChannel) -> None:
+        pass
+
+
+async def test_entries_whose_channel_aio_pika_reports_gone_are_skipped() -> None:
+    events: list[str] = []
+    gone, fresh = GoneMessage(turn_body("t1"), events), FakeMessage(turn_body("t2"), events)
+    fake_log = FakeLog(events)
+    task = asyncio.create_task(consumer(events, fake_log, [gone, fresh])._partition(0))
+    await fake_log.started.wait()
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert events[:3] == ["subscribe", "ingest t2", "publish frame"]

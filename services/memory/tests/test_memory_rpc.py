@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from agentry_memory.rpc import MemoryRpc
 from agentry_memory.store import Store
+from agentry_shared.contracts.control import CancelRequested, ControlMessage
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
+    BeginTurn,
+    CancelTurnRequest,
     ChatMessage,
     ClaimConversation,
     Claimed,
+    ClaimToolCall,
+    CompleteToolCall,
     Context,
     Done,
     Frames,
@@ -21,9 +27,37 @@ from agentry_shared.contracts.memory import (
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    TakeToolToken,
+    ToolCallClaimed,
+    TurnBegun,
+    TurnCancelAccepted,
 )
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import ToolCompleted
 from pydantic import BaseModel
+
+
+class Broadcasts:
+    """The injected publisher: records what would go to the control exchange."""
+
+    def __init__(self) -> None:
+        self.sent: list[ControlMessage] = []
+        self.fail = False
+
+    async def __call__(self, message: ControlMessage) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.sent.append(message)
+
+
+@pytest.fixture
+def broadcasts() -> Broadcasts:
+    return Broadcasts()
+
+
+@pytest.fixture
+def rpc(store: Store, broadcasts: Broadcasts) -> MemoryRpc:
+    return MemoryRpc(store, window_messages=40, broadcast=broadcasts)
 
 
 async def ask(rpc: MemoryRpc, request: BaseModel | bytes) -> MemoryReply:
@@ -31,50 +65,114 @@ async def ask(rpc: MemoryRpc, request: BaseModel | bytes) -> MemoryReply:
     return MEMORY_REPLY.validate_json(await rpc.handle(body))
 
 
-async def test_a_conversation_through_rpc(store: Store, scope: Scope) -> None:
-    rpc = MemoryRpc(store, window_messages=40)
+async def code(rpc: MemoryRpc, request: BaseModel | bytes) -> str:
+    reply = await ask(rpc, request)
+    assert isinstance(reply, MemoryFailure), reply
+    return reply.code
+
+
+async def test_a_conversation_through_rpc(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
     assert await ask(rpc, ClaimConversation(scope=scope)) == Claimed(created=True)
     assert await ask(rpc, ClaimConversation(scope=scope)) == Claimed(created=False)
     await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=1, state="running")
     answer = [ChatMessage(role="assistant", content="hello")]
     assert await ask(rpc, AppendMessages(scope=scope, turn_id="t1", messages=answer)) == Done()
     assert await ask(rpc, RecordReasoning(scope=scope, turn_id="t1", step=0, text="greet back")) == Done()
     context = await ask(rpc, GetContext(scope=scope, turn_id="t1"))
     assert isinstance(context, Context)
-    assert [m.content for m in context.messages] == ["hi", "hello"]
+    assert [m.content for m in context.messages] == ["hi"]
+    assert context.produced == answer
     await store.append_frame(scope, "e1", {"type": "turn.started", "conversation_id": scope.conversation_id})
     frames = await ask(rpc, GetFrames(scope=scope, after_seq=0))
     assert isinstance(frames, Frames) and [f["seq"] for f in frames.frames] == [1]
+    assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=2, state="running")
 
 
-async def test_window_setting_bounds_the_context(store: Store, scope: Scope) -> None:
-    rpc = MemoryRpc(store, window_messages=1)
+async def test_window_setting_bounds_the_context(store: Store, scope: Scope, broadcasts: Broadcasts) -> None:
+    rpc = MemoryRpc(store, window_messages=1, broadcast=broadcasts)
     await store.add_turn(scope, "t1", ChatMessage(role="user", content="q1"))
     await store.add_turn(scope, "t2", ChatMessage(role="user", content="q2"))
+    steps = [ChatMessage(role="assistant", content=f"a{i}") for i in range(3)]
+    await store.append_messages(scope, "t2", steps)
     context = await ask(rpc, GetContext(scope=scope, turn_id="t2"))
     assert isinstance(context, Context) and [m.content for m in context.messages] == ["q2"]
+    assert context.produced == steps  # the checkpoint is never cut by the window
 
 
-async def test_failures_are_replies(store: Store, scope: Scope) -> None:
-    rpc = MemoryRpc(store, window_messages=40)
+async def test_cancel_of_a_queued_turn_is_recorded_and_broadcast(
+    rpc: MemoryRpc, store: Store, scope: Scope, broadcasts: Broadcasts
+) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    cancel = CancelTurnRequest(tenant_id=scope.tenant_id, user_id=scope.user_id, turn_id="t1")
+    reply = await ask(rpc, cancel)
+    assert reply == TurnCancelAccepted(conversation_id=scope.conversation_id, state="queued")
+    assert broadcasts.sent == [CancelRequested(conversation_id=scope.conversation_id, turn_id="t1")]
+    assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=1, state="cancelled")
+
+
+async def test_cancel_of_a_finished_turn_changes_nothing(
+    rpc: MemoryRpc, store: Store, scope: Scope, broadcasts: Broadcasts
+) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.append_frame(scope, "t1:done", {"type": "turn.completed", "turn_id": "t1", "text": "ok"})
+    cancel = CancelTurnRequest(tenant_id=scope.tenant_id, user_id=scope.user_id, turn_id="t1")
+    assert await ask(rpc, cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="completed")
+    assert broadcasts.sent == []
+    assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=1, state="completed")
+
+
+async def test_cancel_failures(rpc: MemoryRpc, store: Store, scope: Scope, broadcasts: Broadcasts) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    assert await code(rpc, CancelTurnRequest(tenant_id="acme", user_id="alice", turn_id="nope")) == "not_found"
+    assert await code(rpc, CancelTurnRequest(tenant_id="acme", user_id="mallory", turn_id="t1")) == "forbidden"
+    assert await code(rpc, CancelTurnRequest(tenant_id="other", user_id="alice", turn_id="t1")) == "forbidden"
+    broadcasts.fail = True  # recorded, but nobody told: the caller retries
+    cancel = CancelTurnRequest(tenant_id="acme", user_id="alice", turn_id="t1")
+    assert await code(rpc, cancel) == "internal"
+    broadcasts.fail = False
+    assert await ask(rpc, cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="queued")
+    assert len(broadcasts.sent) == 1
+
+
+async def test_tool_calls_are_claimed_once_and_keep_their_result(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    claim = ClaimToolCall(scope=scope, turn_id="t1", call_id="c1", tool="clock")
+    assert await ask(rpc, claim) == ToolCallClaimed(state="new")
+    again = await ask(rpc, claim)
+    assert isinstance(again, ToolCallClaimed) and again.state == "running" and again.result is None
+    result = ToolCompleted(call_id="c1", tool="clock", ok=True, output="12:00").model_dump(mode="json")
+    assert await ask(rpc, CompleteToolCall(scope=scope, turn_id="t1", call_id="c1", result=result)) == Done()
+    assert await ask(rpc, claim) == ToolCallClaimed(state="done", result=result)
+
+
+async def test_a_completion_must_be_a_tool_completed_of_that_call(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    other = ToolCompleted(call_id="c2", tool="clock", ok=True).model_dump(mode="json")
+    assert await code(rpc, CompleteToolCall(scope=scope, turn_id="t1", call_id="c1", result={"x": 1})) == "invalid"
+    assert await code(rpc, CompleteToolCall(scope=scope, turn_id="t1", call_id="c1", result=other)) == "invalid"
+    claim = ClaimToolCall(scope=scope, turn_id="t1", call_id="c1", tool="clock")
+    assert await ask(rpc, claim) == ToolCallClaimed(state="new")  # nothing was stored
+
+
+async def test_failures_are_replies(rpc: MemoryRpc, scope: Scope) -> None:
     await ask(rpc, ClaimConversation(scope=scope))
     mallory = scope.model_copy(update={"user_id": "mallory"})
-
-    async def code(request: BaseModel | bytes) -> str:
-        reply = await ask(rpc, request)
-        assert isinstance(reply, MemoryFailure), reply
-        return reply.code
-
-    assert await code(ClaimConversation(scope=mallory)) == "forbidden"
-    assert await code(GetFrames(scope=mallory)) == "forbidden"
-    assert await code(GetContext(scope=scope, turn_id="unknown")) == "not_found"
-    assert await code(b"not json") == "invalid"
-    assert await code(b'{"kind": "memory.get_context"}') == "invalid"
-    assert await code(b'{"kind": "memory.drop_database"}') == "invalid"
+    assert await code(rpc, ClaimConversation(scope=mallory)) == "forbidden"
+    assert await code(rpc, GetFrames(scope=mallory)) == "forbidden"
+    assert await code(rpc, GetContext(scope=scope, turn_id="unknown")) == "not_found"
+    assert await code(rpc, BeginTurn(scope=scope, turn_id="unknown")) == "not_found"
+    assert await code(rpc, ClaimToolCall(scope=scope, turn_id="unknown", call_id="c", tool="x")) == "not_found"
+    assert await code(rpc, b"not json") == "invalid"
+    assert await code(rpc, b'{"kind": "memory.get_context"}') == "invalid"
+    assert await code(rpc, b'{"kind": "memory.cancel_turn", "tenant_id": "a"}') == "invalid"
+    assert await code(rpc, b'{"kind": "memory.drop_database"}') == "invalid"
+    assert await code(rpc, TakeToolToken(scope=scope, tool="clock", per_minute=1)) == "unsupported"  # not yet
 
 
-async def test_an_unexpected_error_is_internal_and_logged(store: Store, scope: Scope, caplog: Any) -> None:
-    rpc = MemoryRpc(store, window_messages=40)
+async def test_an_unexpected_error_is_internal_and_logged(
+    rpc: MemoryRpc, store: Store, scope: Scope, caplog: Any
+) -> None:
     await store.close()  # every call now fails inside the store
     reply = await ask(rpc, ClaimConversation(scope=scope))
     assert isinstance(reply, MemoryFailure) and reply.code == "internal"

@@ -34,6 +34,14 @@ def contents(messages: list[ChatMessage]) -> list[str | None]:
     return [m.content for m in messages]
 
 
+async def window(store: Store, scope: Scope, turn_id: str, limit: int = 40) -> list[str | None]:
+    return contents((await store.context(scope, turn_id, limit)).messages)
+
+
+async def produced(store: Store, scope: Scope, turn_id: str) -> list[str | None]:
+    return contents((await store.context(scope, turn_id, 40)).produced)
+
+
 async def test_claim_creates_once_and_only_for_its_owner(store: Store, scope: Scope) -> None:
     assert await store.claim_conversation(scope) is True
     assert await store.claim_conversation(scope) is False
@@ -47,7 +55,7 @@ async def test_add_turn_is_idempotent_by_turn_id(store: Store, scope: Scope) -> 
     assert await store.add_turn(scope, "t1", user("hi")) == 1
     assert await store.add_turn(scope, "t1", user("hi")) == 1
     assert await store.add_turn(scope, "t2", user("again")) == 2
-    assert contents(await store.context(scope, "t2", 40)) == ["hi", "again"]
+    assert await window(store, scope, "t2") == ["hi", "again"]
 
 
 async def test_add_turn_creates_an_unclaimed_conversation(store: Store, scope: Scope) -> None:
@@ -65,19 +73,21 @@ async def test_context_orders_by_turn_not_by_arrival(store: Store, scope: Scope)
     await store.add_turn(scope, "t1", user("q1"))
     await store.add_turn(scope, "t2", user("q2"))  # accepted while t1 is still being answered
     await store.append_messages(scope, "t1", [assistant("a1")])
-    assert contents(await store.context(scope, "t1", 40)) == ["q1", "a1"]  # t2 is not visible yet
+    assert await window(store, scope, "t1") == ["q1"]  # t2 is not visible yet
+    assert await produced(store, scope, "t1") == ["a1"]
     await store.append_messages(scope, "t2", [assistant("a2")])
-    assert contents(await store.context(scope, "t2", 40)) == ["q1", "a1", "q2", "a2"]
+    assert await window(store, scope, "t2") == ["q1", "a1", "q2"]
+    assert await produced(store, scope, "t2") == ["a2"]
 
 
 async def test_append_messages_retry_does_not_duplicate(store: Store, scope: Scope) -> None:
     await store.add_turn(scope, "t1", user("q1"))
     await store.append_messages(scope, "t1", [call("c1"), result("c1"), assistant("draft")])
     await store.append_messages(scope, "t1", [call("c1"), result("c1"), assistant("final")])
-    messages = await store.context(scope, "t1", 40)
-    assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
-    assert messages[1].tool_calls is not None and messages[1].tool_calls[0]["id"] == "c1"
-    assert messages[2].tool_call_id == "c1"
+    messages = (await store.context(scope, "t1", 40)).produced
+    assert [m.role for m in messages] == ["assistant", "tool", "assistant"]
+    assert messages[0].tool_calls is not None and messages[0].tool_calls[0]["id"] == "c1"
+    assert messages[1].tool_call_id == "c1"
     assert messages[-1].content == "final"
 
 
@@ -85,8 +95,8 @@ async def test_context_keeps_the_last_messages_of_the_window(store: Store, scope
     for i in range(1, 6):
         await store.add_turn(scope, f"t{i}", user(f"q{i}"))
         await store.append_messages(scope, f"t{i}", [assistant(f"a{i}")])
-    assert contents(await store.context(scope, "t5", 3)) == ["a4", "q5", "a5"]
-    assert contents(await store.context(scope, "t2", 3)) == ["a1", "q2", "a2"]
+    assert await window(store, scope, "t5", 3) == ["q4", "a4", "q5"]
+    assert await window(store, scope, "t2", 3) == ["q1", "a1", "q2"]
 
 
 async def test_window_never_opens_on_an_orphan_tool_result(store: Store, scope: Scope) -> None:
@@ -94,7 +104,7 @@ async def test_window_never_opens_on_an_orphan_tool_result(store: Store, scope: 
     await store.append_messages(scope, "t1", [call("c1"), result("c1"), result("c1b"), assistant("noon")])
     await store.add_turn(scope, "t2", user("thanks"))
     # The last 4 are: tool, tool, assistant, user; the tool results lost their call.
-    messages = await store.context(scope, "t2", 4)
+    messages = (await store.context(scope, "t2", 4)).messages
     assert [m.role for m in messages] == ["assistant", "user"]
     assert contents(messages) == ["noon", "thanks"]
 
@@ -138,7 +148,7 @@ async def test_another_user_gets_forbidden_everywhere(store: Store, scope: Scope
     for attempt in attempts:
         with pytest.raises(Forbidden):
             await attempt
-    assert contents(await store.context(scope, "t1", 40)) == ["secret"]
+    assert await window(store, scope, "t1") == ["secret"]
 
 
 async def test_unknown_conversation_or_turn_is_not_found(store: Store, scope: Scope) -> None:
@@ -159,8 +169,9 @@ async def test_reasoning_is_kept_but_never_in_context(store: Store, scope: Scope
     await store.append_messages(scope, "t1", [assistant("a")])
     assert await store.reasoning(scope, "t1") == ["first thought", "thinking harder"]
     context = await store.context(scope, "t1", 40)
-    assert all("thought" not in (m.content or "") and "thinking" not in (m.content or "") for m in context)
-    assert contents(context) == ["q", "a"]
+    everything = [*context.messages, *context.produced]
+    assert all("thought" not in (m.content or "") and "thinking" not in (m.content or "") for m in everything)
+    assert contents(everything) == ["q", "a"]
 
 
 async def test_data_survives_close_and_reopen(make_store: Callable[[], Store], scope: Scope) -> None:
@@ -175,7 +186,8 @@ async def test_data_survives_close_and_reopen(make_store: Callable[[], Store], s
     second = make_store()
     await second.open()
     try:
-        assert contents(await second.context(scope, "t1", 40)) == ["q1", "a1"]
+        assert await window(second, scope, "t1") == ["q1"]
+        assert await produced(second, scope, "t1") == ["a1"]
         assert await second.append_frame(scope, "e1", {"type": "turn.started"}) == (1, False)
         assert await second.append_frame(scope, "e2", {"type": "turn.started"}) == (2, True)
         assert await second.add_turn(scope, "t2", user("q2")) == 2

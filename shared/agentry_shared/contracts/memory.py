@@ -229,7 +229,8 @@ class ToolToken(BaseModel):
 
 
 class MemoryFailure(BaseModel):
-    """`forbidden`: not this user's conversation; `not_found`; `invalid`; `internal`."""
+    """`forbidden`: not this user's conversation; `not_found`; `invalid`; `unsupported`
+    (a request this memory version does not know); `internal`."""
 
     kind: Literal["memory.failure"] = "memory.failure"
     code: str

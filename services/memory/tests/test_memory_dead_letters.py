@@ -1,0 +1,169 @@
+"""Dead letters: ConversationLog.fail_dead_turn on the real store, DeadLetterConsumer with a fake bus."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import pytest
+from agentry_memory.conversation_log import ConversationLog, Outbound
+from agentry_memory.dead_letters import DeadLetterConsumer
+from agentry_memory.errors import Forbidden, NotFound
+from agentry_memory.store import Store
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.topology import Topology
+from aio_pika.abc import AbstractIncomingMessage
+
+TOPOLOGY = Topology("test", 4)
+
+
+def turn(scope: Scope, turn_id: str = "t1") -> TurnRequested:
+    return TurnRequested(
+        scope=scope, turn_id=turn_id, text="hello", client_message_id=f"m-{turn_id}", accepted_at=datetime.now(UTC)
+    )
+
+
+def bodies(outbound: list[Outbound]) -> list[dict[str, Any]]:
+    return [json.loads(out.body) for out in outbound]
+
+
+async def test_a_known_turn_fails_as_poison_after_its_accepted_frame(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope))
+    await store.begin_turn(scope, "t1")
+    delta = MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text="par")
+    await log.ingest(EventPosted(scope=scope, turn_id="t1", event_id="t1:1:1", frame=delta))
+
+    outbound = await log.fail_dead_turn(turn(scope))
+    accepted, failed = bodies(outbound)
+    assert (accepted["type"], accepted["seq"]) == ("message.accepted", 1)  # the same frame, again
+    assert failed["type"] == "turn.failed" and failed["seq"] == 3 and failed["turn_id"] == "t1"
+    assert failed["error"]["code"] == "poison" and "repeated attempts" in failed["error"]["message"]
+    assert all(
+        (o.exchange, o.routing_key, o.persistent) == ("test.frames", scope.conversation_id, False) for o in outbound
+    )
+    status = await store.turn_status(scope, "t1")
+    assert (status.state, status.finished_by) == ("failed", "t1:dead")
+    assert await log.fail_dead_turn(turn(scope)) == outbound  # a redelivery repeats, stores nothing new
+    assert len(await store.frames_after(scope, 0, 100)) == 3
+
+
+async def test_an_unknown_turn_is_added_then_failed(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    outbound = await log.fail_dead_turn(turn(scope, "lost"))
+    assert [(b["type"], b["seq"]) for b in bodies(outbound)] == [("message.accepted", 1), ("turn.failed", 2)]
+    assert all(o.exchange == "test.frames" for o in outbound)  # never forwarded to a reasoner
+    assert (await store.turn_status(scope, "lost")).state == "failed"
+    assert [m.content for m in (await store.context(scope, "lost", 40)).messages] == ["hello"]
+
+
+async def test_a_turn_that_already_ended_is_left_alone(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope))
+    done = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="hi")
+    await log.ingest(EventPosted(scope=scope, turn_id="t1", event_id="t1:done", frame=done))
+    assert await log.fail_dead_turn(turn(scope)) == []
+    assert (await store.turn_status(scope, "t1")).state == "completed"
+
+
+async def test_a_turn_of_someone_elses_conversation_is_refused(store: Store, scope: Scope) -> None:
+    await store.claim_conversation(scope)
+    log = ConversationLog(store, TOPOLOGY)
+    with pytest.raises(Forbidden):
+        await log.fail_dead_turn(turn(scope.model_copy(update={"user_id": "mallory"})))
+    assert await store.frames_after(scope, 0, 10) == []
+
+
+async def test_a_final_frame_through_the_log_finishes_its_turn(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope))
+    done = TurnCompleted(conversation_id=scope.conversation_id, text="hi")  # no turn_id: the entry's is used
+    [out] = await log.ingest(EventPosted(scope=scope, turn_id="t1", event_id="t1:done", frame=done))
+    assert json.loads(out.body)["turn_id"] == "t1"
+    assert (await store.turn_status(scope, "t1")).state == "completed"
+
+
+# ---- the adapter ----------------------------------------------------------------------
+
+
+class FakeMessage:
+    def __init__(self, body: bytes, headers: dict[str, Any] | None = None) -> None:
+        self.body, self.headers, self.acked = body, headers or {}, 0
+
+    async def ack(self) -> None:
+        self.acked += 1
+
+
+class FakeBus:
+    topology = TOPOLOGY
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, bytes, bool]] = []
+
+    async def publish(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True) -> None:
+        self.published.append((exchange, routing_key, body, persistent))
+
+
+class FlakyLog:
+    def __init__(self, error: Exception, failures: int) -> None:
+        self.error, self.failures, self.calls = error, failures, 0
+
+    async def fail_dead_turn(self, turn: TurnRequested) -> list[Outbound]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return [Outbound("test.frames", turn.scope.conversation_id, b"failed", False)]
+
+
+def adapter(conversation_log: Any) -> tuple[DeadLetterConsumer, FakeBus]:
+    bus = FakeBus()
+    return DeadLetterConsumer(cast(Bus, bus), cast(ConversationLog, conversation_log), retry_delay=0), bus
+
+
+async def handle(consumer: DeadLetterConsumer, message: FakeMessage) -> None:
+    await consumer.handle(cast(AbstractIncomingMessage, message))
+
+
+async def test_a_dead_turn_is_published_then_acked(store: Store, scope: Scope) -> None:
+    consumer, bus = adapter(ConversationLog(store, TOPOLOGY))
+    message = FakeMessage(encode(turn(scope)), {"x-first-death-queue": "test.turns.1", "x-first-death-reason": b"x"})
+    await handle(consumer, message)
+    assert [json.loads(body)["type"] for (_, _, body, _) in bus.published] == ["message.accepted", "turn.failed"]
+    assert message.acked == 1
+
+
+async def test_events_and_unreadable_letters_are_logged_and_acked(scope: Scope, caplog: Any) -> None:
+    consumer, bus = adapter(FlakyLog(OSError(), 0))
+    frame = MessageDelta(conversation_id=scope.conversation_id, turn_id="t9", text="x")
+    letters = [
+        FakeMessage(encode(EventPosted(scope=scope, turn_id="t9", event_id="e", frame=frame))),
+        FakeMessage(b"?"),
+    ]
+    for message in letters:
+        await handle(consumer, message)
+        assert message.acked == 1
+    assert bus.published == []
+    assert "could not be sequenced" in caplog.text and "unreadable dead letter" in caplog.text
+    assert any(getattr(record, "event_id", None) == "e" for record in caplog.records)
+
+
+async def test_passing_failures_are_retried_lasting_ones_dropped(scope: Scope) -> None:
+    flaky = FlakyLog(OSError("disk busy"), failures=2)
+    consumer, bus = adapter(flaky)
+    await handle(consumer, message := FakeMessage(encode(turn(scope))))
+    assert (flaky.calls, len(bus.published), message.acked) == (3, 1, 1)
+
+    broken = FlakyLog(OSError("disk gone"), failures=99)
+    consumer, bus = adapter(broken)
+    await handle(consumer, message := FakeMessage(encode(turn(scope))))
+    assert (broken.calls, bus.published, message.acked) == (5, [], 1)  # never requeued
+
+    refused = FlakyLog(NotFound("no conversation"), failures=99)
+    consumer, bus = adapter(refused)
+    await handle(consumer, message := FakeMessage(encode(turn(scope))))
+    assert (refused.calls, bus.published, message.acked) == (1, [], 1)

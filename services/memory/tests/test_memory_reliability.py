@@ -1,0 +1,205 @@
+"""Cancel broadcasts, dead letters and a lost broker connection, against the real RabbitMQ.
+
+The broker is shared, so nothing here restarts it: a connection loss is made by a TCP
+relay of our own between the service and the broker (`CuttableProxy`), which drops every
+connection through it and refuses new ones for a while, as a broker restart would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from agentry_shared.bus import encode
+from agentry_shared.contracts.control import CONTROL_MESSAGE, CancelRequested
+from agentry_shared.contracts.memory import (
+    BeginTurn,
+    CancelTurnRequest,
+    ClaimConversation,
+    Claimed,
+    Frames,
+    GetFrames,
+    TurnBegun,
+    TurnCancelAccepted,
+)
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from aio_pika.abc import AbstractIncomingMessage
+
+if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
+    from conftest import MemoryFactory, MemoryUnderTest
+
+
+def new_scope() -> Scope:
+    return Scope(tenant_id="acme", user_id="alice", conversation_id=f"c-{uuid.uuid4().hex}")
+
+
+def turn(scope: Scope, turn_id: str) -> TurnRequested:
+    return TurnRequested(scope=scope, turn_id=turn_id, text="hi", client_message_id="m", accepted_at=datetime.now(UTC))
+
+
+async def send_turn(memory: MemoryUnderTest, scope: Scope, turn_id: str) -> None:
+    partition = memory.topology.partition(scope.conversation_id)
+    await memory.client.publish(memory.topology.log_exchange, str(partition), encode(turn(scope, turn_id)))
+
+
+async def frames_until_failed(memory: MemoryUnderTest, frames: asyncio.Queue[bytes]) -> dict[int, dict[str, Any]]:
+    """Frames by seq, first copy kept (as a gateway does), up to the turn.failed."""
+    seen: dict[int, dict[str, Any]] = {}
+    while not seen or list(seen.values())[-1]["type"] != "turn.failed":
+        frame = await memory.next_json(frames)
+        seen.setdefault(frame["seq"], frame)
+    return seen
+
+
+async def test_a_cancel_is_broadcast_on_the_control_exchange(start_memory: MemoryFactory) -> None:
+    memory = await start_memory()
+    scope, turn_id = new_scope(), f"turn-{uuid.uuid4().hex}"
+    control = await memory.listen(memory.topology.control_exchange, "")
+    frames = await memory.listen(memory.topology.frames_exchange, scope.conversation_id)
+    await send_turn(memory, scope, turn_id)
+    assert (await memory.next_json(frames))["type"] == "message.accepted"
+
+    cancel = CancelTurnRequest(tenant_id=scope.tenant_id, user_id=scope.user_id, turn_id=turn_id)
+    assert await memory.rpc(cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="queued")
+    heard = CONTROL_MESSAGE.validate_python(await memory.next_json(control))
+    assert heard == CancelRequested(conversation_id=scope.conversation_id, turn_id=turn_id)
+    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=1, state="cancelled")
+
+
+async def test_a_turn_rejected_by_its_reasoner_fails_as_poison(start_memory: MemoryFactory) -> None:
+    memory = await start_memory()
+    scope, turn_id = new_scope(), f"turn-{uuid.uuid4().hex}"
+    frames = await memory.listen(memory.topology.frames_exchange, scope.conversation_id)
+
+    # Play a reasoner that gives up on the turn: rejected without requeue, it is dead-lettered.
+    channel = await memory.client.channel(prefetch=1)
+    turns = await channel.get_queue(memory.topology.turns_queue(memory.topology.partition(scope.conversation_id)))
+
+    async def reject(message: AbstractIncomingMessage) -> None:
+        await message.reject(requeue=False)
+
+    await turns.consume(reject)
+    await send_turn(memory, scope, turn_id)
+
+    seen = await frames_until_failed(memory, frames)  # accepted comes twice: gateways drop the seq seen
+    assert [(f["type"], f["seq"]) for f in seen.values()] == [("message.accepted", 1), ("turn.failed", 2)]
+    assert seen[2]["turn_id"] == turn_id and seen[2]["error"]["code"] == "poison"
+    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=1, state="failed")
+
+
+async def test_a_dead_turn_memory_never_saw_is_accepted_then_failed(start_memory: MemoryFactory) -> None:
+    memory = await start_memory()
+    scope, turn_id = new_scope(), f"turn-{uuid.uuid4().hex}"
+    frames = await memory.listen(memory.topology.frames_exchange, scope.conversation_id)
+    # As if it had died in the log queue before it was ever ingested.
+    await memory.client.publish(memory.topology.dead_letter_exchange, "#", encode(turn(scope, turn_id)))
+    seen = await frames_until_failed(memory, frames)
+    assert [(f["type"], f["seq"]) for f in seen.values()] == [("message.accepted", 1), ("turn.failed", 2)]
+    assert seen[2]["error"]["code"] == "poison"
+
+
+class CuttableProxy:
+    """A TCP relay to the broker: `cut` drops every connection through it and refuses new
+    ones until `mend`, which is what a broker restart looks like from the client."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = 0
+        self.down = False
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self._writers |= {writer, up_writer}
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+    def cut(self) -> None:
+        self.down = True
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    def mend(self) -> None:
+        self.down = False
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[CuttableProxy]:
+    """Requested before `start_memory`, so the service stops before the relay closes."""
+    relay = CuttableProxy(("127.0.0.1", 5672))
+    await relay.start()
+    yield relay
+    await relay.close()
+
+
+async def next_new(memory: MemoryUnderTest, frames: asyncio.Queue[bytes], seen: set[int]) -> dict[str, Any]:
+    """The next frame with a seq not seen yet: an entry in hand when the connection went is
+    redelivered, and publishes its frames again (gateways drop them the same way)."""
+    while True:
+        frame: dict[str, Any] = await memory.next_json(frames, timeout=30)
+        if frame["seq"] not in seen:
+            seen.add(frame["seq"])
+            return frame
+
+
+async def test_consumers_and_rpc_come_back_after_the_broker_connection_is_lost(
+    proxy: CuttableProxy, start_memory: MemoryFactory
+) -> None:
+    memory = await start_memory(f"amqp://guest:guest@127.0.0.1:{proxy.port}/?reconnect_interval=0.5")
+    scope, seen = new_scope(), set[int]()
+    frames = await memory.listen(memory.topology.frames_exchange, scope.conversation_id)
+    await send_turn(memory, scope, "before")
+    assert (await next_new(memory, frames, seen))["turn_id"] == "before"
+
+    proxy.cut()
+    await memory.readiness_becomes(503)  # "broker reconnecting"
+    # While it is away, a turn waits in its log queue and a request in its RPC queue.
+    await send_turn(memory, scope, "during")
+    claim = asyncio.create_task(memory.rpc(ClaimConversation(scope=scope), timeout=30))
+    await asyncio.sleep(1.5)  # a few refused reconnect attempts
+    assert not claim.done()
+    proxy.mend()
+
+    await memory.readiness_becomes(200, timeout=30)
+    during = await next_new(memory, frames, seen)
+    assert (during["turn_id"], during["seq"]) == ("during", 2)
+    assert await claim == Claimed(created=False)
+    await send_turn(memory, scope, "after")
+    assert (await next_new(memory, frames, seen))["seq"] == 3
+    replay = await memory.rpc(GetFrames(scope=scope))
+    assert isinstance(replay, Frames) and [f["turn_id"] for f in replay.frames] == ["before", "during", "after"]

@@ -1,0 +1,102 @@
+"""The `Store` contract for tool-call claims and frame retention (every backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from agentry_memory.errors import Forbidden, NotFound
+from agentry_memory.store import Store
+from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.scope import Scope
+
+RESULT = {"kind": "tool.completed", "call_id": "c1", "tool": "clock", "ok": True, "output": "12:00"}
+
+
+async def test_the_first_claim_wins_and_later_ones_see_it_running(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    first = await store.claim_tool_call(scope, "t1", "c1", "clock")
+    assert (first.state, first.result) == ("new", None)
+    await asyncio.sleep(0.02)
+    second = await store.claim_tool_call(scope, "t1", "c1", "clock")
+    assert second.state == "running" and second.result is None
+    assert 0.01 < second.claimed_seconds_ago < 60
+    third = await store.claim_tool_call(scope, "t1", "c1", "clock")
+    assert third.claimed_seconds_ago >= second.claimed_seconds_ago  # the claim time is not refreshed
+
+
+async def test_a_completed_call_answers_done_with_the_first_result(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.claim_tool_call(scope, "t1", "c1", "clock")
+    await store.complete_tool_call(scope, "t1", "c1", RESULT)
+    await store.complete_tool_call(scope, "t1", "c1", {**RESULT, "output": "13:00"})  # a duplicate runner
+    claim = await store.claim_tool_call(scope, "t1", "c1", "clock")
+    assert (claim.state, claim.result) == ("done", RESULT)
+
+
+async def test_calls_are_kept_per_turn_and_completion_needs_no_claim(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.add_turn(scope, "t2", ChatMessage(role="user", content="again"))
+    await store.complete_tool_call(scope, "t1", "c1", RESULT)
+    assert (await store.claim_tool_call(scope, "t1", "c1", "clock")).state == "done"
+    assert (await store.claim_tool_call(scope, "t2", "c1", "clock")).state == "new"
+
+
+async def test_tool_calls_are_scoped(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    mallory = scope.model_copy(update={"user_id": "mallory"})
+    for attempt in (
+        store.claim_tool_call(mallory, "t1", "c1", "clock"),
+        store.complete_tool_call(mallory, "t1", "c1", RESULT),
+    ):
+        with pytest.raises(Forbidden):
+            await attempt
+    with pytest.raises(NotFound):
+        await store.claim_tool_call(scope, "nope", "c1", "clock")
+    assert (await store.claim_tool_call(scope, "t1", "c1", "clock")).state == "new"
+
+
+async def append(store: Store, scope: Scope, *event_ids: str) -> None:
+    for event_id in event_ids:
+        await store.append_frame(scope, event_id, {"type": "turn.started"})
+
+
+async def seqs(store: Store, scope: Scope, after_seq: int = 0) -> list[int]:
+    return [frame["seq"] for frame in await store.frames_after(scope, after_seq, 100)]
+
+
+async def test_sweep_deletes_frames_older_than_the_cutoff(store: Store, scope: Scope) -> None:
+    await store.claim_conversation(scope)
+    await append(store, scope, "e1", "e2")
+    await asyncio.sleep(0.02)
+    cutoff = time.time()
+    await asyncio.sleep(0.02)
+    await append(store, scope, "e3", "e4")
+    assert await store.sweep_frames(cutoff) == 2
+    assert await store.sweep_frames(cutoff) == 0
+    assert await seqs(store, scope) == [3, 4]
+    # A client that had seen seq 1 gets 3 first: the gap tells it the conversation was reset.
+    assert await seqs(store, scope, after_seq=1) == [3, 4]
+    assert await seqs(store, scope, after_seq=3) == [4]
+
+
+async def test_the_last_frame_of_a_conversation_is_kept_so_a_gap_shows(store: Store, scope: Scope) -> None:
+    await store.claim_conversation(scope)
+    await append(store, scope, "e1", "e2", "e3")
+    assert await store.sweep_frames(time.time() + 1) == 2
+    assert await store.sweep_frames(time.time() + 1) == 0
+    # A client at seq 1 is told about 3: not "nothing new", which would hide that 2 is gone.
+    assert await seqs(store, scope, after_seq=1) == [3]
+    assert await seqs(store, scope, after_seq=3) == []
+    assert await store.append_frame(scope, "e4", {"type": "turn.started"}) == (4, True)
+    assert await store.sweep_frames(time.time() + 1) == 1
+    assert await seqs(store, scope) == [4]
+
+
+async def test_sweep_keeps_turns_and_messages(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.append_frame(scope, "t1:done", {"type": "turn.completed", "turn_id": "t1", "text": "ok"})
+    await store.sweep_frames(time.time() + 1)
+    assert [m.content for m in (await store.context(scope, "t1", 40)).messages] == ["hi"]
+    assert (await store.turn_status(scope, "t1")).state == "completed"
