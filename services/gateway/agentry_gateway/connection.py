@@ -1,9 +1,10 @@
-"""One client socket: a reader that turns client frames into turns, a writer that drains
-the socket's own bounded queue.
+"""One client socket: a reader that handles client frames, a writer that drains the
+socket's own bounded queue, and the socket's replays (`resync`).
 
-The two are separate tasks so a client that stops reading only stalls its own writer,
-never the broker consumer shared by every socket; when its queue overflows, the socket
-is closed with 1013 (try again later) and the client reconnects.
+The reader and writer are separate tasks so a client that stops reading only stalls its
+own writer, never the broker consumer shared by every socket; when its queue overflows,
+the socket is closed with 1013 (try again later) and the client reconnects. Replays run
+as tasks of their own, so a long one never delays the client's next frame (a cancel).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from agentry_shared.contracts.frames import ClientFrame, ErrorFrame, SendMessage
+from agentry_shared.contracts.frames import CancelTurn, ClientFrame, ErrorFrame, Resume, SendMessage
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from websockets.asyncio.server import ServerConnection
@@ -24,13 +25,17 @@ from websockets.protocol import State
 from agentry_gateway import inbound, metrics
 from agentry_gateway.auth import Identity
 from agentry_gateway.fanout import Fanout
-from agentry_gateway.intake import Intake, Rejected
+from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
+from agentry_gateway.intake import Intake
+from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.outbox import Offer, Outbox
 from agentry_gateway.ratelimit import TokenBucket
+from agentry_gateway.resync import Resync, Tuning
 
 log = logging.getLogger(__name__)
 
 OVERFLOW_REASON = "send queue overflow: reconnect"
+ACTIVE_STATES = frozenset({"queued", "running"})
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Shared:
     send_queue_frames: int
     fanout: Fanout
     intake: Intake
+    memory: MemoryClient
+    tuning: Tuning
 
 
 class ClientSession:
@@ -56,6 +63,7 @@ class ClientSession:
         self._claimed: set[str] = set()
         self._subscribed: set[str] = set()
         self._closer: asyncio.Task[None] | None = None
+        self._resync = Resync(self._outbox, shared.memory, self._scope, self._send_error, self._overflow, shared.tuning)
 
     async def run(self) -> None:
         metrics.CONNECTIONS.inc()
@@ -65,6 +73,7 @@ class ClientSession:
             await self._read_loop()
         finally:
             writer.cancel()
+            await self._resync.close()
             for conversation_id in self._subscribed:
                 await self._shared.fanout.unsubscribe(conversation_id, self)
             await asyncio.gather(writer, return_exceptions=True)
@@ -74,8 +83,17 @@ class ClientSession:
     # ---- broker -> client -----------------------------------------------------------
 
     def deliver(self, conversation_id: str, seq: int, frame_type: str, body: bytes) -> None:
-        if self._closer is None and self._outbox.offer_frame(conversation_id, seq, frame_type, body) is Offer.OVERFLOW:
+        if self._closer is not None or self._resync.intercept(conversation_id, seq, frame_type, body):
+            return
+        if self._outbox.offer_frame(conversation_id, seq, frame_type, body) is Offer.OVERFLOW:
             self._overflow()
+
+    def broker_lost(self) -> None:
+        """Frames published from now until `broker_back` never reach us: hold and remember where we were."""
+        self._resync.pause(self._subscribed)
+
+    def broker_back(self) -> None:
+        self._resync.catch_up()
 
     def _overflow(self) -> None:
         if self._closer is not None:
@@ -88,7 +106,7 @@ class ClientSession:
         try:
             while True:
                 frame_type, body = await self._outbox.get()
-                await self._ws.send(body, text=True)  # as received from the broker: no re-encoding
+                await self._ws.send(body, text=True)  # live frames as received from the broker
                 metrics.FRAMES_SENT.labels(frame_type).inc()
         except ConnectionClosed:
             return
@@ -114,21 +132,26 @@ class ClientSession:
         await self._dispatch(frame)
 
     async def _dispatch(self, frame: ClientFrame) -> None:
-        """One branch per client frame type (cancel, resume, approve come later)."""
+        """One branch per client frame type."""
         match frame:
             case SendMessage():
                 await self._on_message(frame)
+            case CancelTurn():
+                await self._on_cancel(frame)
+            case Resume():
+                await self._on_resume(frame)
+
+    def _scope(self, conversation_id: str) -> Scope:
+        return Scope(
+            tenant_id=self._identity.tenant_id, user_id=self._identity.user_id, conversation_id=conversation_id
+        )
 
     async def _on_message(self, frame: SendMessage) -> None:
         conversation_id = frame.conversation_id or uuid.uuid4().hex
-        scope = Scope(
-            tenant_id=self._identity.tenant_id, user_id=self._identity.user_id, conversation_id=conversation_id
-        )
+        scope = self._scope(conversation_id)
         try:
             with bind_context(conversation_id=conversation_id):
-                if conversation_id not in self._claimed:
-                    await self._shared.intake.claim(scope)
-                    self._claimed.add(conversation_id)
+                await self._claim(scope)
                 await self._subscribe(conversation_id)
                 if self._ws.state is not State.OPEN:
                     # The client left while we claimed: it never saw an acceptance and will
@@ -140,6 +163,52 @@ class ClientSession:
             self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _on_cancel(self, frame: CancelTurn) -> None:
+        """Memory decides and tells the reasoners; the turn then ends with `turn.failed`
+        (code `cancelled`) through the conversation's normal stream."""
+        identity = self._identity
+        try:
+            with bind_context(turn_id=frame.turn_id):
+                accepted = await self._shared.memory.cancel(identity.tenant_id, identity.user_id, frame.turn_id)
+        except Rejected as exc:
+            message = {NOT_FOUND: "no such turn", FORBIDDEN: "this turn belongs to another user"}.get(exc.code)
+            self._refuse(inbound.error(exc.code, message or exc.message, id=frame.id))
+            return
+        if accepted.state not in ACTIVE_STATES:
+            message = f"the turn is already {accepted.state}: nothing to cancel"
+            self._refuse(inbound.error(TURN_NOT_ACTIVE, message, id=frame.id, conversation_id=accepted.conversation_id))
+            return
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _on_resume(self, frame: Resume) -> None:
+        """Claim, hold live frames, subscribe, then replay in a task of its own (`resync`)."""
+        conversation_id = frame.conversation_id
+        try:
+            with bind_context(conversation_id=conversation_id):
+                await self._claim(self._scope(conversation_id))
+                self._resync.resume(conversation_id, frame.after_seq, frame.id)
+                try:
+                    await self._subscribe(conversation_id)
+                except Rejected:
+                    self._resync.abandon(conversation_id)
+                    raise
+        except Rejected as exc:
+            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
+            return
+        self._resync.start(conversation_id)
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _claim(self, scope: Scope) -> None:
+        conversation_id = scope.conversation_id
+        if conversation_id in self._claimed:
+            return
+        created = await self._shared.memory.claim(scope)
+        self._claimed.add(conversation_id)
+        if created and self._outbox.last_seq(conversation_id) is None:
+            # A new conversation: this socket has seen all of it (nothing), so a catch-up
+            # after a broker outage knows to start at the beginning.
+            self._outbox.reset(conversation_id, 0)
 
     async def _subscribe(self, conversation_id: str) -> None:
         """Before publishing, so not even the first frame of the turn can be missed."""
@@ -153,6 +222,12 @@ class ClientSession:
         self._subscribed.add(conversation_id)
 
     def _refuse(self, frame: ErrorFrame) -> None:
+        """Answer a client frame with an error."""
         metrics.CLIENT_FRAMES.labels(frame.code).inc()
+        self._send_error(frame)
+
+    def _send_error(self, frame: ErrorFrame) -> None:
+        if self._closer is not None:
+            return
         if self._outbox.offer_error(frame.model_dump_json(exclude_none=True).encode()) is Offer.OVERFLOW:
             self._overflow()

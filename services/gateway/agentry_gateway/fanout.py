@@ -11,6 +11,11 @@ us (`<namespace>.gateway.<hex>`), not by the server: aio-pika's robust channel r
 queues by name after a reconnect, and a server-assigned `amq.gen-*` name could not be
 re-declared (aio-pika would invent an `amq_<hex>` name anyway); ours also tells an operator
 whose queue it is.
+
+After a broker connection loss the queue is gone (exclusive), with what was published
+meanwhile. The robust channel re-declares it on reconnect with the bindings made through
+it (`RobustQueue.bind` records them, `unbind` forgets them) and restarts the consumer;
+the sockets then catch up from memory (see `resync`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Protocol
 
 from agentry_shared.bus import Bus
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
+
+from agentry_gateway import broker
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +110,15 @@ class Fanout:
             # The binding stays; frames for it find no sink and are dropped. Harmless.
             log.warning("unbind failed", extra={"conversation_id": conversation_id}, exc_info=True)
 
+    async def reconcile_all(self) -> None:
+        """Drop bindings nobody needs any more: an unbind that failed while the broker was
+        away left its binding recorded, and the reconnect restored it."""
+        for conversation_id in tuple(self._bound - self._sinks.keys()):
+            try:
+                await self._reconcile(conversation_id)
+            except Exception:
+                log.warning("unbind failed", extra={"conversation_id": conversation_id}, exc_info=True)
+
     def _forget(self, conversation_id: str, sink: FrameSink) -> None:
         sinks = self._sinks.get(conversation_id)
         if sinks is not None:
@@ -119,7 +135,12 @@ class Fanout:
                 wanted = conversation_id in self._sinks
                 if wanted == (conversation_id in self._bound):
                     return
-                assert self._queue is not None, "start() first"
+                if not broker.connected(self._bus):
+                    if wanted:
+                        raise RuntimeError("the broker is not connected")
+                    return  # unbound by reconcile_all once the broker is back
+                if self._queue is None:
+                    raise RuntimeError("not consuming yet (no broker connection)")
                 exchange = self._bus.topology.frames_exchange
                 if wanted:
                     await asyncio.wait_for(self._queue.bind(exchange, conversation_id), self._op_timeout)

@@ -3,9 +3,13 @@
 Pure, so every bad-input rule is a unit test without a socket. Nothing here raises for
 bad input: a client mistake costs one error frame and the socket stays usable.
 
-Adding a client frame type (cancel, resume, approve, ...) means adding its model to
+Adding a client frame type (approve, ...) means adding its model to
 `contracts.frames.CLIENT_FRAME`; give it extra checks in `_CHECKS` if the schema alone
-cannot express them. Its schema failures are reported as `invalid_<type>`.
+cannot express them. Its schema failures are reported as `invalid_<type>` (so
+`invalid_message`, `invalid_cancel`, `invalid_resume`).
+
+Validation is strict: the input is JSON, whose numbers and strings are what they are, so
+`"after_seq": "5"` or `true` is a client bug to report, not something to coerce.
 """
 
 from __future__ import annotations
@@ -28,9 +32,22 @@ BINARY_NOT_SUPPORTED = "binary_not_supported"
 RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
+NOT_FOUND = "not_found"  # cancel: no such turn
+TURN_NOT_ACTIVE = "turn_not_active"  # cancel: the turn already ended
+RESUME_GAP = "resume_gap"  # replay: frames no longer kept by memory
+RESUME_REQUIRED = "resume_required"  # catch-up after a broker outage failed: the client resumes
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
+
+
+class Rejected(Exception):
+    """A client request is refused with this error code; the socket stays open."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ def parse(data: str | bytes, limits: Limits) -> ClientFrame | ErrorFrame:
     client_id = raw.get("id")
     echo = client_id if isinstance(client_id, str) and len(client_id) <= _MAX_ID_CHARS else None
     try:
-        frame = CLIENT_FRAME.validate_python(raw)
+        frame = CLIENT_FRAME.validate_python(raw, strict=True)
     except ValidationError as exc:
         if any(e["type"] in _BAD_TAG for e in exc.errors(include_url=False)):
             return error(UNKNOWN_TYPE, "missing or unknown frame type", id=echo)

@@ -1,4 +1,4 @@
-"""Turning an accepted client message into a turn on the bus: claim, then publish.
+"""Publishing an accepted client message as a turn on the bus (after the claim).
 
 Every broker failure becomes `Rejected(unavailable)`: the message was NOT accepted and the
 client may send it again. The gateway never answers `message.accepted` itself; the memory
@@ -13,34 +13,24 @@ import uuid
 from datetime import UTC, datetime
 
 import aio_pika
-from agentry_shared.bus import Bus, RpcTimeout, encode
-from agentry_shared.contracts.memory import MEMORY_REPLY, ClaimConversation, Claimed, MemoryFailure
+from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import PublishError
-from pydantic import ValidationError
 
-from agentry_gateway import metrics
-from agentry_gateway.inbound import FORBIDDEN, UNAVAILABLE
+from agentry_gateway import broker, metrics
+from agentry_gateway.inbound import UNAVAILABLE, Rejected
 
 log = logging.getLogger(__name__)
 
-
-class Rejected(Exception):
-    """The message is refused with this error code; the socket stays open."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+__all__ = ["Intake", "Rejected"]
 
 
 class Intake:
-    def __init__(self, bus: Bus, *, claim_timeout: float = 5.0, publish_timeout: float = 5.0) -> None:
+    def __init__(self, bus: Bus, *, publish_timeout: float = 5.0) -> None:
         self._bus = bus
-        self._claim_timeout = claim_timeout
         self._publish_timeout = publish_timeout
         self._channel: AbstractRobustChannel | None = None
 
@@ -58,33 +48,12 @@ class Intake:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
 
-    async def claim(self, scope: Scope) -> None:
-        """Make the conversation this user's, or learn that it is someone else's."""
-        body = encode(ClaimConversation(scope=scope))
-        queue = self._bus.topology.memory_rpc_queue
-        try:
-            # The outer bound also covers a broker that is reconnecting (request would wait).
-            async with asyncio.timeout(self._claim_timeout + 1.0):
-                raw = await self._bus.request(queue, body, timeout=self._claim_timeout)
-            reply = MEMORY_REPLY.validate_json(raw)
-        except (RpcTimeout, TimeoutError) as exc:
-            log.warning("the memory service did not answer a claim")
-            raise Rejected(UNAVAILABLE, "the memory service did not answer; retry") from exc
-        except ValidationError as exc:
-            log.error("unreadable reply from the memory service", exc_info=True)
-            raise Rejected(UNAVAILABLE, "the memory service answered nonsense; retry") from exc
-        except Exception as exc:
-            log.warning("claim failed", exc_info=True)
-            raise Rejected(UNAVAILABLE, "the broker is unavailable; retry") from exc
-        if isinstance(reply, Claimed):
-            return
-        if isinstance(reply, MemoryFailure) and reply.code == "forbidden":
-            raise Rejected(FORBIDDEN, "this conversation belongs to another user")
-        log.warning("unexpected claim reply", extra={"reply": reply.model_dump_json()})
-        raise Rejected(UNAVAILABLE, "the memory service could not claim the conversation; retry")
-
     async def publish(self, scope: Scope, text: str, client_message_id: str | None) -> str:
         """Publish the turn (broker-confirmed) and return its turn_id."""
+        channel = self._channel
+        if channel is None or not broker.connected(self._bus):
+            # Known down: say so now rather than after the timeout (a robust channel waits).
+            raise Rejected(UNAVAILABLE, "the broker is unavailable; retry")
         turn = TurnRequested(
             scope=scope,
             turn_id=uuid.uuid4().hex,
@@ -95,8 +64,6 @@ class Intake:
         topology = self._bus.topology
         with bind_context(conversation_id=scope.conversation_id, turn_id=turn.turn_id):
             try:
-                assert self._channel is not None, "start() first"
-                exchange = await self._channel.get_exchange(topology.log_exchange, ensure=False)
                 message = aio_pika.Message(
                     encode(turn),
                     content_type="application/json",
@@ -105,6 +72,7 @@ class Intake:
                 )
                 routing_key = str(topology.partition(scope.conversation_id))
                 async with asyncio.timeout(self._publish_timeout):
+                    exchange = await channel.get_exchange(topology.log_exchange, ensure=False)
                     await exchange.publish(message, routing_key=routing_key, mandatory=True)
             except PublishError as exc:
                 log.error("turn unroutable: no log queue is bound")

@@ -22,10 +22,9 @@ async def service(stop: asyncio.Event) -> None:
     settings = GatewaySettings()
     topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="gateway")
-    await bus.connect()
     try:
         gateway = Gateway(settings, bus)
-        await gateway.start()
+        await gateway.start()  # serves at once; connects to the broker in the background
         await stop.wait()
         log.info("stopping: closing sockets")
         await gateway.stop(settings.shutdown_grace_seconds * (1 - _BROKER_SHARE))

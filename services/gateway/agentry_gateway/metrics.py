@@ -16,3 +16,11 @@ SLOW_CONSUMER_DISCONNECTS = Counter(
     "agentry_gateway_slow_consumer_disconnects_total",
     "Sockets closed with 1013 because their send queue overflowed",
 )
+REPLAYS = Counter(
+    "agentry_gateway_replays_total",
+    "Replays from memory, by kind (resume, catchup after a broker reconnect) and outcome (ok, failed, stalled)",
+    ["kind", "outcome"],
+)
+REPLAYED_FRAMES = Counter("agentry_gateway_replayed_frames_total", "Frames sent from replays, by kind", ["kind"])
+BROKER_DISCONNECTS = Counter("agentry_gateway_broker_disconnects_total", "Broker connection losses")
+BROKER_RECONNECTS = Counter("agentry_gateway_broker_reconnects_total", "Broker connections restored")

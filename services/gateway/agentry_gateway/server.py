@@ -1,13 +1,21 @@
 """The gateway process: WebSocket server, HTTP probes, fan-out and intake on one bus.
 
-The broker connection is the caller's (main or a test), so a test can run a gateway
-in-process against its own namespace and inspect it.
+The bus is the caller's (main or a test), so a test can run a gateway in-process against
+its own namespace and inspect it. A bus the caller connected is used at once; otherwise
+the gateway serves right away (not ready, every request `unavailable`) and connects in
+the background until the broker is there.
+
+Broker outages: when the connection drops, every socket holds the conversations it
+follows; when aio-pika has reconnected (queue, bindings and consumer restored), each
+socket catches up from memory (`resync`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 from weakref import WeakKeyDictionary
 
 from agentry_shared.bus import Bus
@@ -16,11 +24,13 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from agentry_gateway import inbound
+from agentry_gateway import broker, inbound, metrics
 from agentry_gateway.auth import Identity
 from agentry_gateway.connection import ClientSession, Shared
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.intake import Intake
+from agentry_gateway.memory_client import MemoryClient
+from agentry_gateway.resync import Tuning
 from agentry_gateway.routes import WS_PATH, route
 
 log = logging.getLogger(__name__)
@@ -33,19 +43,36 @@ HARD_CAP_FACTOR = 4
 
 class Gateway:
     def __init__(
-        self, settings: GatewaySettings, bus: Bus, *, claim_timeout: float = 5.0, publish_timeout: float = 5.0
+        self,
+        settings: GatewaySettings,
+        bus: Bus,
+        *,
+        memory_timeout: float = 5.0,
+        publish_timeout: float = 5.0,
+        replay_page: int = 500,
+        outage_retry_seconds: float = 60.0,
     ) -> None:
         self.settings = settings
         self.bus = bus
         self.fanout = Fanout(bus)
-        self.intake = Intake(bus, claim_timeout=claim_timeout, publish_timeout=publish_timeout)
+        self.intake = Intake(bus, publish_timeout=publish_timeout)
+        self.memory = MemoryClient(bus, timeout=memory_timeout)
         self._shared = Shared(
             limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),
             frames_per_second=settings.gateway_max_frames_per_second,
             send_queue_frames=settings.gateway_send_queue_frames,
             fanout=self.fanout,
             intake=self.intake,
+            memory=self.memory,
+            tuning=Tuning(
+                max_held=settings.gateway_send_queue_frames,
+                page=replay_page,
+                outage_retry_seconds=outage_retry_seconds,
+            ),
         )
+        self._sessions: set[ClientSession] = set()
+        self._attached = False
+        self._background: set[asyncio.Task[None]] = set()
         # Identity decided in process_request, picked up by the handler of the same connection;
         # weak, so a handshake that fails after authentication leaves nothing behind.
         self._identities: WeakKeyDictionary[ServerConnection, Identity] = WeakKeyDictionary()
@@ -55,8 +82,7 @@ class Gateway:
 
     def ready(self) -> tuple[bool, str]:
         """Ready = the broker is connected (not mid-reconnect) and frames are consumed."""
-        connection = self.bus.connection
-        if connection is None or connection.is_closed or not connection.connected.is_set():
+        if not self._attached or not broker.connected(self.bus):
             return False, "broker disconnected"
         if not self.fanout.consuming:
             return False, "frames queue not consumed"
@@ -65,9 +91,10 @@ class Gateway:
         return True, "ok"
 
     async def start(self, port: int | None = None) -> int:
-        """Start consuming and serving; returns the port actually bound (port 0 = any)."""
-        await self.fanout.start()
-        await self.intake.start()
+        """Start serving, and consuming (now, or once the broker is there); returns the port
+        actually bound (port 0 = any)."""
+        if self.bus.connection is not None:
+            await self._attach()
         hard_cap = HARD_CAP_FACTOR * self.settings.gateway_max_frame_bytes
         self._server = await serve(
             self._handle,
@@ -80,7 +107,47 @@ class Gateway:
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info(f"serving ws://{self.settings.bind_host}:{bound}{WS_PATH}")
+        if not self._attached:
+            self._spawn(self._connect_and_attach())
         return bound
+
+    async def _connect_and_attach(self) -> None:
+        await broker.connect_until_up(self.bus)
+        await self._attach()
+        log.info("consuming frames")
+
+    async def _attach(self) -> None:
+        await self.fanout.start()
+        await self.intake.start()
+        connection = self.bus.connection
+        assert connection is not None
+        connection.close_callbacks.add(self._on_broker_lost)
+        connection.reconnect_callbacks.add(self._on_broker_back)
+        self._attached = True
+
+    def _on_broker_lost(self, _sender: object, _exc: BaseException | None = None) -> None:
+        """Connection lost (aio-pika reconnects by itself): our queue and what it would have
+        received meanwhile are gone, so every socket holds its conversations from here."""
+        connection = self.bus.connection
+        if connection is None or connection.close_called:
+            return  # our own shutdown
+        metrics.BROKER_DISCONNECTS.inc()
+        log.warning("broker connection lost; sockets will catch up after the reconnect")
+        for session in tuple(self._sessions):
+            session.broker_lost()
+
+    def _on_broker_back(self, _sender: object) -> None:
+        """Reconnected, channels restored (queue, bindings, consumer): catch up from memory."""
+        metrics.BROKER_RECONNECTS.inc()
+        log.info("broker reconnected; catching up", extra={"sockets": len(self._sessions)})
+        for session in tuple(self._sessions):
+            session.broker_back()
+        self._spawn(self.fanout.reconcile_all())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self, grace: float) -> None:
         """Refuse new sockets, close open ones with 1001 (going away), release the broker side."""
@@ -91,6 +158,11 @@ class Gateway:
                     await self._server.wait_closed()
             except TimeoutError:
                 log.warning("sockets still open after the grace period")
+        for task in tuple(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._attached = False
+        await self.memory.close()
         await self.intake.close()
         await self.fanout.close()
 
@@ -106,4 +178,9 @@ class Gateway:
         if identity is None:  # cannot happen: every upgrade went through _process_request
             await ws.close(CloseCode.INTERNAL_ERROR, "no identity")
             return
-        await ClientSession(ws, identity, self._shared).run()
+        session = ClientSession(ws, identity, self._shared)
+        self._sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self._sessions.discard(session)

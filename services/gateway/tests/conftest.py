@@ -1,14 +1,17 @@
 """Real RabbitMQ, real sockets: one namespace per test run, deleted at the end.
 
 The memory service is not part of these tests: `MemoryStandIn` answers the gateway's
-ClaimConversation RPC, and `LogTap` consumes the log queues the way memory would, so a
-test sees exactly the TurnRequested messages the gateway published.
+memory RPCs (claim, get frames, cancel) from dicts, and `LogTap` consumes the log queues
+the way memory would, so a test sees exactly the TurnRequested messages the gateway
+published. `BrokerProxy` is a TCP relay to the broker that a test can cut, to show a
+gateway a broker outage without touching the shared broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +21,18 @@ import aio_pika
 import pytest_asyncio
 from agentry_gateway.server import Gateway
 from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.memory import MEMORY_REQUEST, ClaimConversation, Claimed, MemoryFailure
+from agentry_shared.contracts.memory import (
+    MEMORY_REQUEST,
+    CancelTurnRequest,
+    ClaimConversation,
+    Claimed,
+    Frames,
+    GetFrames,
+    MemoryFailure,
+    MemoryRequest,
+    TurnCancelAccepted,
+    TurnState,
+)
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import GatewaySettings
 from agentry_shared.topology import Topology
@@ -30,27 +44,65 @@ CLAIM_TIMEOUT = 0.5
 
 
 class MemoryStandIn:
-    """Stands in for the memory service in gateway tests: answers ClaimConversation only.
+    """Stands in for the memory service in gateway tests (not the real one: dicts, no store).
 
-    The first user to claim a conversation owns it. Conversations listed in `silent`
-    are answered too late, as a memory service that is down or overloaded would.
+    - ClaimConversation: the first user to claim a conversation owns it.
+    - GetFrames: serves `frames[conversation][seq]` (what `Broker.send_frame` stored), as
+      memory does; `while_answering` (a test's hook) runs after the page is read and before
+      it is sent, so a test can make the conversation go on during a replay.
+    - CancelTurnRequest: answers from `turns[turn_id] = (conversation, state, user)`.
+
+    Every request is kept in `requests`. Conversations and turns in `silent` are answered
+    too late, as a memory service that is down or overloaded would.
     """
 
     def __init__(self) -> None:
         self.owners: dict[str, tuple[str, str]] = {}
         self.silent: set[str] = set()
+        self.frames: dict[str, dict[int, dict[str, Any]]] = {}
+        self.turns: dict[str, tuple[str, TurnState, str]] = {}
+        self.requests: list[MemoryRequest] = []
+        self.while_answering: Callable[[GetFrames], Awaitable[None]] | None = None
 
     async def handle(self, body: bytes) -> bytes:
         request = MEMORY_REQUEST.validate_json(body)
-        assert isinstance(request, ClaimConversation), request
-        scope = request.scope
-        if scope.conversation_id in self.silent:
+        self.requests.append(request)
+        key = request.turn_id if isinstance(request, CancelTurnRequest) else request.scope.conversation_id
+        if key in self.silent:
             await asyncio.sleep(CLAIM_TIMEOUT * 3)
+        if isinstance(request, CancelTurnRequest):
+            return encode(self._cancel(request))
+        assert isinstance(request, ClaimConversation | GetFrames), request
+        scope = request.scope
+        if isinstance(request, GetFrames):
+            if self.owners.get(scope.conversation_id, (scope.tenant_id, scope.user_id)) != (
+                scope.tenant_id,
+                scope.user_id,
+            ):
+                return encode(MemoryFailure(code="forbidden", message="not yours"))
+            stored = self.frames.get(scope.conversation_id, {})
+            after = sorted(seq for seq in stored if seq > request.after_seq)[: request.limit]
+            page = Frames(frames=[stored[seq] for seq in after])
+            if self.while_answering is not None:
+                await self.while_answering(request)
+            return encode(page)
         created = scope.conversation_id not in self.owners
         owner = self.owners.setdefault(scope.conversation_id, (scope.tenant_id, scope.user_id))
         if owner != (scope.tenant_id, scope.user_id):
             return encode(MemoryFailure(code="forbidden", message="not yours"))
         return encode(Claimed(created=created))
+
+    def _cancel(self, request: CancelTurnRequest) -> TurnCancelAccepted | MemoryFailure:
+        turn = self.turns.get(request.turn_id)
+        if turn is None:
+            return MemoryFailure(code="not_found", message="no such turn")
+        conversation_id, state, user_id = turn
+        if user_id != request.user_id:
+            return MemoryFailure(code="forbidden", message="not yours")
+        return TurnCancelAccepted(conversation_id=conversation_id, state=state)
+
+    def requests_of(self, kind: type[Any]) -> list[Any]:
+        return [request for request in self.requests if isinstance(request, kind)]
 
 
 class LogTap:
@@ -81,10 +133,28 @@ class Broker:
     def topology(self) -> Topology:
         return self.bus.topology
 
-    async def send_frame(self, conversation_id: str, seq: int, frame_type: str = "message.delta", **extra: Any) -> None:
-        """Publish a server frame as the memory service would."""
+    async def send_frame(
+        self,
+        conversation_id: str,
+        seq: int,
+        frame_type: str = "message.delta",
+        *,
+        store: bool = True,
+        publish: bool = True,
+        **extra: Any,
+    ) -> None:
+        """Store a server frame in the memory stand-in, then publish it, as the memory service does.
+
+        `publish=False` is a frame that a gateway never received (lost in an outage).
+        """
         body = {"type": frame_type, "conversation_id": conversation_id, "seq": seq, **extra}
-        await self.bus.publish(self.topology.frames_exchange, conversation_id, json.dumps(body).encode())
+        if store:
+            self.memory.frames.setdefault(conversation_id, {})[seq] = body
+        if publish:
+            # Transient and not mandatory, as frames are: a frame nobody follows is dropped.
+            await self.bus.publish(
+                self.topology.frames_exchange, conversation_id, json.dumps(body).encode(), persistent=False
+            )
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
@@ -117,7 +187,11 @@ StartGateway = Callable[..., Awaitable[tuple[Gateway, str]]]
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
-    """Start an in-process gateway (own bus, as its own process would have); returns it and its ws URL."""
+    """Start an in-process gateway (own bus, as its own process would have); returns it and its ws URL.
+
+    Keyword arguments are settings, plus `memory_timeout`, `publish_timeout`, `replay_page`,
+    `outage_retry_seconds` (Gateway's), `amqp_url`, and `connect=False` to leave connecting to the gateway.
+    """
     started: list[Gateway] = []
 
     async def start(**overrides: Any) -> tuple[Gateway, str]:
@@ -133,10 +207,16 @@ async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
             "auth_jwt_audience": None,
             **overrides,
         }
+        gateway_options = {"memory_timeout": CLAIM_TIMEOUT, "publish_timeout": 2.0}
+        for name in ("memory_timeout", "publish_timeout", "replay_page", "outage_retry_seconds"):
+            if name in values:
+                gateway_options[name] = values.pop(name)
+        amqp_url, connect = values.pop("amqp_url", AMQP_URL), values.pop("connect", True)
         settings = GatewaySettings(**values)
-        bus = Bus(AMQP_URL, broker.topology, name="gateway-under-test")
-        await bus.connect()
-        gateway = Gateway(settings, bus, claim_timeout=CLAIM_TIMEOUT, publish_timeout=2.0)
+        bus = Bus(amqp_url, broker.topology, name="gateway-under-test")
+        if connect:  # else the gateway connects by itself, in the background
+            await bus.connect()
+        gateway = Gateway(settings, bus, **gateway_options)
         port = await gateway.start()
         started.append(gateway)
         return gateway, f"ws://127.0.0.1:{port}/ws"
@@ -151,3 +231,71 @@ async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
 async def gateway(start_gateway: StartGateway) -> tuple[Gateway, str]:
     """The default gateway most tests share (development auth)."""
     return await start_gateway()
+
+
+class BrokerProxy:
+    """A TCP relay on a free local port to the broker: `stop()` cuts every connection through
+    it and refuses new ones (a broker outage, as the gateway sees it); `start()` ends it.
+
+    The broker sees the cut as the client going away, so it deletes that connection's
+    exclusive queues, exactly as when the broker itself restarts.
+    """
+
+    def __init__(self, target_port: int = 5672) -> None:
+        self.target_port = target_port
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/?reconnect_interval=0.3"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in tuple(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+        for task in tuple(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_writer.transport.abort()
+            return
+        self._writers.update((client_writer, broker_writer))
+        for reader, writer in ((client_reader, broker_writer), (broker_reader, client_writer)):
+            task = asyncio.create_task(self._pipe(reader, writer))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def broker_proxy() -> AsyncIterator[BrokerProxy]:
+    """A proxy that is NOT started: nothing listens on its port until the test says so."""
+    proxy = BrokerProxy()
+    yield proxy
+    await proxy.stop()

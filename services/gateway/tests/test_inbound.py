@@ -6,7 +6,7 @@ import json
 
 import pytest
 from agentry_gateway import inbound
-from agentry_shared.contracts.frames import ErrorFrame, SendMessage
+from agentry_shared.contracts.frames import CancelTurn, ErrorFrame, Resume, SendMessage
 
 LIMITS = inbound.Limits(max_frame_bytes=1024, max_text_chars=100)
 
@@ -48,12 +48,42 @@ def test_minimal_message() -> None:
         ('{"type":"message","text":"hi","conversation_id":"a b"}', "invalid_message"),
         ('{"type":"message","text":"hi","conversation_id":""}', "invalid_message"),
         ('{"type":"message","text":"hi","id":3}', "invalid_message"),
+        ('{"type":"message","text":"hi","conversation_id":7}', "invalid_message"),
         (json.dumps({"type": "message", "text": "x" * 101}), "text_too_long"),
+        ('{"type":"cancel"}', "invalid_cancel"),
+        ('{"type":"cancel","turn_id":""}', "invalid_cancel"),
+        ('{"type":"cancel","turn_id":"a b"}', "invalid_cancel"),
+        ('{"type":"cancel","turn_id":5}', "invalid_cancel"),
+        ('{"type":"cancel","turn_id":"t1","conversation_id":"c"}', "invalid_cancel"),
+        ('{"type":"resume"}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c1","after_seq":-1}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c1","after_seq":"5"}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c1","after_seq":true}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c1","after_seq":1.5}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c 1"}', "invalid_resume"),
+        ('{"type":"resume","conversation_id":"c1","text":"x"}', "invalid_resume"),
         (json.dumps({"type": "message", "text": "x" * 2000}), "frame_too_large"),
     ],
 )
 def test_refusals(data: str | bytes, code: str) -> None:
     assert refused(data).code == code
+
+
+def test_valid_cancel_and_resume() -> None:
+    assert inbound.parse('{"type":"cancel","turn_id":"t-1","id":"k1"}', LIMITS) == CancelTurn(
+        type="cancel", turn_id="t-1", id="k1"
+    )
+    assert inbound.parse('{"type":"resume","conversation_id":"c1","after_seq":12}', LIMITS) == Resume(
+        type="resume", conversation_id="c1", after_seq=12
+    )
+    resume = inbound.parse('{"type":"resume","conversation_id":"c1"}', LIMITS)
+    assert isinstance(resume, Resume) and resume.after_seq == 0
+
+
+def test_cancel_and_resume_errors_echo_the_id() -> None:
+    error = refused('{"type":"resume","conversation_id":"c1","after_seq":-1,"id":"r1"}')
+    assert (error.code, error.id) == ("invalid_resume", "r1")
+    assert error.message.startswith("after_seq")
 
 
 def test_nesting_deep_enough_to_recurse() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from agentry_gateway.fanout import frame_header
@@ -41,6 +42,44 @@ async def test_overflow_is_reported_not_blocking() -> None:
     # A refused frame does not advance the dedupe mark: it was never queued.
     await outbox.get()
     assert outbox.offer_frame("a", 2, "t", b"2") is Offer.QUEUED
+
+
+async def test_room_is_half_the_queue() -> None:
+    """Replays wait for room; live frames may still use the other half."""
+    outbox = Outbox(4)
+    assert outbox.has_room
+    outbox.offer_frame("a", 1, "t", b"1")
+    outbox.offer_frame("a", 2, "t", b"2")
+    assert outbox.has_room  # 2 of 4
+    outbox.offer_frame("a", 3, "t", b"3")
+    assert not outbox.has_room
+    waiter = asyncio.create_task(outbox.room())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await outbox.get()
+    await asyncio.wait_for(waiter, 1)
+    assert outbox.has_room
+
+
+async def test_get_waits_for_an_item() -> None:
+    outbox = Outbox(4)
+    getter = asyncio.create_task(outbox.get())
+    await asyncio.sleep(0)
+    assert not getter.done()
+    outbox.offer_error(b"e")
+    assert await asyncio.wait_for(getter, 1) == ("error", b"e")
+    assert len(outbox) == 0
+
+
+def test_reset_moves_the_dedupe_mark() -> None:
+    outbox = Outbox(16)
+    assert outbox.last_seq("a") is None
+    outbox.offer_frame("a", 9, "t", b"9")
+    outbox.reset("a", 3)  # resume after 3: 4.. may be queued again
+    assert outbox.last_seq("a") == 3
+    assert outbox.offer_frame("a", 4, "t", b"4") is Offer.QUEUED
+    outbox.reset("a", None)
+    assert outbox.offer_frame("a", 1, "t", b"1") is Offer.QUEUED
 
 
 def test_token_bucket_burst_then_rate() -> None:

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
+    from agentry_gateway.server import Gateway
     from conftest import Broker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -45,9 +46,7 @@ async def wait_healthy(base: str, process: asyncio.subprocess.Process) -> None:
     pytest.fail("gateway never became ready")
 
 
-@pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")
-async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> None:
-    port = free_port()
+def gateway_env(broker: Broker, port: int) -> dict[str, str]:
     env = {
         **os.environ,
         "AGENTRY_NAMESPACE": broker.topology.namespace,
@@ -56,8 +55,14 @@ async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> Non
         "SHUTDOWN_GRACE_SECONDS": "5",
     }
     env.pop("AUTH_JWT_SECRET", None)
+    return env
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")
+async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> None:
+    port = free_port()
     process = await asyncio.create_subprocess_exec(
-        str(SCRIPT), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        str(SCRIPT), env=gateway_env(broker, port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
         await wait_healthy(f"http://127.0.0.1:{port}", process)
@@ -80,3 +85,40 @@ async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> Non
     assert f"serving ws://127.0.0.1:{port}/ws" in messages
     published = next(line for line in lines if line["msg"] == "turn published")
     assert published["turn_id"] == turn.turn_id and published["conversation_id"] == turn.scope.conversation_id
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")
+async def test_resume_on_another_gateway_process(broker: Broker, gateway: tuple[Gateway, str]) -> None:
+    """The client follows a conversation on one gateway, loses it, and resumes on another
+    replica (a separate process): everything it missed, then live, nothing twice."""
+    async with connect(f"{gateway[1]}?user=vera") as ws:
+        await ws.send(json.dumps({"type": "message", "text": "start", "id": "v1"}))
+        conversation = (await broker.log.next()).scope.conversation_id
+        for seq in (1, 2):
+            await broker.send_frame(conversation, seq)
+        assert [json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] for _ in range(2)] == [1, 2]
+    for seq in (3, 4):  # while the client is away
+        await broker.send_frame(conversation, seq)
+
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), env=gateway_env(broker, port), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        await wait_healthy(f"http://127.0.0.1:{port}", process)
+        async with connect(f"ws://127.0.0.1:{port}/ws?user=vera") as ws:
+            await ws.send(json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": 2}))
+            replayed = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+            assert [(f["seq"], f["conversation_id"]) for f in replayed] == [(3, conversation), (4, conversation)]
+            await broker.send_frame(conversation, 4)  # a redelivery of the last replayed one
+            await broker.send_frame(conversation, 5)
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["seq"] == 5
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.3)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

@@ -174,6 +174,8 @@ class BrokerTools:
         except RpcTimeout as exc:
             raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
         reply = MEMORY_REPLY.validate_json(body)
+        if isinstance(reply, MemoryFailure) and reply.code == "unsupported":
+            return 0.0  # a memory version without rate limits (rolling upgrade): let the call go
         if not isinstance(reply, ToolToken):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
         return 0.0 if reply.allowed else max(reply.retry_after_seconds, 1.0)

@@ -1,0 +1,113 @@
+"""The gateway's requests to the memory service: claim, cancel, fetch frames.
+
+Every failure becomes `Rejected` with the error code the client gets; the socket stays
+open. Waits are bounded, and while the broker is known to be down the answer is
+`unavailable` at once: a robust channel would otherwise wait for the reconnect, and the
+client would hang instead of hearing that it should retry.
+
+Requests go through `rpc.RpcClient`, whose reply consumer survives reconnects. A request
+that meets a channel being closed or restored is sent again within the same deadline;
+every request here is idempotent (claim, cancel, read frames).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentry_shared.bus import Bus, RpcTimeout, encode
+from agentry_shared.contracts.memory import (
+    MEMORY_REPLY,
+    CancelTurnRequest,
+    ClaimConversation,
+    Claimed,
+    Frames,
+    GetFrames,
+    MemoryFailure,
+    MemoryReply,
+    TurnCancelAccepted,
+)
+from agentry_shared.contracts.scope import Scope
+from aio_pika.exceptions import ChannelClosed, ChannelInvalidStateError
+from pydantic import BaseModel, ValidationError
+
+from agentry_gateway import broker
+from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, UNAVAILABLE, Rejected
+from agentry_gateway.rpc import RpcClient
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 3
+_RETRY_PAUSE = 0.05
+
+
+class MemoryClient:
+    def __init__(self, bus: Bus, *, timeout: float = 5.0) -> None:
+        self._bus = bus
+        self._rpc = RpcClient(bus)
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        await self._rpc.close()
+
+    async def claim(self, scope: Scope) -> bool:
+        """Make the conversation this user's (True: it was created now), or raise `forbidden`."""
+        reply = await self._call(ClaimConversation(scope=scope))
+        if isinstance(reply, Claimed):
+            return reply.created
+        raise self._refusal(reply, "claim")
+
+    async def cancel(self, tenant_id: str, user_id: str, turn_id: str) -> TurnCancelAccepted:
+        """Ask memory to cancel a turn; it broadcasts the cancel to the reasoners itself."""
+        reply = await self._call(CancelTurnRequest(tenant_id=tenant_id, user_id=user_id, turn_id=turn_id))
+        if isinstance(reply, TurnCancelAccepted):
+            return reply
+        raise self._refusal(reply, "cancel")
+
+    async def frames(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Stored frames with seq > after_seq, ascending, at most `limit`."""
+        reply = await self._call(GetFrames(scope=scope, after_seq=after_seq, limit=limit))
+        if isinstance(reply, Frames):
+            return reply.frames
+        raise self._refusal(reply, "get_frames")
+
+    @staticmethod
+    def _refusal(reply: MemoryReply, what: str) -> Rejected:
+        if isinstance(reply, MemoryFailure):
+            if reply.code == "forbidden":
+                return Rejected(FORBIDDEN, "this conversation belongs to another user")
+            if reply.code == "not_found":
+                return Rejected(NOT_FOUND, reply.message or "not found")
+        log.warning("unexpected memory reply", extra={"request": what, "reply": reply.model_dump_json()})
+        return Rejected(UNAVAILABLE, "the memory service could not answer; retry")
+
+    async def _call(self, request: BaseModel) -> MemoryReply:
+        if not broker.connected(self._bus):
+            raise Rejected(UNAVAILABLE, "the broker is unavailable; retry")
+        queue, body = self._bus.topology.memory_rpc_queue, encode(request)
+        try:
+            # The outer bound also covers a broker that drops while we wait (request would block).
+            async with asyncio.timeout(self._timeout + 1.0):
+                raw = await self._send(queue, body)
+            return MEMORY_REPLY.validate_json(raw)
+        except (RpcTimeout, TimeoutError) as exc:
+            log.warning("the memory service did not answer", extra={"kind": getattr(request, "kind", None)})
+            raise Rejected(UNAVAILABLE, "the memory service did not answer; retry") from exc
+        except ValidationError as exc:
+            log.error("unreadable reply from the memory service", exc_info=True)
+            raise Rejected(UNAVAILABLE, "the memory service answered nonsense; retry") from exc
+        except Exception as exc:
+            log.warning("memory request failed", exc_info=True)
+            raise Rejected(UNAVAILABLE, "the broker is unavailable; retry") from exc
+
+    async def _send(self, queue: str, body: bytes) -> bytes:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._rpc.request(queue, body, timeout=self._timeout)
+            except (ChannelClosed, ChannelInvalidStateError):
+                if attempt == _ATTEMPTS:
+                    raise
+                log.info("memory request hit a closed channel; sending again", extra={"attempt": attempt})
+                await asyncio.sleep(_RETRY_PAUSE)
+        raise AssertionError("unreachable")

@@ -1,0 +1,248 @@
+"""Broker outages: catch-up after a reconnect, `unavailable` while down, start without a broker.
+
+The shared broker is never restarted. Two ways stand in for an outage:
+- calling the gateway's connection-lost and reconnected hooks directly (what aio-pika
+  calls), with frames stored in the memory stand-in but never published, as frames
+  published during an outage never reach the gateway's queue;
+- `BrokerProxy` (conftest): the gateway talks to the broker through a TCP relay the test
+  cuts, so its connection really drops, the broker really deletes its exclusive queue and
+  aio-pika really reconnects and restores the queue and its bindings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from agentry_gateway.server import Gateway
+from agentry_shared.contracts.memory import GetFrames
+from websockets.asyncio.client import ClientConnection, connect
+
+if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
+    from conftest import Broker, BrokerProxy, StartGateway
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(doc, dict)
+    return doc
+
+
+async def recv_seqs(ws: ClientConnection, count: int) -> list[int]:
+    frames = [await recv_json(ws) for _ in range(count)]
+    assert all(frame["type"] != "error" for frame in frames), frames
+    return [frame["seq"] for frame in frames]
+
+
+async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), seconds)
+
+
+async def send_message(ws: ClientConnection, text: str, **fields: Any) -> None:
+    await ws.send(json.dumps({"type": "message", "text": text, **fields}))
+
+
+async def wait_ready(gateway: Gateway, ready: bool, timeout: float = 10.0) -> None:
+    """Poll: readiness is a property of the broker connection, with no event to wait on."""
+    for _ in range(int(timeout / 0.05)):
+        if gateway.ready()[0] is ready:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"gateway never became {'ready' if ready else 'unready'}")
+
+
+async def readyz(url: str) -> int:
+    base = url.replace("ws://", "http://").removesuffix("/ws")
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/readyz") as response:
+        return response.status
+
+
+# ---- the hooks, called directly ---------------------------------------------------------
+
+
+async def test_catch_up_after_reconnect_hooks(broker: Broker, start_gateway: StartGateway) -> None:
+    """Simulated outage: the hooks aio-pika calls, called by the test (the broker stays up)."""
+    gateway, url = await start_gateway()
+    connection = gateway.bus.connection
+    async with connect(f"{url}?user=olga") as ws:
+        await send_message(ws, "before the outage", conversation_id="outage-hooks")
+        await broker.log.next()
+        await broker.send_frame("outage-hooks", 1)
+        assert await recv_seqs(ws, 1) == [1]
+
+        gateway._on_broker_lost(connection, None)
+        await broker.send_frame("outage-hooks", 2, publish=False)  # published during the outage: lost
+        await broker.send_frame("outage-hooks", 3, publish=False)
+        await broker.send_frame("outage-hooks", 4)  # after the reconnect, before the catch-up
+        await assert_silent(ws)  # held: 2 and 3 come first
+
+        gateway._on_broker_back(connection)
+        assert await recv_seqs(ws, 3) == [2, 3, 4]
+        await broker.send_frame("outage-hooks", 4)  # a redelivery
+        await broker.send_frame("outage-hooks", 5)
+        assert await recv_seqs(ws, 1) == [5]
+    fetches = [r for r in broker.memory.requests_of(GetFrames) if r.scope.conversation_id == "outage-hooks"]
+    assert [r.after_seq for r in fetches] == [1]
+
+
+async def test_catch_up_of_a_new_conversation_starts_at_zero(broker: Broker, start_gateway: StartGateway) -> None:
+    """A socket that started the conversation knows it has seen all of it (nothing yet)."""
+    gateway, url = await start_gateway()
+    connection = gateway.bus.connection
+    async with connect(f"{url}?user=nina") as ws:
+        await send_message(ws, "new one", id="n1")
+        conversation = (await broker.log.next()).scope.conversation_id
+        gateway._on_broker_lost(connection, None)
+        await broker.send_frame(conversation, 1, "message.accepted", publish=False, id="n1")
+        gateway._on_broker_back(connection)
+        frame = await recv_json(ws)
+        assert (frame["type"], frame["seq"], frame["id"]) == ("message.accepted", 1, "n1")
+
+
+async def test_catch_up_without_a_known_position_asks_the_client_to_resume(
+    broker: Broker, start_gateway: StartGateway
+) -> None:
+    """Joined an existing conversation, no frame yet: where to start is unknown."""
+    gateway, url = await start_gateway()
+    connection = gateway.bus.connection
+    broker.memory.owners["outage-unknown"] = ("default", "ivan")
+    async with connect(f"{url}?user=ivan") as ws:
+        await send_message(ws, "join", conversation_id="outage-unknown")
+        await broker.log.next()
+        gateway._on_broker_lost(connection, None)
+        await broker.send_frame("outage-unknown", 8)  # held
+        gateway._on_broker_back(connection)
+        error = await recv_json(ws)
+        assert (error["code"], error["conversation_id"]) == ("resume_required", "outage-unknown")
+        assert await recv_seqs(ws, 1) == [8]  # what was held still comes, in order
+
+
+async def test_catch_up_with_memory_down_asks_the_client_to_resume(broker: Broker, start_gateway: StartGateway) -> None:
+    """Memory does not answer within the retry budget (60 s by default, 1 s here)."""
+    gateway, url = await start_gateway(outage_retry_seconds=1.0)
+    connection = gateway.bus.connection
+    async with connect(f"{url}?user=mona") as ws:
+        await send_message(ws, "hello", conversation_id="outage-memory-down")
+        await broker.log.next()
+        await broker.send_frame("outage-memory-down", 1)
+        assert await recv_seqs(ws, 1) == [1]
+        gateway._on_broker_lost(connection, None)
+        broker.memory.silent.add("outage-memory-down")
+        try:
+            gateway._on_broker_back(connection)
+            error = await recv_json(ws, timeout=10)
+            assert (error["code"], error["conversation_id"]) == ("resume_required", "outage-memory-down")
+        finally:
+            broker.memory.silent.discard("outage-memory-down")
+        await broker.send_frame("outage-memory-down", 2)
+        assert await recv_seqs(ws, 1) == [2]  # live again
+
+
+async def test_catch_up_waits_for_memory_to_come_back(broker: Broker, start_gateway: StartGateway) -> None:
+    """After a broker restart memory may reconnect later than the gateway: keep trying."""
+    gateway, url = await start_gateway()
+    connection = gateway.bus.connection
+    async with connect(f"{url}?user=lisa") as ws:
+        await send_message(ws, "hello", conversation_id="outage-memory-late")
+        await broker.log.next()
+        await broker.send_frame("outage-memory-late", 1)
+        assert await recv_seqs(ws, 1) == [1]
+        gateway._on_broker_lost(connection, None)
+        await broker.send_frame("outage-memory-late", 2, publish=False)
+        broker.memory.silent.add("outage-memory-late")
+        gateway._on_broker_back(connection)
+        await asyncio.sleep(1.5)  # a few attempts time out
+        broker.memory.silent.discard("outage-memory-late")
+        assert await recv_seqs(ws, 1) == [2]
+
+
+async def test_resume_interrupted_by_an_outage_completes_after_it(broker: Broker, start_gateway: StartGateway) -> None:
+    gateway, url = await start_gateway(replay_page=2)
+    connection = gateway.bus.connection
+    conversation = "outage-during-resume"
+    broker.memory.owners[conversation] = ("default", "pia")
+    for seq in range(1, 6):
+        await broker.send_frame(conversation, seq, publish=False)
+    answered = 0
+
+    async def outage_after_first_page(request: GetFrames) -> None:
+        nonlocal answered
+        answered += 1
+        if answered == 1:
+            gateway._on_broker_lost(connection, None)  # the page in flight is lost with the channel
+            await broker.send_frame(conversation, 6, publish=False)
+
+    broker.memory.while_answering = outage_after_first_page
+    try:
+        async with connect(f"{url}?user=pia") as ws:
+            await ws.send(json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": 0}))
+            await asyncio.sleep(0.3)
+            gateway._on_broker_back(connection)
+            assert await recv_seqs(ws, 6) == [1, 2, 3, 4, 5, 6]
+            await assert_silent(ws)
+    finally:
+        broker.memory.while_answering = None
+
+
+# ---- a real connection loss (TCP relay cut) ---------------------------------------------
+
+
+async def test_reconnect_restores_bindings_and_catches_up(
+    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+) -> None:
+    await broker_proxy.start()
+    gateway, url = await start_gateway(amqp_url=broker_proxy.url)
+    async with connect(f"{url}?user=pete") as ws:
+        await send_message(ws, "before", conversation_id="outage-real")
+        await broker.log.next()
+        await broker.send_frame("outage-real", 1)
+        assert await recv_seqs(ws, 1) == [1]
+
+        await broker_proxy.stop()
+        await wait_ready(gateway, False)
+        assert await readyz(url) == 503
+        started = time.monotonic()
+        await send_message(ws, "during", conversation_id="outage-real", id="d1")
+        error = await recv_json(ws)
+        assert (error["code"], error["id"]) == ("unavailable", "d1")
+        assert time.monotonic() - started < 1.0  # at once, not after a timeout
+        await broker.send_frame("outage-real", 2)  # nobody bound: lost to the gateway
+        await broker.send_frame("outage-real", 3)
+
+        await broker_proxy.start()
+        await wait_ready(gateway, True)
+        assert await recv_seqs(ws, 2) == [2, 3]  # caught up from memory
+        await broker.send_frame("outage-real", 4)  # the binding came back with the queue
+        assert await recv_seqs(ws, 1) == [4]
+        assert "outage-real" in gateway.fanout.bound
+        await send_message(ws, "after", conversation_id="outage-real")
+        assert (await broker.log.next()).text == "after"
+    assert await readyz(url) == 200
+
+
+async def test_starts_without_a_broker_and_connects_when_it_appears(
+    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+) -> None:
+    gateway, url = await start_gateway(amqp_url=broker_proxy.url, connect=False)  # nothing listens yet
+    assert gateway.ready() == (False, "broker disconnected")
+    assert await readyz(url) == 503
+    async with connect(f"{url}?user=quinn") as ws:
+        started = time.monotonic()
+        await send_message(ws, "anyone?", id="q1")
+        await ws.send(json.dumps({"type": "resume", "conversation_id": "nowhere", "id": "q2"}))
+        await ws.send(json.dumps({"type": "cancel", "turn_id": "t", "id": "q3"}))
+        codes = {frame["id"]: frame["code"] for frame in [await recv_json(ws) for _ in range(3)]}
+        assert codes == {"q1": "unavailable", "q2": "unavailable", "q3": "unavailable"}
+        assert time.monotonic() - started < 1.0
+
+        await broker_proxy.start()
+        await wait_ready(gateway, True, timeout=15)
+        await send_message(ws, "now?", id="q4")  # the same socket
+        assert (await broker.log.next()).client_message_id == "q4"
