@@ -14,7 +14,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from agentry_shared.contracts.frames import CancelTurn, ClientFrame, ErrorFrame, Resume, SendMessage
+from agentry_shared.contracts.frames import Approve, CancelTurn, ClientFrame, ErrorFrame, Resume, SendMessage
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from websockets.asyncio.server import ServerConnection
@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from agentry_gateway import inbound, metrics
+from agentry_gateway import approval, inbound, metrics
 from agentry_gateway.auth import Identity
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
@@ -140,6 +140,8 @@ class ClientSession:
                 await self._on_cancel(frame)
             case Resume():
                 await self._on_resume(frame)
+            case Approve():
+                await self._on_approve(frame)
 
     def _scope(self, conversation_id: str) -> Scope:
         return Scope(
@@ -178,6 +180,25 @@ class ClientSession:
         if accepted.state not in ACTIVE_STATES:
             message = f"the turn is already {accepted.state}: nothing to cancel"
             self._refuse(inbound.error(TURN_NOT_ACTIVE, message, id=frame.id, conversation_id=accepted.conversation_id))
+            return
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _on_approve(self, frame: Approve) -> None:
+        """Memory records the decision and tells the waiting reasoner; the turn then goes on
+        through the conversation's normal stream. Only refusals are answered (`approval`)."""
+        identity = self._identity
+        try:
+            with bind_context(call_id=frame.call_id):
+                reply = await self._shared.memory.decide(
+                    identity.tenant_id, identity.user_id, frame.call_id, frame.approved
+                )
+        except Rejected as exc:
+            message = {NOT_FOUND: "no such tool call awaits approval", FORBIDDEN: "this call belongs to another user"}
+            self._refuse(inbound.error(exc.code, message.get(exc.code, exc.message), id=frame.id))
+            return
+        refused = approval.refusal(frame.approved, reply.state)
+        if refused is not None:
+            self._refuse(inbound.error(*refused, id=frame.id, conversation_id=reply.conversation_id))
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 

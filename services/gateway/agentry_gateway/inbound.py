@@ -3,10 +3,10 @@
 Pure, so every bad-input rule is a unit test without a socket. Nothing here raises for
 bad input: a client mistake costs one error frame and the socket stays usable.
 
-Adding a client frame type (approve, ...) means adding its model to
-`contracts.frames.CLIENT_FRAME`; give it extra checks in `_CHECKS` if the schema alone
-cannot express them. Its schema failures are reported as `invalid_<type>` (so
-`invalid_message`, `invalid_cancel`, `invalid_resume`).
+Adding a client frame type means adding its model to `contracts.frames.CLIENT_FRAME`;
+give it extra checks in `_CHECKS` if the schema alone cannot express them. Its schema
+failures are reported as `invalid_<type>` (so `invalid_message`, `invalid_cancel`,
+`invalid_resume`, `invalid_approve`).
 
 Validation is strict: the input is JSON, whose numbers and strings are what they are, so
 `"after_seq": "5"` or `true` is a client bug to report, not something to coerce.
@@ -32,10 +32,12 @@ BINARY_NOT_SUPPORTED = "binary_not_supported"
 RATE_LIMITED = "rate_limited"
 FORBIDDEN = "forbidden"
 UNAVAILABLE = "unavailable"
-NOT_FOUND = "not_found"  # cancel: no such turn
+NOT_FOUND = "not_found"  # cancel: no such turn; approve: no such call awaiting approval
 TURN_NOT_ACTIVE = "turn_not_active"  # cancel: the turn already ended
 RESUME_GAP = "resume_gap"  # replay: frames no longer kept by memory
 RESUME_REQUIRED = "resume_required"  # catch-up after a broker outage failed: the client resumes
+APPROVAL_EXPIRED = "approval_expired"  # approve: too late, the call was denied
+APPROVAL_ALREADY_DECIDED = "approval_already_decided"  # approve: decided the other way before
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}

@@ -1,13 +1,15 @@
-"""The gateway's requests to the memory service: claim, cancel, fetch frames.
+"""The gateway's requests to the memory service: claim, cancel, fetch frames, decide approvals.
 
 Every failure becomes `Rejected` with the error code the client gets; the socket stays
 open. Waits are bounded, and while the broker is known to be down the answer is
 `unavailable` at once: a robust channel would otherwise wait for the reconnect, and the
 client would hang instead of hearing that it should retry.
 
-Requests go through `rpc.RpcClient`, whose reply consumer survives reconnects. A request
-that meets a channel being closed or restored is sent again within the same deadline;
-every request here is idempotent (claim, cancel, read frames).
+Requests go through `Bus.request`, whose reply consumer is restored with its robust
+channel after a reconnect (tested through a cut TCP relay in `tests/test_outage.py`). A
+request that meets a channel being closed or restored is sent again within the same
+deadline; every request here is idempotent (claim, cancel, read frames, decide approval:
+deciding again the same way gets the same answer).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from typing import Any
 from agentry_shared.bus import Bus, RpcTimeout, encode
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
+    Approval,
     CancelTurnRequest,
     ClaimConversation,
     Claimed,
+    DecideApproval,
     Frames,
     GetFrames,
     MemoryFailure,
@@ -34,7 +38,6 @@ from pydantic import BaseModel, ValidationError
 
 from agentry_gateway import broker
 from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, UNAVAILABLE, Rejected
-from agentry_gateway.rpc import RpcClient
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,17 @@ _RETRY_PAUSE = 0.05
 class MemoryClient:
     def __init__(self, bus: Bus, *, timeout: float = 5.0) -> None:
         self._bus = bus
-        self._rpc = RpcClient(bus)
         self._timeout = timeout
+        self._started = False
 
-    async def close(self) -> None:
-        await self._rpc.close()
+    def start(self) -> None:
+        """Once the bus is fully connected (`Bus.connect` returned). Before, a request could
+        make `Bus.request` open its reply channel on a connection that `broker.connect_until_up`
+        then throws away (declaring failed), and `Bus` keeps that channel for good."""
+        self._started = True
+
+    def close(self) -> None:
+        self._started = False
 
     async def claim(self, scope: Scope) -> bool:
         """Make the conversation this user's (True: it was created now), or raise `forbidden`."""
@@ -64,6 +73,16 @@ class MemoryClient:
         if isinstance(reply, TurnCancelAccepted):
             return reply
         raise self._refusal(reply, "cancel")
+
+    async def decide(self, tenant_id: str, user_id: str, call_id: str, approved: bool) -> Approval:
+        """Record the user's answer to `tool.approval_required`; memory tells the waiting
+        reasoner. The reply is the call's approval as recorded (maybe decided before)."""
+        reply = await self._call(
+            DecideApproval(tenant_id=tenant_id, user_id=user_id, call_id=call_id, approved=approved)
+        )
+        if isinstance(reply, Approval):
+            return reply
+        raise self._refusal(reply, "decide_approval")
 
     async def frames(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Stored frames with seq > after_seq, ascending, at most `limit`."""
@@ -83,7 +102,7 @@ class MemoryClient:
         return Rejected(UNAVAILABLE, "the memory service could not answer; retry")
 
     async def _call(self, request: BaseModel) -> MemoryReply:
-        if not broker.connected(self._bus):
+        if not self._started or not broker.connected(self._bus):
             raise Rejected(UNAVAILABLE, "the broker is unavailable; retry")
         queue, body = self._bus.topology.memory_rpc_queue, encode(request)
         try:
@@ -104,7 +123,7 @@ class MemoryClient:
     async def _send(self, queue: str, body: bytes) -> bytes:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._rpc.request(queue, body, timeout=self._timeout)
+                return await self._bus.request(queue, body, timeout=self._timeout)
             except (ChannelClosed, ChannelInvalidStateError):
                 if attempt == _ATTEMPTS:
                     raise

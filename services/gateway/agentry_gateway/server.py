@@ -119,6 +119,7 @@ class Gateway:
     async def _attach(self) -> None:
         await self.fanout.start()
         await self.intake.start()
+        self.memory.start()
         connection = self.bus.connection
         assert connection is not None
         connection.close_callbacks.add(self._on_broker_lost)
@@ -162,7 +163,7 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         self._attached = False
-        await self.memory.close()
+        self.memory.close()
         await self.intake.close()
         await self.fanout.close()
 

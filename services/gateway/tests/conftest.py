@@ -1,7 +1,7 @@
 """Real RabbitMQ, real sockets: one namespace per test run, deleted at the end.
 
 The memory service is not part of these tests: `MemoryStandIn` answers the gateway's
-memory RPCs (claim, get frames, cancel) from dicts, and `LogTap` consumes the log queues
+memory RPCs (claim, get frames, cancel, decide approval) from dicts, and `LogTap` consumes the log queues
 the way memory would, so a test sees exactly the TurnRequested messages the gateway
 published. `BrokerProxy` is a TCP relay to the broker that a test can cut, to show a
 gateway a broker outage without touching the shared broker.
@@ -23,9 +23,12 @@ from agentry_gateway.server import Gateway
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.memory import (
     MEMORY_REQUEST,
+    Approval,
+    ApprovalState,
     CancelTurnRequest,
     ClaimConversation,
     Claimed,
+    DecideApproval,
     Frames,
     GetFrames,
     MemoryFailure,
@@ -43,6 +46,17 @@ PARTITIONS = 4
 CLAIM_TIMEOUT = 0.5
 
 
+@dataclass
+class StoredApproval:
+    """A tool call's approval as the memory stand-in keeps it."""
+
+    conversation_id: str
+    turn_id: str
+    user_id: str
+    state: ApprovalState = "pending"
+    tenant_id: str = "default"
+
+
 class MemoryStandIn:
     """Stands in for the memory service in gateway tests (not the real one: dicts, no store).
 
@@ -51,9 +65,14 @@ class MemoryStandIn:
       memory does; `while_answering` (a test's hook) runs after the page is read and before
       it is sent, so a test can make the conversation go on during a replay.
     - CancelTurnRequest: answers from `turns[turn_id] = (conversation, state, user)`.
+    - DecideApproval: from `approvals[call_id]` (a `StoredApproval`):
+      a `pending` call takes the decision, any other state is kept and answered as it is
+      (first decision wins; `expired` stays expired). Unknown call: `not_found`; another
+      user's: `forbidden`. (What the real memory service does is its own business; this is
+      the contract the gateway relies on.)
 
-    Every request is kept in `requests`. Conversations and turns in `silent` are answered
-    too late, as a memory service that is down or overloaded would.
+    Every request is kept in `requests`. Conversations, turns and calls in `silent` are
+    answered too late, as a memory service that is down or overloaded would.
     """
 
     def __init__(self) -> None:
@@ -61,17 +80,26 @@ class MemoryStandIn:
         self.silent: set[str] = set()
         self.frames: dict[str, dict[int, dict[str, Any]]] = {}
         self.turns: dict[str, tuple[str, TurnState, str]] = {}
+        self.approvals: dict[str, StoredApproval] = {}
         self.requests: list[MemoryRequest] = []
         self.while_answering: Callable[[GetFrames], Awaitable[None]] | None = None
 
     async def handle(self, body: bytes) -> bytes:
         request = MEMORY_REQUEST.validate_json(body)
         self.requests.append(request)
-        key = request.turn_id if isinstance(request, CancelTurnRequest) else request.scope.conversation_id
+        if isinstance(request, CancelTurnRequest):
+            key = request.turn_id
+        elif isinstance(request, DecideApproval):
+            key = request.call_id
+        else:
+            assert isinstance(request, ClaimConversation | GetFrames), request
+            key = request.scope.conversation_id
         if key in self.silent:
             await asyncio.sleep(CLAIM_TIMEOUT * 3)
         if isinstance(request, CancelTurnRequest):
             return encode(self._cancel(request))
+        if isinstance(request, DecideApproval):
+            return encode(self._decide(request))
         assert isinstance(request, ClaimConversation | GetFrames), request
         scope = request.scope
         if isinstance(request, GetFrames):
@@ -100,6 +128,25 @@ class MemoryStandIn:
         if user_id != request.user_id:
             return MemoryFailure(code="forbidden", message="not yours")
         return TurnCancelAccepted(conversation_id=conversation_id, state=state)
+
+    def _decide(self, request: DecideApproval) -> Approval | MemoryFailure:
+        pending = self.approvals.get(request.call_id)
+        if pending is None:
+            return MemoryFailure(code="not_found", message="no such approval")
+        if (pending.tenant_id, pending.user_id) != (request.tenant_id, request.user_id):
+            return MemoryFailure(code="forbidden", message="not yours")
+        if pending.state == "pending":
+            pending.state = "approved" if request.approved else "denied"
+        conversation_id, turn_id = pending.conversation_id, pending.turn_id
+        return Approval(conversation_id=conversation_id, turn_id=turn_id, call_id=request.call_id, state=pending.state)
+
+    def store_approval(
+        self, call_id: str, user_id: str, conversation_id: str, state: ApprovalState = "pending"
+    ) -> StoredApproval:
+        """A tool call of `turn-<call_id>` that asked `user_id` for approval."""
+        record = StoredApproval(conversation_id, f"turn-{call_id}", user_id, state)
+        self.approvals[call_id] = record
+        return record
 
     def requests_of(self, kind: type[Any]) -> list[Any]:
         return [request for request in self.requests if isinstance(request, kind)]

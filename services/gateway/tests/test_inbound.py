@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from agentry_gateway import inbound
-from agentry_shared.contracts.frames import CancelTurn, ErrorFrame, Resume, SendMessage
+from agentry_gateway import approval, inbound
+from agentry_shared.contracts.frames import Approve, CancelTurn, ErrorFrame, Resume, SendMessage
+from agentry_shared.contracts.memory import ApprovalState
 
 LIMITS = inbound.Limits(max_frame_bytes=1024, max_text_chars=100)
 
@@ -62,6 +63,14 @@ def test_minimal_message() -> None:
         ('{"type":"resume","conversation_id":"c1","after_seq":1.5}', "invalid_resume"),
         ('{"type":"resume","conversation_id":"c 1"}', "invalid_resume"),
         ('{"type":"resume","conversation_id":"c1","text":"x"}', "invalid_resume"),
+        ('{"type":"approve","approved":true}', "invalid_approve"),
+        ('{"type":"approve","call_id":"c1"}', "invalid_approve"),
+        ('{"type":"approve","call_id":"","approved":true}', "invalid_approve"),
+        ('{"type":"approve","call_id":"c1","approved":"true"}', "invalid_approve"),
+        ('{"type":"approve","call_id":"c1","approved":1}', "invalid_approve"),
+        ('{"type":"approve","call_id":7,"approved":true}', "invalid_approve"),
+        ('{"type":"approve","call_id":"c1","approved":true,"turn_id":"t"}', "invalid_approve"),
+        (json.dumps({"type": "approve", "call_id": "c" * 129, "approved": True}), "invalid_approve"),
         (json.dumps({"type": "message", "text": "x" * 2000}), "frame_too_large"),
     ],
 )
@@ -126,3 +135,26 @@ def test_error_messages_do_not_echo_input() -> None:
     error = refused('{"type":"message","text":"secret-ish","extra":"payload-value"}')
     assert "payload-value" not in error.message
     assert error.message.startswith("extra")
+
+
+def test_valid_approve() -> None:
+    assert inbound.parse('{"type":"approve","call_id":"call_1","approved":false,"id":"p1"}', LIMITS) == Approve(
+        type="approve", call_id="call_1", approved=False, id="p1"
+    )
+
+
+@pytest.mark.parametrize(
+    ("approved", "state", "code"),
+    [
+        (True, "approved", None),
+        (False, "denied", None),
+        (True, "denied", "approval_already_decided"),
+        (False, "approved", "approval_already_decided"),
+        (True, "expired", "approval_expired"),
+        (False, "expired", "approval_expired"),
+        (True, "pending", "unavailable"),  # memory did not record it: never claim success
+    ],
+)
+def test_approval_outcome(approved: bool, state: ApprovalState, code: str | None) -> None:
+    refused = approval.refusal(approved, state)
+    assert (refused[0] if refused else None) == code

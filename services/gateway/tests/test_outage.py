@@ -246,3 +246,25 @@ async def test_starts_without_a_broker_and_connects_when_it_appears(
         await wait_ready(gateway, True, timeout=15)
         await send_message(ws, "now?", id="q4")  # the same socket
         assert (await broker.log.next()).client_message_id == "q4"
+
+
+async def test_memory_requests_work_after_repeated_reconnects(
+    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+) -> None:
+    """`Bus.request`'s reply consumer comes back with its channel, every time: each answer
+    below is a real reply from memory (`not_found`), not `unavailable`."""
+    await broker_proxy.start()
+    gateway, url = await start_gateway(amqp_url=broker_proxy.url)
+    broker.memory.store_approval("outage-call", "rita", "outage-approve")
+    async with connect(f"{url}?user=rita") as ws:
+        for cut in range(3):
+            await ws.send(json.dumps({"type": "approve", "call_id": "nothing-asked", "approved": True, "id": "n"}))
+            error = await recv_json(ws)
+            assert (error["code"], cut) == ("not_found", cut)
+            await broker_proxy.stop()
+            await wait_ready(gateway, False)
+            await broker_proxy.start()
+            await wait_ready(gateway, True)
+        await ws.send(json.dumps({"type": "approve", "call_id": "outage-call", "approved": True}))
+        await assert_silent(ws)
+    assert broker.memory.approvals["outage-call"].state == "approved"

@@ -1,0 +1,112 @@
+"""`approve` against the real broker, with the memory stand-in of conftest (approvals
+served from its dict; not the real memory service)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from agentry_gateway.server import Gateway
+from agentry_shared.contracts.memory import ApprovalState, DecideApproval
+from prometheus_client import REGISTRY
+from websockets.asyncio.client import ClientConnection, connect
+
+if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
+    from conftest import Broker
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(doc, dict)
+    return doc
+
+
+async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), seconds)
+
+
+async def approve(ws: ClientConnection, call_id: str, approved: bool, **fields: Any) -> None:
+    await ws.send(json.dumps({"type": "approve", "call_id": call_id, "approved": approved, **fields}))
+
+
+def accepted() -> float:
+    return REGISTRY.get_sample_value("agentry_gateway_client_frames_total", {"outcome": "accepted"}) or 0.0
+
+
+async def test_a_decision_is_sent_to_memory_and_not_answered(broker: Broker, gateway: tuple[Gateway, str]) -> None:
+    broker.memory.store_approval("call-yes", "abe", "approve-conv")
+    broker.memory.store_approval("call-no", "abe", "approve-conv")
+    before = accepted()
+    async with connect(f"{gateway[1]}?user=abe") as ws:
+        await approve(ws, "call-yes", True, id="a1")
+        await approve(ws, "call-no", False)
+        await assert_silent(ws)  # the turn goes on through the conversation's stream
+        await approve(ws, "call-yes", True, id="again")  # a retry: same answer, still nothing
+        await assert_silent(ws)
+    sent = [r for r in broker.memory.requests_of(DecideApproval) if r.user_id == "abe"]
+    assert [(r.tenant_id, r.call_id, r.approved) for r in sent] == [
+        ("default", "call-yes", True),
+        ("default", "call-no", False),
+        ("default", "call-yes", True),
+    ]
+    assert (broker.memory.approvals["call-yes"].state, broker.memory.approvals["call-no"].state) == (
+        "approved",
+        "denied",
+    )
+    assert accepted() == before + 3
+
+
+@pytest.mark.parametrize(("earlier", "asked"), [("approved", False), ("denied", True)])
+async def test_already_decided_the_other_way(
+    broker: Broker, gateway: tuple[Gateway, str], earlier: ApprovalState, asked: bool
+) -> None:
+    broker.memory.store_approval(f"call-{earlier}", "bea", "approve-decided", earlier)
+    async with connect(f"{gateway[1]}?user=bea") as ws:
+        await approve(ws, f"call-{earlier}", asked, id="b1")
+        error = await recv_json(ws)
+        assert (error["type"], error["code"], error["id"], error["conversation_id"]) == (
+            "error",
+            "approval_already_decided",
+            "b1",
+            "approve-decided",
+        )
+        assert earlier in error["message"]
+    assert broker.memory.approvals[f"call-{earlier}"].state == earlier
+
+
+@pytest.mark.parametrize("asked", [True, False])
+async def test_too_late_is_expired(broker: Broker, gateway: tuple[Gateway, str], asked: bool) -> None:
+    broker.memory.store_approval(f"call-late-{asked}", "cal", "approve-late", "expired")
+    async with connect(f"{gateway[1]}?user=cal") as ws:
+        await approve(ws, f"call-late-{asked}", asked, id="c1")
+        error = await recv_json(ws)
+        assert (error["code"], error["id"], error["conversation_id"]) == ("approval_expired", "c1", "approve-late")
+
+
+async def test_approve_refusals(broker: Broker, gateway: tuple[Gateway, str]) -> None:
+    broker.memory.store_approval("call-of-other", "owner", "approve-conv")
+    broker.memory.store_approval("call-slow", "dee", "approve-conv")
+    broker.memory.silent.add("call-slow")
+    try:
+        async with connect(f"{gateway[1]}?user=dee") as ws:
+            await approve(ws, "never-asked", True, id="a")
+            await approve(ws, "call-of-other", True, id="b")
+            await approve(ws, "call-slow", True, id="c")
+            await ws.send('{"type": "approve", "call_id": "x", "approved": "yes", "id": "d"}')
+            await ws.send('{"type": "approve", "approved": true, "id": "e"}')
+            codes = {frame["id"]: frame["code"] for frame in [await recv_json(ws) for _ in range(5)]}
+            assert codes == {
+                "a": "not_found",
+                "b": "forbidden",
+                "c": "unavailable",
+                "d": "invalid_approve",
+                "e": "invalid_approve",
+            }
+    finally:
+        broker.memory.silent.discard("call-slow")
+    assert broker.memory.approvals["call-of-other"].state == "pending"
