@@ -1,0 +1,1 @@
+"""Checks of the deployment files: Dockerfiles, docker-compose.yml, k8s/, alert rules."""

@@ -1,0 +1,524 @@
+"""The deployment files agree with the code and with each other.
+
+What a typo in YAML would otherwise only show in a cluster: every manifest parses; every
+setting named in the ConfigMap, a Deployment or docker-compose.yml is a real settings
+field; every Deployment probes /healthz and /readyz on its service's port, runs hardened
+and bounded; KEDA watches the queues the tool-runner really consumes; alert rules use
+metrics the services really export. Then the real validators (kubernetes-validate,
+promtool, docker-compose) when they are installed, an honest skip when they are not.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentry_shared import settings as settings_module
+from agentry_shared.settings import (
+    CommonSettings,
+    GatewaySettings,
+    MemorySettings,
+    OfflineModelSettings,
+    ReasonerSettings,
+    ToolRunnerSettings,
+)
+from agentry_shared.topology import Topology
+from pydantic_settings import BaseSettings
+
+yaml = pytest.importorskip("yaml", reason="PyYAML reads the manifests: pip install pyyaml")
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "k8s"
+BASE = K8S / "base"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+RULES = K8S / "prometheus" / "agentry-rules.yaml"
+RULES_TEST = K8S / "prometheus" / "agentry-rules.test.yaml"
+UID = 10001
+POOLS = {"default", "sandbox", "network"}
+# bubblewrap needs user namespaces and a fresh /proc, which a container's defaults refuse
+# (docs/deploy.md, "The tool-runner sandbox"); every pool runs it.
+SANDBOXED_DEPLOYMENTS = {f"tool-runner-{pool}" for pool in POOLS}
+# Oldest supported: 1.30, the first with securityContext.appArmorProfile; and the newest known.
+OLDEST_KUBERNETES = "1.30.0"
+
+
+@dataclass(frozen=True)
+class Service:
+    folder: str
+    port_var: str
+    settings: type[CommonSettings]
+
+    @property
+    def script(self) -> str:
+        return f"agentry-{self.folder}"
+
+    @property
+    def default_port(self) -> int:
+        return int(self.settings.model_fields[self.port_var.lower()].default)
+
+
+SERVICES = {
+    "gateway": Service("gateway", "GATEWAY_PORT", GatewaySettings),
+    "reasoner": Service("reasoner", "REASONER_PORT", ReasonerSettings),
+    "tool-runner": Service("tool-runner", "TOOL_RUNNER_PORT", ToolRunnerSettings),
+    "memory": Service("memory", "MEMORY_PORT", MemorySettings),
+    "offline-model": Service("offline-model", "OFFLINE_MODEL_PORT", OfflineModelSettings),
+}
+
+
+def setting_names() -> set[str]:
+    """Every environment variable any service reads: all settings fields, upper-cased, of
+    the shared settings module and of a service's own `settings.py` where it has one."""
+    modules = [settings_module]
+    for path in sorted(ROOT.glob("services/*/agentry_*/settings.py")):
+        modules.append(importlib.import_module(f"{path.parent.name}.settings"))
+    names: set[str] = set()
+    for module in modules:
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseSettings) and value is not BaseSettings:
+                names.update(field.upper() for field in value.model_fields)
+    return names
+
+
+SETTINGS = setting_names()
+
+
+@functools.cache
+def _parsed(path: Path) -> tuple[dict[str, Any], ...]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return tuple(doc for doc in yaml.load_all(path.read_text(), Loader=loader) if doc is not None)
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    """The documents of a YAML file (parsed once per session; callers only read them)."""
+    return list(_parsed(path))
+
+
+def kustomization(folder: Path) -> dict[str, Any]:
+    return load(folder / "kustomization.yaml")[0]
+
+
+def base_resources() -> list[dict[str, Any]]:
+    return [doc for name in kustomization(BASE)["resources"] for doc in load(BASE / name)]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def config() -> dict[str, str]:
+    return dict(of_kind(base_resources(), "ConfigMap")["agentry-config"]["data"])
+
+
+def deployments() -> dict[str, dict[str, Any]]:
+    return of_kind(base_resources(), "Deployment")
+
+
+def keda_resources() -> list[dict[str, Any]]:
+    keda = K8S / "keda"
+    return [doc for name in kustomization(keda)["resources"] for doc in load(keda / name)]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Kubernetes label-selector semantics (matchLabels + matchExpressions In/NotIn/Exists)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if (
+            (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and labels.get(key) in values)
+            or (op == "Exists" and key not in labels)
+            or (op == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def pod_labels(deployment: dict[str, Any]) -> dict[str, str]:
+    return dict(deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def service_of(deployment: dict[str, Any]) -> Service:
+    return SERVICES[pod_labels(deployment)["app.kubernetes.io/component"]]
+
+
+def the_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "one container per pod"
+    return dict(containers[0])
+
+
+def container_env_names(container: dict[str, Any]) -> set[str]:
+    return {item["name"] for item in container.get("env", [])}
+
+
+# --- (a) everything parses -------------------------------------------------------------
+
+
+def yaml_files() -> Iterator[Path]:
+    yield COMPOSE_FILE
+    yield from sorted(K8S.rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", list(yaml_files()), ids=lambda p: str(p.relative_to(ROOT)))
+def test_yaml_parses(path: Path) -> None:
+    docs = load(path)
+    assert docs, f"{path} has no document"
+    assert all(isinstance(doc, dict) for doc in docs)
+
+
+def test_kustomizations_name_files_that_exist() -> None:
+    for folder in (BASE, K8S / "keda", K8S / "prometheus"):
+        k = kustomization(folder)
+        named = list(k.get("resources", []))
+        named += [f for gen in k.get("configMapGenerator", []) for f in gen.get("files", [])]
+        assert named, folder
+        for name in named:
+            assert (folder / name).is_file(), f"{folder / name} is named in a kustomization but missing"
+    listed = set(kustomization(BASE)["resources"])
+    # The Secret template is left out on purpose: apply -k must never overwrite real secrets.
+    unlisted = {p.name for p in BASE.glob("*.yaml")} - listed - {"kustomization.yaml", "secret.example.yaml"}
+    assert not unlisted, f"files in k8s/base not in its kustomization: {unlisted}"
+
+
+# --- (b) cross-references --------------------------------------------------------------
+
+
+def test_configmap_names_only_real_settings() -> None:
+    unknown = set(config()) - SETTINGS
+    assert not unknown, f"ConfigMap keys no settings class reads: {sorted(unknown)}"
+
+
+def test_deployments_and_secret_name_only_real_settings() -> None:
+    secret = load(BASE / "secret.example.yaml")[0]
+    names = set(secret["stringData"])
+    for deployment in deployments().values():
+        names |= container_env_names(the_container(deployment))
+    unknown = names - SETTINGS
+    assert not unknown, f"environment variables no settings class reads: {sorted(unknown)}"
+
+
+def test_secret_refs_resolve() -> None:
+    secret = load(BASE / "secret.example.yaml")[0]
+    for name, deployment in deployments().items():
+        for item in the_container(deployment).get("env", []):
+            ref = item.get("valueFrom", {}).get("secretKeyRef")
+            if ref is None:
+                continue
+            assert ref["name"] == secret["metadata"]["name"], name
+            assert ref["key"] == item["name"], f"{name}: {item['name']} from key {ref['key']}"
+            if not ref.get("optional", False):
+                assert ref["key"] in secret["stringData"], f"{name} requires {ref['key']}, not in the template"
+
+
+@pytest.mark.parametrize("name", sorted(deployments()))
+def test_deployment_probes_its_own_port(name: str) -> None:
+    deployment = deployments()[name]
+    service = service_of(deployment)
+    container = the_container(deployment)
+    port = int(config()[service.port_var])
+    assert port == service.default_port, f"{service.port_var} differs from the settings default"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": port}
+
+    def probed_port(probe: dict[str, Any]) -> int:
+        target = probe["httpGet"]["port"]
+        return int(ports[target]) if isinstance(target, str) else int(target)
+
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert probed_port(container["livenessProbe"]) == port
+    assert probed_port(container["readinessProbe"]) == port
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port
+    assert annotations["prometheus.io/path"] == "/metrics"
+    # The ConfigMap reaches the container, so BIND_HOST=0.0.0.0 and the port apply.
+    assert {"configMapRef": {"name": "agentry-config"}} in container["envFrom"]
+    assert config()["BIND_HOST"] == "0.0.0.0"
+    services = [
+        s
+        for s in of_kind(base_resources(), "Service").values()
+        if selects({"matchLabels": s["spec"]["selector"]}, pod_labels(deployment))
+    ]
+    assert len(services) == 1, f"{name}: {len(services)} Services select it"
+    assert services[0]["spec"]["ports"][0]["targetPort"] in ("http", port)
+
+
+@pytest.mark.parametrize("name", sorted(deployments()))
+def test_deployment_is_hardened_and_bounded(name: str) -> None:
+    deployment = deployments()[name]
+    pod = deployment["spec"]["template"]["spec"]
+    container = the_container(deployment)
+    pod_sc, sc = pod["securityContext"], container["securityContext"]
+    assert pod_sc.get("runAsNonRoot") is True or sc.get("runAsNonRoot") is True
+    assert pod_sc["runAsUser"] == UID and pod_sc["runAsGroup"] == UID
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert not sc.get("privileged", False)
+    assert pod["automountServiceAccountToken"] is False
+    if name in SANDBOXED_DEPLOYMENTS:
+        # What bubblewrap needs, and no more: still no capability, no root, no escalation.
+        assert pod_sc["seccompProfile"] == {"type": "Unconfined"}
+        assert pod_sc["appArmorProfile"] == {"type": "Unconfined"}
+        assert pod["hostUsers"] is False and sc["procMount"] == "Unmasked"
+    else:
+        assert pod_sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert "appArmorProfile" not in pod_sc and "procMount" not in sc and "hostUsers" not in pod
+    # A read-only root still needs a writable /tmp.
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{name}: {kind}"
+
+
+@pytest.mark.parametrize("name", sorted(deployments()))
+def test_termination_grace_outlasts_shutdown_grace(name: str) -> None:
+    deployment = deployments()[name]
+    container = the_container(deployment)
+    grace = float(config()["SHUTDOWN_GRACE_SECONDS"])
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    pre_stop = float(command[1]) if command[:1] == ["sleep"] else 0.0
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop + grace
+
+
+def test_scaling_matches_what_each_component_allows() -> None:
+    resources = base_resources()
+    found = deployments()
+    partitions = int(config()["AGENTRY_PARTITIONS"])
+    assert found["gateway"]["spec"]["replicas"] == 2
+    assert found["reasoner"]["spec"]["replicas"] == 2
+    assert found["offline-model"]["spec"]["replicas"] == 1
+    # The embedded store is one SQLite file: one memory process, never two at once.
+    assert found["memory"]["spec"]["replicas"] == 1
+    assert found["memory"]["spec"]["strategy"]["type"] == "Recreate"
+    hpas = of_kind(resources, "HorizontalPodAutoscaler")
+    assert {h["spec"]["scaleTargetRef"]["name"] for h in hpas.values()} == {"gateway", "reasoner"}
+    for hpa in hpas.values():
+        assert hpa["spec"]["minReplicas"] >= 2
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    # Replicas beyond the partition count get no partition to consume.
+    assert hpas["reasoner"]["spec"]["maxReplicas"] <= partitions
+    pdbs = of_kind(resources, "PodDisruptionBudget")
+    covered = {
+        name for name, d in found.items() for p in pdbs.values() if selects(p["spec"]["selector"], pod_labels(d))
+    }
+    assert covered == {"gateway", "reasoner", *(f"tool-runner-{pool}" for pool in POOLS)}
+
+
+def test_tool_runner_pools_and_their_keda_queues() -> None:
+    cfg = config()
+    topology = Topology(cfg["AGENTRY_NAMESPACE"], int(cfg["AGENTRY_PARTITIONS"]))
+    runners = {n: d for n, d in deployments().items() if pod_labels(d)["app.kubernetes.io/component"] == "tool-runner"}
+    pools = {}
+    for name, deployment in runners.items():
+        args = the_container(deployment)["args"]
+        assert args[0] == "--pools" and len(args) == 2, name
+        pools[name] = args[1]
+        assert name == f"tool-runner-{args[1]}"
+    assert set(pools.values()) == POOLS
+    keda = keda_resources()
+    scaled = of_kind(keda, "ScaledObject")
+    auths = of_kind(keda, "TriggerAuthentication")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == set(runners)
+    for obj in scaled.values():
+        assert obj["apiVersion"] == "keda.sh/v1alpha1"
+        target = obj["spec"]["scaleTargetRef"]["name"]
+        assert obj["spec"]["minReplicaCount"] >= 1
+        (trigger,) = obj["spec"]["triggers"]
+        assert trigger["type"] == "rabbitmq"
+        assert trigger["metadata"]["queueName"] == topology.tool_queue(pools[target])
+        auth = auths[trigger["authenticationRef"]["name"]]
+        assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": "agentry-secrets", "key": "AMQP_URL"}]
+
+
+def test_network_policies_deny_by_default_and_keep_tools_inside() -> None:
+    resources = base_resources()
+    policies = of_kind(resources, "NetworkPolicy")
+    deny = [
+        p
+        for p in policies.values()
+        if p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ]
+    assert deny and not any("ingress" in p["spec"] or "egress" in p["spec"] for p in deny)
+    found = deployments()
+    for name, policy in policies.items():
+        if policy["spec"]["podSelector"]:
+            assert any(selects(policy["spec"]["podSelector"], pod_labels(d)) for d in found.values()), (
+                f"NetworkPolicy {name} selects no pod"
+            )
+    # Only the network pool, and the reasoner and memory (a hosted model), leave the cluster.
+    leaving = set()
+    for policy in policies.values():
+        if any("ipBlock" in peer for rule in policy["spec"].get("egress", []) for peer in rule.get("to", [])):
+            leaving |= {n for n, d in found.items() if selects(policy["spec"]["podSelector"], pod_labels(d))}
+    assert leaving == {"tool-runner-network", "reasoner", "memory"}
+
+
+# --- docker-compose.yml and Dockerfiles ------------------------------------------------
+
+
+def compose() -> dict[str, Any]:
+    return load(COMPOSE_FILE)[0]
+
+
+def agentry_compose_services() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose()["services"].items() if "build" in s}
+
+
+def test_compose_services_and_settings() -> None:
+    services = compose()["services"]
+    assert {"rabbitmq", "mongo"} <= set(services)
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.13")
+    assert services["mongo"]["image"] == "mongo:7"
+    ours = agentry_compose_services()
+    assert set(ours) == {*SERVICES, "tool-runner-sandbox"}
+    for name, service in ours.items():
+        env = service["environment"]
+        unknown = set(env) - SETTINGS
+        assert not unknown, f"{name}: environment variables no settings class reads: {sorted(unknown)}"
+        assert env["BIND_HOST"] == "0.0.0.0"
+        assert "@rabbitmq:5672/" in env["AMQP_URL"]
+        assert (ROOT / service["build"]["dockerfile"]).is_file()
+        if name != "offline-model":  # the only service without a broker connection
+            assert "rabbitmq" in service["depends_on"], name
+        for dependency in service.get("depends_on", {}).values():
+            assert dependency["condition"] == "service_healthy"
+    assert ours["reasoner"]["scale"] == 2
+    assert ours["memory"]["environment"]["MONGODB_URL"].startswith("mongodb://mongo:27017")
+    assert "mongo" in ours["memory"]["depends_on"]
+    assert "offline-model:8090" in ours["reasoner"]["environment"]["OPENAI_BASE_URL"]
+    assert ours["tool-runner"]["command"] == ["--pools", "default,network"]
+    assert ours["tool-runner-sandbox"]["command"] == ["--pools", "sandbox"]
+    served = {p for s in ("tool-runner", "tool-runner-sandbox") for p in ours[s]["command"][1].split(",")}
+    assert served == POOLS
+    # Nothing listens beyond loopback; of our services only the gateway is published.
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            assert str(mapping).startswith("127.0.0.1:"), f"{name} publishes {mapping} beyond loopback"
+    assert [n for n, s in ours.items() if s.get("ports")] == ["gateway"]
+    assert ours["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
+
+
+def dockerfile(folder: str) -> str:
+    return (ROOT / "services" / folder / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_dockerfile_matches_its_package(name: str) -> None:
+    service = SERVICES[name]
+    text = dockerfile(service.folder)
+    scripts = tomllib.loads((ROOT / "services" / service.folder / "pyproject.toml").read_text())["project"]["scripts"]
+    assert service.script in scripts
+    assert f'ENTRYPOINT ["{service.script}"]' in text
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
+    assert f"pip install --no-cache-dir -c /src/constraints.txt /src/shared /src/services/{service.folder}" in text
+    assert re.search(rf"^USER {UID}:{UID}$", text, re.M)
+    assert re.search(rf"^EXPOSE {service.default_port}$", text, re.M)
+    assert "BIND_HOST=0.0.0.0" in text
+    assert f"{service.port_var}={service.default_port}" in text
+    healthcheck = text[text.index("HEALTHCHECK") :]
+    assert "/healthz" in healthcheck and service.port_var in healthcheck
+
+
+def test_tool_runner_image_has_the_sandbox() -> None:
+    text = dockerfile("tool-runner")
+    install = re.search(r"apt-get install -y --no-install-recommends ([^\n\\]+)", text)
+    assert install is not None
+    # python3, not python3-minimal alone: the sandboxed child imports json.
+    assert {"bubblewrap", "python3"} <= set(install.group(1).split())
+    assert "/usr/bin/python3 -S -I" in text
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {"*", "!constraints.txt", "!shared/", "!services/", "**/.venv", "**/tests", "**/*.egg-info"} <= lines
+
+
+# --- alert rules use real metrics ------------------------------------------------------
+
+
+def exported_metric_names() -> set[str]:
+    sources = [*ROOT.glob("services/*/agentry_*/**/*.py"), *ROOT.glob("shared/agentry_shared/**/*.py")]
+    names: set[str] = set()
+    for path in sources:
+        names.update(re.findall(r"""["'](agentry_[a-z0-9_]+)["']""", path.read_text()))
+    return names
+
+
+def test_alert_rules_use_exported_metrics() -> None:
+    exported = exported_metric_names()
+    used: set[str] = set()
+    for group in load(RULES)[0]["groups"]:
+        for rule in group["rules"]:
+            used.update(re.findall(r"\b(agentry_[a-z0-9_]+)", rule["expr"]))
+    assert used
+    base = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
+    missing = base - exported
+    assert not missing, f"alert rules use metrics no service exports: {sorted(missing)}"
+
+
+# --- (c) the real validators, when installed -------------------------------------------
+
+
+def kustomize_build(kubectl: str, folder: Path) -> list[dict[str, Any]]:
+    built = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    return [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+
+
+def test_kubernetes_validate_strict() -> None:
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (pip install kubernetes-validate)"
+    )
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        docs = [doc for folder in (BASE, K8S / "prometheus") for doc in kustomize_build(kubectl, folder)]
+    else:
+        # Without kubectl the files are validated one by one, without kustomize's namespace.
+        docs = base_resources()
+    docs += load(BASE / "secret.example.yaml")
+    assert len(docs) > 20
+    for version in sorted({OLDEST_KUBERNETES, kubernetes_validate.latest_version()}):
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_promtool_rules_and_rule_tests() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    for args in (["check", "rules", RULES.name], ["test", "rules", RULES_TEST.name]):
+        result = subprocess.run([promtool, *args], cwd=RULES.parent, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    docker = shutil.which("docker")
+    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, timeout=30).returncode == 0:
+        return [docker, "compose"]
+    return None
+
+
+def test_docker_compose_config() -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither docker-compose nor `docker compose` is installed (apt-get install docker-compose)")
+    result = subprocess.run(
+        [*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
