@@ -147,7 +147,7 @@ class Calls:
     async def _run(self, tool: Tool, request: ToolRequested) -> ToolCompleted:
         TOOL_CALLS_IN_FLIGHT.inc()
         try:
-            completed = await self.executor.run(tool, request.arguments)
+            completed = await self.executor.run(tool, request.arguments, request.scope)
         except Exception:
             log.exception("tool executor failed")
             completed = failure(tool.name, "crashed", "the tool runner failed to run the tool")

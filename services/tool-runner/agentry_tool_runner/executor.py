@@ -1,138 +1,160 @@
 """Runs a tool call and turns whatever happened into a `ToolCompleted`.
 
-`Executor` is the seam for sandboxing: a bubblewrap backend subclasses
-`SubprocessExecutor` and overrides `command()` to wrap the same child (namespaces,
-unprivileged uid, seccomp, `--unshare-net` unless `tool.network`); validation, limits,
-timeouts, caps and the mapping of outcomes stay here.
+`Executor` is the seam for sandboxing: the backends (sandbox.py: bubblewrap;
+isolation.py: the weak one, an unprivileged uid only) subclass `SubprocessExecutor` and
+override `launch()`, which says how the same child starts (argv, uid, binds, what it is
+granted). Validation, limits, timeouts, caps and the mapping of outcomes stay here, the
+same for every backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
-from agentry_shared.contracts.tools import ToolCompleted, ToolError
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import ToolCompleted
 from pydantic import ValidationError
 
 from agentry_tool_runner.metrics import TOOL_EXECUTIONS
-from agentry_tool_runner.process import ChildRun, run_child
+from agentry_tool_runner.outcome import describe_validation_error, failure, interpret
+from agentry_tool_runner.process import ChildRun, Identity, run_child
+from agentry_tool_runner.resources import SAMPLE_DOCS, Refused, Resources
 from agentry_tool_runner.tool import Tool
+
+__all__ = ["Executor", "Launch", "SubprocessExecutor", "failure", "interpret"]
 
 log = logging.getLogger(__name__)
 
-CHILD_CODES = {"failed", "output_too_large", "crashed"}
-_MAX_MESSAGE_CHARS = 1000
 # JSON escaping can turn one byte of output into six ("\u0000"); the rest is the envelope.
 _JSON_EXPANSION, _ENVELOPE_BYTES = 6, 8 * 1024
 
 
 class Executor(Protocol):
-    async def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolCompleted:
-        """Never raises for anything the tool or its arguments do; call_id is left empty."""
+    async def run(self, tool: Tool, arguments: dict[str, Any], scope: Scope | None = None) -> ToolCompleted:
+        """Never raises for anything the tool or its arguments do; call_id is left empty.
+        `scope` names the user whose workspace a workspace tool gets."""
         ...
 
 
-def failure(tool: str, code: str, message: str, duration_ms: int = 0) -> ToolCompleted:
-    clean = message.encode("utf-8", "replace").decode()[:_MAX_MESSAGE_CHARS]
-    return ToolCompleted(
-        call_id="", tool=tool, ok=False, error=ToolError(code=code, message=clean), duration_ms=duration_ms
-    )
+@dataclass
+class Launch:
+    """How one call's child starts; a backend builds it per call (`SubprocessExecutor.launch`)."""
 
-
-def describe_validation_error(exc: ValidationError, limit: int = 500) -> str:
-    """One line per problem, without pydantic's URLs and input echoes (short, for the model)."""
-    parts = [f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors()]
-    return "; ".join(parts)[:limit]
+    argv: list[str]
+    cwd: str
+    # Keyword arguments granted beyond the model's (`workspace`, `docs`, `allowed_hosts`).
+    context: dict[str, Any] = field(default_factory=dict)
+    import_paths: list[str] = field(default_factory=list)
+    identity: Identity | None = None
+    # Where RLIMIT_NPROC is set: not at all; on the spawned process ("spawn": it then counts
+    # every process of its uid); or by the child inside the sandbox's user namespace
+    # ("child": the kernel counts per user namespace, so per call).
+    nproc: Literal["none", "spawn", "child"] = "none"
+    pass_fds: tuple[int, ...] = ()
+    # Directories removed once the call is over (pass_fds are closed then too).
+    scratch: list[str] = field(default_factory=list)
 
 
 class SubprocessExecutor:
-    """Each call in a fresh `python -I -m agentry_tool_runner.child` under rlimits."""
+    """Each call in a fresh `python -I -m agentry_tool_runner.child` under rlimits, as the
+    worker's own user: the base the sandbox backends (sandbox.py, isolation.py) build on, and
+    what tests of the tool-call machinery use (it needs no bubblewrap)."""
 
-    def __init__(self, python: str = sys.executable, import_paths: Sequence[str] = ()) -> None:
+    def __init__(
+        self, python: str = sys.executable, import_paths: Sequence[str] = (), resources: Resources | None = None
+    ) -> None:
         self.python = python
         # Extra sys.path entries for the child; tests use it for test-only tools.
         self.import_paths = list(import_paths)
+        self.resources = resources or Resources(Path("data/workspaces").resolve(), SAMPLE_DOCS)
 
     def command(self, tool: Tool) -> list[str]:
         # -I: no PYTHON* variables, no user site, no cwd on sys.path; -B: no .pyc writes.
         return [self.python, "-I", "-B", "-m", "agentry_tool_runner.child"]
 
-    async def run(self, tool: Tool, arguments: dict[str, Any]) -> ToolCompleted:
+    def grants(self, tool: Tool, scope: Scope | None, owner: int | None = None) -> dict[str, Any]:
+        """The host side of what the tool declared it needs; raises `Refused`."""
+        granted: dict[str, Any] = {}
+        if tool.workspace != "none":
+            granted["workspace"] = str(self.resources.user_folder(scope, owner))
+        if tool.docs:
+            if not self.resources.docs_dir.is_dir():
+                raise Refused("failed", "this worker has no documents to search (TOOL_RUNNER_DOCS_DIR)")
+            granted["docs"] = str(self.resources.docs_dir)
+        if tool.network == "allowlist":
+            granted["allowed_hosts"] = self.resources.hosts()
+        return granted
+
+    def launch(self, tool: Tool, scope: Scope | None) -> Launch:
+        context = self.grants(tool, scope)
+        workdir = tempfile.mkdtemp(prefix=f"agentry-{tool.name}-")
+        return Launch(self.command(tool), workdir, context, self.import_paths, scratch=[workdir])
+
+    async def run(self, tool: Tool, arguments: dict[str, Any], scope: Scope | None = None) -> ToolCompleted:
         started = time.monotonic()
         try:
             validated = tool.validate_arguments(arguments)
         except ValidationError as exc:
             return failure(tool.name, "invalid_arguments", describe_validation_error(exc))
-        request = {
-            "tool": tool.name,
-            "implementation": tool.implementation,
-            "arguments": validated,
-            "max_output_bytes": tool.limits.max_output_bytes,
-            "import_paths": self.import_paths,
-        }
-        workdir = tempfile.mkdtemp(prefix=f"agentry-{tool.name}-")
+        try:
+            launch = self.launch(tool, scope)  # not in a thread: a cancel could leak its fds
+        except Refused as refused:
+            return failure(tool.name, refused.code, refused.message)
         try:
             TOOL_EXECUTIONS.labels(tool=tool.name).inc()
-            child = await run_child(
-                self.command(tool),
-                json.dumps(request).encode(),
-                cwd=workdir,
-                limits=tool.limits,
-                timeout=tool.timeout_seconds,
-                stdout_cap=tool.limits.max_output_bytes * _JSON_EXPANSION + _ENVELOPE_BYTES,
-            )
+            child = await self.spawn(tool, validated, launch)
         except OSError as exc:  # fork/exec failed: out of processes, memory, ...
             log.error("could not start the tool process", extra={"tool": tool.name, "error": str(exc)})
             return failure(tool.name, "crashed", "the tool process could not be started")
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
         result = interpret(tool, child)
         result.duration_ms = int((time.monotonic() - started) * 1000)
         return result
 
+    async def spawn(
+        self, tool: Tool, validated: dict[str, Any], launch: Launch, timeout: float | None = None
+    ) -> ChildRun:
+        """Runs the child described by `launch`, then releases what the launch held."""
+        request = {
+            "tool": tool.name,
+            "implementation": tool.implementation,
+            "arguments": validated,
+            "context": launch.context,
+            "max_output_bytes": tool.limits.max_output_bytes,
+            "import_paths": launch.import_paths,
+        }
+        if launch.nproc == "child":
+            request["max_processes"] = tool.limits.max_processes
+        try:
+            return await run_child(
+                launch.argv,
+                json.dumps(request).encode(),
+                cwd=launch.cwd,
+                limits=tool.limits,
+                timeout=timeout or tool.timeout_seconds,
+                stdout_cap=tool.limits.max_output_bytes * _JSON_EXPANSION + _ENVELOPE_BYTES,
+                identity=launch.identity,
+                pass_fds=launch.pass_fds,
+                limit_processes=launch.nproc == "spawn",
+            )
+        finally:
+            await asyncio.to_thread(_clean_up, launch)
 
-def interpret(tool: Tool, child: ChildRun) -> ToolCompleted:
-    """Believe the child only for what it cannot lie about to our harm."""
-    if child.timed_out:
-        return failure(tool.name, "timeout", f"the tool did not finish within {tool.timeout_seconds:g}s")
-    if child.overflow is not None:
-        cap = tool.limits.max_output_bytes if child.overflow == "stdout" else tool.limits.max_stderr_bytes
-        return failure(tool.name, "output_too_large", f"the tool wrote more than {cap} bytes to {child.overflow}")
-    if child.stderr:
-        log.info("tool stderr", extra={"tool": tool.name, "stderr": child.stderr[-2000:].decode(errors="replace")})
-    if child.returncode is not None and child.returncode < 0:
-        return failure(tool.name, "crashed", _killed_by(tool, -child.returncode))
-    try:
-        reply = json.loads(child.stdout)
-        ok = reply["ok"]
-    except (ValueError, KeyError, TypeError):
-        log.warning("tool child gave no result", extra={"tool": tool.name, "returncode": child.returncode})
-        return failure(tool.name, "crashed", f"the tool process exited ({child.returncode}) without a result")
-    if ok is True and isinstance(reply.get("output"), str):
-        output = reply["output"].encode("utf-8", "replace")
-        if len(output) > tool.limits.max_output_bytes:
-            return failure(tool.name, "output_too_large", f"more than {tool.limits.max_output_bytes} bytes of output")
-        return ToolCompleted(call_id="", tool=tool.name, ok=True, output=output.decode())
-    error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-    code = str(error["code"]) if error.get("code") in CHILD_CODES else "failed"
-    return failure(tool.name, code, str(error.get("message") or "the tool failed"))
 
-
-def _killed_by(tool: Tool, number: int) -> str:
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = f"signal {number}"
-    hint = {
-        int(signal.SIGXCPU): f" (it used more than {tool.limits.cpu_seconds}s of CPU)",
-        int(signal.SIGXFSZ): f" (it wrote a file over {tool.limits.max_file_bytes} bytes)",
-    }.get(number, "")
-    return f"the tool process was killed by {name}{hint}"
+def _clean_up(launch: Launch) -> None:
+    for fd in launch.pass_fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    for path in launch.scratch:
+        shutil.rmtree(path, ignore_errors=True)

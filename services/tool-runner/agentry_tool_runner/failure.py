@@ -1,9 +1,36 @@
-"""The exception a tool raises for an error the model should read as-is.
+"""What a tool's code may import from us: the exceptions the model reads, and `in_worker`.
 
-Its own module, free of imports, because the child process loads it before any tool:
-anything else a tool raises is reported with its type name, as a likely bug.
+Free of imports on purpose: the child process loads this module before any tool, inside
+the sandbox, where only the standard library and a few bound files of ours exist.
+Anything else a tool raises is reported with its type name, as a likely bug.
 """
+
+_in_child = False
 
 
 class ToolFailure(Exception):
     """A clean, user-facing reason the call failed (bad input, domain error, ...)."""
+
+    code = "failed"
+
+
+class ToolDenied(ToolFailure):
+    """The tool's policy forbids it: a host not on the allowlist, a path out of the workspace."""
+
+    code = "denied"
+
+
+def in_worker() -> bool:
+    """True in the worker, False in a tool's child process.
+
+    A tool module declares its parameters with pydantic (the worker validates with them)
+    and runs in a child that has no pydantic: the sandbox's Python sees the standard
+    library only. So the declaration sits under `if in_worker():`, which the child skips.
+    """
+    return not _in_child
+
+
+def enter_child() -> None:
+    """Called once by child.py before it imports any tool."""
+    global _in_child
+    _in_child = True

@@ -1,5 +1,8 @@
 """Process entry point: wiring, readiness, graceful stop.
 
+At start-up the sandbox is tried once (isolation.py): whether tools run in bubblewrap,
+weakly, or are refused is decided then, logged, and exported as gauges.
+
 On SIGTERM the runner stops consuming, lets running calls finish within the grace period
 (their children are killed after it), then closes the connection, which hands any
 unacknowledged call back to the queue.
@@ -19,8 +22,9 @@ from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 
 from agentry_tool_runner.claims import ClaimTiming
-from agentry_tool_runner.executor import Executor, SubprocessExecutor
+from agentry_tool_runner.executor import Executor
 from agentry_tool_runner.handlers import ToolCallConsumer
+from agentry_tool_runner.isolation import choose
 from agentry_tool_runner.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -42,9 +46,9 @@ async def service(
     settings = settings or ToolRunnerSettings()
     topology = Topology.from_settings(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
-    consumer = ToolCallConsumer(
-        bus, registry, executor or SubprocessExecutor(), settings.tool_runner_concurrency, timing=timing
-    )
+    if executor is None:  # tries the sandbox once; logs and reports what it found
+        executor = (await choose(settings)).executor
+    consumer = ToolCallConsumer(bus, registry, executor, settings.tool_runner_concurrency, timing=timing)
     started = False
 
     def ready() -> tuple[bool, str]:

@@ -22,3 +22,10 @@ TOOL_CALL_CLAIMS = Counter(
 TOOL_EXECUTIONS = Counter(
     "agentry_tool_executions_total", "Child processes started to run a tool (kept results not counted).", ["tool"]
 )
+SANDBOX_AVAILABLE = Gauge(
+    "agentry_tool_runner_sandbox_available", "1 when bubblewrap works here and every tool runs in the sandbox."
+)
+WEAK_ISOLATION = Gauge(
+    "agentry_tool_runner_weak_isolation",
+    "1 when tools that need the sandbox run without it (TOOL_RUNNER_ALLOW_WEAK_ISOLATION, bubblewrap unavailable).",
+)

@@ -1,6 +1,7 @@
 """Runs one child process under limits and brings back what it wrote, whatever it does.
 
-The child gets its own session (so one killpg reaches everything it forks), an almost
+The child gets its own session (so one killpg reaches everything it forks), optionally a
+uid and gid of its own (the sandbox's, without supplementary groups), an almost
 empty environment (the worker's secrets stay here), a scratch directory as cwd, and
 rlimits set between fork and exec. Output is read through a protocol that keeps at most
 cap+1 bytes per stream; the process group is SIGKILLed when the call ends, in every case,
@@ -22,6 +23,7 @@ import resource
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agentry_tool_runner.tool import Limits
 
@@ -81,8 +83,14 @@ class _Capture(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-def child_setup(limits: Limits) -> Callable[[], None]:
-    """The preexec_fn: everything is computed here so the forked child only makes syscalls."""
+def child_setup(limits: Limits, *, limit_processes: bool = False) -> Callable[[], None]:
+    """The preexec_fn: everything is computed here so the forked child only makes syscalls.
+
+    It runs after subprocess switched to the child's uid (prctl's death signal survives
+    that, since it is set afterwards). RLIMIT_NPROC only when asked: it counts every
+    process of the uid (root ignores it; under the worker's uid it would count the
+    worker's threads); the sandbox sets it inside its user namespace instead (child.py).
+    """
     mib = 1024 * 1024
     wanted = {
         # Soft limit sends SIGXCPU, the hard one a second later SIGKILL.
@@ -92,6 +100,8 @@ def child_setup(limits: Limits) -> Callable[[], None]:
         resource.RLIMIT_NOFILE: (limits.max_open_files, limits.max_open_files),
         resource.RLIMIT_CORE: (0, 0),
     }
+    if limit_processes:
+        wanted[resource.RLIMIT_NPROC] = (limits.max_processes, limits.max_processes)
     plan = [(which, _within_hard_limit(which, soft, hard)) for which, (soft, hard) in wanted.items()]
     parent = os.getpid()
 
@@ -119,10 +129,28 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who the child runs as: its own uid and gid, no supplementary groups."""
+
+    uid: int
+    gid: int
+
+
 async def run_child(
-    argv: Sequence[str], stdin: bytes, *, cwd: str, limits: Limits, timeout: float, stdout_cap: int
+    argv: Sequence[str],
+    stdin: bytes,
+    *,
+    cwd: str,
+    limits: Limits,
+    timeout: float,
+    stdout_cap: int,
+    identity: Identity | None = None,
+    pass_fds: Sequence[int] = (),
+    limit_processes: bool = False,
 ) -> ChildRun:
     loop = asyncio.get_running_loop()
+    as_user: dict[str, Any] = {"user": identity.uid, "group": identity.gid, "extra_groups": []} if identity else {}
     caps = {1: stdout_cap, 2: limits.max_stderr_bytes}
     transport, capture = await loop.subprocess_exec(
         lambda: _Capture(caps),
@@ -133,7 +161,9 @@ async def run_child(
         env=CHILD_ENV,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=child_setup(limits),
+        preexec_fn=child_setup(limits, limit_processes=limit_processes),
+        pass_fds=tuple(pass_fds),
+        **as_user,
     )
     pgid = transport.get_pid()  # a session leader's pid is its process group id
     try:

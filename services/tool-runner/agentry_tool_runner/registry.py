@@ -11,7 +11,15 @@ from collections.abc import Iterable, Iterator
 from agentry_shared.contracts.tools import ToolDescriptor
 
 from agentry_tool_runner.tool import Limits, Tool
-from agentry_tool_runner.tools import calculator, current_time
+from agentry_tool_runner.tools import (
+    calculator,
+    current_time,
+    http_fetch,
+    python,
+    search_docs,
+    workspace_read,
+    workspace_write,
+)
 
 __all__ = ["REGISTRY", "Limits", "Registry", "Tool"]
 
@@ -44,5 +52,10 @@ REGISTRY = Registry(
     [
         calculator.TOOL,
         current_time.TOOL,
+        python.TOOL,
+        http_fetch.TOOL,
+        search_docs.TOOL,
+        workspace_read.TOOL,
+        workspace_write.TOOL,
     ]
 )

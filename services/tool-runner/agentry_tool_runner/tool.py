@@ -1,14 +1,16 @@
 """What a tool is: its contract with the model, its limits, and the code the child runs.
 
 The implementation is named by a "module:function" string, not held as a function, so
-the runner itself never imports or runs tool code: only the child process does.
+the runner itself never calls tool code: only the child process does (in the sandbox).
+What the sandbox lets the child see and reach is declared here too (network, workspace,
+docs), so a tool's reach is read off its declaration, not off its code.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agentry_shared.contracts.tools import SideEffect, ToolDescriptor
 from pydantic import BaseModel
@@ -17,6 +19,12 @@ from agentry_tool_runner.schema import parameters_schema
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _IMPLEMENTATION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+# "none": a network namespace of its own with nothing in it. "allowlist": the host's
+# network, for code of ours that checks each host against TOOL_RUNNER_HTTP_ALLOWLIST.
+Network = Literal["none", "allowlist"]
+# The calling user's folder: not mounted, mounted read-only, or read-write.
+WorkspaceAccess = Literal["none", "read", "write"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,11 @@ class Limits:
     max_stderr_bytes: int = 64 * 1024
     max_file_bytes: int = 16 * 1024 * 1024
     max_open_files: int = 64
+    # RLIMIT_NPROC, processes and threads of the call: set inside the sandbox's user
+    # namespace, where the kernel counts per call (the weak backend: per uid, all calls).
+    max_processes: int = 64
+    # Size of the private /tmp (a tmpfs: it is memory).
+    tmp_mib: int = 16
 
 
 @dataclass(frozen=True)
@@ -42,8 +55,15 @@ class Tool:
     pool: str = "default"
     timeout_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
-    # Not enforceable before the sandbox backend (network namespaces); recorded already.
-    network: bool = False
+    # With "allowlist" the implementation gets `allowed_hosts: list[str]` and must check them.
+    network: Network = "none"
+    # Other than "none": the implementation gets `workspace: str`, the folder's path.
+    workspace: WorkspaceAccess = "none"
+    # True: the implementation gets `docs: str`, the documents folder (read-only).
+    docs: bool = False
+    # False only for pure functions of their arguments (no files, no network, no code from
+    # the model): those still run, without the sandbox, when bubblewrap is missing.
+    requires_sandbox: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

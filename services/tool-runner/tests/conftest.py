@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -138,11 +140,11 @@ class MemoryStandIn:
         return encode(MemoryFailure(code="invalid", message="the stand-in only knows tool-call claims"))
 
 
-async def delete_namespace(topology: Topology) -> None:
+async def delete_namespace(topology: Topology, pools: tuple[str, ...] = ("default", "network", "sandbox")) -> None:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for queue in topology.durable_queues(["default"]):
+        for queue in topology.durable_queues(list(pools)):
             await channel.queue_delete(queue)
         for exchange in topology.exchanges():
             await channel.exchange_delete(exchange)
@@ -240,3 +242,171 @@ def start_worker_process(topology: Topology) -> WorkerFactory:
                 await worker.wait()
 
     return running
+
+
+# ---- the real worker, sandbox and all -------------------------------------------------
+
+SECRET = "s3cret"  # in the real worker's environment; no tool output may ever show it
+SANDBOX_UID = 65534
+
+
+@dataclass
+class RealWorker:
+    """`python -m agentry_tool_runner` as a process of its own, with the caller's bus and the
+    memory stand-in it claims calls from."""
+
+    bus: Bus
+    memory: MemoryStandIn
+    process: asyncio.subprocess.Process
+    port: int
+    workspace: Path
+    log: Path
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """A sample of the worker's /metrics (0 when absent)."""
+        wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith(wanted + " "):
+                return float(line.split()[-1])
+        return 0.0
+
+
+@asynccontextmanager
+async def real_worker(folder: Path, **environment: str) -> AsyncIterator[RealWorker]:
+    """The real entry point in a namespace of its own, with `AGENTRY_TEST_SECRET` set."""
+    topology = Topology(f"t{uuid.uuid4().hex}", 2)
+    bus = Bus(AMQP_URL, topology, name="tool-runner-test")
+    await bus.connect()
+    memory = MemoryStandIn(bus)
+    await memory.start()
+    port, log = free_port(), folder / "worker.log"
+    # Not under pytest's 0700 temporary folder: the sandbox user must be able to reach it.
+    workspaces = Path(tempfile.mkdtemp(prefix="agentry-test-workspaces-"))
+    workspaces.chmod(0o711)
+    env = {
+        **os.environ,
+        "AGENTRY_NAMESPACE": topology.namespace,
+        "AGENTRY_PARTITIONS": str(topology.partitions),
+        "TOOL_RUNNER_PORT": str(port),
+        "TOOL_RUNNER_WORKSPACE_DIR": str(workspaces),
+        "TOOL_RUNNER_HTTP_ALLOWLIST": "127.0.0.1",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "AGENTRY_TEST_SECRET": SECRET,
+        **environment,
+    }
+    with log.open("wb") as sink:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agentry_tool_runner", env=env, stdout=sink, stderr=sink
+        )
+    try:
+        await wait_ready(port, lambda: process.returncode is None)
+        yield RealWorker(bus, memory, process, port, workspaces, log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        await memory.stop()
+        await bus.close()
+        await delete_namespace(topology)
+        shutil.rmtree(workspaces, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def sandbox_worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RealWorker]:
+    """One real worker for the escape suite and the sandboxed tools' tests."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+    async with real_worker(tmp_path_factory.mktemp("sandbox-worker")) as worker:
+        yield worker
+
+
+def call_processes(marker: str, below: int) -> list[str]:
+    """Live processes of a call: those whose command line carries `marker` (the code and
+    whatever it forked) and those of the sandbox uid descending from pid `below`."""
+    parents: dict[int, int] = {}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+            uid = entry.stat().st_uid
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        parents[int(entry.name)] = int(ppid)
+        if state == "Z":
+            continue  # a zombie runs nothing
+        if marker.encode() in cmdline or (uid == SANDBOX_UID and _descends(int(entry.name), below, parents)):
+            found.append(f"{entry.name}: {cmdline[:120]!r}")
+    return found
+
+
+def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+    for _ in range(64):
+        ppid = parents.get(pid) or _ppid(pid)
+        if ppid in (0, None):
+            return False
+        if ppid == ancestor:
+            return True
+        pid = ppid
+    return False
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return 0
+
+
+class CallProcesses:
+    """What the tests ask of /proc about a call's processes (see `call_processes`)."""
+
+    @staticmethod
+    def alive(marker: str, below: int) -> list[str]:
+        return call_processes(marker, below)
+
+    @staticmethod
+    async def started(marker: str, below: int, within: float = 5.0) -> None:
+        deadline = time.monotonic() + within
+        while not call_processes(marker, below):
+            assert time.monotonic() < deadline, "the call's code never started"
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def survivors(marker: str, below: int, within: float = 2.0) -> list[str]:
+        """The call's processes still alive after up to `within` seconds (kills are asynchronous)."""
+        deadline = time.monotonic() + within
+        while True:
+            found = call_processes(marker, below)
+            if not found or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def processes() -> CallProcesses:
+    return CallProcesses()
+
+
+RealWorkerFactory = Callable[..., AbstractAsyncContextManager[RealWorker]]
+
+
+@pytest.fixture
+def start_real_worker(tmp_path: Path) -> RealWorkerFactory:
+    """`real_worker` in the test's own folder, for a test that needs a worker to itself."""
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
+
+    def start(**environment: str) -> AbstractAsyncContextManager[RealWorker]:
+        return real_worker(tmp_path, **environment)
+
+    return start

@@ -94,6 +94,6 @@ def test_tool_definitions_are_checked() -> None:
 
 
 def test_served_pools() -> None:
-    assert REGISTRY.pools() == ["default"]
-    assert served_pools("", REGISTRY) == ["default"]
+    assert REGISTRY.pools() == ["default", "network", "sandbox"]
+    assert served_pools("", REGISTRY) == ["default", "network", "sandbox"]
     assert served_pools(" gpu, default ,gpu", REGISTRY) == ["default", "gpu"]

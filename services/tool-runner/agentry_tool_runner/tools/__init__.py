@@ -1,5 +1,8 @@
-"""One module per tool: a `Params` model, a `run` function, and a `TOOL` describing both.
+"""One module per tool: a stdlib-only `run` function, and under `if in_worker():` its
+`Params` model and the `TOOL` that describes both.
 
-Modules here are imported by the child process of every call, so they import only what
-their `run` needs.
+`run` executes in the call's child, inside the sandbox, on the system's `python3 -S -I`:
+the standard library, `agentry_tool_runner.failure` and the modules of this package are
+all it can import. The declaration needs pydantic, which only the worker has. Helpers
+shared by tools live here too, named with a leading underscore.
 """

@@ -12,10 +12,7 @@ import math
 import operator
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agentry_tool_runner.failure import ToolFailure
-from agentry_tool_runner.tool import Limits, Tool
+from agentry_tool_runner.failure import ToolFailure, in_worker
 
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 10_000
@@ -24,16 +21,6 @@ _INT_LIMIT = 10**MAX_DIGITS
 _MAX_BITS = _INT_LIMIT.bit_length()
 
 Number = int | float
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    expression: str = Field(
-        min_length=1,
-        max_length=MAX_EXPRESSION_CHARS,
-        description="Arithmetic expression, e.g. '(3 + 4) * 2 ** 10 / 7' or 'sqrt(2) * pi'.",
-    )
 
 
 def _power(base: Number, exponent: Number) -> Number:
@@ -154,17 +141,32 @@ def run(expression: str) -> str:
     return format_number(evaluate(expression))
 
 
-TOOL = Tool(
-    name="calculator",
-    description=(
-        "Evaluates an arithmetic expression exactly and returns the result. Supports + - * / // % **, "
-        "parentheses, the constants pi, e, tau and the functions "
-        + ", ".join(_FUNCTIONS)
-        + ". Use it for any arithmetic instead of computing in your head."
-    ),
-    params=Params,
-    implementation=f"{__name__}:run",
-    side_effect="read_only",
-    timeout_seconds=5.0,
-    limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=8 * 1024),
-)
+if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from agentry_tool_runner.tool import Limits, Tool
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        expression: str = Field(
+            min_length=1,
+            max_length=MAX_EXPRESSION_CHARS,
+            description="Arithmetic expression, e.g. '(3 + 4) * 2 ** 10 / 7' or 'sqrt(2) * pi'.",
+        )
+
+    TOOL = Tool(
+        name="calculator",
+        description=(
+            "Evaluates an arithmetic expression exactly and returns the result. Supports + - * / // % **, "
+            "parentheses, the constants pi, e, tau and the functions "
+            + ", ".join(_FUNCTIONS)
+            + ". Use it for any arithmetic instead of computing in your head."
+        ),
+        params=Params,
+        implementation=f"{__name__}:run",
+        side_effect="read_only",
+        timeout_seconds=5.0,
+        limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=8 * 1024),
+        requires_sandbox=False,  # a pure function of its argument: no files, network or code
+    )

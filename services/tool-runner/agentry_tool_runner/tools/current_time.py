@@ -5,20 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agentry_tool_runner.failure import ToolFailure
-from agentry_tool_runner.tool import Limits, Tool
-
-
-class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    timezone: str | None = Field(
-        default=None,
-        max_length=64,
-        description="IANA time zone name such as 'Europe/Paris' or 'America/New_York'; UTC when omitted.",
-    )
+from agentry_tool_runner.failure import ToolFailure, in_worker
 
 
 def run(timezone: str | None = None) -> str:
@@ -31,12 +18,27 @@ def run(timezone: str | None = None) -> str:
     return datetime.now(zone).isoformat(timespec="seconds")
 
 
-TOOL = Tool(
-    name="current_time",
-    description="Returns the current date and time in ISO 8601, in the given IANA time zone (default UTC).",
-    params=Params,
-    implementation=f"{__name__}:run",
-    side_effect="read_only",
-    timeout_seconds=5.0,
-    limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=1024),
-)
+if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from agentry_tool_runner.tool import Limits, Tool
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        timezone: str | None = Field(
+            default=None,
+            max_length=64,
+            description="IANA time zone name such as 'Europe/Paris' or 'America/New_York'; UTC when omitted.",
+        )
+
+    TOOL = Tool(
+        name="current_time",
+        description="Returns the current date and time in ISO 8601, in the given IANA time zone (default UTC).",
+        params=Params,
+        implementation=f"{__name__}:run",
+        side_effect="read_only",
+        timeout_seconds=5.0,
+        limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=1024),
+        requires_sandbox=False,  # a pure function of its argument and the clock
+    )

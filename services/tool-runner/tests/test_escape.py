@@ -1,0 +1,210 @@
+"""The escape suite: hostile code through the real worker (`python -m agentry_tool_runner`,
+a process of its own with a secret in its environment), the real broker and the real
+sandbox. Memory is `MemoryStandIn` (conftest.py).
+
+Each case runs with the `python` tool and must be contained: a clear error or a harmless
+result, none of the call's processes alive afterwards (found by a marker in their command
+line, or as processes of the sandbox uid below the worker), the secret never in the
+output, and the worker still serving: a calculator call follows every case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import agentry_tool_runner
+import pytest
+from agentry_shared.bus import encode
+from agentry_shared.contracts.control import CancelRequested
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
+from agentry_tool_runner.registry import REGISTRY
+
+if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
+    from conftest import CallProcesses, RealWorker, RealWorkerFactory
+
+SECRET = "s3cret"  # as set by conftest.real_worker
+PACKAGE = agentry_tool_runner.__file__.rsplit("/", 1)[0]
+
+
+def scope(user: str = "u1") -> Scope:
+    return Scope(tenant_id="t1", user_id=user, conversation_id="c1")
+
+
+async def ask(
+    worker: RealWorker, tool: str, arguments: dict[str, Any], user: str = "u1", turn_id: str | None = None
+) -> ToolCompleted:
+    declared = REGISTRY.get(tool)
+    assert declared is not None
+    request = ToolRequested(
+        scope=scope(user),
+        turn_id=turn_id or f"turn-{uuid.uuid4().hex}",
+        call_id=f"call-{uuid.uuid4().hex[:8]}",
+        tool=tool,
+        arguments=arguments,
+        deadline=time.time() + 60,
+    )
+    body = await worker.bus.request(worker.bus.topology.tool_queue(declared.pool), encode(request), timeout=30)
+    reply = TOOL_REPLY.validate_json(body)
+    assert isinstance(reply, ToolCompleted)
+    return reply
+
+
+def program(reply: ToolCompleted) -> dict[str, Any]:
+    assert reply.ok, reply.error
+    result: dict[str, Any] = json.loads(reply.output)
+    return result
+
+
+def failed(code: int | None, *texts: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: r["exit_code"] == code and all(text in r["stderr"] for text in texts)
+
+
+def _lines_ending(result: dict[str, Any], text: str) -> int:
+    return sum(line.endswith(text) for line in result["stdout"].splitlines())
+
+
+def _lines_starting(result: dict[str, Any], text: str) -> int:
+    return sum(line.startswith(text) for line in result["stdout"].splitlines())
+
+
+def printed(*texts: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda r: all(text in r["stdout"] for text in texts)
+
+
+CASES: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    "read /etc/shadow": ("open('/etc/shadow').read()", failed(1, "FileNotFoundError")),
+    "read the worker's files": (
+        "import os\n"
+        f"for path in [{PACKAGE + '/handlers.py'!r}, {sys.prefix + '/pyvenv.cfg'!r}, {sys.executable!r},"
+        " '/root', '/etc/passwd']:\n"
+        "    print(path, 'visible' if os.path.exists(path) else 'missing')\n"
+        "print('pids', sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+        "for pid in [p for p in os.listdir('/proc') if p.isdigit()]:\n"
+        "    for name in ('environ', 'cmdline'):\n"
+        "        try: print(open(f'/proc/{pid}/{name}', 'rb').read())\n"
+        "        except OSError as e: print(pid, name, e)\n",
+        lambda r: _lines_ending(r, " missing") == 5 and _lines_ending(r, " visible") == 0 and r["exit_code"] == 0,
+    ),
+    "read the worker's environment": (
+        "import os; print(dict(os.environ)); print(open('/proc/self/environ', 'rb').read())",
+        lambda r: "AGENTRY" not in r["stdout"] and "AMQP" not in r["stdout"] and r["exit_code"] == 0,
+    ),
+    "connect to the broker and elsewhere": (
+        "import socket\n"
+        "for host, port in [('127.0.0.1', 5672), ('10.0.2.2', 5672), ('1.1.1.1', 443)]:\n"
+        "    try:\n"
+        "        socket.create_connection((host, port), timeout=2); print('connected', host)\n"
+        "    except OSError as e: print('refused', host, e)\n"
+        "try: socket.getaddrinfo('rabbitmq', 5672); print('resolved')\n"
+        "except OSError as e: print('unresolved', e)\n",
+        lambda r: _lines_starting(r, "refused ") == 3 and _lines_starting(r, "unresolved ") == 1,
+    ),
+    "fork bomb": ("import os\nwhile True:\n    os.fork()", failed(1, "BlockingIOError")),
+    "memory bomb": ("x = bytearray(8 * 1024 ** 3)", failed(1, "MemoryError")),
+    "growing memory": ("chunks = []\nwhile True:\n    chunks.append(b'x' * 10 ** 7)", failed(1, "MemoryError")),
+    "infinite loop": ("while True:\n    pass", failed(-int(signal.SIGXCPU), "CPU time limit")),
+    "write 1 GB": (
+        "for path in ['/tmp/big', '/workspace/big', '/big', '/dev/shm/big']:\n"
+        "    try:\n"
+        "        with open(path, 'wb') as f:\n"
+        "            for _ in range(1024): f.write(b'x' * 1024 * 1024)\n"
+        "        print('wrote', path)\n"
+        "    except OSError as e: print('stopped', path, e.strerror)\n",
+        lambda r: _lines_starting(r, "stopped ") == 4,
+    ),
+    "kill the parent, pid 1, everyone": (
+        "import os, signal\n"
+        "for target in (os.getppid(), 1, -1):\n"
+        "    try: os.kill(target, signal.SIGKILL)\n"
+        "    except OSError as e: print('could not kill', target, e.strerror)\n"
+        "print('still here')",
+        printed("still here"),
+    ),
+    "leave a process behind": (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print('left a sleeper behind')",
+        printed("left a sleeper behind"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_escape_is_contained(sandbox_worker: RealWorker, processes: CallProcesses, case: str) -> None:
+    code, contained = CASES[case]
+    marker = f"escape-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    reply = await ask(sandbox_worker, "python", {"code": f"# {marker}\n{code}"})
+    assert time.monotonic() - started < 12
+    assert SECRET not in reply.model_dump_json()
+    result = program(reply)
+    assert contained(result), result
+    assert await processes.survivors(marker, sandbox_worker.process.pid) == []
+    after = await ask(sandbox_worker, "calculator", {"expression": "6*7"})
+    assert (after.ok, after.output) == (True, "42")
+
+
+async def test_a_fork_bomb_does_not_starve_other_calls(sandbox_worker: RealWorker, processes: CallProcesses) -> None:
+    """RLIMIT_NPROC is counted in each call's user namespace, not over the shared uid."""
+    marker = f"bomb-{uuid.uuid4().hex}"
+    bomb = (
+        f"# {marker}\nimport os, time\nforked = 0\n"
+        "try:\n"
+        "    while True:\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(3); os._exit(0)\n"
+        "        forked += 1\n"
+        "except OSError:\n"
+        "    print('stopped at', forked)\n"
+        "time.sleep(1.5)"
+    )
+    other = "import os\npids = [os.fork() or os._exit(0) for _ in range(20)]\nprint(len(pids), 'forked')"
+    holding = asyncio.create_task(ask(sandbox_worker, "python", {"code": bomb}))
+    await asyncio.sleep(0.7)  # the bomb holds every process it may have
+    neighbour = await ask(sandbox_worker, "python", {"code": other})
+    assert program(neighbour)["stdout"] == "20 forked\n"
+    stopped = program(await holding)["stdout"]
+    assert stopped.startswith("stopped at") and int(stopped.split()[-1]) < 32
+    assert await processes.survivors(marker, sandbox_worker.process.pid) == []
+
+
+async def test_cancel_kills_the_sandbox(sandbox_worker: RealWorker, processes: CallProcesses) -> None:
+    marker, turn_id = f"cancel-{uuid.uuid4().hex}", f"turn-{uuid.uuid4().hex}"
+    code = f"# {marker}\nimport os, time\nos.fork()\ntime.sleep(60)"
+    pending = asyncio.create_task(ask(sandbox_worker, "python", {"code": code}, turn_id=turn_id))
+    await processes.started(marker, sandbox_worker.process.pid)
+    cancel = CancelRequested(conversation_id="c1", turn_id=turn_id)
+    await sandbox_worker.bus.publish(sandbox_worker.bus.topology.control_exchange, "", encode(cancel), persistent=False)
+    reply = await asyncio.wait_for(pending, 5)
+    assert reply.error is not None and reply.error.code == "cancelled"
+    assert await processes.survivors(marker, sandbox_worker.process.pid) == []
+
+
+async def test_a_killed_worker_leaves_no_sandbox_behind(
+    start_real_worker: RealWorkerFactory, processes: CallProcesses
+) -> None:
+    marker = f"orphan-{uuid.uuid4().hex}"
+    async with start_real_worker() as worker:
+        code = f"# {marker}\nimport os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(60)"
+        pending = asyncio.create_task(ask(worker, "python", {"code": code}))
+        await processes.started(marker, worker.process.pid)
+        pid = worker.process.pid
+        worker.process.send_signal(signal.SIGKILL)
+        await worker.process.wait()
+        assert await processes.survivors(marker, pid) == []
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending

@@ -1,0 +1,167 @@
+"""The sandbox backend itself (no broker): bwrap's options, what the child sees, the probe
+and the choice of backend at start-up. Needs bubblewrap (apt-get install bubblewrap)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.settings import ToolRunnerSettings
+from agentry_tool_runner import isolation
+from agentry_tool_runner.isolation import SandboxRequired, WeakExecutor, choose, probe
+from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, TOOL_EXECUTIONS, WEAK_ISOLATION
+from agentry_tool_runner.registry import REGISTRY, Tool
+from agentry_tool_runner.resources import SAMPLE_DOCS, Resources, reachable
+from agentry_tool_runner.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
+from agentry_tool_runner.stage import PACKAGE_DIR
+
+if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
+    from conftest import CallProcesses
+
+BWRAP = shutil.which("bwrap")
+pytestmark = pytest.mark.skipif(BWRAP is None, reason="bubblewrap is not installed (apt-get install bubblewrap)")
+SCOPE = Scope(tenant_id="t1", user_id="u1", conversation_id="c1")
+
+
+def tool(name: str) -> Tool:
+    found = REGISTRY.get(name)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def workspaces() -> Iterator[Path]:
+    """Not under pytest's 0700 temporary folder: the sandbox user must be able to reach it."""
+    folder = Path(tempfile.mkdtemp(prefix="agentry-test-workspaces-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def sandbox(workspaces: Path) -> SandboxExecutor:
+    assert BWRAP is not None
+    return SandboxExecutor(BWRAP, Resources(workspaces, SAMPLE_DOCS))
+
+
+def test_bwrap_options() -> None:
+    python = bwrap_arguments(tool("python"), [(Path("/data/ws/t1/u1"), "/workspace", False)])
+    for option in ("--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent"):
+        assert option in python
+    assert " --cap-drop ALL " in f" {' '.join(python)} " and "--clearenv" in python and "--new-session" in python
+    assert "--share-net" not in python and not [arg for arg in python if arg.startswith("/etc")]
+    assert python[-6:] == ["--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/tmp"]
+    assert python[python.index("--tmpfs") - 1] == str(64 * 1024 * 1024)
+    fetch = bwrap_arguments(tool("http_fetch"), [])
+    assert "--share-net" in fetch and "/etc/resolv.conf" in fetch and "/etc/shadow" not in fetch
+
+
+async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
+    code = (
+        "import json, os, socket\n"
+        "status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'groups': os.getgroups(),\n"
+        "       'caps': status['CapEff'].strip(), 'no_new_privs': status['NoNewPrivs'].strip(),\n"
+        "       'host': socket.gethostname(), 'nets': [n for _, n in socket.if_nameindex()],\n"
+        "       'staged': sorted(os.listdir('/opt/agentry/agentry_tool_runner')), 'root': sorted(os.listdir('/')),\n"
+        "       'env': sorted(os.environ), 'ppid': os.getppid()}))"
+    )
+    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
+    assert result.ok, result.error
+    seen = json.loads(json.loads(result.output)["stdout"])
+    if os.geteuid() == 0:
+        assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
+    assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
+    assert (seen["host"], seen["nets"]) == ("sandbox", ["lo"])
+    assert seen["staged"] == ["__init__.py", "child.py", "failure.py", "tools"]
+    assert seen["root"] == ["bin", "dev", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "workspace"]
+    assert set(seen["env"]) <= {"PATH", "LANG", "PWD"}
+    assert seen["ppid"] == 1  # the child runner is pid 1 of the call's pid namespace
+
+
+async def test_the_wall_clock_kills_the_whole_call(sandbox: SandboxExecutor, processes: CallProcesses) -> None:
+    quick = dataclasses.replace(tool("python"), timeout_seconds=1.0)
+    marker = f"sleeper-{uuid.uuid4().hex}"
+    code = f"# {marker}\nimport os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(60)"
+    result = await sandbox.run(quick, {"code": code}, SCOPE)
+    assert result.error is not None and result.error.code == "timeout"
+    assert await processes.survivors(marker, os.getpid()) == []
+
+
+async def test_fetching_with_an_empty_allowlist_is_denied_without_a_process(sandbox: SandboxExecutor) -> None:
+    before = TOOL_EXECUTIONS.labels(tool="http_fetch")._value.get()
+    result = await sandbox.run(tool("http_fetch"), {"url": "https://example.com/"}, SCOPE)
+    assert result.error is not None and result.error.code == "denied"
+    assert "TOOL_RUNNER_HTTP_ALLOWLIST is empty" in result.error.message
+    assert TOOL_EXECUTIONS.labels(tool="http_fetch")._value.get() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to the sandbox uid")
+async def test_folders_the_sandbox_user_cannot_reach_are_refused_clearly(tmp_path: Path) -> None:
+    hidden = tmp_path / "private"  # pytest's base folder is 0700 root
+    (hidden / "docs").mkdir(parents=True)
+    assert not reachable(hidden / "docs", NOBODY, NOBODY)
+    assert reachable(SAMPLE_DOCS, NOBODY, NOBODY)
+    assert BWRAP is not None
+    executor = SandboxExecutor(BWRAP, Resources(Path("/tmp/agentry-unused"), hidden / "docs"))
+    result = await executor.run(tool("search_docs"), {"query": "x"}, SCOPE)
+    assert result.error is not None and "/docs cannot be mounted" in result.error.message
+
+
+async def test_probe_says_why_the_sandbox_does_not_work(sandbox: SandboxExecutor) -> None:
+    assert await probe(sandbox) is None
+    assert BWRAP is not None
+    broken = SandboxExecutor("/nonexistent/bwrap", sandbox.resources)
+    assert "could not be started" in (await probe(broken) or "")
+    no_python = SandboxExecutor(BWRAP, sandbox.resources, python="/nonexistent/python3")
+    assert "not found" in (await probe(no_python) or "")
+
+
+async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.MonkeyPatch, workspaces: Path) -> None:
+    settings = ToolRunnerSettings(tool_runner_workspace_dir=workspaces)
+    chosen = await choose(settings)
+    assert isinstance(chosen.executor, SandboxExecutor) and (chosen.sandboxed, chosen.weak) == (True, False)
+    assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (1, 0)
+
+    monkeypatch.setattr(isolation.shutil, "which", lambda _: None)  # as on a machine without bubblewrap
+    refusing = await choose(settings)
+    assert isinstance(refusing.executor, SandboxRequired) and (refusing.sandboxed, refusing.weak) == (False, False)
+    assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 0)
+    refused = await refusing.executor.run(tool("python"), {"code": "print(1)"}, SCOPE)
+    assert refused.error is not None and refused.error.code == "sandbox_unavailable"
+    pure = await refusing.executor.run(tool("calculator"), {"expression": "2**10"}, SCOPE)
+    assert (pure.ok, pure.output) == (True, "1024")
+
+    weak = await choose(settings.model_copy(update={"tool_runner_allow_weak_isolation": True}))
+    assert isinstance(weak.executor, WeakExecutor) and (weak.sandboxed, weak.weak) == (False, True)
+    assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 1)
+    ran = await weak.executor.run(tool("python"), {"code": "import os; print(os.getuid())"}, SCOPE)
+    expected = NOBODY if os.geteuid() == 0 else os.geteuid()
+    assert ran.ok and json.loads(ran.output)["stdout"] == f"{expected}\n"
+    SANDBOX_AVAILABLE.set(1)  # this machine's truth again, for tests that follow
+    WEAK_ISOLATION.set(0)
+
+
+@pytest.mark.parametrize("name", [t.name for t in REGISTRY])
+def test_tool_modules_load_on_the_bare_system_python(name: str) -> None:
+    """The child's side of each tool imports with the standard library only (-S -I)."""
+    module = tool(name).implementation.partition(":")[0]
+    code = (
+        f"import sys; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r}); "
+        "from agentry_tool_runner import failure; failure.enter_child(); "
+        f"import {module}; assert 'pydantic' not in sys.modules"
+    )
+    python = SANDBOX_PYTHON if os.path.exists(SANDBOX_PYTHON) else sys.executable
+    done = subprocess.run([python, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
