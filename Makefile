@@ -8,7 +8,7 @@ PACKAGES := shared services/gateway services/reasoner services/tool-runner servi
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
 
-.PHONY: run test lint bench install rabbitmq clean
+.PHONY: run test lint bench install rabbitmq sandbox clean
 
 install: $(STAMP)
 
@@ -21,17 +21,20 @@ $(STAMP): $(PYPROJECTS) requirements-dev.txt constraints.txt
 rabbitmq:
 	@scripts/ensure-rabbitmq.sh
 
-run: install rabbitmq
+sandbox:
+	@scripts/ensure-sandbox.sh
+
+run: install rabbitmq sandbox
 	$(BIN)/python scripts/run_all.py
 
-test: install rabbitmq
+test: install rabbitmq sandbox
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy $(MYPY_PACKAGES)
 
-bench: install rabbitmq
+bench: install rabbitmq sandbox
 	$(BIN)/python -m bench
 
 clean:
