@@ -7,6 +7,7 @@ event loop free and lets each method be a plain synchronous transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 import time
@@ -20,11 +21,21 @@ from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.embedded_schema import MIGRATIONS, SCHEMA, SCHEMA_VERSION
 from agentry_memory.errors import Forbidden, NotFound
+from agentry_memory.tokens import body_tokens
 
 T = TypeVar("T")
 
 # UPDATE ... RETURNING (3.35); UPDATE ... FROM, window functions and JSON in the upgrade.
 MIN_SQLITE = (3, 35, 0)
+
+
+def _has_fts5() -> bool:
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        try:
+            probe.execute("CREATE VIRTUAL TABLE probe USING fts5(text)")
+        except sqlite3.OperationalError:
+            return False
+    return True
 
 
 class SqliteBase:
@@ -62,6 +73,8 @@ class SqliteBase:
             return
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} is too old; the store needs 3.35 or later")
+        if not _has_fts5():
+            raise RuntimeError("this SQLite is built without FTS5, which the facts search needs")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
@@ -70,6 +83,8 @@ class SqliteBase:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA busy_timeout=5000")
+            # Token counts are computed in Python (tokens.py) by every writer, upgrade included.
+            db.create_function("agentry_tokens", 1, body_tokens, deterministic=True)
             self._migrate(db)
         except BaseException:
             db.close()

@@ -9,7 +9,7 @@ all IF NOT EXISTS). `PRAGMA user_version` says which release wrote the file.
 from __future__ import annotations
 
 # Bumped, with an entry in MIGRATIONS, whenever the tables change.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS messages (
     turn_index INTEGER NOT NULL,
     position INTEGER NOT NULL,
     body TEXT NOT NULL,
+    tokens INTEGER NOT NULL DEFAULT 0,  -- tokens.message_tokens: the window's budget is summed from it
     PRIMARY KEY (conversation, turn_index, position)
 );
 CREATE TABLE IF NOT EXISTS frames (
@@ -55,8 +56,10 @@ CREATE TABLE IF NOT EXISTS reasoning (
     turn INTEGER NOT NULL REFERENCES turns(id),
     step INTEGER NOT NULL,
     text TEXT NOT NULL,
+    created_at REAL NOT NULL DEFAULT 0,  -- reasoning is kept MEMORY_REASONING_RETENTION_DAYS
     PRIMARY KEY (turn, step)
 );
+CREATE INDEX IF NOT EXISTS reasoning_by_age ON reasoning (created_at);
 CREATE TABLE IF NOT EXISTS tool_calls (
     turn INTEGER NOT NULL REFERENCES turns(id),
     call_id TEXT NOT NULL,
@@ -66,6 +69,84 @@ CREATE TABLE IF NOT EXISTS tool_calls (
     completed_at REAL,
     PRIMARY KEY (turn, call_id)
 );
+CREATE TABLE IF NOT EXISTS approvals (
+    id INTEGER PRIMARY KEY,
+    conversation INTEGER NOT NULL REFERENCES conversations(id),
+    turn_id TEXT NOT NULL,
+    call_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    arguments TEXT NOT NULL,
+    requested_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | approved | denied | expired
+    decided_at REAL,
+    UNIQUE (conversation, turn_id, call_id)
+);
+-- The gateway decides by call_id alone (it does not know the turn).
+CREATE INDEX IF NOT EXISTS approvals_by_call ON approvals (call_id);
+-- One row per user and tool: the current fixed window and the calls counted in it.
+CREATE TABLE IF NOT EXISTS tool_tokens (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, tool)
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    conversation INTEGER PRIMARY KEY REFERENCES conversations(id),
+    text TEXT NOT NULL,
+    through_turn INTEGER NOT NULL,  -- turns 1..through_turn are in it
+    tokens INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+-- Facts and tasks belong to a user, across conversations. `key` is facts.fact_key: the
+-- same fact told twice is one row.
+CREATE TABLE IF NOT EXISTS facts (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    owner TEXT NOT NULL,  -- embedded_facts.owner_token(tenant, user): the FTS filter
+    key TEXT NOT NULL,
+    text TEXT NOT NULL,
+    category TEXT NOT NULL,
+    conversation_id TEXT,
+    turn_id TEXT,
+    created_at REAL NOT NULL,
+    confirmed_at REAL NOT NULL,
+    UNIQUE (tenant_id, user_id, key)
+);
+CREATE INDEX IF NOT EXISTS facts_by_confirmation ON facts (tenant_id, user_id, confirmed_at);
+-- Full text over the facts, kept in step by triggers. The owner column makes FTS intersect
+-- a user's posting list with the query's instead of filtering every user's matches.
+CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
+    owner, text, content='facts', content_rowid='id', tokenize='porter unicode61'
+);
+CREATE TRIGGER IF NOT EXISTS facts_fts_insert AFTER INSERT ON facts BEGIN
+    INSERT INTO facts_fts (rowid, owner, text) VALUES (new.id, new.owner, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS facts_fts_delete AFTER DELETE ON facts BEGIN
+    INSERT INTO facts_fts (facts_fts, rowid, owner, text) VALUES ('delete', old.id, old.owner, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS facts_fts_update AFTER UPDATE OF text ON facts BEGIN
+    INSERT INTO facts_fts (facts_fts, rowid, owner, text) VALUES ('delete', old.id, old.owner, old.text);
+    INSERT INTO facts_fts (rowid, owner, text) VALUES (new.id, new.owner, new.text);
+END;
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,  -- open | in_progress | blocked | done
+    progress TEXT NOT NULL DEFAULT '',
+    conversation_id TEXT,
+    turn_id TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (tenant_id, user_id, key)
+);
+CREATE INDEX IF NOT EXISTS tasks_by_update ON tasks (tenant_id, user_id, updated_at);
 """
 
 # MIGRATIONS[v]: the statements that turn a file of version v - 1 into version v.
@@ -99,5 +180,14 @@ MIGRATIONS: dict[int, list[str]] = {
         # Frames kept from before count their age from the upgrade.
         "ALTER TABLE frames ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
         "UPDATE frames SET created_at = (julianday('now') - 2440587.5) * 86400.0",
+    ],
+    # Version 3: approvals, rate limits, summaries, facts and tasks are new tables (SCHEMA
+    # creates them); messages get their token count, reasoning its time.
+    3: [
+        "ALTER TABLE messages ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",
+        "UPDATE messages SET tokens = agentry_tokens(body)",  # a Python function, embedded_base
+        "ALTER TABLE reasoning ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
+        # Reasoning kept from before ages from the upgrade.
+        "UPDATE reasoning SET created_at = (julianday('now') - 2440587.5) * 86400.0",
     ],
 }

@@ -1,4 +1,5 @@
-"""Conversations, turns and their messages on SQLite: the `Store` methods a reasoner uses."""
+"""Conversations, turns and their messages on SQLite: the `Store` methods a reasoner uses
+(the window they make up is `embedded_context`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.embedded_base import SqliteBase
 from agentry_memory.errors import Forbidden, NotFound
-from agentry_memory.store import FINISHED, TurnContext, TurnStatus, drop_orphan_tools
+from agentry_memory.records import FINISHED, TurnStatus
+from agentry_memory.tokens import message_tokens
 
 
 class TurnTables(SqliteBase):
@@ -49,8 +51,8 @@ class TurnTables(SqliteBase):
                 (conversation, turn_id, index, time.time()),
             )
             db.execute(
-                "INSERT INTO messages (conversation, turn_index, position, body) VALUES (?, ?, 0, ?)",
-                (conversation, index, user_message.model_dump_json(exclude_none=True)),
+                "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, 0, ?, ?)",
+                (conversation, index, user_message.model_dump_json(exclude_none=True), message_tokens(user_message)),
             )
             return int(index)
 
@@ -62,10 +64,11 @@ class TurnTables(SqliteBase):
             conversation = self._owned(db, scope)
             _, index = self._turn(db, conversation, turn_id)
             db.executemany(
-                "INSERT INTO messages (conversation, turn_index, position, body) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (conversation, turn_index, position) DO UPDATE SET body = excluded.body",
+                "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (conversation, turn_index, position) DO UPDATE "
+                "SET body = excluded.body, tokens = excluded.tokens",
                 [
-                    (conversation, index, position, message.model_dump_json(exclude_none=True))
+                    (conversation, index, position, message.model_dump_json(exclude_none=True), message_tokens(message))
                     for position, message in enumerate(messages, start=1)
                 ],
             )
@@ -74,29 +77,6 @@ class TurnTables(SqliteBase):
                 "DELETE FROM messages WHERE conversation = ? AND turn_index = ? AND position > ?",
                 (conversation, index, len(messages)),
             )
-
-    async def context(self, scope: Scope, turn_id: str, limit: int) -> TurnContext:
-        return await self._run(self._context, scope, turn_id, limit)
-
-    def _context(self, scope: Scope, turn_id: str, limit: int) -> TurnContext:
-        with self._tx(write=False) as db:
-            conversation = self._owned(db, scope)
-            _, index = self._turn(db, conversation, turn_id)
-            window = db.execute(
-                "SELECT body FROM messages WHERE conversation = ? "
-                "AND (turn_index < ? OR (turn_index = ? AND position = 0)) "
-                "ORDER BY turn_index DESC, position DESC LIMIT ?",
-                (conversation, index, index, limit),
-            ).fetchall()
-            produced = db.execute(
-                "SELECT body FROM messages WHERE conversation = ? AND turn_index = ? AND position > 0 "
-                "ORDER BY position",
-                (conversation, index),
-            ).fetchall()
-        return TurnContext(
-            messages=drop_orphan_tools([ChatMessage.model_validate_json(body) for (body,) in reversed(window)]),
-            produced=[ChatMessage.model_validate_json(body) for (body,) in produced],
-        )
 
     async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
         return await self._run(self._begin_turn, scope, turn_id)
@@ -153,9 +133,9 @@ class TurnTables(SqliteBase):
         with self._tx() as db:
             turn, _ = self._turn(db, self._owned(db, scope), turn_id)
             db.execute(
-                "INSERT INTO reasoning (turn, step, text) VALUES (?, ?, ?) "
+                "INSERT INTO reasoning (turn, step, text, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (turn, step) DO UPDATE SET text = excluded.text",
-                (turn, step, text),
+                (turn, step, text, time.time()),
             )
 
     async def reasoning(self, scope: Scope, turn_id: str) -> list[str]:

@@ -13,3 +13,7 @@ class Forbidden(StoreRefusal):
 
 class NotFound(StoreRefusal):
     """No such conversation or turn in this scope."""
+
+
+class Invalid(StoreRefusal):
+    """The request cannot be stored as it is (e.g. a fact with no words)."""

@@ -1,5 +1,5 @@
-"""Wiring: store, bus, the log and dead-letter consumers, the RPC server, the frame
-sweeper and the ops endpoints.
+"""Wiring: store, bus, the log and dead-letter consumers, the RPC server with the context
+assembler and its summariser, the retention sweeper and the ops endpoints.
 
 Stopping is ordered so nothing is half done: the partitions finish the entry they hold,
 RPC and the dead-letter consumer stop taking messages and finish those in hand, then the
@@ -26,19 +26,58 @@ from agentry_memory.conversation_log import ConversationLog
 from agentry_memory.dead_letters import DeadLetterConsumer
 from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.handlers import LogConsumer
+from agentry_memory.hybrid import ContextAssembler
 from agentry_memory.inflight import InFlight
+from agentry_memory.llm import OpenAISummaryModel
+from agentry_memory.mongo import MongoStore
 from agentry_memory.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 from agentry_memory.rpc import MemoryRpc
+from agentry_memory.settings import MemoryServiceSettings, service_settings
 from agentry_memory.store import Store
+from agentry_memory.summaries import Summarizer
 
 log = logging.getLogger(__name__)
 
 
 def make_store(settings: MemorySettings) -> Store:
-    if settings.mongodb_url is not None:
-        # Refuse rather than silently keep state somewhere the operator did not ask for.
-        raise RuntimeError("MONGODB_URL is set but the MongoDB store is not available yet; unset it")
-    return EmbeddedStore(settings.memory_data_dir)
+    """MongoDB when MONGODB_URL is set, else the embedded store in MEMORY_DATA_DIR."""
+    local = service_settings(settings)
+    if local.mongodb_url is not None:
+        return MongoStore(
+            local.mongodb_url.get_secret_value(),
+            local.mongodb_database,
+            reasoning_retention_seconds=local.memory_reasoning_retention_days * 86400.0,
+        )
+    return EmbeddedStore(local.memory_data_dir)
+
+
+def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Summarizer | None) -> ContextAssembler:
+    return ContextAssembler(
+        store,
+        window_messages=settings.memory_window_messages,
+        window_tokens=settings.memory_window_tokens,
+        recall_facts=settings.memory_recall_facts,
+        recall_tasks=settings.memory_recall_tasks,
+        summarizer=summarizer,
+    )
+
+
+def make_summarizer(store: Store, settings: MemoryServiceSettings) -> tuple[Summarizer, OpenAISummaryModel]:
+    model = OpenAISummaryModel(
+        settings.openai_base_url,
+        settings.openai_api_key.get_secret_value(),
+        settings.llm_model,
+        settings.memory_summary_timeout_seconds,
+    )
+    summarizer = Summarizer(
+        store,
+        model,
+        trigger_tokens=settings.memory_summary_trigger_tokens,
+        # A batch and the previous summary must fit in one model request comfortably.
+        batch_tokens=settings.memory_window_tokens // 2,
+        max_summary_tokens=settings.memory_window_tokens // 4,
+    )
+    return summarizer, model
 
 
 def retention_hours(settings: MemorySettings) -> float:
@@ -46,8 +85,8 @@ def retention_hours(settings: MemorySettings) -> float:
     return float(getattr(settings, "memory_frame_retention_hours", DEFAULT_RETENTION_HOURS))
 
 
-async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -> None:
-    settings = settings or MemorySettings()
+async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = None) -> None:
+    settings = service_settings(shared_settings)
     topology = Topology.from_settings(settings)
     store = make_store(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="memory")
@@ -55,7 +94,10 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
     conversation_log = ConversationLog(store, topology)
     consumer = LogConsumer(bus, conversation_log)
     dead_letters = DeadLetterConsumer(bus, conversation_log)
-    sweeper = FrameSweeper(store, retention_hours(settings))
+    sweeper = FrameSweeper(
+        store, retention_hours(settings), reasoning_retention_days=settings.memory_reasoning_retention_days
+    )
+    summarizer, summary_model = make_summarizer(store, settings)
     in_flight = InFlight()
 
     async def broadcast(message: ControlMessage) -> None:
@@ -66,7 +108,12 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
     try:
         await store.open()
         await bus.connect()
-        rpc_core = MemoryRpc(store, settings.memory_window_messages, broadcast=broadcast)
+        rpc_core = MemoryRpc(
+            store,
+            settings.memory_window_messages,
+            broadcast=broadcast,
+            assembler=make_assembler(store, settings, summarizer),
+        )
         rpc = await bus.serve_rpc(topology.memory_rpc_queue, in_flight.wrap(rpc_core.handle))
         await consumer.start()
         await dead_letters.start()
@@ -92,6 +139,8 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
                 "store": type(store).__name__,
                 "port": settings.memory_port,
                 "frame_retention_hours": sweeper.retention_seconds / 3600,
+                "window_tokens": settings.memory_window_tokens,
+                "summary_model": settings.llm_model,
             },
         )
         await stop.wait()
@@ -110,6 +159,8 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
             log.warning("shutdown grace ran out; unacked work goes back to the broker")
     finally:
         await sweeper.stop()
+        await summarizer.stop()
+        await summary_model.close()
         await bus.close()
         await store.close()
         if ops is not None:
@@ -117,5 +168,5 @@ async def service(stop: asyncio.Event, settings: MemorySettings | None = None) -
 
 
 def main() -> None:
-    settings = MemorySettings()
+    settings = MemoryServiceSettings()
     run_service("memory", lambda stop: service(stop, settings), settings.log_level)

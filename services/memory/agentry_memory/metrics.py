@@ -38,3 +38,12 @@ FRAMES_SWEPT = Counter(
     "agentry_memory_frames_swept_total",
     "Frames deleted because they were older than the retention.",
 )
+REASONING_SWEPT = Counter(
+    "agentry_memory_reasoning_swept_total",
+    "Reasoning steps deleted because they were older than MEMORY_REASONING_RETENTION_DAYS.",
+)
+SUMMARIES = Counter(
+    "agentry_memory_summaries_total",
+    "Rolling summary refreshes, by outcome (saved, superseded, failed).",
+    ["outcome"],
+)

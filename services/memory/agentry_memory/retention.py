@@ -1,9 +1,12 @@
-"""Frame retention: frames stay replayable for a while, then a periodic sweep drops them.
+"""Retention: frames stay replayable for a while, reasoning stays auditable for longer, then
+a periodic sweep drops them.
 
 Frames exist so a client can resume after a disconnect; nobody resumes a day later, and
 the log would otherwise grow forever. The turns and messages (the conversation itself)
 are kept. A client that asks for frames older than the retention gets the oldest kept
 ones, with a seq gap before the first: it must treat the conversation as reset.
+Reasoning traces are for audits; they go after `reasoning_retention_days` (MongoDB's TTL
+index removes them too; the sweep makes the retention exact and backend-independent).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from agentry_memory.metrics import FRAMES_SWEPT
+from agentry_memory.metrics import FRAMES_SWEPT, REASONING_SWEPT
 from agentry_memory.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,20 +33,29 @@ class FrameSweeper:
         store: Store,
         retention_hours: float = DEFAULT_RETENTION_HOURS,
         *,
+        reasoning_retention_days: float | None = None,
         interval: float = SWEEP_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.retention_seconds = retention_hours * 3600.0
+        self.reasoning_seconds = None if reasoning_retention_days is None else reasoning_retention_days * 86400.0
         self.interval = interval
         self.clock = clock
         self._task: asyncio.Task[None] | None = None
 
     async def sweep_once(self) -> int:
-        deleted = await self.store.sweep_frames(self.clock() - self.retention_seconds)
+        """Frames deleted (and, when configured, expired reasoning too)."""
+        now = self.clock()
+        deleted = await self.store.sweep_frames(now - self.retention_seconds)
         if deleted:
             FRAMES_SWEPT.inc(deleted)
             log.info("expired frames deleted", extra={"frames": deleted})
+        if self.reasoning_seconds is not None:
+            steps = await self.store.sweep_reasoning(now - self.reasoning_seconds)
+            if steps:
+                REASONING_SWEPT.inc(steps)
+                log.info("expired reasoning deleted", extra={"steps": steps})
         return deleted
 
     def start(self) -> None:

@@ -7,52 +7,49 @@ not exist. Every write is idempotent, because the broker delivers at least once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from agentry_shared.contracts.memory import ChatMessage, TurnState
+from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
 from agentry_shared.contracts.scope import Scope
 
-FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
+from agentry_memory.records import (
+    FINISHED,
+    TOKEN_WINDOW_SECONDS,
+    ApprovalRecord,
+    StoredMessage,
+    Summary,
+    TokenTaken,
+    ToolCall,
+    TurnContext,
+    TurnStatus,
+    drop_orphan_tools,
+    final_state,
+    token_window,
+)
+from agentry_memory.store_knowledge import KnowledgeStore
+
+__all__ = [
+    "FINISHED",
+    "TOKEN_WINDOW_SECONDS",
+    "ApprovalRecord",
+    "ConversationStore",
+    "KnowledgeStore",
+    "Store",
+    "StoredMessage",
+    "Summary",
+    "TokenTaken",
+    "ToolCall",
+    "TurnContext",
+    "TurnStatus",
+    "drop_orphan_tools",
+    "final_state",
+    "token_window",
+]
 
 
-@dataclass(frozen=True)
-class TurnContext:
-    """What a reasoner needs to run or resume a turn."""
+class ConversationStore(Protocol):
+    """The conversation log, turns, tool calls and approvals."""
 
-    messages: list[ChatMessage]  # the window, ending with this turn's user message
-    produced: list[ChatMessage]  # this turn's own messages so far (positions 1..n)
-
-
-@dataclass(frozen=True)
-class TurnStatus:
-    conversation_id: str
-    state: TurnState
-    attempts: int
-    cancel_requested: bool
-    finished_by: str | None  # event_id of the frame that ended the turn
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    """A claim's answer: `new` (run it), `running` (someone else has it) or `done`."""
-
-    state: Literal["new", "running", "done"]
-    claimed_seconds_ago: float = 0.0
-    result: dict[str, Any] | None = None
-
-
-def final_state(frame: dict[str, Any]) -> TurnState | None:
-    """The state a turn ends in when this frame is sequenced; None if it does not end one."""
-    if frame.get("type") == "turn.completed":
-        return "completed"
-    if frame.get("type") == "turn.failed":
-        error = frame.get("error") or {}
-        return "cancelled" if error.get("code") == "cancelled" else "failed"
-    return None
-
-
-class Store(Protocol):
     @property
     def is_open(self) -> bool: ...
 
@@ -76,11 +73,14 @@ class Store(Protocol):
         """Make the turn's messages after the user's exactly `messages` (positions 1..n):
         the list is the turn's full checkpoint, so positions beyond n are dropped."""
 
-    async def context(self, scope: Scope, turn_id: str, limit: int) -> TurnContext:
-        """`messages`: the last `limit` messages of the earlier turns plus this turn's user
+    async def context(self, scope: Scope, turn_id: str, limit: int, max_tokens: int | None = None) -> TurnContext:
+        """`window`: the most recent messages of the earlier turns plus this turn's user
         message, oldest first, ordered by turn then position whatever order they were stored
-        in, never starting with a tool result whose call was cut off. `produced`: this
-        turn's positions 1..n, all of them."""
+        in, never starting with a tool result whose call was cut off: at most `limit` of them
+        and, when `max_tokens` is given, at most that many tokens together with `summary`
+        (this turn's user message is always there, even alone over the budget).
+        `produced`: this turn's positions 1..n, all of them. `summary`: the conversation's
+        rolling summary. `left_out_turn`: the newest turn with a message left out."""
 
     async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
         """Count an attempt (1 on the first call) and say how the reasoner must go on:
@@ -123,6 +123,28 @@ class Store(Protocol):
         first frame it returns shows the gap.
         """
 
+    async def request_approval(
+        self, scope: Scope, turn_id: str, call_id: str, tool: str, arguments: dict[str, Any], expires_at: float
+    ) -> None:
+        """Keep a pending approval of (conversation, turn, call_id); asking again changes nothing."""
+
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
+        """The approval's state (`pending` past its `expires_at` reads `expired`); None if never asked."""
+
+    async def decide_approval(
+        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
+    ) -> ApprovalRecord:
+        """Decide the user's most recent approval with this call_id (the gateway knows no turn).
+
+        `NotFound` if the user has none, even if another user has one (nothing is revealed).
+        A pending one becomes `approved` / `denied` (`changed`), or `expired` past `expires_at`;
+        a decided one is returned as it is."""
+
+    async def take_tool_token(self, scope: Scope, tool: str, per_minute: int, now: float) -> TokenTaken:
+        """Count a call of `tool` by scope's tenant and user in the current fixed window
+        (`token_window`), atomically, for every replica; refused past `per_minute`, with the
+        seconds until the window ends. `per_minute` <= 0 is no limit (nothing is counted)."""
+
     async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
         """Keep a step's reasoning for audit (replacing an earlier record of the same step)."""
 
@@ -130,9 +152,5 @@ class Store(Protocol):
         """A turn's reasoning by step: for audits only, never for a user-facing reply."""
 
 
-def drop_orphan_tools(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """A window must not open on tool results: the model API rejects a result without its call."""
-    start = 0
-    while start < len(messages) and messages[start].role == "tool":
-        start += 1
-    return messages[start:]
+class Store(ConversationStore, KnowledgeStore, Protocol):
+    """Everything a backend implements: the conversation store and the remembered knowledge."""

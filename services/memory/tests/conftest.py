@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +19,7 @@ import aiohttp
 import pytest
 from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.main import service
+from agentry_memory.mongo import MongoStore
 from agentry_memory.store import Store
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
@@ -24,18 +28,58 @@ from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, SecretStr
+from pymongo import AsyncMongoClient
 
-# Each backend: how to build it on a fresh location. A MongoDB backend adds itself here.
+sys.path.insert(0, str(Path(__file__).parent))  # memory_fake_mongo, beside this file
+try:
+    from memory_fake_mongo import FakeMongoClient
+except ImportError:  # mongomock is not installed: no fake run
+    FakeMongoClient = None  # type: ignore[assignment,misc]
+
+MONGODB_URL = os.environ.get("MONGODB_URL")
+_FAKE_SERVERS: dict[Path, Any] = {}
+
+
+def _database(tmp_path: Path) -> str:
+    """One database per test (the same for every store the test opens)."""
+    return "agentry_test_" + hashlib.sha256(str(tmp_path).encode()).hexdigest()[:16]
+
+
+def _fake_mongo(tmp_path: Path) -> Store:
+    server = _FAKE_SERVERS.setdefault(tmp_path, FakeMongoClient())
+    return MongoStore("mongodb://fake", _database(tmp_path), client=server)
+
+
+# Each backend: how to build it on a fresh location (the test's tmp_path).
 BACKENDS: dict[str, Callable[[Path], Store]] = {
     "embedded": lambda tmp_path: EmbeddedStore(tmp_path / "data"),
+    # A real MongoDB whenever MONGODB_URL names one (CI: .github/workflows/mongodb.yml).
+    "mongodb": lambda tmp_path: MongoStore(str(MONGODB_URL), _database(tmp_path)),
+    # mongomock behind PyMongo's async API (tests/memory_fake_mongo.py): a stand-in, here.
+    "fakemongo": _fake_mongo,
 }
+# Parametrised only over what is there: no MONGODB_URL, no mongodb run (and no skip noise).
+BACKEND_PARAMS = [pytest.param("embedded")]
+if MONGODB_URL is not None:
+    BACKEND_PARAMS.append(pytest.param("mongodb", marks=pytest.mark.mongodb))
+if FakeMongoClient is not None:
+    BACKEND_PARAMS.append(pytest.param("fakemongo", marks=pytest.mark.fakemongo))
 
 
-@pytest.fixture(params=sorted(BACKENDS))
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fakemongo: the MongoDB store on mongomock (a stand-in, not MongoDB)")
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Callable[[], Store]]:
     """A factory, so a test can close a store and open another on the same data."""
     backend = BACKENDS[request.param]
-    return lambda: backend(tmp_path)
+    yield lambda: backend(tmp_path)
+    _FAKE_SERVERS.pop(tmp_path, None)
+    if request.param == "mongodb":
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(str(MONGODB_URL))
+        await client.drop_database(_database(tmp_path))
+        await client.close()
 
 
 @pytest.fixture

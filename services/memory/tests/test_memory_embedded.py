@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.embedded_schema import SCHEMA_VERSION
+from agentry_memory.tokens import message_tokens
+from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 
@@ -113,6 +115,9 @@ async def test_a_release_1_file_is_upgraded_in_place(tmp_path: Path, scope: Scop
         assert [f["seq"] for f in await store.frames_after(scope, 0, 100)] == [1, 2, 3, 4, 5, 6]
         assert await store.sweep_frames(time.time() - 3600) == 0  # old frames age from the upgrade
         assert await store.append_frame(scope, "open:end", {"type": "turn.started"}) == (7, True)
+        # Release 3: the kept messages got their token count, so the budget applies to them.
+        window = (await store.context(scope, "open", limit=100, max_tokens=10**6)).window
+        assert [m.tokens for m in window] == [message_tokens(ChatMessage(role="user", content="q"))] * 4
     finally:
         await store.close()
     with closing(sqlite3.connect(old / "memory.sqlite3")) as db:

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from agentry_memory.settings import service_settings
 from agentry_shared.bus import encode
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import TurnCompleted
@@ -24,6 +25,46 @@ from agentry_shared.contracts.turns import TurnRequested
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import MemoryFactory
+
+
+async def test_50_concurrent_turns_each_published_twice_are_kept_once_in_log_order(
+    start_memory: MemoryFactory,
+) -> None:
+    memory = await start_memory()
+    topology = memory.topology
+    scope = Scope(tenant_id="acme", user_id="alice", conversation_id=f"c-{uuid.uuid4().hex}")
+    key = str(topology.partition(scope.conversation_id))
+    turns = [
+        TurnRequested(
+            scope=scope,
+            turn_id=f"t{i:02}",
+            text=f"m{i:02}",
+            client_message_id=f"m{i:02}",
+            accepted_at=datetime.now(UTC),
+        )
+        for i in range(50)
+    ]
+    # Gateways publish at once, and a publisher that saw no confirm publishes again.
+    await asyncio.gather(*(memory.client.publish(topology.log_exchange, key, encode(t)) for t in turns + turns))
+    frames: list[dict[str, object]] = []
+    for _ in range(200):
+        reply = await memory.rpc(GetFrames(scope=scope, after_seq=0))
+        assert isinstance(reply, Frames)
+        frames = reply.frames
+        if len(frames) >= 50:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)  # the duplicates behind them are handled too
+    reply = await memory.rpc(GetFrames(scope=scope, after_seq=0))
+    assert isinstance(reply, Frames) and reply.frames == frames
+    assert [f["seq"] for f in frames] == list(range(1, 51))  # no gap, no duplicate
+    order = [str(f["id"]) for f in frames]
+    assert sorted(order) == [t.text for t in turns]  # every message, once
+    last = order[-1].replace("m", "t")
+    context = await memory.rpc(GetContext(scope=scope, turn_id=last))
+    assert isinstance(context, Context)
+    window = service_settings(memory.settings).memory_window_messages
+    assert [m.content for m in context.messages] == order[-window:]  # the conversation's order is the log's
 
 
 async def test_a_turn_and_an_event_through_the_broker(start_memory: MemoryFactory) -> None:

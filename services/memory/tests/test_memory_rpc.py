@@ -167,7 +167,7 @@ async def test_failures_are_replies(rpc: MemoryRpc, scope: Scope) -> None:
     assert await code(rpc, b'{"kind": "memory.get_context"}') == "invalid"
     assert await code(rpc, b'{"kind": "memory.cancel_turn", "tenant_id": "a"}') == "invalid"
     assert await code(rpc, b'{"kind": "memory.drop_database"}') == "invalid"
-    assert await code(rpc, TakeToolToken(scope=scope, tool="clock", per_minute=1)) == "unsupported"  # not yet
+    assert await code(rpc, TakeToolToken(scope=mallory, tool="clock", per_minute=1)) == "forbidden"
 
 
 async def test_an_unexpected_error_is_internal_and_logged(

@@ -1,0 +1,145 @@
+"""The values stores hand back, and the few rules about them every backend shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
+
+from agentry_memory.contracts_facts import FactCategory, TaskStatus
+
+FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message with where it sits in its conversation and what it costs in the window."""
+
+    turn_index: int
+    position: int
+    tokens: int
+    message: ChatMessage
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The rolling summary of a conversation: turns 1..`through_turn` are in it."""
+
+    text: str
+    through_turn: int
+    tokens: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What a reasoner needs to run or resume a turn, and what the summariser needs to know."""
+
+    window: list[StoredMessage]  # oldest first, ending with this turn's user message
+    produced: list[ChatMessage]  # this turn's own messages so far (positions 1..n)
+    summary: Summary | None = None  # the conversation's latest rolling summary
+    # The newest turn with a message the window left out (0: nothing was left out): turns up
+    # to it that the summary does not cover yet are what the summariser catches up on.
+    left_out_turn: int = 0
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        return [stored.message for stored in self.window]
+
+
+@dataclass(frozen=True)
+class TurnStatus:
+    conversation_id: str
+    state: TurnState
+    attempts: int
+    cancel_requested: bool
+    finished_by: str | None  # event_id of the frame that ended the turn
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A claim's answer: `new` (run it), `running` (someone else has it) or `done`."""
+
+    state: Literal["new", "running", "done"]
+    claimed_seconds_ago: float = 0.0
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    """An approval as a decision finds it; `changed` is True only for the call that decided
+    it (that one broadcasts), so a repeated decision changes and announces nothing."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    state: ApprovalState
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class TokenTaken:
+    allowed: bool
+    retry_after_seconds: float = 0.0
+
+
+# Tool-call rate limits count in fixed windows of this length (seconds).
+TOKEN_WINDOW_SECONDS = 60.0
+
+
+def token_window(now: float) -> float:
+    """The start of the fixed window `now` falls in: every replica computes the same one."""
+    return now - now % TOKEN_WINDOW_SECONDS
+
+
+def final_state(frame: dict[str, Any]) -> TurnState | None:
+    """The state a turn ends in when this frame is sequenced; None if it does not end one."""
+    if frame.get("type") == "turn.completed":
+        return "completed"
+    if frame.get("type") == "turn.failed":
+        error = frame.get("error") or {}
+        return "cancelled" if error.get("code") == "cancelled" else "failed"
+    return None
+
+
+@dataclass(frozen=True)
+class Fact:
+    """Something the user told that outlives its conversation (a preference, a decision...)."""
+
+    fact_id: str
+    text: str
+    category: FactCategory
+    conversation_id: str | None  # where it was told (or last confirmed)
+    turn_id: str | None
+    created_at: float
+    confirmed_at: float  # the last time it was told again
+
+
+@dataclass(frozen=True)
+class Task:
+    """A piece of work the agent tracks for the user across conversations."""
+
+    task_id: str
+    title: str
+    status: TaskStatus
+    progress: str
+    conversation_id: str | None
+    turn_id: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ReasoningStep:
+    step: int
+    text: str
+    recorded_at: float
+
+
+def drop_orphan_tools(messages: list[StoredMessage]) -> list[StoredMessage]:
+    """A window must not open on tool results: the model API rejects a result without its call."""
+    start = 0
+    while start < len(messages) and messages[start].message.role == "tool":
+        start += 1
+    return messages[start:]

@@ -1,0 +1,154 @@
+"""Approvals and tool rate limits through MemoryRpc: what the reasoner and gateway see."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from agentry_memory.rpc import MemoryRpc
+from agentry_memory.store import TOKEN_WINDOW_SECONDS, Store, token_window
+from agentry_shared.contracts.control import ApprovalDecided, ControlMessage
+from agentry_shared.contracts.memory import (
+    MEMORY_REPLY,
+    Approval,
+    ChatMessage,
+    DecideApproval,
+    Done,
+    GetApproval,
+    MemoryFailure,
+    MemoryReply,
+    RequestApproval,
+    TakeToolToken,
+    ToolToken,
+)
+from agentry_shared.contracts.scope import Scope
+from pydantic import BaseModel
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = token_window(time.time()) + 1
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Control:
+    def __init__(self) -> None:
+        self.sent: list[ControlMessage] = []
+        self.fail = False
+
+    async def __call__(self, message: ControlMessage) -> None:
+        if self.fail:
+            raise ConnectionError("broker gone")
+        self.sent.append(message)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def control() -> Control:
+    return Control()
+
+
+@pytest.fixture
+async def rpc(store: Store, scope: Scope, control: Control, clock: Clock) -> MemoryRpc:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="delete notes.txt"))
+    return MemoryRpc(store, window_messages=40, broadcast=control, clock=clock)
+
+
+async def ask(rpc: MemoryRpc, request: BaseModel) -> MemoryReply:
+    return MEMORY_REPLY.validate_json(await rpc.handle(request.model_dump_json().encode()))
+
+
+def approval(scope: Scope, state: str, turn_id: str = "t1", call_id: str = "c1") -> Approval:
+    return Approval.model_validate(
+        {"conversation_id": scope.conversation_id, "turn_id": turn_id, "call_id": call_id, "state": state}
+    )
+
+
+def request(scope: Scope, clock: Clock, timeout: float = 120.0) -> RequestApproval:
+    return RequestApproval(
+        scope=scope,
+        turn_id="t1",
+        call_id="c1",
+        tool="workspace_write",
+        arguments={"path": "notes.txt"},
+        expires_at=clock.now + timeout,
+    )
+
+
+async def test_the_reasoner_asks_and_the_user_approves(
+    rpc: MemoryRpc, scope: Scope, control: Control, clock: Clock
+) -> None:
+    get = GetApproval(scope=scope, turn_id="t1", call_id="c1")
+    assert await ask(rpc, get) == approval(scope, "pending")  # never asked reads pending
+    assert await ask(rpc, request(scope, clock)) == Done()
+    assert await ask(rpc, get) == approval(scope, "pending")
+    decide = DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=True)
+    assert await ask(rpc, decide) == approval(scope, "approved")
+    assert control.sent == [
+        ApprovalDecided(conversation_id=scope.conversation_id, turn_id="t1", call_id="c1", approved=True)
+    ]
+    assert await ask(rpc, get) == approval(scope, "approved")
+    no_longer = DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=False)
+    assert await ask(rpc, no_longer) == approval(scope, "approved")  # decided already: as it is, not broadcast
+    assert len(control.sent) == 1
+
+
+async def test_a_denial_is_broadcast_as_not_approved(
+    rpc: MemoryRpc, scope: Scope, control: Control, clock: Clock
+) -> None:
+    await ask(rpc, request(scope, clock))
+    decide = DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=False)
+    assert await ask(rpc, decide) == approval(scope, "denied")
+    assert [m.approved for m in control.sent if isinstance(m, ApprovalDecided)] == [False]
+
+
+async def test_too_late_is_expired_and_nobody_is_told(
+    rpc: MemoryRpc, scope: Scope, control: Control, clock: Clock
+) -> None:
+    await ask(rpc, request(scope, clock, timeout=120))
+    clock.now += 121
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "expired")
+    decide = DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=True)
+    assert await ask(rpc, decide) == approval(scope, "expired")
+    assert control.sent == []  # the reasoner stopped waiting at the same deadline
+
+
+async def test_a_lost_broadcast_still_answers_the_decision(
+    rpc: MemoryRpc, scope: Scope, control: Control, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ask(rpc, request(scope, clock))
+    control.fail = True
+    decide = DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=True)
+    assert await ask(rpc, decide) == approval(scope, "approved")  # recorded; the reasoner polls for it
+    assert "not broadcast" in caplog.text
+
+
+async def test_decisions_are_scoped_to_the_user(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
+    await ask(rpc, request(scope, clock))
+    for tenant, user, call in [("acme", "mallory", "c1"), ("other", "alice", "c1"), ("acme", "alice", "c9")]:
+        reply = await ask(rpc, DecideApproval(tenant_id=tenant, user_id=user, call_id=call, approved=True))
+        assert isinstance(reply, MemoryFailure) and reply.code == "not_found"
+    mallory = scope.model_copy(update={"user_id": "mallory"})
+    reply = await ask(rpc, GetApproval(scope=mallory, turn_id="t1", call_id="c1"))
+    assert isinstance(reply, MemoryFailure) and reply.code == "forbidden"
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "pending")
+
+
+async def test_tool_tokens_per_minute(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
+    take = TakeToolToken(scope=scope, tool="python", per_minute=2)
+    assert await ask(rpc, take) == ToolToken(allowed=True)
+    assert await ask(rpc, take) == ToolToken(allowed=True)
+    clock.now += 9
+    refused = await ask(rpc, take)
+    assert isinstance(refused, ToolToken) and not refused.allowed
+    assert refused.retry_after_seconds == pytest.approx(TOKEN_WINDOW_SECONDS - 10)
+    clock.now += TOKEN_WINDOW_SECONDS
+    assert await ask(rpc, take) == ToolToken(allowed=True)
+    unlimited = TakeToolToken(scope=scope, tool="python", per_minute=0)
+    assert all([await ask(rpc, unlimited) == ToolToken(allowed=True) for _ in range(5)])
