@@ -99,8 +99,24 @@ class MemorySettings(CommonSettings):
     mongodb_url: SecretStr | None = None
     mongodb_database: str = "agentry"
     memory_data_dir: Path = Path("./data/memory")
-    # How many recent messages a context carries (a token budget comes with issue 5).
-    memory_window_messages: int = Field(default=40, ge=1)
+    # The token budget bounds the window; the message count is only a safety cap.
+    memory_window_messages: int = Field(default=500, ge=1)
+    # Tokens (an estimate, see docs/memory.md) of everything a context carries: summary,
+    # recalled facts and the window. 8,000 leaves room for the system prompt, tools and the
+    # answer in today's 16k-128k models, and keeps each turn's cost bounded.
+    memory_window_tokens: int = Field(default=8000, ge=256)
+    # Unsummarised tokens left out of the window before the summary is refreshed.
+    memory_summary_trigger_tokens: int = Field(default=1000, ge=1)
+    # Facts put into each context (the most relevant to the new message) and tasks shown.
+    memory_recall_facts: int = Field(default=8, ge=0, le=20)
+    memory_recall_tasks: int = Field(default=5, ge=0, le=20)
+    # Reasoning traces are kept this long for audit, then swept.
+    memory_reasoning_retention_days: float = Field(default=30.0, gt=0)
+    # The model that writes the rolling summaries (the reasoner's variables and defaults).
+    openai_base_url: str = "http://127.0.0.1:8090/v1"
+    openai_api_key: SecretStr = SecretStr("offline")
+    llm_model: str = "agentry-offline"
+    memory_summary_timeout_seconds: float = Field(default=60.0, gt=0)
     # How long frames stay resumable (a client resuming from older gets `resume_gap`).
     memory_frame_retention_hours: float = Field(default=24.0, gt=0)
 
