@@ -11,9 +11,9 @@ import hashlib
 import sqlite3
 from typing import Any
 
+from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.contracts_facts import FactCategory, TaskStatus
 from agentry_memory.embedded_base import SqliteBase
 from agentry_memory.errors import Invalid
 from agentry_memory.facts import fact_key, same_fact, search_terms

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.scope import Scope
 from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from agentry_memory.contracts_facts import FactCategory, TaskStatus
 from agentry_memory.errors import Invalid
 from agentry_memory.facts import fact_key, same_fact, search_terms
 from agentry_memory.mongo_base import MongoBase, user_filter

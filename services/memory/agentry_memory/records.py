@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
-
-from agentry_memory.contracts_facts import FactCategory, TaskStatus
 
 FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
 

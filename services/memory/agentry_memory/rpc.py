@@ -13,6 +13,15 @@ from collections.abc import Awaitable, Callable
 from typing import assert_never
 
 from agentry_shared.contracts.control import ApprovalDecided, CancelRequested, ControlMessage
+from agentry_shared.contracts.facts import (
+    FACT_REQUEST,
+    FactReply,
+    FactRequest,
+    ListTasks,
+    RecallFacts,
+    RememberFact,
+    UpdateTask,
+)
 from agentry_shared.contracts.memory import (
     MEMORY_REQUEST,
     AppendMessages,
@@ -46,15 +55,6 @@ from agentry_shared.contracts.tools import ToolCompleted
 from agentry_shared.logs import bind_context
 from pydantic import ValidationError
 
-from agentry_memory.contracts_facts import (
-    FACT_REQUEST,
-    FactReply,
-    FactRequest,
-    ListTasks,
-    RecallFacts,
-    RememberFact,
-    UpdateTask,
-)
 from agentry_memory.errors import Forbidden, Invalid, NotFound
 from agentry_memory.hybrid import ContextAssembler
 from agentry_memory.metrics import RPC_DURATION, RPC_REQUESTS

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import assert_never
 
-from agentry_memory.contracts_facts import (
+from agentry_shared.contracts.facts import (
     FactRemembered,
     FactReply,
     FactRequest,
@@ -20,6 +20,7 @@ from agentry_memory.contracts_facts import (
     TaskView,
     UpdateTask,
 )
+
 from agentry_memory.records import Fact, Task
 from agentry_memory.store import Store
 

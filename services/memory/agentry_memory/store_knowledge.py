@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.contracts_facts import FactCategory, TaskStatus
 from agentry_memory.records import Fact, ReasoningStep, StoredMessage, Summary, Task
 
 

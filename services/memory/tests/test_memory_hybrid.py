@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from agentry_memory.contracts_facts import RememberFact
 from agentry_memory.facts import FACTS_HEADER
 from agentry_memory.hybrid import ContextAssembler
 from agentry_memory.llm import OpenAISummaryModel
@@ -22,6 +21,7 @@ from agentry_memory.store import Store
 from agentry_memory.summaries import SUMMARY_HEADER, Summarizer, SummaryModel
 from agentry_memory.tokens import message_tokens
 from agentry_shared.contracts.control import ControlMessage
+from agentry_shared.contracts.facts import RememberFact
 from agentry_shared.contracts.memory import MEMORY_REPLY, ChatMessage, Context, GetContext
 from agentry_shared.contracts.scope import Scope
 

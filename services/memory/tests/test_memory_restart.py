@@ -19,7 +19,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agentry_memory.contracts_facts import (
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.facts import (
     FACT_REPLY,
     FactsRecalled,
     ListTasks,
@@ -28,8 +30,6 @@ from agentry_memory.contracts_facts import (
     TaskList,
     UpdateTask,
 )
-from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import TurnCompleted
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from agentry_memory.contracts_facts import (
+from agentry_memory.rpc import MemoryRpc
+from agentry_memory.store import Store
+from agentry_shared.contracts.control import ControlMessage
+from agentry_shared.contracts.facts import (
     FACT_REPLY,
     FactRemembered,
     FactReply,
@@ -15,9 +18,6 @@ from agentry_memory.contracts_facts import (
     TaskUpdated,
     UpdateTask,
 )
-from agentry_memory.rpc import MemoryRpc
-from agentry_memory.store import Store
-from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.memory import MemoryFailure
 from agentry_shared.contracts.scope import Scope
 from pydantic import BaseModel

@@ -1,15 +1,15 @@
 """RPCs for remembered facts and task progress: what the `remember` / `recall` / task tools
-call. They live here until they move to `agentry_shared.contracts.memory` (the tool-runner,
-which runs these tools, must not import this service): same shape, same `kind`s.
+of the tool-runner call on the memory service.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, Field, TypeAdapter
+
 from agentry_shared.contracts.memory import MemoryFailure
 from agentry_shared.contracts.scope import Scope
-from pydantic import BaseModel, Field, TypeAdapter
 
 FactCategory = Literal["preference", "decision", "task", "other"]
 TaskStatus = Literal["open", "in_progress", "blocked", "done"]
