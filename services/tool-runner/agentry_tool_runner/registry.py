@@ -15,6 +15,7 @@ from agentry_tool_runner.tools import (
     calculator,
     current_time,
     http_fetch,
+    memory,
     python,
     search_docs,
     workspace_read,
@@ -57,5 +58,6 @@ REGISTRY = Registry(
         search_docs.TOOL,
         workspace_read.TOOL,
         workspace_write.TOOL,
+        *memory.TOOLS,
     ]
 )

@@ -25,6 +25,10 @@ _IMPLEMENTATION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 Network = Literal["none", "allowlist"]
 # The calling user's folder: not mounted, mounted read-only, or read-write.
 WorkspaceAccess = Literal["none", "read", "write"]
+# "child": the implementation runs in a (sandboxed) child process. "memory": the worker
+# calls the implementation to build one memory-service request and returns its reply;
+# for our own tools that only read or write the user's memory, never code of the model's.
+Backend = Literal["child", "memory"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Tool:
     # False only for pure functions of their arguments (no files, no network, no code from
     # the model): those still run, without the sandbox, when bubblewrap is missing.
     requires_sandbox: bool = True
+    backend: Backend = "child"
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -58,6 +58,10 @@ async def test_the_catalog_lists_every_tool(sandbox_worker: RealWorker) -> None:
         "search_docs": ("default", "read_only"),
         "workspace_read": ("default", "read_only"),
         "workspace_write": ("default", "destructive"),
+        "remember": ("default", "idempotent"),
+        "recall": ("default", "read_only"),
+        "task_update": ("default", "idempotent"),
+        "task_list": ("default", "read_only"),
     }
 
 
