@@ -41,7 +41,7 @@ async def test_destructive_tool_runs_only_after_approval(stack: Stack) -> None:
         assert not any(f["type"] == "tool.started" for f in frames)  # nothing ran yet
         await send(ws, {"type": "approve", "call_id": required["call_id"], "approved": True})
         rest = await until_turn_ends(ws)
-        assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [True]
+        assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [True], rest[-1]
         conversation = required["conversation_id"]
         read_back = await converse(ws, "read notes.txt", conversation_id=conversation)
         assert "hello from agentry" in answer(read_back)

@@ -11,7 +11,14 @@ import time
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout
-from agentry_shared.contracts.memory import MEMORY_REPLY, Approval, GetApproval, RequestApproval
+from agentry_shared.contracts.memory import (
+    MEMORY_REPLY,
+    Approval,
+    GetApproval,
+    MemoryFailure,
+    MemoryReply,
+    RequestApproval,
+)
 from agentry_shared.contracts.scope import Scope
 from pydantic import BaseModel
 
@@ -53,18 +60,21 @@ class BrokerApprovals:
         self._scope = scope
         self._turn_id = turn_id
 
-    async def _call(self, request: BaseModel) -> Approval:
+    async def _call(self, request: BaseModel) -> MemoryReply:
         try:
             body = await self._bus.request(self._bus.topology.memory_rpc_queue, request.model_dump_json().encode())
         except RpcTimeout as exc:
             raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
         reply = MEMORY_REPLY.validate_json(body)
-        if not isinstance(reply, Approval):
-            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        if isinstance(reply, MemoryFailure):
+            raise TurnAborted(f"memory_{reply.code}", reply.message)
         return reply
 
     async def _state(self, call_id: str) -> str:
-        return (await self._call(GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))).state
+        reply = await self._call(GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))
+        if not isinstance(reply, Approval):
+            raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        return reply.state
 
     async def decision(self, call_id: str) -> bool | None:
         state = await self._state(call_id)
