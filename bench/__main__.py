@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS: list[str] = ["tools", "memory"]
+BENCHMARKS: list[str] = ["gateway", "tools", "memory"]
 
 
 def main() -> None:
