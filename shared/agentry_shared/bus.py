@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -175,21 +176,25 @@ class Bus:
 
     async def request(self, queue: str, body: bytes, *, timeout: float = 10.0) -> bytes:
         """Send to a queue and wait for the reply; raises RpcTimeout."""
-        channel = await self._ensure_rpc_channel()
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    body,
-                    content_type="application/json",
-                    reply_to=REPLY_TO,
-                    correlation_id=correlation_id,
-                    expiration=timeout,
-                ),
-                routing_key=queue,
-            )
+            try:
+                channel = await self._ensure_rpc_channel()
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        content_type="application/json",
+                        reply_to=REPLY_TO,
+                        correlation_id=correlation_id,
+                        expiration=timeout,
+                    ),
+                    routing_key=queue,
+                )
+            except (aiormq.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError) as exc:
+                # The robust connection is reconnecting: to the caller it is "no reply", retryable.
+                raise RpcTimeout(f"broker unavailable for a request to {queue}: {exc}") from exc
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
             raise RpcTimeout(f"no reply from {queue} within {timeout}s") from exc

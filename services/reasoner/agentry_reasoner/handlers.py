@@ -166,6 +166,9 @@ class TurnConsumer:
                 log.warning("turn could not run; retrying", extra={"code": exc.code, "pause_s": pause})
             except (aio_pika.exceptions.AMQPError, TimeoutError):
                 log.warning("broker did not confirm a publish; retrying", exc_info=True, extra={"pause_s": pause})
+            except Exception:
+                # Never leave a delivery unsettled: that would stall the partition for good.
+                log.exception("turn could not run; retrying", extra={"pause_s": pause})
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
 
