@@ -60,6 +60,8 @@ class Intake:
             text=text,
             client_message_id=client_message_id,
             accepted_at=datetime.now(UTC),
+            # W3C trace context: the turn's trace starts here and rides on every message of it.
+            traceparent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
         )
         topology = self._bus.topology
         with bind_context(conversation_id=scope.conversation_id, turn_id=turn.turn_id):
