@@ -126,11 +126,12 @@ class Stack:
 async def delete_namespace(namespace: str) -> None:
     """Drop every queue and exchange this stack's namespace created."""
     from agentry_shared.topology import Topology
+    from agentry_tool_runner.registry import REGISTRY
 
     topology = Topology(namespace, 4)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        for name in [*topology.durable_queues(pools=["default", "sandbox"])]:
+        for name in topology.durable_queues(pools=REGISTRY.pools()):
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await channel.queue_delete(name)
