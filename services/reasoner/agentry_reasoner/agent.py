@@ -7,7 +7,6 @@ as ports, so the loop runs the same against the real services and in unit tests.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -27,10 +26,11 @@ from agentry_shared.contracts.frames import (
     TurnStarted,
 )
 from agentry_shared.contracts.memory import ChatMessage, TurnBegun
-from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
+from agentry_reasoner.checkpoint import final_answer, unanswered_calls
 from agentry_reasoner.coalesce import DeltaCoalescer
-from agentry_reasoner.guardrails import argument_errors
+from agentry_reasoner.guardrails import check_call, checked_message, tool_error, tool_message
 from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS
 from agentry_reasoner.model import (
     Model,
@@ -246,7 +246,7 @@ class Turn:
         return tool_error(call, reason, message)
 
     async def _run_tool(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
-        checked = self._check(call, by_name)
+        checked = check_call(call, by_name)
         if isinstance(checked, ToolCompleted):
             return await self._refuse(
                 call, checked.error.code if checked.error else "invalid", checked_message(checked)
@@ -281,57 +281,3 @@ class Turn:
             )
         )
         return await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
-
-    def _check(
-        self, call: ToolCall, by_name: dict[str, ToolDescriptor]
-    ) -> tuple[ToolDescriptor, dict[str, Any]] | ToolCompleted:
-        """Mistakes of the model come back to it as tool errors it can correct."""
-        tool = by_name.get(call.name)
-        if tool is None:
-            return tool_error(call, "unknown_tool", f"No tool named {call.name!r}. Available: {sorted(by_name)}")
-        try:
-            arguments = json.loads(call.arguments)
-        except json.JSONDecodeError as exc:
-            return tool_error(call, "invalid_arguments", f"Arguments are not valid JSON: {exc.msg}")
-        if not isinstance(arguments, dict):
-            return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
-        problem = argument_errors(tool, arguments)
-        if problem is not None:
-            return tool_error(call, "invalid_arguments", f"Arguments do not match the {tool.name} schema: {problem}")
-        return tool, arguments
-
-
-def checked_message(result: ToolCompleted) -> str:
-    return result.error.message if result.error else "invalid call"
-
-
-def final_answer(produced: list[ChatMessage]) -> str | None:
-    """A checkpoint that ends in an assistant message without tool calls is finished."""
-    if produced and produced[-1].role == "assistant" and not produced[-1].tool_calls:
-        return produced[-1].content or ""
-    return None
-
-
-def unanswered_calls(produced: list[ChatMessage]) -> list[ToolCall]:
-    """Calls of the last step whose results were not checkpointed (the turn was interrupted)."""
-    last = next((i for i in range(len(produced) - 1, -1, -1) if produced[i].role == "assistant"), None)
-    if last is None or not produced[last].tool_calls:
-        return []
-    answered = {m.tool_call_id for m in produced[last + 1 :] if m.role == "tool"}
-    return [
-        ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments") or "{}")
-        for c in produced[last].tool_calls or []
-        if c["id"] not in answered
-    ]
-
-
-def tool_error(call: ToolCall, code: str, message: str) -> ToolCompleted:
-    return ToolCompleted(call_id=call.call_id, tool=call.name, ok=False, error=ToolError(code=code, message=message))
-
-
-def tool_message(result: ToolCompleted) -> str:
-    """What the model reads back: the output, or the error it can act on."""
-    if result.ok:
-        return result.output
-    error = result.error or ToolError(code="failed", message="unknown error")
-    return json.dumps({"error": {"code": error.code, "message": error.message}})

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentry_shared.contracts.tools import ToolDescriptor
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 from jsonschema import Draft202012Validator
+
+from agentry_reasoner.model import ToolCall
 
 _validators: dict[tuple[str, str], Draft202012Validator] = {}
 
@@ -26,3 +28,38 @@ def argument_errors(tool: ToolDescriptor, arguments: dict[str, Any]) -> str | No
         where = "/".join(str(p) for p in error.path) or "arguments"
         said.append(f"{where}: {error.message}")
     return "; ".join(said)
+
+
+def check_call(
+    call: ToolCall, by_name: dict[str, ToolDescriptor]
+) -> tuple[ToolDescriptor, dict[str, Any]] | ToolCompleted:
+    """Mistakes of the model come back to it as tool errors it can correct."""
+    tool = by_name.get(call.name)
+    if tool is None:
+        return tool_error(call, "unknown_tool", f"No tool named {call.name!r}. Available: {sorted(by_name)}")
+    try:
+        arguments = json.loads(call.arguments)
+    except json.JSONDecodeError as exc:
+        return tool_error(call, "invalid_arguments", f"Arguments are not valid JSON: {exc.msg}")
+    if not isinstance(arguments, dict):
+        return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
+    problem = argument_errors(tool, arguments)
+    if problem is not None:
+        return tool_error(call, "invalid_arguments", f"Arguments do not match the {tool.name} schema: {problem}")
+    return tool, arguments
+
+
+def checked_message(result: ToolCompleted) -> str:
+    return result.error.message if result.error else "invalid call"
+
+
+def tool_error(call: ToolCall, code: str, message: str) -> ToolCompleted:
+    return ToolCompleted(call_id=call.call_id, tool=call.name, ok=False, error=ToolError(code=code, message=message))
+
+
+def tool_message(result: ToolCompleted) -> str:
+    """What the model reads back: the output, or the error it can act on."""
+    if result.ok:
+        return result.output
+    error = result.error or ToolError(code="failed", message="unknown error")
+    return json.dumps({"error": {"code": error.code, "message": error.message}})
