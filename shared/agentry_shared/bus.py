@@ -64,18 +64,30 @@ class Bus:
         self._rpc_channel: AbstractRobustChannel | None = None
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._rpc_lock = asyncio.Lock()
+        self._restored = False
 
     @property
     def connected(self) -> bool:
-        return self.connection is not None and not self.connection.is_closed
+        """Connected and every channel restored: what readiness means (a reconnected
+        transport whose channels are still being restored cannot take work yet)."""
+        return self.connection is not None and not self.connection.is_closed and self._restored
+
+    def _on_lost(self, *_: object) -> None:
+        self._restored = False
+
+    def _on_restored(self, *_: object) -> None:
+        self._restored = True
 
     async def connect(self) -> None:
         self.connection = await aio_pika.connect_robust(
             self.url, client_properties={"connection_name": self.name}
         )
+        self.connection.close_callbacks.add(self._on_lost)
+        self.connection.reconnect_callbacks.add(self._on_restored)  # fired after channels are restored
         # A work message that no queue takes must fail loudly, never vanish.
         self._publish_channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         await self.declare_exchanges()
+        self._restored = True
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -20,9 +20,9 @@ MAX_RETRY = 5.0
 
 
 def connected(bus: Bus) -> bool:
-    """Connected now: not closed, and not between a connection loss and the reconnect."""
+    """Connected now, with every channel restored after a reconnect (`Bus.connected`)."""
     connection = bus.connection
-    return connection is not None and not connection.is_closed and connection.connected.is_set()
+    return bus.connected and connection is not None and connection.connected.is_set()
 
 
 async def connect_until_up(bus: Bus) -> None:
