@@ -10,19 +10,16 @@ import asyncio
 import time
 from typing import Any
 
-from agentry_shared.bus import Bus, RpcTimeout
+from agentry_shared.bus import Bus
 from agentry_shared.contracts.memory import (
-    MEMORY_REPLY,
     Approval,
     GetApproval,
-    MemoryFailure,
-    MemoryReply,
     RequestApproval,
 )
 from agentry_shared.contracts.scope import Scope
-from pydantic import BaseModel
 
 from agentry_reasoner.agent import TurnAborted
+from agentry_reasoner.broker_ports import memory_call
 
 POLL_S = 1.0
 
@@ -60,18 +57,8 @@ class BrokerApprovals:
         self._scope = scope
         self._turn_id = turn_id
 
-    async def _call(self, request: BaseModel) -> MemoryReply:
-        try:
-            body = await self._bus.request(self._bus.topology.memory_rpc_queue, request.model_dump_json().encode())
-        except RpcTimeout as exc:
-            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
-        reply = MEMORY_REPLY.validate_json(body)
-        if isinstance(reply, MemoryFailure):
-            raise TurnAborted(f"memory_{reply.code}", reply.message)
-        return reply
-
     async def _state(self, call_id: str) -> str:
-        reply = await self._call(GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))
+        reply = await memory_call(self._bus, GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))
         if not isinstance(reply, Approval):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
         return reply.state
@@ -82,7 +69,8 @@ class BrokerApprovals:
 
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
         deadline = time.time() + timeout_s
-        await self._call(
+        await memory_call(
+            self._bus,
             RequestApproval(
                 scope=self._scope,
                 turn_id=self._turn_id,
@@ -90,7 +78,7 @@ class BrokerApprovals:
                 tool=tool,
                 arguments=arguments,
                 expires_at=deadline,
-            )
+            ),
         )
         try:
             while (left := deadline - time.time()) > 0:

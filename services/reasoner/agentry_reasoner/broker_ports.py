@@ -81,6 +81,22 @@ class BrokerEvents:
             await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, body)
 
 
+async def memory_call(bus: Bus, request: BaseModel, *, accept_unsupported: bool = False) -> MemoryReply:
+    """One memory RPC for the turn: no answer or a refusal ends in TurnAborted (code
+    `memory_<why>`), which the consumer retries in place. `accept_unsupported` hands back an
+    `unsupported` failure instead (a memory version without that request)."""
+    try:
+        body = await bus.request(
+            bus.topology.memory_rpc_queue, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
+        )
+    except RpcTimeout as exc:
+        raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
+    reply = MEMORY_REPLY.validate_json(body)
+    if isinstance(reply, MemoryFailure) and not (accept_unsupported and reply.code == "unsupported"):
+        raise TurnAborted(f"memory_{reply.code}", reply.message)
+    return reply
+
+
 class BrokerMemory:
     def __init__(self, bus: Bus, scope: Scope, turn_id: str) -> None:
         self._bus = bus
@@ -88,16 +104,7 @@ class BrokerMemory:
         self._turn_id = turn_id
 
     async def _call(self, request: BaseModel) -> MemoryReply:
-        try:
-            body = await self._bus.request(
-                self._bus.topology.memory_rpc_queue, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
-            )
-        except RpcTimeout as exc:
-            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
-        reply = MEMORY_REPLY.validate_json(body)
-        if isinstance(reply, MemoryFailure):
-            raise TurnAborted(f"memory_{reply.code}", reply.message)
-        return reply
+        return await memory_call(self._bus, request)
 
     async def begin(self) -> TurnBegun:
         reply = await self._call(BeginTurn(scope=self._scope, turn_id=self._turn_id))
@@ -169,12 +176,8 @@ class BrokerTools:
 
     async def take_token(self, tool: ToolDescriptor) -> float:
         request = TakeToolToken(scope=self._scope, tool=tool.name, per_minute=self._per_minute)
-        try:
-            body = await self._bus.request(self._bus.topology.memory_rpc_queue, request.model_dump_json().encode())
-        except RpcTimeout as exc:
-            raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
-        reply = MEMORY_REPLY.validate_json(body)
-        if isinstance(reply, MemoryFailure) and reply.code == "unsupported":
+        reply = await memory_call(self._bus, request, accept_unsupported=True)
+        if isinstance(reply, MemoryFailure):
             return 0.0  # a memory version without rate limits (rolling upgrade): let the call go
         if not isinstance(reply, ToolToken):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
