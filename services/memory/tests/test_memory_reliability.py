@@ -8,7 +8,6 @@ connection through it and refuses new ones for a while, as a broker restart woul
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from agentry_shared.contracts.memory import (
 )
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.testing import CuttableProxy
 from aio_pika.abc import AbstractIncomingMessage
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
@@ -102,60 +102,6 @@ async def test_a_dead_turn_memory_never_saw_is_accepted_then_failed(start_memory
     seen = await frames_until_failed(memory, frames)
     assert [(f["type"], f["seq"]) for f in seen.values()] == [("message.accepted", 1), ("turn.failed", 2)]
     assert seen[2]["error"]["code"] == "poison"
-
-
-class CuttableProxy:
-    """A TCP relay to the broker: `cut` drops every connection through it and refuses new
-    ones until `mend`, which is what a broker restart looks like from the client."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self.down = False
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down:
-            writer.transport.abort()
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, up_writer}
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        sink.close()
-
-    def cut(self) -> None:
-        self.down = True
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    def mend(self) -> None:
-        self.down = False
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @pytest.fixture

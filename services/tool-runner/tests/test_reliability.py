@@ -6,7 +6,6 @@ the `probe_record_*` tools, which append their pid to a file per run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import signal
 import time
@@ -18,6 +17,7 @@ from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
+from agentry_shared.testing import CuttableProxy
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import MemoryStandIn, RunnerFactory, WorkerFactory
@@ -191,52 +191,6 @@ async def test_a_worker_killed_mid_call_takes_its_child_along(
     assert runs(log) == [child]  # not run twice
     kept = memory.kept(asked.turn_id, asked.call_id)
     assert kept is not None and code(kept) == "interrupted"
-
-
-class CuttableProxy:
-    """A TCP relay to the broker whose connections the test can cut: a connection loss for
-    one tool-runner, without touching the broker everyone else uses."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = 0
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._server: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self._writers |= {writer, up_writer}
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await source.read(65536):
-                sink.write(data)
-                await sink.drain()
-        sink.close()
-
-    def cut(self) -> None:
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
 
 
 async def test_a_result_finished_while_disconnected_is_not_lost(
