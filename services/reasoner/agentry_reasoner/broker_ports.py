@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout
@@ -43,6 +44,11 @@ log = logging.getLogger(__name__)
 MEMORY_TIMEOUT_S = 10.0
 
 
+class HandedBack(Exception):
+    """The broker took the turn back (our connection was lost): this attempt must stop and
+    publish nothing more; the redelivered turn is resumed from its checkpoint."""
+
+
 class BrokerEvents:
     """Publishes a turn's frames to its conversation's log partition, one at a time, in order.
 
@@ -51,9 +57,18 @@ class BrokerEvents:
     (a replica died holding it), the client sees each of them once.
     """
 
-    def __init__(self, bus: Bus, scope: Scope, turn_id: str, attempt: int, traceparent: str | None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        scope: Scope,
+        turn_id: str,
+        attempt: int,
+        traceparent: str | None,
+        still_ours: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._bus = bus
         self._attempt = attempt
+        self._still_ours = still_ours
         self._scope = scope
         self._turn_id = turn_id
         self._traceparent = traceparent
@@ -63,6 +78,8 @@ class BrokerEvents:
 
     async def emit(self, frame: ServerFrame) -> None:
         async with self._lock:
+            if not self._still_ours():
+                raise HandedBack(self._turn_id)
             self._next += 1
             if frame.type == "turn.started":
                 event_id = f"{self._turn_id}:started"

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 
 from agentry_reasoner.agent import Budget, Turn, TurnAborted
 from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
-from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache
+from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache, HandedBack
 from agentry_reasoner.metrics import TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
 from agentry_reasoner.model import Model
 
@@ -54,6 +55,9 @@ class TurnConsumer:
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._running: dict[str, asyncio.Task[Any]] = {}  # turn_id -> the task running it
         self._cancel_requested: set[str] = set()
+        # Bumped when the broker connection is lost: a delivery from an older generation has
+        # been taken back by the broker, and its attempt must stop (see HandedBack).
+        self._generation = 0
         self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, turns using it
         self._stopping = False
         self.approvals = ApprovalBoard()
@@ -93,6 +97,7 @@ class TurnConsumer:
         so a turn never runs twice at the same time (it is redelivered, then resumed)."""
         if self._stopping:
             return
+        self._generation += 1
         for turn_id, task in list(self._running.items()):
             log.warning("broker connection lost; handing the turn back", extra={"turn_id": turn_id})
             task.cancel()
@@ -140,8 +145,12 @@ class TurnConsumer:
             self._running[turn.turn_id] = task
             TURNS_IN_FLIGHT.inc()
             started = time.monotonic()
+            generation = self._generation
             try:
-                outcome = await self._run_until_done(turn)
+                outcome = await self._run_until_done(turn, lambda: self._generation == generation)
+            except HandedBack:
+                log.warning("turn handed back unfinished; the broker redelivers it")
+                return
             except asyncio.CancelledError:
                 log.warning("turn handed back unfinished; the broker redelivers it")
                 raise
@@ -155,13 +164,16 @@ class TurnConsumer:
             elapsed_ms = int((time.monotonic() - started) * 1000)
             log.info("turn finished", extra={"outcome": outcome, "elapsed_ms": elapsed_ms})
 
-    async def _run_until_done(self, turn: TurnRequested) -> str:
+    async def _run_until_done(self, turn: TurnRequested, still_ours: Callable[[], bool]) -> str:
         """Memory or the broker failing under a turn is retried in place, with backoff: a
-        requeue would let the conversation's next turn overtake this one."""
+        requeue would let the conversation's next turn overtake this one. Once the broker
+        took the delivery back (connection lost), retrying would run the turn twice."""
         pause = 0.5
         while True:
+            if not still_ours():
+                raise HandedBack(turn.turn_id)
             try:
-                return await self._run(turn)
+                return await self._run(turn, still_ours)
             except TurnAborted as exc:
                 log.warning("turn could not run; retrying", extra={"code": exc.code, "pause_s": pause})
             except (aio_pika.exceptions.AMQPError, TimeoutError):
@@ -172,11 +184,11 @@ class TurnConsumer:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
 
-    async def _run(self, request: TurnRequested) -> str:
+    async def _run(self, request: TurnRequested, still_ours: Callable[[], bool]) -> str:
         scope, turn_id = request.scope, request.turn_id
         memory = BrokerMemory(self.bus, scope, turn_id)
         begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
-        events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent)
+        events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent, still_ours)
         turn = Turn(
             conversation_id=scope.conversation_id,
             turn_id=turn_id,
@@ -214,7 +226,7 @@ class TurnConsumer:
             current.uncancel()
             await turn.fail("cancelled", "The turn was cancelled.")
             return "cancelled"
-        except (TurnAborted, aio_pika.exceptions.AMQPError):
+        except (TurnAborted, HandedBack, aio_pika.exceptions.AMQPError):
             raise  # infrastructure trouble: retried by the caller, not a failure of the turn
         except Exception as exc:
             log.exception("turn crashed")
