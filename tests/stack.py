@@ -120,15 +120,19 @@ class Stack:
             self.terminate(proc)
         # A thread of its own: close() is also called from async tests, inside a running loop.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            pool.submit(asyncio.run, delete_namespace(self.namespace)).result()
+            pool.submit(asyncio.run, delete_namespace(self.namespace, int(self.env["AGENTRY_PARTITIONS"]))).result()
+
+    def replicas(self, name: str) -> list[Proc]:
+        """The live processes of one service."""
+        return [p for p in self.procs if p.name == name and p.alive()]
 
 
-async def delete_namespace(namespace: str) -> None:
+async def delete_namespace(namespace: str, partitions: int) -> None:
     """Drop every queue and exchange this stack's namespace created."""
     from agentry_shared.topology import Topology
     from agentry_tool_runner.registry import REGISTRY
 
-    topology = Topology(namespace, 4)
+    topology = Topology(namespace, partitions)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         for name in topology.durable_queues(pools=REGISTRY.pools()):

@@ -21,8 +21,14 @@ class CommonSettings(BaseSettings):
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     # Prefix of every exchange and queue name; tests give each run its own.
     agentry_namespace: str = Field(default="agentry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    # Number of partitions turns and events are spread over (per-conversation order).
-    agentry_partitions: int = Field(default=8, ge=1, le=256)
+    # Number of partitions turns and events are spread over (per-conversation order). It
+    # caps the replicas that can share the work of a role: keep it >= the HPA's maximum.
+    # Every service of a namespace must agree; see docs/deploy.md before changing it live.
+    agentry_partitions: int = Field(default=64, ge=1, le=1024)
+    # Replicas of a role announce themselves this often; one silent for the timeout is gone
+    # and its partitions move to the others.
+    agentry_heartbeat_seconds: float = Field(default=1.0, gt=0, le=10)
+    agentry_member_timeout_seconds: float = Field(default=4.0, gt=0, le=60)
     # A work message delivered this many times without an ack goes to the dead-letter queue.
     agentry_delivery_limit: int = Field(default=20, ge=1)
     log_level: str = "INFO"

@@ -8,12 +8,14 @@ The path of a turn through the broker:
     memory  --ServerFrame-->  frames     (routing key = conversation_id; gateways bind)
     reasoner --ToolRequested--> tools.<pool> (tool-runner; reply to the caller)
     anyone  --MemoryRequest--> memory.rpc, --CatalogRequested--> tools.catalog
+    replicas --Heartbeat--> members       (routing key = role: who is alive, who owns what)
     memory  --CancelRequested--> control (fanout: every reasoner and tool-runner)
     dead    <-- work messages that failed `x-delivery-limit` times (memory tells the user)
 
 `log.<p>` and `turns.<p>` are quorum queues with single-active-consumer and the same
 partition of a conversation, so each conversation has exactly one writer of its event
-sequence and one reasoner at a time, whatever the number of replicas.
+sequence and one reasoner at a time, whatever the number of replicas. Which replica
+subscribes to which partition is decided by `partitions/` (each does its share).
 """
 
 from __future__ import annotations
@@ -65,6 +67,11 @@ class Topology:
         return f"{self.namespace}.control"
 
     @property
+    def members_exchange(self) -> str:
+        """Heartbeats of the replicas of each role (routing key = role), see partitions/."""
+        return f"{self.namespace}.members"
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.namespace}.dead"
 
@@ -110,5 +117,6 @@ class Topology:
             self.frames_exchange,
             self.tools_exchange,
             self.control_exchange,
+            self.members_exchange,
             self.dead_letter_exchange,
         ]

@@ -75,7 +75,7 @@ async def test_supervisor_restarts_a_killed_service_and_stops_everything_on_ctrl
             supervisor.kill()
         from tests.stack import delete_namespace
 
-        await delete_namespace(stack.namespace)
+        await delete_namespace(stack.namespace, int(stack.env["AGENTRY_PARTITIONS"]))
     assert set(PORT_VARS) == set(ORDER)
 
 

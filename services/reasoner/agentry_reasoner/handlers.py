@@ -1,11 +1,17 @@
-"""Consumes turns from every partition and runs each through the agent loop.
+"""Consumes the turns of this replica's partitions and runs each through the agent loop.
 
-Each `turns.<p>` queue has a single active consumer across all replicas, so one replica
-sees a partition's turns, in the order they were accepted. It takes several at once and
-runs them under a FIFO lock per conversation: one turn of a conversation at a time, in
-order, while other conversations go on. A turn is acked only after its last frame is
-confirmed; a replica that dies mid-turn leaves its unacked turns to the next one (the
-broker returns them in queue order), which resumes each from its checkpoint.
+Replicas share the `turns.<p>` partitions (agentry_shared.partitions decides who holds
+which); each partition this replica holds has a channel of its own. Turns of a partition
+arrive in the order they were accepted; several are taken at once and run under a FIFO
+lock per conversation: one turn of a conversation at a time, in order, while other
+conversations go on. A turn is acked only after its last frame is confirmed.
+
+Letting a partition go (it moved to another replica, or this one stops) never cancels
+the consumer first: that would make the broker activate the next subscriber while turns
+are still in hand here. Instead no new turn of it starts, the running ones finish (or are
+handed back when the time is up), and then its channel closes, which returns what is
+left in queue order and activates the new owner in one step. A replica that dies leaves
+its unacked turns to the next owner the same way, which resumes each from its checkpoint.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +30,7 @@ from agentry_shared.bus import Bus
 from agentry_shared.contracts.control import CONTROL_MESSAGE, ApprovalDecided
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
+from agentry_shared.partitions import PartitionShare
 from agentry_shared.settings import ReasonerSettings
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
@@ -30,10 +38,20 @@ from pydantic import ValidationError
 from agentry_reasoner.agent import Budget, Turn, TurnAborted
 from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
 from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache, HandedBack
-from agentry_reasoner.metrics import TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
+from agentry_reasoner.metrics import PARTITIONS_OWNED, REBALANCES, TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
 from agentry_reasoner.model import Model
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Partition:
+    """One held `turns.<p>`: its own channel, so closing it hands back exactly its turns."""
+
+    number: int
+    channel: AbstractRobustChannel
+    draining: bool = False
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
 class TurnConsumer:
@@ -53,6 +71,16 @@ class TurnConsumer:
         )
         self._channel: AbstractRobustChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._partitions: dict[int, Partition] = {}
+        self.share = PartitionShare(
+            bus,
+            "reasoner",
+            settings,
+            acquire=self._acquire,
+            release=self._release,
+            owned=PARTITIONS_OWNED,
+            rebalances=REBALANCES,
+        )
         self._running: dict[str, asyncio.Task[Any]] = {}  # turn_id -> the task running it
         self._cancel_requested: set[str] = set()
         # Bumped when the broker connection is lost: a delivery from an older generation has
@@ -60,6 +88,7 @@ class TurnConsumer:
         self._generation = 0
         self._conversation_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, turns using it
         self._stopping = False
+        self._release_grace = settings.shutdown_grace_seconds
         self.approvals = ApprovalBoard()
 
     async def start(self) -> None:
@@ -70,27 +99,53 @@ class TurnConsumer:
         )
         await control.bind(topology.control_exchange)
         self._consumers.append((control, await control.consume(self._on_control, no_ack=True)))
-        for p in range(topology.partitions):
-            queue = await self.bus.declare_work_queue(
-                self._channel, topology.turns_queue(p), topology.turns_exchange, str(p), single_active=True
-            )
-            self._consumers.append((queue, await queue.consume(self._on_message)))
         assert self.bus.connection is not None
         self.bus.connection.close_callbacks.add(self._on_connection_lost)
+        await self.share.start()
 
     async def stop(self, grace_s: float) -> None:
         """Take no new turn; give the ones in hand `grace_s` to finish, then hand them back."""
         self._stopping = True
+        self._release_grace = grace_s
+        await self.share.stop()
         for queue, tag in self._consumers:
             await queue.cancel(tag)
         self._consumers.clear()
-        if self._running:
-            _, pending = await asyncio.wait(self._running.values(), timeout=grace_s)
-            for task in pending:
-                task.cancel()  # not acked: the broker redelivers the turn to another replica
-            await asyncio.gather(*pending, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
+
+    async def _acquire(self, p: int) -> None:
+        """Subscribe to turns.<p>; under single active consumer this waits (on the broker)
+        until the previous owner has closed its channel."""
+        topology = self.bus.topology
+        channel = await self.bus.channel(prefetch=self.settings.reasoner_prefetch_per_partition)
+        partition = Partition(p, channel)
+        queue = await self.bus.declare_work_queue(
+            channel, topology.turns_queue(p), topology.turns_exchange, str(p), single_active=True
+        )
+        self._partitions[p] = partition
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self._on_message(partition, message)
+
+        await queue.consume(on_message)
+
+    async def _release(self, p: int) -> None:
+        """Finish the running turns of partition p (hand back those still running after the
+        grace), then close its channel: the broker returns the rest, in order, to the next owner."""
+        partition = self._partitions[p]
+        partition.draining = True
+        grace = self._release_grace if self._stopping else self.settings.reasoner_turn_deadline_seconds
+        if partition.tasks:
+            _, pending = await asyncio.wait(set(partition.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()  # not acked: the next owner resumes it from its checkpoint
+            await asyncio.gather(*pending, return_exceptions=True)
+        del self._partitions[p]
+        try:
+            await partition.channel.close()
+        except Exception as exc:
+            log.warning("closing a turns channel failed", extra={"partition": p, "error": repr(exc)})
 
     def _on_connection_lost(self, *_: object) -> None:
         """The broker took back every unacked turn: stop working on them here at once,
@@ -117,21 +172,28 @@ class TurnConsumer:
             self._cancel_requested.add(control.turn_id)
             task.cancel()
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def _on_message(self, partition: Partition, message: AbstractIncomingMessage) -> None:
+        if partition.draining:
+            return  # left unacked: the channel's close hands it to the next owner, in order
         try:
             turn = TurnRequested.model_validate_json(message.body)
         except ValidationError as exc:
             log.error("dropping malformed turn to the dead-letter queue", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        partition.tasks.add(task)
         conversation = turn.scope.conversation_id
         lock, users = self._conversation_locks.get(conversation, (asyncio.Lock(), 0))
         self._conversation_locks[conversation] = (lock, users + 1)
         try:
             # Deliveries arrive in queue order and acquiring is the first await: FIFO per conversation.
             async with lock:
-                await self._handle(message, turn)
+                if not partition.draining:
+                    await self._handle(message, turn)
         finally:
+            partition.tasks.discard(task)
             lock, users = self._conversation_locks[conversation]
             if users == 1:
                 del self._conversation_locks[conversation]

@@ -16,3 +16,7 @@ TOOL_CALL_REJECTIONS = Counter(
     "Tool calls of the model refused before dispatch, by reason (unknown_tool, invalid_arguments, ...).",
     ["reason"],
 )
+PARTITIONS_OWNED = Gauge("agentry_reasoner_partitions_owned", "turns.<p> partitions this replica holds.")
+REBALANCES = Counter(
+    "agentry_reasoner_rebalances_total", "Times this replica took or let go of partitions (members joined or left)."
+)
