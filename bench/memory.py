@@ -23,11 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.hybrid import ContextAssembler
-from agentry_memory.rpc import MemoryRpc
-from agentry_memory.summaries import summary_message
-from agentry_memory.tokens import message_tokens
+from agentry_memory.context.assembler import ContextAssembler
+from agentry_memory.context.summaries import summary_message
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.rpc.server import MemoryRpc
+from agentry_memory.store.sqlite import EmbeddedStore
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.memory import ChatMessage, GetContext
 from agentry_shared.contracts.scope import Scope

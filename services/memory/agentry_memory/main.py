@@ -22,19 +22,19 @@ from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
 
-from agentry_memory.conversation_log import ConversationLog
-from agentry_memory.dead_letters import DeadLetterConsumer
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.handlers import LogConsumer
-from agentry_memory.hybrid import ContextAssembler
-from agentry_memory.inflight import InFlight
-from agentry_memory.llm import OpenAISummaryModel
-from agentry_memory.mongo import MongoStore
-from agentry_memory.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
-from agentry_memory.rpc import MemoryRpc
+from agentry_memory.context.assembler import ContextAssembler
+from agentry_memory.context.llm import OpenAISummaryModel
+from agentry_memory.context.summaries import Summarizer
+from agentry_memory.log.consumer import LogConsumer
+from agentry_memory.log.dead_letters import DeadLetterConsumer
+from agentry_memory.log.inflight import InFlight
+from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.settings import MemoryServiceSettings, service_settings
 from agentry_memory.store import Store
-from agentry_memory.summaries import Summarizer
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 
 log = logging.getLogger(__name__)
 

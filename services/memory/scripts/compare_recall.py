@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.tokens import count_tokens
+from agentry_memory.context.tokens import count_tokens
+from agentry_memory.store.sqlite import EmbeddedStore
 from agentry_shared.contracts.scope import Scope
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.main import service
-from agentry_memory.mongo import MongoStore
 from agentry_memory.store import Store
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import EmbeddedStore
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
 from agentry_shared.contracts.scope import Scope

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from agentry_memory.admin import main, parser, run
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.store import Store
+from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.upkeep.admin import main, parser, run
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 

@@ -10,9 +10,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.embedded_schema import SCHEMA_VERSION
-from agentry_memory.tokens import message_tokens
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.store.sqlite.schema import SCHEMA_VERSION
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 

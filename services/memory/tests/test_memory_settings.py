@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.main import make_store
-from agentry_memory.mongo import MongoStore
 from agentry_memory.settings import MemoryServiceSettings, service_settings
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import EmbeddedStore
 from agentry_shared.settings import MemorySettings
 
 
