@@ -7,7 +7,7 @@ bus and the store close. Whatever was not acked by then is redelivered by the br
 
 The broker may go away and come back (a restart): the connection is aio-pika's robust
 one, which reopens our channels, re-declares their queues and resumes their consumers;
-a log partition whose channel broke mid-entry subscribes again by itself (handlers.py).
+a log partition whose channel broke mid-entry subscribes again by itself (log/consumer.py).
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.settings import MemoryServiceSettings, service_settings
 from agentry_memory.store import Store
 from agentry_memory.store.mongo import MongoStore
-from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 
 log = logging.getLogger(__name__)
 
 
 def make_store(settings: MemorySettings) -> Store:
-    """MongoDB when MONGODB_URL is set, else the embedded store in MEMORY_DATA_DIR."""
+    """MongoDB when MONGODB_URL is set, else the SQLite store in MEMORY_DATA_DIR."""
     local = service_settings(settings)
     if local.mongodb_url is not None:
         return MongoStore(
@@ -48,7 +48,7 @@ def make_store(settings: MemorySettings) -> Store:
             local.mongodb_database,
             reasoning_retention_seconds=local.memory_reasoning_retention_days * 86400.0,
         )
-    return EmbeddedStore(local.memory_data_dir)
+    return SqliteStore(local.memory_data_dir)
 
 
 def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Summarizer | None) -> ContextAssembler:

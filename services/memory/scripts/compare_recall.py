@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from agentry_memory.context.tokens import count_tokens
-from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.contracts.scope import Scope
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -59,7 +59,7 @@ CASES: list[tuple[str, str, str]] = [
 
 async def fulltext(facts: list[str]) -> tuple[list[bool], list[float]]:
     with tempfile.TemporaryDirectory() as data:
-        store = EmbeddedStore(Path(data))
+        store = SqliteStore(Path(data))
         await store.open()
         await store.claim_conversation(SCOPE)
         for text in facts:

@@ -8,7 +8,7 @@ import pytest
 from agentry_memory.main import make_store
 from agentry_memory.settings import MemoryServiceSettings, service_settings
 from agentry_memory.store.mongo import MongoStore
-from agentry_memory.store.sqlite import EmbeddedStore
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.settings import MemorySettings
 
 
@@ -31,7 +31,7 @@ def test_the_hybrid_settings_come_from_the_environment(monkeypatch: pytest.Monke
 
 def test_mongodb_url_selects_the_mongodb_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MONGODB_URL", raising=False)
-    assert isinstance(make_store(MemorySettings(memory_data_dir=tmp_path)), EmbeddedStore)
+    assert isinstance(make_store(MemorySettings(memory_data_dir=tmp_path)), SqliteStore)
     monkeypatch.setenv("MONGODB_URL", "mongodb://db.example:27017")
     monkeypatch.setenv("MONGODB_DATABASE", "agentry_prod")
     store = make_store(MemorySettings())

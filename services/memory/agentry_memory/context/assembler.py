@@ -1,6 +1,6 @@
 """A turn's context: the hybrid of a sliding window, the rolling summary and recalled facts.
 
-Everything `messages` carries fits in `window_tokens` (tokens.py's estimate): the summary
+Everything `messages` carries fits in `window_tokens` (context/tokens.py's estimate): the summary
 and the window share `window_tokens - knowledge_tokens`, the recalled facts and open tasks
 get `knowledge_tokens` (an eighth). The only exception is this turn's user message alone
 over the budget: it is always sent, whole. The summary is refreshed in the background

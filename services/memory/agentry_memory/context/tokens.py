@@ -43,7 +43,7 @@ def message_tokens(message: ChatMessage) -> int:
 
 
 def body_tokens(body: str) -> int:
-    """`message_tokens` of a stored message body (JSON): the embedded store's SQL function."""
+    """`message_tokens` of a stored message body (JSON): the SQLite store's SQL function."""
     return message_tokens(ChatMessage.model_validate_json(body))
 
 

@@ -1,4 +1,4 @@
-"""Answers the fact and task requests (`contracts_facts`): the memory side of the
+"""Answers the fact and task requests (`agentry_shared.contracts.facts`): the memory side of the
 `remember`, `recall`, `task_update` and `task_list` tools."""
 
 from __future__ import annotations

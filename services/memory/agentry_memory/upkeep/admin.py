@@ -3,7 +3,7 @@
 Reasoning traces are never returned to end users (no memory request reads them); an
 operator reads them here, on the machine or pod that has the store's configuration, and
 every read is logged. Erasure deletes everything stored about a user. Both work directly
-on the configured store (MONGODB_URL, else the embedded file in MEMORY_DATA_DIR, which
+on the configured store (MONGODB_URL, else the SQLite file in MEMORY_DATA_DIR, which
 the running service may keep open: SQLite's lock makes the two take turns).
 """
 

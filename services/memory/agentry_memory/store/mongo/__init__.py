@@ -1,7 +1,7 @@
 """The MongoDB store (`MONGODB_URL`), through PyMongo's async API (`AsyncMongoClient`; not
-Motor, which MongoDB deprecated). The same `Store` contract as the embedded store, on a
-standalone mongod or a replica set: see `mongo_base` for how writes stay idempotent
-without transactions and `mongo_schema` for the collections and their indexes.
+Motor, which MongoDB deprecated). The same `Store` contract as `SqliteStore`, on a
+standalone mongod or a replica set: see `base` for how writes stay idempotent
+without transactions and `schema` for the collections and their indexes.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class MongoBase:
         self._given_client = client  # tests pass one; otherwise open() connects
         self._client: AsyncMongoClient[Document] | None = None
         self._db: AsyncDatabase[Document] | None = None
-        self._appending = KeyedLocks()  # per conversation: see mongo_log
+        self._appending = KeyedLocks()  # per conversation: see frames.py
 
     @property
     def is_open(self) -> bool:

@@ -3,7 +3,7 @@
 Remembering is a read (the exact key, then `$text` candidates for a near-identical
 fact) followed by one write; the unique (user, key) index keeps an exact duplicate out
 even when two calls race, but two near-identical wordings remembered at the same instant
-can both be kept (the embedded store decides that in one transaction).
+can both be kept (the SQLite store decides that in one transaction).
 """
 
 from __future__ import annotations

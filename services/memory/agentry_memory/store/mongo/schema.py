@@ -7,7 +7,7 @@ instead); the TTL indexes expire what has a lifetime of its own.
 
 Frames have no TTL index on purpose: the TTL monitor deletes document by document, so it
 could leave a gap among the kept frames or take a conversation's last one, and the last
-frame is what carries the seq counter (`mongo_log`). The retention sweep deletes them.
+frame is what carries the seq counter (`frames`). The retention sweep deletes them.
 """
 
 from __future__ import annotations

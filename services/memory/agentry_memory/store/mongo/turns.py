@@ -136,7 +136,7 @@ class MongoTurns(MongoBase):
 
 
 def _message_fields(message: ChatMessage) -> Document:
-    # JSON text, as the embedded store keeps it: tool arguments may hold keys MongoDB refuses.
+    # JSON text, as the SQLite store keeps it: tool arguments may hold keys MongoDB refuses.
     return {"body": message.model_dump_json(exclude_none=True), "tokens": message_tokens(message)}
 
 

@@ -1,9 +1,9 @@
-"""The default store: one SQLite file, every call on one dedicated worker thread.
+"""The default store (MONGODB_URL unset): one SQLite file, every call on one worker thread.
 
-The `Store` methods live in one module per kind of data (turns, the window and summary,
-frames, tool calls, approvals, facts and tasks, the operator's side), all on the shared
-plumbing of `embedded_base`. The UNIQUE keys of the schema (`embedded_schema`) are what
-make redelivered writes harmless.
+The `Store` methods live in one module per concern (turns, the window and summary,
+frames, tool calls, approvals, facts and tasks, the operator's side), named as in
+`store.mongo`, all on the shared plumbing of `base`. The UNIQUE keys of the schema
+(`schema`) are what make redelivered writes harmless.
 """
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ from agentry_memory.store.sqlite.tool_calls import ToolCallTables
 from agentry_memory.store.sqlite.turns import TurnTables
 
 
-class EmbeddedStore(TurnTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables):
+class SqliteStore(TurnTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables):
     """`Store` on SQLite in `data_dir / "memory.sqlite3"` (WAL, fsync on commit)."""

@@ -1,4 +1,4 @@
-"""The SQLite plumbing the embedded store's parts share: one file, one worker thread.
+"""The plumbing every part of `SqliteStore` shares: one file, one worker thread.
 
 SQLite has one writer at a time anyway; a single thread makes that explicit, keeps the
 event loop free and lets each method be a plain synchronous transaction.

@@ -1,4 +1,4 @@
-"""The embedded store's tables: each UNIQUE key is the idempotency of one kind of write.
+"""The SQLite store's tables: each UNIQUE key is the idempotency of one kind of write.
 
 `SCHEMA` is the current shape, created on a fresh file. A file written by an earlier
 release is first brought up to date by `MIGRATIONS` (only ADD COLUMN and UPDATE, so an
@@ -100,13 +100,13 @@ CREATE TABLE IF NOT EXISTS summaries (
     tokens INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
--- Facts and tasks belong to a user, across conversations. `key` is facts.fact_key: the
+-- Facts and tasks belong to a user, across conversations. `key` is knowledge.fact_key: the
 -- same fact told twice is one row.
 CREATE TABLE IF NOT EXISTS facts (
     id INTEGER PRIMARY KEY,
     tenant_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
-    owner TEXT NOT NULL,  -- embedded_facts.owner_token(tenant, user): the FTS filter
+    owner TEXT NOT NULL,  -- sqlite.facts.owner_token(tenant, user): the FTS filter
     key TEXT NOT NULL,
     text TEXT NOT NULL,
     category TEXT NOT NULL,
@@ -185,7 +185,7 @@ MIGRATIONS: dict[int, list[str]] = {
     # creates them); messages get their token count, reasoning its time.
     3: [
         "ALTER TABLE messages ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0",
-        "UPDATE messages SET tokens = agentry_tokens(body)",  # a Python function, embedded_base
+        "UPDATE messages SET tokens = agentry_tokens(body)",  # a Python function, sqlite.base
         "ALTER TABLE reasoning ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
         # Reasoning kept from before ages from the upgrade.
         "UPDATE reasoning SET created_at = (julianday('now') - 2440587.5) * 86400.0",

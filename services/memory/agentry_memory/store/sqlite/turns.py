@@ -1,5 +1,5 @@
 """Conversations, turns and their messages on SQLite: the `Store` methods a reasoner uses
-(the window they make up is `embedded_context`)."""
+(the window they make up is `context`)."""
 
 from __future__ import annotations
 
