@@ -30,7 +30,7 @@ from agentry_memory.log.dead_letters import DeadLetterConsumer
 from agentry_memory.log.inflight import InFlight
 from agentry_memory.log.sequencer import ConversationLog
 from agentry_memory.rpc.server import MemoryRpc
-from agentry_memory.settings import MemoryServiceSettings, service_settings
+from agentry_memory.settings import service_settings
 from agentry_memory.store import Store
 from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.sqlite import SqliteStore
@@ -51,7 +51,7 @@ def make_store(settings: MemorySettings) -> Store:
     return SqliteStore(local.memory_data_dir)
 
 
-def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Summarizer | None) -> ContextAssembler:
+def make_assembler(store: Store, settings: MemorySettings, summarizer: Summarizer | None) -> ContextAssembler:
     return ContextAssembler(
         store,
         window_messages=settings.memory_window_messages,
@@ -62,7 +62,7 @@ def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Su
     )
 
 
-def make_summarizer(store: Store, settings: MemoryServiceSettings) -> tuple[Summarizer, OpenAISummaryModel]:
+def make_summarizer(store: Store, settings: MemorySettings) -> tuple[Summarizer, OpenAISummaryModel]:
     model = OpenAISummaryModel(
         settings.openai_base_url,
         settings.openai_api_key.get_secret_value(),
@@ -168,5 +168,5 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
 
 
 def main() -> None:
-    settings = MemoryServiceSettings()
+    settings = MemorySettings()
     run_service("memory", lambda stop: service(stop, settings), settings.log_level)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from agentry_memory.main import make_store
-from agentry_memory.settings import MemoryServiceSettings, service_settings
+from agentry_memory.settings import service_settings
 from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.settings import MemorySettings
@@ -26,7 +26,7 @@ def test_the_hybrid_settings_come_from_the_environment(monkeypatch: pytest.Monke
     assert settings.memory_window_messages == 500  # a cap only: the token budget bounds the window
     monkeypatch.setenv("MEMORY_WINDOW_TOKENS", "10")
     with pytest.raises(ValueError, match="memory_window_tokens"):
-        MemoryServiceSettings()
+        MemorySettings()
 
 
 def test_mongodb_url_selects_the_mongodb_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

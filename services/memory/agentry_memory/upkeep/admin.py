@@ -18,9 +18,9 @@ import sys
 from collections.abc import Sequence
 
 from agentry_shared.logs import setup_logging
+from agentry_shared.settings import MemorySettings
 
 from agentry_memory.main import make_store
-from agentry_memory.settings import MemoryServiceSettings
 from agentry_memory.store import Store
 from agentry_memory.store.errors import NotFound
 
@@ -76,7 +76,7 @@ def _operator() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    settings = MemoryServiceSettings()
+    settings = MemorySettings()
     setup_logging("memory-admin", settings.log_level)
     return asyncio.run(run(make_store(settings), args))
 
