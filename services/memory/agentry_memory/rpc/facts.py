@@ -24,6 +24,8 @@ from agentry_shared.contracts.facts import (
 from agentry_memory.store import Store
 from agentry_memory.store.records import Fact, Task
 
+FACT_REQUESTS = (RememberFact, RecallFacts, UpdateTask, ListTasks)
+
 
 async def answer_fact_request(store: Store, request: FactRequest, clock: Callable[[], float]) -> FactReply:
     match request:

@@ -1,70 +1,38 @@
 """Answers memory requests: every one scoped, every failure a reply, never a crash.
 
-The requests with an effect beyond the store, a cancel and an approval's decision, are
-broadcast through a callable given by the wiring (`Broadcast`), so this core needs no
-broker to be tested; the clock is injected for the same reason.
+This module parses, dispatches to the family handlers (turns, context, tool_calls,
+approvals, facts) and turns store refusals into failure replies. The requests with an
+effect beyond the store, a cancel and an approval's decision, are broadcast through a
+callable given by the wiring (`Broadcast`), so this core needs no broker to be tested;
+the clock is injected for the same reason.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import assert_never
 
-from agentry_shared.contracts.control import ApprovalDecided, CancelRequested, ControlMessage
-from agentry_shared.contracts.facts import (
-    FACT_REQUEST,
-    FactReply,
-    FactRequest,
-    ListTasks,
-    RecallFacts,
-    RememberFact,
-    UpdateTask,
-)
-from agentry_shared.contracts.memory import (
-    MEMORY_REQUEST,
-    AppendMessages,
-    Approval,
-    BeginTurn,
-    CancelTurnRequest,
-    ClaimConversation,
-    Claimed,
-    ClaimToolCall,
-    CompleteToolCall,
-    Context,
-    DecideApproval,
-    Done,
-    Frames,
-    GetApproval,
-    GetContext,
-    GetFrames,
-    MemoryFailure,
-    MemoryReply,
-    MemoryRequest,
-    RecordReasoning,
-    RequestApproval,
-    TakeToolToken,
-    ToolCallClaimed,
-    ToolToken,
-    TurnBegun,
-    TurnCancelAccepted,
-)
+from agentry_shared.contracts.facts import FACT_REQUEST, FactReply, FactRequest
+from agentry_shared.contracts.memory import MEMORY_REQUEST, MemoryFailure, MemoryReply, MemoryRequest
 from agentry_shared.contracts.scope import Scope
-from agentry_shared.contracts.tools import ToolCompleted
 from agentry_shared.logs import bind_context
 from pydantic import ValidationError
 
 from agentry_memory.context.assembler import ContextAssembler
 from agentry_memory.metrics import RPC_DURATION, RPC_REQUESTS
-from agentry_memory.rpc.facts import answer_fact_request
-from agentry_memory.store import Store
-from agentry_memory.store.errors import Forbidden, Invalid, NotFound
+from agentry_memory.rpc.approvals import APPROVAL_REQUESTS, answer_approval_request
+from agentry_memory.rpc.common import Broadcast, first_error
+from agentry_memory.rpc.context import CONTEXT_REQUESTS, answer_context_request
+from agentry_memory.rpc.facts import FACT_REQUESTS, answer_fact_request
+from agentry_memory.rpc.tool_calls import TOOL_CALL_REQUESTS, answer_tool_call_request
+from agentry_memory.rpc.turns import TURN_REQUESTS, answer_turn_request
+from agentry_memory.store import Forbidden, Invalid, NotFound, Store
 
 log = logging.getLogger(__name__)
 
-# Sends a control message to every reasoner and tool-runner (the control exchange).
-Broadcast = Callable[[ControlMessage], Awaitable[None]]
+__all__ = ["Broadcast", "MemoryRpc"]
 
 
 class MemoryRpc:
@@ -93,7 +61,7 @@ class MemoryRpc:
         try:
             request = _parse(body)
         except ValidationError as exc:
-            reply = MemoryFailure(code="invalid", message=f"invalid request at {_first_error(exc)}")
+            reply = MemoryFailure(code="invalid", message=f"invalid request at {first_error(exc)}")
         else:
             kind = request.kind.removeprefix("memory.")
             scope: Scope | None = getattr(request, "scope", None)  # not every request has one
@@ -108,8 +76,6 @@ class MemoryRpc:
 
     async def answer(self, request: MemoryRequest | FactRequest) -> MemoryReply | FactReply:
         try:
-            if isinstance(request, FACT_REQUEST_TYPES):
-                return await answer_fact_request(self.store, request, self.clock)
             return await self._dispatch(request)
         except Forbidden as exc:
             log.warning("memory request forbidden", extra={"kind": request.kind, "reason": str(exc)})
@@ -122,98 +88,19 @@ class MemoryRpc:
             log.exception("memory request failed", extra={"kind": request.kind})
             return MemoryFailure(code="internal", message="the memory service failed; try again")
 
-    async def _dispatch(self, request: MemoryRequest) -> MemoryReply:
-        store = self.store
-        match request:
-            case ClaimConversation(scope=scope):
-                return Claimed(created=await store.claim_conversation(scope))
-            case GetContext(scope=scope, turn_id=turn_id):
-                context = await self.assembler.assemble(scope, turn_id)
-                return Context(messages=context.messages, produced=context.produced)
-            case AppendMessages(scope=scope, turn_id=turn_id, messages=messages):
-                await store.append_messages(scope, turn_id, messages)
-                return Done()
-            case RecordReasoning(scope=scope, turn_id=turn_id, step=step, text=text):
-                await store.record_reasoning(scope, turn_id, step, text)
-                return Done()
-            case GetFrames(scope=scope, after_seq=after_seq, limit=limit):
-                return Frames(frames=await store.frames_after(scope, after_seq, limit))
-            case BeginTurn(scope=scope, turn_id=turn_id):
-                attempt, state = await store.begin_turn(scope, turn_id)
-                if attempt > 1:
-                    log.info("turn taken again", extra={"attempt": attempt, "state": state})
-                return TurnBegun(attempt=attempt, state=state)
-            case CancelTurnRequest():
-                return await self._cancel(request)
-            case ClaimToolCall(scope=scope, turn_id=turn_id, call_id=call_id, tool=tool):
-                claim = await store.claim_tool_call(scope, turn_id, call_id, tool)
-                return ToolCallClaimed(
-                    state=claim.state, claimed_seconds_ago=claim.claimed_seconds_ago, result=claim.result
-                )
-            case CompleteToolCall(scope=scope, turn_id=turn_id, call_id=call_id, result=result):
-                # Kept results are handed to resumed turns as ToolCompleted: refuse anything else now.
-                try:
-                    completed = ToolCompleted.model_validate(result)
-                except ValidationError as exc:
-                    return MemoryFailure(code="invalid", message=f"result is not a ToolCompleted: {_first_error(exc)}")
-                if completed.call_id != call_id:
-                    return MemoryFailure(code="invalid", message="result.call_id differs from call_id")
-                await store.complete_tool_call(scope, turn_id, call_id, result)
-                return Done()
-            case RequestApproval(scope=scope, turn_id=turn_id, call_id=call_id, tool=tool):
-                await store.request_approval(scope, turn_id, call_id, tool, request.arguments, request.expires_at)
-                return Done()
-            case GetApproval(scope=scope, turn_id=turn_id, call_id=call_id):
-                # Never asked reads `pending`: the reasoner asks before requesting, to learn
-                # whether a resumed turn was already decided, and only acts on a decision.
-                known = await store.approval(scope, turn_id, call_id, self.clock())
-                return Approval(
-                    conversation_id=scope.conversation_id, turn_id=turn_id, call_id=call_id, state=known or "pending"
-                )
-            case DecideApproval():
-                return await self._decide(request)
-            case TakeToolToken(scope=scope, tool=tool, per_minute=per_minute):
-                taken = await store.take_tool_token(scope, tool, per_minute, self.clock())
-                return ToolToken(allowed=taken.allowed, retry_after_seconds=taken.retry_after_seconds)
+    async def _dispatch(self, request: MemoryRequest | FactRequest) -> MemoryReply | FactReply:
+        """Hand the request to its family's handler (one module per family)."""
+        if isinstance(request, TURN_REQUESTS):
+            return await answer_turn_request(self.store, request, self.broadcast)
+        if isinstance(request, CONTEXT_REQUESTS):
+            return await answer_context_request(self.store, self.assembler, request)
+        if isinstance(request, TOOL_CALL_REQUESTS):
+            return await answer_tool_call_request(self.store, request, self.clock)
+        if isinstance(request, APPROVAL_REQUESTS):
+            return await answer_approval_request(self.store, request, self.broadcast, self.clock)
+        if isinstance(request, FACT_REQUESTS):
+            return await answer_fact_request(self.store, request, self.clock)
         assert_never(request)
-
-    async def _decide(self, request: DecideApproval) -> MemoryReply:
-        """Record, then broadcast to the waiting reasoner. A broadcast that fails is only
-        logged: the decision is kept and the reasoner also polls `GetApproval` every second,
-        so the user is told what was recorded rather than asked to click again."""
-        record = await self.store.decide_approval(
-            request.tenant_id, request.user_id, request.call_id, request.approved, self.clock()
-        )
-        with bind_context(conversation_id=record.conversation_id, turn_id=record.turn_id):
-            if record.changed:
-                decided = ApprovalDecided(
-                    conversation_id=record.conversation_id,
-                    turn_id=record.turn_id,
-                    call_id=record.call_id,
-                    approved=record.state == "approved",
-                )
-                try:
-                    await self.broadcast(decided)
-                except Exception:
-                    log.warning("approval decision not broadcast; the reasoner polls for it", exc_info=True)
-            log.info("approval decided", extra={"call_id": record.call_id, "state": record.state})
-        return Approval(
-            conversation_id=record.conversation_id, turn_id=record.turn_id, call_id=record.call_id, state=record.state
-        )
-
-    async def _cancel(self, request: CancelTurnRequest) -> MemoryReply:
-        """Record first, then broadcast: a reasoner that begins the turn after the record sees
-        it, one that holds it already hears the broadcast. A failed broadcast is `internal`,
-        and a retry records nothing new and broadcasts again."""
-        before = await self.store.cancel_turn(request.tenant_id, request.user_id, request.turn_id)
-        with bind_context(conversation_id=before.conversation_id):
-            if before.state in ("queued", "running"):
-                await self.broadcast(CancelRequested(conversation_id=before.conversation_id, turn_id=request.turn_id))
-            log.info("turn cancel requested", extra={"state": before.state})
-        return TurnCancelAccepted(conversation_id=before.conversation_id, state=before.state)
-
-
-FACT_REQUEST_TYPES = (RememberFact, RecallFacts, UpdateTask, ListTasks)
 
 
 def _parse(body: bytes) -> MemoryRequest | FactRequest:
@@ -230,10 +117,3 @@ def _parse(body: bytes) -> MemoryRequest | FactRequest:
             if fact_exc.errors()[0]["type"] == "union_tag_invalid":
                 raise exc from None  # a kind neither knows: say so with the shared kinds
             raise
-
-
-def _first_error(exc: ValidationError) -> str:
-    """Where and what, e.g. `scope.user_id: Field required`."""
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return f"{where or 'body'}: {first['msg']}"
