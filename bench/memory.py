@@ -23,11 +23,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.hybrid import ContextAssembler
-from agentry_memory.rpc import MemoryRpc
-from agentry_memory.summaries import summary_message
-from agentry_memory.tokens import message_tokens
+from agentry_memory.context.assembler import ContextAssembler
+from agentry_memory.context.summaries import summary_message
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.rpc.server import MemoryRpc
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.memory import ChatMessage, GetContext
 from agentry_shared.contracts.scope import Scope
@@ -63,7 +63,7 @@ def questions(rng: random.Random) -> list[str]:
     return [rng.choice(makers)() for _ in range(RUNS + WARM_UP)]
 
 
-async def load(store: EmbeddedStore, rng: random.Random) -> dict[str, list[float]]:
+async def load(store: SqliteStore, rng: random.Random) -> dict[str, list[float]]:
     writes: dict[str, list[float]] = {"turn": [], "fact": []}
     for i in range(1, TURNS + 1):
         question = ChatMessage(role="user", content=f"Question {i}: " + " ".join(rng.choices(TECH + PARTS, k=12)))
@@ -102,7 +102,7 @@ def row(name: str, timings: list[float]) -> str:
 async def run() -> None:
     rng = random.Random(5)
     with tempfile.TemporaryDirectory() as data:
-        store = EmbeddedStore(Path(data))
+        store = SqliteStore(Path(data))
         await store.open()
         try:
             started = time.perf_counter()

@@ -7,7 +7,7 @@ bus and the store close. Whatever was not acked by then is redelivered by the br
 
 The broker may go away and come back (a restart): the connection is aio-pika's robust
 one, which reopens our channels, re-declares their queues and resumes their consumers;
-a log partition whose channel broke mid-entry subscribes again by itself (handlers.py).
+a log partition whose channel broke mid-entry subscribes again by itself (log/consumer.py).
 """
 
 from __future__ import annotations
@@ -22,25 +22,25 @@ from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
 
-from agentry_memory.conversation_log import ConversationLog
-from agentry_memory.dead_letters import DeadLetterConsumer
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.handlers import LogConsumer
-from agentry_memory.hybrid import ContextAssembler
-from agentry_memory.inflight import InFlight
-from agentry_memory.llm import OpenAISummaryModel
-from agentry_memory.mongo import MongoStore
-from agentry_memory.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
-from agentry_memory.rpc import MemoryRpc
-from agentry_memory.settings import MemoryServiceSettings, service_settings
+from agentry_memory.context.assembler import ContextAssembler
+from agentry_memory.context.llm import OpenAISummaryModel
+from agentry_memory.context.summaries import Summarizer
+from agentry_memory.log.consumer import LogConsumer
+from agentry_memory.log.dead_letters import DeadLetterConsumer
+from agentry_memory.log.inflight import InFlight
+from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.rpc.server import MemoryRpc
+from agentry_memory.settings import service_settings
 from agentry_memory.store import Store
-from agentry_memory.summaries import Summarizer
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import SqliteStore
+from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 
 log = logging.getLogger(__name__)
 
 
 def make_store(settings: MemorySettings) -> Store:
-    """MongoDB when MONGODB_URL is set, else the embedded store in MEMORY_DATA_DIR."""
+    """MongoDB when MONGODB_URL is set, else the SQLite store in MEMORY_DATA_DIR."""
     local = service_settings(settings)
     if local.mongodb_url is not None:
         return MongoStore(
@@ -48,10 +48,10 @@ def make_store(settings: MemorySettings) -> Store:
             local.mongodb_database,
             reasoning_retention_seconds=local.memory_reasoning_retention_days * 86400.0,
         )
-    return EmbeddedStore(local.memory_data_dir)
+    return SqliteStore(local.memory_data_dir)
 
 
-def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Summarizer | None) -> ContextAssembler:
+def make_assembler(store: Store, settings: MemorySettings, summarizer: Summarizer | None) -> ContextAssembler:
     return ContextAssembler(
         store,
         window_messages=settings.memory_window_messages,
@@ -62,7 +62,7 @@ def make_assembler(store: Store, settings: MemoryServiceSettings, summarizer: Su
     )
 
 
-def make_summarizer(store: Store, settings: MemoryServiceSettings) -> tuple[Summarizer, OpenAISummaryModel]:
+def make_summarizer(store: Store, settings: MemorySettings) -> tuple[Summarizer, OpenAISummaryModel]:
     model = OpenAISummaryModel(
         settings.openai_base_url,
         settings.openai_api_key.get_secret_value(),
@@ -168,5 +168,5 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
 
 
 def main() -> None:
-    settings = MemoryServiceSettings()
+    settings = MemorySettings()
     run_service("memory", lambda stop: service(stop, settings), settings.log_level)

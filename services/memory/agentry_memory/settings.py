@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from agentry_shared.settings import MemorySettings
 
-# Kept as a name so the service's modules read as before.
-MemoryServiceSettings = MemorySettings
-
 
 def service_settings(settings: MemorySettings | None = None) -> MemorySettings:
     """The settings given (tests pass their own), else read from the environment."""

@@ -10,7 +10,8 @@ separate venv, e.g.
         /tmp/emb/bin/python services/memory/scripts/compare_recall.py
 
 Each case is a fact and a question that should recall it, among 1,000 other facts of the
-same user (bench/memory.py's generator). `lexical` questions share a word with their fact,
+same user (the generator of bench/memory.py, copied here so the script needs only the
+service's packages). `lexical` questions share a word with their fact,
 `paraphrase` questions do not (what semantic search is for). Recall@8: the fact is among
 the 8 put into the context.
 """
@@ -20,17 +21,13 @@ from __future__ import annotations
 import asyncio
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.tokens import count_tokens
+from agentry_memory.context.tokens import count_tokens
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.contracts.scope import Scope
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-from bench.memory import fact_texts
 
 SCOPE = Scope(tenant_id="t", user_id="u", conversation_id="c")
 CASES: list[tuple[str, str, str]] = [
@@ -56,10 +53,28 @@ CASES: list[tuple[str, str, str]] = [
     ("paraphrase", "The launch was moved to March", "when do we go live?"),
 ]
 
+# The 1,000 other facts: bench/memory.py's generator, copied (same lists, same seed, same facts).
+FACTS = 1_000
+DRINKS = ["green tea", "black coffee", "oat milk lattes", "sparkling water", "jasmine tea", "espresso", "cocoa"]
+TECH = ["RabbitMQ", "PostgreSQL", "MongoDB", "Redis", "Kafka", "SQLite", "Kubernetes", "Terraform", "gRPC"]
+PARTS = ["billing", "search", "the gateway", "analytics", "the mobile app", "auth", "notifications", "reporting"]
+NAMES = ["Rex", "Luna", "Milo", "Ada", "Otto", "Nora", "Kai", "Iris", "Theo", "Zoe"]
+TIMES = ["morning", "afternoon", "evening", "weekend", "winter", "summer"]
+
+
+def fact_texts(rng: random.Random) -> list[tuple[str, str]]:
+    makers = [
+        lambda: (f"I prefer {rng.choice(DRINKS)} in the {rng.choice(TIMES)} (#{rng.randrange(10**6)})", "preference"),
+        lambda: (f"We decided to use {rng.choice(TECH)} for {rng.choice(PARTS)} (#{rng.randrange(10**6)})", "decision"),
+        lambda: (f"Task: migrate {rng.choice(PARTS)} to {rng.choice(TECH)} (#{rng.randrange(10**6)})", "task"),
+        lambda: (f"My {rng.choice(['dog', 'cat', 'manager', 'sister'])} is called {rng.choice(NAMES)}", "other"),
+    ]
+    return [rng.choice(makers)() for _ in range(FACTS)]
+
 
 async def fulltext(facts: list[str]) -> tuple[list[bool], list[float]]:
     with tempfile.TemporaryDirectory() as data:
-        store = EmbeddedStore(Path(data))
+        store = SqliteStore(Path(data))
         await store.open()
         await store.claim_conversation(SCOPE)
         for text in facts:

@@ -17,10 +17,10 @@ from typing import Any
 
 import aiohttp
 import pytest
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.main import service
-from agentry_memory.mongo import MongoStore
 from agentry_memory.store import Store
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
 from agentry_shared.contracts.scope import Scope
@@ -52,7 +52,7 @@ def _fake_mongo(tmp_path: Path) -> Store:
 
 # Each backend: how to build it on a fresh location (the test's tmp_path).
 BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "embedded": lambda tmp_path: EmbeddedStore(tmp_path / "data"),
+    "embedded": lambda tmp_path: SqliteStore(tmp_path / "data"),
     # A real MongoDB whenever MONGODB_URL names one (CI: .github/workflows/mongodb.yml).
     "mongodb": lambda tmp_path: MongoStore(str(MONGODB_URL), _database(tmp_path)),
     # mongomock behind PyMongo's async API (tests/memory_fake_mongo.py): a stand-in, here.

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from agentry_memory.admin import main, parser, run
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.store import Store
+from agentry_memory.store.sqlite import SqliteStore
+from agentry_memory.upkeep.admin import main, parser, run
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
@@ -46,7 +46,7 @@ async def test_erase_user_prints_what_it_deleted(
 async def test_the_command_uses_the_configured_store(
     tmp_path: Path, scope: Scope, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    store = EmbeddedStore(tmp_path)
+    store = SqliteStore(tmp_path)
     await store.open()
     await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
     await store.close()

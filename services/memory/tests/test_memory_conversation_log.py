@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from agentry_memory.conversation_log import ConversationLog
-from agentry_memory.errors import Forbidden
+from agentry_memory.log.sequencer import ConversationLog
 from agentry_memory.store import Store
+from agentry_memory.store.errors import Forbidden
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
 from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
 from agentry_shared.contracts.scope import Scope

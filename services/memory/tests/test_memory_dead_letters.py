@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from agentry_memory.conversation_log import ConversationLog, Outbound
-from agentry_memory.dead_letters import DeadLetterConsumer
-from agentry_memory.errors import Forbidden, NotFound
+from agentry_memory.log.dead_letters import DeadLetterConsumer
+from agentry_memory.log.sequencer import ConversationLog, Outbound
 from agentry_memory.store import Store
+from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import MessageDelta, TurnCompleted

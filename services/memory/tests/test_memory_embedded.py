@@ -10,15 +10,15 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from agentry_memory.embedded import EmbeddedStore
-from agentry_memory.embedded_schema import SCHEMA_VERSION
-from agentry_memory.tokens import message_tokens
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.store.sqlite import SqliteStore
+from agentry_memory.store.sqlite.schema import SCHEMA_VERSION
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 
 async def test_file_in_the_data_dir_in_wal_mode_off_the_loop_thread(tmp_path: Path, scope: Scope) -> None:
-    store = EmbeddedStore(tmp_path / "nested" / "dir")
+    store = SqliteStore(tmp_path / "nested" / "dir")
     await store.open()
     try:
         await store.claim_conversation(scope)
@@ -36,7 +36,7 @@ async def test_file_in_the_data_dir_in_wal_mode_off_the_loop_thread(tmp_path: Pa
 async def test_refuses_a_file_from_a_newer_release(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "memory.sqlite3")) as db:
         db.execute("PRAGMA user_version=99")
-    store = EmbeddedStore(tmp_path)
+    store = SqliteStore(tmp_path)
     with pytest.raises(RuntimeError, match="newer"):
         await store.open()
     assert not store.is_open
@@ -100,7 +100,7 @@ async def test_a_release_1_file_is_upgraded_in_place(tmp_path: Path, scope: Scop
         )
         db.commit()
 
-    store = EmbeddedStore(old)
+    store = SqliteStore(old)
     await store.open()
     try:
         states = {t: (await store.turn_status(scope, t)) for t in ("done", "stopped", "broken", "open")}
@@ -123,14 +123,14 @@ async def test_a_release_1_file_is_upgraded_in_place(tmp_path: Path, scope: Scop
     with closing(sqlite3.connect(old / "memory.sqlite3")) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
 
-    new_store = EmbeddedStore(fresh)
+    new_store = SqliteStore(fresh)
     await new_store.open()
     await new_store.close()
     assert columns(old / "memory.sqlite3") == columns(fresh / "memory.sqlite3")
 
 
 async def test_sweep_never_leaves_a_gap_when_the_clock_stepped_back(tmp_path: Path, scope: Scope) -> None:
-    store = EmbeddedStore(tmp_path)
+    store = SqliteStore(tmp_path)
     await store.open()
     try:
         await store.claim_conversation(scope)

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from agentry_memory.conversation_log import ConversationLog, Outbound
-from agentry_memory.errors import Forbidden
-from agentry_memory.handlers import LogConsumer
+from agentry_memory.log.consumer import LogConsumer
+from agentry_memory.log.sequencer import ConversationLog, Outbound
+from agentry_memory.store.errors import Forbidden
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.events import LogEntry
 from agentry_shared.contracts.scope import Scope

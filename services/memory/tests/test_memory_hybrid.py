@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from agentry_memory.facts import FACTS_HEADER
-from agentry_memory.hybrid import ContextAssembler
-from agentry_memory.llm import OpenAISummaryModel
-from agentry_memory.rpc import MemoryRpc
+from agentry_memory.context.assembler import ContextAssembler
+from agentry_memory.context.llm import OpenAISummaryModel
+from agentry_memory.context.summaries import SUMMARY_HEADER, Summarizer, SummaryModel
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import Store
-from agentry_memory.summaries import SUMMARY_HEADER, Summarizer, SummaryModel
-from agentry_memory.tokens import message_tokens
+from agentry_memory.store.knowledge import FACTS_HEADER
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.facts import RememberFact
 from agentry_shared.contracts.memory import MEMORY_REPLY, ChatMessage, Context, GetContext

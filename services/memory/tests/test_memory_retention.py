@@ -7,8 +7,8 @@ import time
 from typing import Any, cast
 
 from agentry_memory.main import retention_hours
-from agentry_memory.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 from agentry_memory.store import Store
+from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import MemorySettings
 

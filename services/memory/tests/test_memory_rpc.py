@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from agentry_memory.rpc import MemoryRpc
+from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import Store
 from agentry_shared.contracts.control import CancelRequested, ControlMessage
 from agentry_shared.contracts.memory import (

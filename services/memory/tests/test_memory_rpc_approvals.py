@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentry_memory.rpc import MemoryRpc
+from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import TOKEN_WINDOW_SECONDS, Store, token_window
 from agentry_shared.contracts.control import ApprovalDecided, ControlMessage
 from agentry_shared.contracts.memory import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agentry_memory.rpc import MemoryRpc
+from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import Store
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.facts import (

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agentry_memory.embedded import EmbeddedStore
 from agentry_memory.main import make_store
-from agentry_memory.mongo import MongoStore
-from agentry_memory.settings import MemoryServiceSettings, service_settings
+from agentry_memory.settings import service_settings
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.settings import MemorySettings
 
 
@@ -26,12 +26,12 @@ def test_the_hybrid_settings_come_from_the_environment(monkeypatch: pytest.Monke
     assert settings.memory_window_messages == 500  # a cap only: the token budget bounds the window
     monkeypatch.setenv("MEMORY_WINDOW_TOKENS", "10")
     with pytest.raises(ValueError, match="memory_window_tokens"):
-        MemoryServiceSettings()
+        MemorySettings()
 
 
 def test_mongodb_url_selects_the_mongodb_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MONGODB_URL", raising=False)
-    assert isinstance(make_store(MemorySettings(memory_data_dir=tmp_path)), EmbeddedStore)
+    assert isinstance(make_store(MemorySettings(memory_data_dir=tmp_path)), SqliteStore)
     monkeypatch.setenv("MONGODB_URL", "mongodb://db.example:27017")
     monkeypatch.setenv("MONGODB_DATABASE", "agentry_prod")
     store = make_store(MemorySettings())

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
-from agentry_memory.errors import Forbidden, NotFound
 from agentry_memory.store import TOKEN_WINDOW_SECONDS, ApprovalRecord, Store, TokenTaken, token_window
+from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 

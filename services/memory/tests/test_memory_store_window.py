@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from agentry_memory.context.tokens import message_tokens
 from agentry_memory.store import Store
-from agentry_memory.tokens import message_tokens
 from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 

@@ -1,0 +1,116 @@
+"""The dead-letter queue: work the broker gave up on. Memory makes sure users hear of it.
+
+Anything arrives here that a work queue rejected or returned `x-delivery-limit` times: a
+`TurnRequested` from `log.<p>` or `turns.<p>` ends its turn with `turn.failed` code
+`poison` (`ConversationLog.fail_dead_turn`); an `EventPosted` that could not be sequenced
+is logged with its turn_id (its frame is lost to the log); anything else is logged. Every
+message is acked once handled, or after a few failed attempts: never requeued, since a
+dead letter that keeps failing would otherwise loop forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agentry_shared.bus import QUORUM, Bus, Consumer
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.logs import bind_context
+from aio_pika.abc import AbstractIncomingMessage
+from pydantic import ValidationError
+
+from agentry_memory.log.inflight import InFlight
+from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.metrics import DEAD_LETTERS
+from agentry_memory.store.errors import StoreRefusal
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 8
+ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 0.2  # doubled after each attempt
+
+
+class DeadLetterConsumer:
+    def __init__(
+        self, bus: Bus, conversation_log: ConversationLog, *, retry_delay: float = RETRY_DELAY_SECONDS
+    ) -> None:
+        self.bus = bus
+        self.log = conversation_log
+        self.retry_delay = retry_delay
+        self._consumer: Consumer | None = None
+        self._in_flight = InFlight()
+
+    async def start(self) -> None:
+        channel = await self.bus.channel(PREFETCH)
+        # Declared exactly as Bus.declare_exchanges does (a robust channel re-declares it).
+        queue = await channel.declare_queue(self.bus.topology.dead_letter_queue, durable=True, arguments=QUORUM)
+        self._consumer = Consumer(queue, await queue.consume(self._in_flight.wrap(self.handle)))
+
+    async def stop(self) -> None:
+        """Stop taking dead letters and let those in hand finish."""
+        if self._consumer is not None:
+            await self._consumer.cancel()
+            self._consumer = None
+        await self._in_flight.wait_idle()
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        origin = _origin(message.headers)
+        try:
+            kind, outcome = await self.process(message.body, origin)
+            DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
+        finally:
+            try:
+                await message.ack()
+            except Exception as exc:  # the channel is gone: it comes back, and handling is idempotent
+                log.warning("could not ack a dead letter", extra={"error": repr(exc)})
+
+    async def process(self, body: bytes, origin: dict[str, str]) -> tuple[str, str]:
+        """Handle one dead letter; returns (kind, outcome) for the metrics. Never raises."""
+        try:
+            entry = LOG_ENTRY.validate_json(body)
+        except ValidationError as exc:
+            log.error("unreadable dead letter dropped", extra={**origin, "error": str(exc)[:300], "bytes": len(body)})
+            return "unknown", "unreadable"
+        with bind_context(turn_id=entry.turn_id, conversation_id=entry.scope.conversation_id):
+            if isinstance(entry, EventPosted):
+                log.error(
+                    "an event was dead-lettered: its frame could not be sequenced",
+                    extra={**origin, "event_id": entry.event_id, "frame_type": entry.frame.type},
+                )
+                return entry.kind, "logged"
+            return entry.kind, await self._fail_turn(entry, origin)
+
+    async def _fail_turn(self, turn: TurnRequested, origin: dict[str, str]) -> str:
+        attempt = 1
+        while True:
+            try:
+                outbound = await self.log.fail_dead_turn(turn)
+                for out in outbound:
+                    await self.bus.publish(out.exchange, out.routing_key, out.body, persistent=out.persistent)
+            except StoreRefusal as exc:
+                log.error("dead-lettered turn refused; nobody to tell", extra={**origin, "reason": str(exc)})
+                return "refused"
+            except Exception:
+                if attempt >= ATTEMPTS:
+                    log.exception("dead-lettered turn could not be failed; dropped", extra=origin)
+                    return "error"
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                attempt += 1
+                continue
+            if not outbound:
+                return "already_ended"
+            log.error("dead-lettered turn failed as poison", extra=origin)
+            return "turn_failed"
+
+
+def _origin(headers: dict[str, Any] | None) -> dict[str, str]:
+    """Where and why it died, from the broker's x-first-death-* headers (for the logs)."""
+    headers = headers or {}
+    found = {
+        "dead_queue": headers.get("x-first-death-queue"),
+        "dead_reason": headers.get("x-first-death-reason"),
+    }
+    return {key: value.decode() if isinstance(value, bytes) else str(value) for key, value in found.items() if value}

@@ -1,0 +1,113 @@
+"""The sequencer's decisions, free of broker I/O: store an entry, say what must go out.
+
+The adapter publishes the returned messages in order and only then acks, so a crash at
+any point means redelivery; every store write here is idempotent, and a redelivered
+entry yields the same frames with the same seqs (gateways drop seqs they have seen).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agentry_shared.bus import encode
+from agentry_shared.contracts.events import EventPosted, LogEntry
+from agentry_shared.contracts.frames import FrameError, MessageAccepted, ServerFrame, TurnFailed
+from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.topology import Topology
+
+from agentry_memory.metrics import FRAMES_APPENDED
+from agentry_memory.store import FINISHED, Store
+from agentry_memory.store.errors import NotFound, StoreRefusal
+
+log = logging.getLogger(__name__)
+
+POISON_CODE = "poison"
+POISON_MESSAGE = "The turn could not be processed after repeated attempts; it was dropped. Please send it again."
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message to publish (publisher-confirmed) before the entry may be acked."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    persistent: bool
+
+
+class ConversationLog:
+    def __init__(self, store: Store, topology: Topology) -> None:
+        self.store = store
+        self.topology = topology
+
+    async def ingest(self, entry: LogEntry, body: bytes | None = None) -> list[Outbound]:
+        """`body` is the entry as received: a turn is forwarded byte for byte when given."""
+        if isinstance(entry, EventPosted):
+            return [await self._sequence(entry.scope, entry.turn_id, entry.event_id, entry.frame)]
+        return await self._turn(entry, body)
+
+    async def _turn(self, turn: TurnRequested, body: bytes | None) -> list[Outbound]:
+        await self.store.add_turn(turn.scope, turn.turn_id, ChatMessage(role="user", content=turn.text))
+        forward = Outbound(
+            exchange=self.topology.turns_exchange,
+            routing_key=str(self.topology.partition(turn.scope.conversation_id)),
+            body=body if body is not None else encode(turn),
+            persistent=True,
+        )
+        return [await self._accepted(turn), forward]
+
+    async def fail_dead_turn(self, turn: TurnRequested) -> list[Outbound]:
+        """A turn the broker gave up on (dead-lettered from the log or the turns queues):
+        make sure its user hears it ended, with `turn.failed` code `poison`.
+
+        The turn is added first if it never was (it died before ingest), so the user sees
+        its `message.accepted` before the failure. A turn that already ended (by a frame
+        other than ours) is left alone. Idempotent: a redelivery yields the same frames.
+        Raises `StoreRefusal` for a turn of someone else's conversation (nothing to tell).
+        """
+        scope, dead_event = turn.scope, f"{turn.turn_id}:dead"
+        try:
+            await self.store.add_turn(scope, turn.turn_id, ChatMessage(role="user", content=turn.text))
+        except StoreRefusal:
+            raise
+        except Exception:
+            # Maybe what killed it; the failure frame alone still reaches the user.
+            log.exception("could not store a dead-lettered turn; failing it without it")
+        try:
+            status = await self.store.turn_status(scope, turn.turn_id)
+        except NotFound:
+            pass
+        else:
+            if status.state in FINISHED and status.finished_by != dead_event:
+                log.info("dead-lettered turn had already ended", extra={"state": status.state})
+                return []
+        failed = TurnFailed(
+            conversation_id=scope.conversation_id,
+            turn_id=turn.turn_id,
+            error=FrameError(code=POISON_CODE, message=POISON_MESSAGE),
+        )
+        return [await self._accepted(turn), await self._sequence(scope, turn.turn_id, dead_event, failed)]
+
+    async def _accepted(self, turn: TurnRequested) -> Outbound:
+        accepted = MessageAccepted(
+            conversation_id=turn.scope.conversation_id, turn_id=turn.turn_id, id=turn.client_message_id
+        )
+        return await self._sequence(turn.scope, turn.turn_id, f"{turn.turn_id}:accepted", accepted)
+
+    async def _sequence(self, scope: Scope, turn_id: str, event_id: str, frame: ServerFrame) -> Outbound:
+        # The routing key is the scope's conversation: the frame must not claim another one.
+        # A frame without a turn_id gets the entry's, so the store can tell which turn ends.
+        frame = frame.model_copy(update={"conversation_id": scope.conversation_id, "turn_id": frame.turn_id or turn_id})
+        seq, created = await self.store.append_frame(scope, event_id, frame.model_dump(mode="json"))
+        if created:
+            FRAMES_APPENDED.inc()
+        sequenced = frame.model_copy(update={"seq": seq})
+        return Outbound(
+            exchange=self.topology.frames_exchange,
+            routing_key=scope.conversation_id,
+            body=sequenced.model_dump_json().encode(),
+            persistent=False,
+        )

@@ -1,0 +1,1 @@
+"""The memory RPC server and its request handlers, one module per family."""

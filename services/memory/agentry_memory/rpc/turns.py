@@ -1,0 +1,62 @@
+"""Answers the requests about a conversation's turns: claiming the conversation, beginning
+and cancelling a turn, recording its reasoning.
+
+A cancel is recorded before it is broadcast, so a reasoner that begins the turn later
+sees the record and one that holds it already hears the broadcast.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import assert_never
+
+from agentry_shared.contracts.control import CancelRequested
+from agentry_shared.contracts.memory import (
+    BeginTurn,
+    CancelTurnRequest,
+    ClaimConversation,
+    Claimed,
+    Done,
+    MemoryReply,
+    RecordReasoning,
+    TurnBegun,
+    TurnCancelAccepted,
+)
+from agentry_shared.logs import bind_context
+
+from agentry_memory.rpc.common import Broadcast
+from agentry_memory.store import Store
+
+log = logging.getLogger(__name__)
+
+TurnRequest = ClaimConversation | BeginTurn | CancelTurnRequest | RecordReasoning
+TURN_REQUESTS = (ClaimConversation, BeginTurn, CancelTurnRequest, RecordReasoning)
+
+
+async def answer_turn_request(store: Store, request: TurnRequest, broadcast: Broadcast) -> MemoryReply:
+    match request:
+        case ClaimConversation(scope=scope):
+            return Claimed(created=await store.claim_conversation(scope))
+        case RecordReasoning(scope=scope, turn_id=turn_id, step=step, text=text):
+            await store.record_reasoning(scope, turn_id, step, text)
+            return Done()
+        case BeginTurn(scope=scope, turn_id=turn_id):
+            attempt, state = await store.begin_turn(scope, turn_id)
+            if attempt > 1:
+                log.info("turn taken again", extra={"attempt": attempt, "state": state})
+            return TurnBegun(attempt=attempt, state=state)
+        case CancelTurnRequest():
+            return await _cancel(store, request, broadcast)
+    assert_never(request)
+
+
+async def _cancel(store: Store, request: CancelTurnRequest, broadcast: Broadcast) -> MemoryReply:
+    """Record first, then broadcast: a reasoner that begins the turn after the record sees
+    it, one that holds it already hears the broadcast. A failed broadcast is `internal`,
+    and a retry records nothing new and broadcasts again."""
+    before = await store.cancel_turn(request.tenant_id, request.user_id, request.turn_id)
+    with bind_context(conversation_id=before.conversation_id):
+        if before.state in ("queued", "running"):
+            await broadcast(CancelRequested(conversation_id=before.conversation_id, turn_id=request.turn_id))
+        log.info("turn cancel requested", extra={"state": before.state})
+    return TurnCancelAccepted(conversation_id=before.conversation_id, state=before.state)

@@ -1,0 +1,221 @@
+"""What every storage backend promises, independent of how it stores: the `Store`
+protocols, the records they hand back and the errors that are answers.
+
+Every method takes the caller's `Scope` and answers only for the conversation that scope
+owns: `Forbidden` if another tenant or user owns it, `NotFound` if it (or the turn) does
+not exist. Every write is idempotent, because the broker delivers at least once. The
+backends, `sqlite.SqliteStore` and `mongo.MongoStore`, have one module per concern, with
+the same names in both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from agentry_shared.contracts.facts import FactCategory, TaskStatus
+from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
+from agentry_shared.contracts.scope import Scope
+
+from agentry_memory.store.errors import Forbidden, Invalid, NotFound, StoreRefusal
+from agentry_memory.store.records import (
+    FINISHED,
+    TOKEN_WINDOW_SECONDS,
+    ApprovalRecord,
+    Fact,
+    ReasoningStep,
+    StoredMessage,
+    Summary,
+    Task,
+    TokenTaken,
+    ToolCall,
+    TurnContext,
+    TurnStatus,
+    drop_orphan_tools,
+    final_state,
+    token_window,
+)
+
+__all__ = [
+    "FINISHED",
+    "TOKEN_WINDOW_SECONDS",
+    "ApprovalRecord",
+    "ConversationStore",
+    "Fact",
+    "Forbidden",
+    "Invalid",
+    "KnowledgeStore",
+    "NotFound",
+    "ReasoningStep",
+    "Store",
+    "StoreRefusal",
+    "StoredMessage",
+    "Summary",
+    "Task",
+    "TokenTaken",
+    "ToolCall",
+    "TurnContext",
+    "TurnStatus",
+    "drop_orphan_tools",
+    "final_state",
+    "token_window",
+]
+
+
+class ConversationStore(Protocol):
+    """The conversation log, turns, tool calls and approvals."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def open(self) -> None:
+        """Connect or create; safe to call on a store that already holds data."""
+
+    async def close(self) -> None: ...
+
+    async def claim_conversation(self, scope: Scope) -> bool:
+        """True if this call created the conversation for scope's tenant and user."""
+
+    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+        """Record a turn (state `queued`) and its user message (position 0); returns its
+        turn_index (1, 2, ...).
+
+        Creates the conversation if the log brings a turn for an unclaimed one; a turn_id
+        seen before returns its first index and changes nothing.
+        """
+
+    async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
+        """Make the turn's messages after the user's exactly `messages` (positions 1..n):
+        the list is the turn's full checkpoint, so positions beyond n are dropped."""
+
+    async def context(self, scope: Scope, turn_id: str, limit: int, max_tokens: int | None = None) -> TurnContext:
+        """`window`: the most recent messages of the earlier turns plus this turn's user
+        message, oldest first, ordered by turn then position whatever order they were stored
+        in, never starting with a tool result whose call was cut off: at most `limit` of them
+        and, when `max_tokens` is given, at most that many tokens together with `summary`
+        (this turn's user message is always there, even alone over the budget).
+        `produced`: this turn's positions 1..n, all of them. `summary`: the conversation's
+        rolling summary. `left_out_turn`: the newest turn with a message left out."""
+
+    async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
+        """Count an attempt (1 on the first call) and say how the reasoner must go on:
+        a finished turn keeps and returns its final state; a turn with a cancel request
+        returns `cancelled` (its state changes only when its turn.failed is sequenced);
+        otherwise it becomes and returns `running`."""
+
+    async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus: ...
+
+    async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
+        """Record a cancel request for an unfinished turn, found by turn_id alone; returns
+        the status from before the request. `Forbidden` if another tenant or user owns it."""
+
+    async def claim_tool_call(self, scope: Scope, turn_id: str, call_id: str, tool: str) -> ToolCall:
+        """The first claim of (turn, call_id) records it as running and answers `new`;
+        later claims answer `running` (with the first claim's age) or `done` (with the result)."""
+
+    async def complete_tool_call(self, scope: Scope, turn_id: str, call_id: str, result: dict[str, Any]) -> None:
+        """Keep the call's result; a second completion keeps the first result."""
+
+    async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
+        """Give the frame the conversation's next seq and keep it (with `seq` set).
+
+        Returns (seq, True); for an event_id seen before, (its first seq, False) and nothing
+        is stored. Seqs of a conversation are 1, 2, 3, ... without gaps, and never reused,
+        even after old frames expired. A `turn.completed` / `turn.failed` frame for a turn
+        of this conversation that has not finished yet finishes it (`final_state`), in the
+        same transaction; a frame naming an unknown turn is kept and finishes nothing.
+        """
+
+    async def frames_after(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Stored frames with seq > after_seq, ascending, at most `limit`, without gaps."""
+
+    async def sweep_frames(self, older_than: float) -> int:
+        """Delete frames stored before `older_than` (Unix time); returns how many.
+
+        Deletes only a prefix of each conversation's frames (everything up to its newest
+        expired frame), so what is kept never has a gap, whatever the clock did; and never
+        a conversation's last frame, so `frames_after` an older seq is never empty: the
+        first frame it returns shows the gap.
+        """
+
+    async def request_approval(
+        self, scope: Scope, turn_id: str, call_id: str, tool: str, arguments: dict[str, Any], expires_at: float
+    ) -> None:
+        """Keep a pending approval of (conversation, turn, call_id); asking again changes nothing."""
+
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
+        """The approval's state (`pending` past its `expires_at` reads `expired`); None if never asked."""
+
+    async def decide_approval(
+        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
+    ) -> ApprovalRecord:
+        """Decide the user's most recent approval with this call_id (the gateway knows no turn).
+
+        `NotFound` if the user has none, even if another user has one (nothing is revealed).
+        A pending one becomes `approved` / `denied` (`changed`), or `expired` past `expires_at`;
+        a decided one is returned as it is."""
+
+    async def take_tool_token(self, scope: Scope, tool: str, per_minute: int, now: float) -> TokenTaken:
+        """Count a call of `tool` by scope's tenant and user in the current fixed window
+        (`token_window`), atomically, for every replica; refused past `per_minute`, with the
+        seconds until the window ends. `per_minute` <= 0 is no limit (nothing is counted)."""
+
+    async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
+        """Keep a step's reasoning for audit (replacing an earlier record of the same step)."""
+
+    async def reasoning(self, scope: Scope, turn_id: str) -> list[str]:
+        """A turn's reasoning by step: for audits only, never for a user-facing reply."""
+
+
+class KnowledgeStore(Protocol):
+    """Remembered knowledge: rolling summaries, facts and tasks (the user's, not one
+    conversation's: `Scope` still names the conversation asking, `Forbidden` if it is someone
+    else's), and the operator's reasoning audit and erasure."""
+
+    async def summary(self, scope: Scope) -> Summary | None:
+        """The conversation's latest rolling summary."""
+
+    async def unsummarised(
+        self, scope: Scope, after_turn: int, through_turn: int, max_tokens: int
+    ) -> list[StoredMessage]:
+        """Messages of the whole turns after_turn < t <= through_turn, oldest first, stopping
+        before the first turn that would take the total past `max_tokens` (but always the
+        first turn, so a huge turn cannot stall the summary)."""
+
+    async def save_summary(self, scope: Scope, text: str, through_turn: int, tokens: int, now: float) -> bool:
+        """Keep a summary of turns 1..through_turn; only ever moves forward (False if the
+        kept one already covers as much: another replica got there first)."""
+
+    async def remember_fact(
+        self, scope: Scope, turn_id: str | None, text: str, category: FactCategory, now: float
+    ) -> tuple[Fact, bool]:
+        """Keep a fact of scope's user; True if new. A near-identical fact of the user
+        (`knowledge.same_fact`) is refreshed instead: its wording, category, turn and
+        `confirmed_at` become this call's."""
+
+    async def recall_facts(self, scope: Scope, query: str, limit: int) -> list[Fact]:
+        """The user's facts matching `query` best first (full-text over every conversation of
+        the user, never another user's); with no searchable word, the last confirmed."""
+
+    async def update_task(
+        self, scope: Scope, turn_id: str | None, title: str, status: TaskStatus, progress: str, now: float
+    ) -> tuple[Task, bool]:
+        """Create or update the user's task of that title (near-identical titles are the same
+        task); True if new. An empty `progress` keeps the kept one."""
+
+    async def tasks(self, scope: Scope, include_done: bool, limit: int) -> list[Task]:
+        """The user's tasks, most recently updated first."""
+
+    async def reasoning_audit(self, tenant_id: str, user_id: str, turn_id: str) -> list[ReasoningStep]:
+        """For operators only: a turn's reasoning by step. `NotFound` unless the turn is this
+        tenant's and user's."""
+
+    async def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
+        """Delete everything about a user (conversations, turns, messages, frames, summaries,
+        reasoning, tool calls, approvals, rate-limit counts, facts, tasks); how many of each."""
+
+    async def sweep_reasoning(self, older_than: float) -> int:
+        """Delete reasoning recorded before `older_than` (Unix time); returns how many."""
+
+
+class Store(ConversationStore, KnowledgeStore, Protocol):
+    """Everything a backend implements: the conversation store and the remembered knowledge."""

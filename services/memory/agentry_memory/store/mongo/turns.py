@@ -1,0 +1,150 @@
+"""Conversations, turns and their messages on MongoDB."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from agentry_shared.contracts.memory import ChatMessage, TurnState
+from agentry_shared.contracts.scope import Scope
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.mongo.base import MongoBase, as_date, conversation_filter, user_filter
+from agentry_memory.store.mongo.schema import Document
+from agentry_memory.store.records import FINISHED, TurnStatus
+
+
+class MongoTurns(MongoBase):
+    async def claim_conversation(self, scope: Scope) -> bool:
+        return await self._create_or_owned(scope, time.time())
+
+    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+        """The turn_index comes from the conversation's `$inc` counter; a crash after it
+        leaves a gap in the indexes (harmless: only their order matters). The user message
+        is upserted on every call, so a redelivery after a crash between the two writes
+        completes the turn."""
+        now = time.time()
+        turns = self._c("turns")
+        turn = await turns.find_one({"_id": turn_id})
+        if turn is not None and turn["conversation_id"] != scope.conversation_id:
+            raise Forbidden(f"turn {turn_id} belongs to another conversation")
+        await self._create_or_owned(scope, now)
+        if turn is None:
+            counter = await self._c("conversations").find_one_and_update(
+                {"_id": scope.conversation_id}, {"$inc": {"turns": 1}}, return_document=ReturnDocument.AFTER
+            )
+            assert counter is not None
+            turn = {
+                "_id": turn_id,
+                **conversation_filter(scope),
+                "turn_index": int(counter["turns"]),
+                "created_at": now,
+                "state": "queued",
+                "attempts": 0,
+                "cancel_requested_at": None,
+                "finished_at": None,
+                "finished_by": None,
+            }
+            try:
+                await turns.insert_one(turn)
+            except DuplicateKeyError:  # the same turn ingested at once elsewhere
+                turn = await turns.find_one({"_id": turn_id})
+                assert turn is not None
+        if turn["conversation_id"] != scope.conversation_id or turn["user_id"] != scope.user_id:
+            raise Forbidden(f"turn {turn_id} belongs to another conversation")
+        index = int(turn["turn_index"])
+        await self._c("messages").update_one(
+            {**conversation_filter(scope), "turn_index": index, "position": 0},
+            {"$setOnInsert": _message_fields(user_message)},
+            upsert=True,
+        )
+        return index
+
+    async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
+        """Upserts positions 1..n, then drops the ones above n: a crash between the two is
+        repaired by the reasoner's next checkpoint, which is always the full list."""
+        turn = await self._turn(scope, turn_id)
+        where = {**conversation_filter(scope), "turn_index": turn["turn_index"]}
+        if messages:
+            await self._c("messages").bulk_write(
+                [
+                    UpdateOne({**where, "position": position}, {"$set": _message_fields(message)}, upsert=True)
+                    for position, message in enumerate(messages, start=1)
+                ],
+                ordered=False,
+            )
+        await self._c("messages").delete_many({**where, "position": {"$gt": len(messages)}})
+
+    async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
+        await self._turn(scope, turn_id)
+        turn = await self._c("turns").find_one_and_update(
+            {"_id": turn_id, **conversation_filter(scope)},
+            {"$inc": {"attempts": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        assert turn is not None
+        attempts, state = int(turn["attempts"]), cast(TurnState, turn["state"])
+        if state in FINISHED:
+            return attempts, state
+        if turn["cancel_requested_at"] is not None:
+            return attempts, "cancelled"
+        # Conditional: a final frame sequenced meanwhile keeps its state.
+        result = await self._c("turns").update_one(
+            {"_id": turn_id, "state": {"$nin": list(FINISHED)}}, {"$set": {"state": "running"}}
+        )
+        if result.matched_count == 0:
+            finished = await self._c("turns").find_one({"_id": turn_id})
+            assert finished is not None
+            return attempts, cast(TurnState, finished["state"])
+        return attempts, "running"
+
+    async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
+        return _status(await self._turn(scope, turn_id))
+
+    async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
+        turn = await self._c("turns").find_one({"_id": turn_id})
+        if turn is None:
+            raise NotFound(f"no turn {turn_id}")
+        if (turn["tenant_id"], turn["user_id"]) != (tenant_id, user_id):
+            raise Forbidden(f"turn {turn_id} belongs to someone else")
+        before = _status(turn)
+        if before.state not in FINISHED:
+            await self._c("turns").update_one(
+                {"_id": turn_id, "cancel_requested_at": None}, {"$set": {"cancel_requested_at": time.time()}}
+            )
+        return before
+
+    async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
+        await self._turn(scope, turn_id)
+        now = time.time()
+        await self._c("reasoning").update_one(
+            {**user_filter(scope), "turn_id": turn_id, "step": step},
+            {
+                "$set": {"text": text},
+                "$setOnInsert": {"conversation_id": scope.conversation_id, "recorded_at": now, "created": as_date(now)},
+            },
+            upsert=True,
+        )
+
+    async def reasoning(self, scope: Scope, turn_id: str) -> list[str]:
+        await self._turn(scope, turn_id)
+        cursor = self._c("reasoning").find({**user_filter(scope), "turn_id": turn_id}).sort("step", 1)
+        return [str(doc["text"]) async for doc in cursor]
+
+
+def _message_fields(message: ChatMessage) -> Document:
+    # JSON text, as the SQLite store keeps it: tool arguments may hold keys MongoDB refuses.
+    return {"body": message.model_dump_json(exclude_none=True), "tokens": message_tokens(message)}
+
+
+def _status(turn: Document) -> TurnStatus:
+    return TurnStatus(
+        conversation_id=str(turn["conversation_id"]),
+        state=cast(TurnState, turn["state"]),
+        attempts=int(turn["attempts"]),
+        cancel_requested=turn["cancel_requested_at"] is not None,
+        finished_by=turn["finished_by"],
+    )

@@ -1,0 +1,164 @@
+"""Conversations, turns and their messages on SQLite: the `Store` methods a reasoner uses
+(the window they make up is `context`)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import cast
+
+from agentry_shared.contracts.memory import ChatMessage, TurnState
+from agentry_shared.contracts.scope import Scope
+
+from agentry_memory.context.tokens import message_tokens
+from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.records import FINISHED, TurnStatus
+from agentry_memory.store.sqlite.base import SqliteBase
+
+
+class TurnTables(SqliteBase):
+    async def claim_conversation(self, scope: Scope) -> bool:
+        return await self._run(self._claim_conversation, scope)
+
+    def _claim_conversation(self, scope: Scope) -> bool:
+        with self._tx() as db:
+            try:
+                self._owned(db, scope)
+            except NotFound:
+                self._create(db, scope)
+                return True
+            return False
+
+    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+        return await self._run(self._add_turn, scope, turn_id, user_message)
+
+    def _add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+        with self._tx() as db:
+            try:
+                conversation = self._owned(db, scope)
+            except NotFound:
+                conversation = self._create(db, scope)
+            row = db.execute("SELECT conversation, turn_index FROM turns WHERE turn_id = ?", (turn_id,)).fetchone()
+            if row is not None:
+                if row[0] != conversation:
+                    raise Forbidden(f"turn {turn_id} belongs to another conversation")
+                return int(row[1])
+            (index,) = db.execute(
+                "SELECT COALESCE(MAX(turn_index), 0) + 1 FROM turns WHERE conversation = ?", (conversation,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO turns (conversation, turn_id, turn_index, created_at) VALUES (?, ?, ?, ?)",
+                (conversation, turn_id, index, time.time()),
+            )
+            db.execute(
+                "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, 0, ?, ?)",
+                (conversation, index, user_message.model_dump_json(exclude_none=True), message_tokens(user_message)),
+            )
+            return int(index)
+
+    async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
+        await self._run(self._append_messages, scope, turn_id, messages)
+
+    def _append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
+        with self._tx() as db:
+            conversation = self._owned(db, scope)
+            _, index = self._turn(db, conversation, turn_id)
+            db.executemany(
+                "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (conversation, turn_index, position) DO UPDATE "
+                "SET body = excluded.body, tokens = excluded.tokens",
+                [
+                    (conversation, index, position, message.model_dump_json(exclude_none=True), message_tokens(message))
+                    for position, message in enumerate(messages, start=1)
+                ],
+            )
+            # The list is the whole checkpoint: what an older, longer one left behind goes.
+            db.execute(
+                "DELETE FROM messages WHERE conversation = ? AND turn_index = ? AND position > ?",
+                (conversation, index, len(messages)),
+            )
+
+    async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
+        return await self._run(self._begin_turn, scope, turn_id)
+
+    def _begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
+        with self._tx() as db:
+            turn, _ = self._turn(db, self._owned(db, scope), turn_id)
+            (attempts, state, cancel_requested_at) = db.execute(
+                "UPDATE turns SET attempts = attempts + 1 WHERE id = ? RETURNING attempts, state, cancel_requested_at",
+                (turn,),
+            ).fetchone()
+            if state in FINISHED:
+                return int(attempts), cast(TurnState, state)
+            if cancel_requested_at is not None:
+                return int(attempts), "cancelled"
+            db.execute("UPDATE turns SET state = 'running' WHERE id = ?", (turn,))
+            return int(attempts), "running"
+
+    async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
+        return await self._run(self._turn_status, scope, turn_id)
+
+    def _turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
+        with self._tx(write=False) as db:
+            turn, _ = self._turn(db, self._owned(db, scope), turn_id)
+            return _status(db, turn)
+
+    async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
+        return await self._run(self._cancel_turn, tenant_id, user_id, turn_id)
+
+    def _cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT turns.id, c.tenant_id, c.user_id FROM turns JOIN conversations c ON c.id = turns.conversation "
+                "WHERE turns.turn_id = ?",
+                (turn_id,),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"no turn {turn_id}")
+            turn, owner = int(row[0]), (row[1], row[2])
+            if owner != (tenant_id, user_id):
+                raise Forbidden(f"turn {turn_id} belongs to someone else")
+            before = _status(db, turn)
+            if before.state not in FINISHED:
+                db.execute(
+                    "UPDATE turns SET cancel_requested_at = COALESCE(cancel_requested_at, ?) WHERE id = ?",
+                    (time.time(), turn),
+                )
+            return before
+
+    async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
+        await self._run(self._record_reasoning, scope, turn_id, step, text)
+
+    def _record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
+        with self._tx() as db:
+            turn, _ = self._turn(db, self._owned(db, scope), turn_id)
+            db.execute(
+                "INSERT INTO reasoning (turn, step, text, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (turn, step) DO UPDATE SET text = excluded.text",
+                (turn, step, text, time.time()),
+            )
+
+    async def reasoning(self, scope: Scope, turn_id: str) -> list[str]:
+        return await self._run(self._reasoning, scope, turn_id)
+
+    def _reasoning(self, scope: Scope, turn_id: str) -> list[str]:
+        with self._tx(write=False) as db:
+            turn, _ = self._turn(db, self._owned(db, scope), turn_id)
+            rows = db.execute("SELECT text FROM reasoning WHERE turn = ? ORDER BY step", (turn,)).fetchall()
+        return [text for (text,) in rows]
+
+
+def _status(db: sqlite3.Connection, turn: int) -> TurnStatus:
+    row = db.execute(
+        "SELECT c.conversation_id, turns.state, turns.attempts, turns.cancel_requested_at, turns.finished_by "
+        "FROM turns JOIN conversations c ON c.id = turns.conversation WHERE turns.id = ?",
+        (turn,),
+    ).fetchone()
+    conversation_id, state, attempts, cancel_requested_at, finished_by = row
+    return TurnStatus(
+        conversation_id=conversation_id,
+        state=cast(TurnState, state),
+        attempts=int(attempts),
+        cancel_requested=cancel_requested_at is not None,
+        finished_by=finished_by,
+    )

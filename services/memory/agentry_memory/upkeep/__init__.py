@@ -1,0 +1,1 @@
+"""Operator and housekeeping work: the retention sweep and the admin command."""
