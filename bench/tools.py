@@ -35,9 +35,9 @@ from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolReques
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 from agentry_tool_runner.executor import SubprocessExecutor
-from agentry_tool_runner.registry import REGISTRY
 from agentry_tool_runner.resources import SAMPLE_DOCS, Resources
 from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor
+from agentry_tool_runner.tools.registry import REGISTRY
 
 RUNS, WARM_UP = 50, 3
 CODE = "print(sum(range(1000)))"

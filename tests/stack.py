@@ -126,7 +126,7 @@ class Stack:
 async def delete_namespace(namespace: str) -> None:
     """Drop every queue and exchange this stack's namespace created."""
     from agentry_shared.topology import Topology
-    from agentry_tool_runner.registry import REGISTRY
+    from agentry_tool_runner.tools.registry import REGISTRY
 
     topology = Topology(namespace, 4)
     connection = await aio_pika.connect(AMQP_URL)

@@ -31,7 +31,7 @@ from agentry_tool_runner.metrics import TOOL_EXECUTIONS
 from agentry_tool_runner.outcome import describe_validation_error, failure, interpret
 from agentry_tool_runner.process import ChildRun, Identity, run_child
 from agentry_tool_runner.resources import SAMPLE_DOCS, Refused, Resources
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
 __all__ = ["Executor", "Launch", "SubprocessExecutor", "failure", "interpret"]
 

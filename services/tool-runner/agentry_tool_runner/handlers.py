@@ -27,7 +27,7 @@ from agentry_tool_runner.control import ControlListener, RecentTurns
 from agentry_tool_runner.decision import REFUSALS
 from agentry_tool_runner.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
-from agentry_tool_runner.registry import Registry
+from agentry_tool_runner.tools.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from agentry_tool_runner.outcome import failure
 from agentry_tool_runner.resources import Refused, Resources, reachable
 from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor, sandbox_identity
 from agentry_tool_runner.stage import BOOT, child_files
-from agentry_tool_runner.tool import Tool
-from agentry_tool_runner.tools import current_time
+from agentry_tool_runner.tools.builtin import current_time
+from agentry_tool_runner.tools.tool import Tool
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from agentry_tool_runner.executor import Executor
 from agentry_tool_runner.handlers import ToolCallConsumer
 from agentry_tool_runner.isolation import choose
 from agentry_tool_runner.memory_backend import MemoryBackedExecutor
-from agentry_tool_runner.registry import REGISTRY, Registry
+from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 

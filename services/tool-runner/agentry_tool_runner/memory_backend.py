@@ -19,7 +19,7 @@ from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import BaseModel
 
 from agentry_tool_runner.executor import Executor
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
 MEMORY_TIMEOUT_S = 10.0
 

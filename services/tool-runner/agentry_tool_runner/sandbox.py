@@ -32,7 +32,7 @@ from agentry_tool_runner.executor import Launch, SubprocessExecutor
 from agentry_tool_runner.process import ChildRun, Identity
 from agentry_tool_runner.resources import Refused, Resources, reachable
 from agentry_tool_runner.stage import BOOT, child_files
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
 SANDBOX_PYTHON = "/usr/bin/python3"
 NOBODY = 65534

@@ -15,7 +15,7 @@ from agentry_shared.settings import ToolRunnerSettings
 from agentry_tool_runner.claims import ClaimTiming
 from agentry_tool_runner.executor import SubprocessExecutor
 from agentry_tool_runner.main import service
-from agentry_tool_runner.registry import REGISTRY, Registry, Tool
+from agentry_tool_runner.tools.registry import REGISTRY, Registry, Tool
 from pydantic import BaseModel, ConfigDict
 
 HERE = Path(__file__).parent

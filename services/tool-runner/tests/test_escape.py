@@ -26,7 +26,7 @@ from agentry_shared.bus import encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
-from agentry_tool_runner.registry import REGISTRY
+from agentry_tool_runner.tools.registry import REGISTRY
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import CallProcesses, RealWorker, RealWorkerFactory

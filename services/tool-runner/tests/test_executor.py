@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from agentry_tool_runner.executor import SubprocessExecutor, interpret
 from agentry_tool_runner.process import CHILD_ENV, ChildRun, run_child
-from agentry_tool_runner.registry import REGISTRY, Limits, Tool
+from agentry_tool_runner.tools.registry import REGISTRY, Limits, Tool
 from pydantic import BaseModel, ConfigDict
 
 HERE = Path(__file__).parent

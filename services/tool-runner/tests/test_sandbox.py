@@ -21,10 +21,10 @@ from agentry_shared.settings import ToolRunnerSettings
 from agentry_tool_runner import isolation
 from agentry_tool_runner.isolation import SandboxRequired, WeakExecutor, choose, probe
 from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, TOOL_EXECUTIONS, WEAK_ISOLATION
-from agentry_tool_runner.registry import REGISTRY, Tool
 from agentry_tool_runner.resources import SAMPLE_DOCS, Resources, reachable
 from agentry_tool_runner.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
 from agentry_tool_runner.stage import PACKAGE_DIR
+from agentry_tool_runner.tools.registry import REGISTRY, Tool
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import CallProcesses
@@ -84,7 +84,7 @@ async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
     assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
     assert (seen["host"], seen["nets"]) == ("sandbox", ["lo"])
-    assert seen["staged"] == ["__init__.py", "child.py", "failure.py", "tools"]
+    assert seen["staged"] == ["__init__.py", "child.py", "tools"]
     assert seen["root"] == ["bin", "dev", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "workspace"]
     assert set(seen["env"]) <= {"PATH", "LANG", "PWD"}
     assert seen["ppid"] == 1  # the child runner is pid 1 of the call's pid namespace
@@ -159,7 +159,7 @@ def test_tool_modules_load_on_the_bare_system_python(name: str) -> None:
     module = tool(name).implementation.partition(":")[0]
     code = (
         f"import sys; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r}); "
-        "from agentry_tool_runner import failure; failure.enter_child(); "
+        "from agentry_tool_runner.tools import failure; failure.enter_child(); "
         f"import {module}; assert 'pydantic' not in sys.modules"
     )
     python = SANDBOX_PYTHON if os.path.exists(SANDBOX_PYTHON) else sys.executable

@@ -1,8 +1,5 @@
-"""One module per tool: a stdlib-only `run` function, and under `if in_worker():` its
-`Params` model and the `TOOL` that describes both.
+"""Describing tools: what each is (`tool`), which exist (`registry`), the built-ins (`builtin/`).
 
-`run` executes in the call's child, inside the sandbox, on the system's `python3 -S -I`:
-the standard library, `agentry_tool_runner.failure` and the modules of this package are
-all it can import. The declaration needs pydantic, which only the worker has. Helpers
-shared by tools live here too, named with a leading underscore.
+Kept empty on purpose: every child imports this package (for `failure`) inside the
+sandbox, where only the standard library exists.
 """
