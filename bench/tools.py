@@ -34,9 +34,9 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
-from agentry_tool_runner.executor import SubprocessExecutor
-from agentry_tool_runner.resources import SAMPLE_DOCS, Resources
-from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor
+from agentry_tool_runner.execution.executor import SubprocessExecutor
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources
+from agentry_tool_runner.execution.sandbox import SANDBOX_PYTHON, SandboxExecutor
 from agentry_tool_runner.tools.registry import REGISTRY
 
 RUNS, WARM_UP = 50, 3

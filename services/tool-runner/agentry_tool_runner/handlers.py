@@ -25,7 +25,7 @@ from agentry_tool_runner.calls import Calls
 from agentry_tool_runner.claims import ClaimClient, ClaimTiming
 from agentry_tool_runner.control import ControlListener, RecentTurns
 from agentry_tool_runner.decision import REFUSALS
-from agentry_tool_runner.executor import Executor, failure
+from agentry_tool_runner.execution.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
 from agentry_tool_runner.tools.registry import Registry
 

@@ -22,10 +22,10 @@ from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 
 from agentry_tool_runner.claims import ClaimTiming
-from agentry_tool_runner.executor import Executor
+from agentry_tool_runner.execution.executor import Executor
+from agentry_tool_runner.execution.isolation import choose
+from agentry_tool_runner.execution.memory_service import MemoryBackedExecutor
 from agentry_tool_runner.handlers import ToolCallConsumer
-from agentry_tool_runner.isolation import choose
-from agentry_tool_runner.memory_backend import MemoryBackedExecutor
 from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from agentry_tool_runner.executor import SubprocessExecutor, interpret
-from agentry_tool_runner.process import CHILD_ENV, ChildRun, run_child
+from agentry_tool_runner.execution.executor import SubprocessExecutor, interpret
+from agentry_tool_runner.execution.process import CHILD_ENV, ChildRun, run_child
 from agentry_tool_runner.tools.registry import REGISTRY, Limits, Tool
 from pydantic import BaseModel, ConfigDict
 

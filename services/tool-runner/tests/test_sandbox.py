@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import pytest
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
-from agentry_tool_runner import isolation
-from agentry_tool_runner.isolation import SandboxRequired, WeakExecutor, choose, probe
+from agentry_tool_runner.execution import isolation
+from agentry_tool_runner.execution.isolation import SandboxRequired, WeakExecutor, choose, probe
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources, reachable
+from agentry_tool_runner.execution.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
+from agentry_tool_runner.execution.stage import PACKAGE_DIR
 from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, TOOL_EXECUTIONS, WEAK_ISOLATION
-from agentry_tool_runner.resources import SAMPLE_DOCS, Resources, reachable
-from agentry_tool_runner.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
-from agentry_tool_runner.stage import PACKAGE_DIR
 from agentry_tool_runner.tools.registry import REGISTRY, Tool
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
@@ -84,7 +84,7 @@ async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
     assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
     assert (seen["host"], seen["nets"]) == ("sandbox", ["lo"])
-    assert seen["staged"] == ["__init__.py", "child.py", "tools"]
+    assert seen["staged"] == ["__init__.py", "execution", "tools"]
     assert seen["root"] == ["bin", "dev", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "workspace"]
     assert set(seen["env"]) <= {"PATH", "LANG", "PWD"}
     assert seen["ppid"] == 1  # the child runner is pid 1 of the call's pid namespace

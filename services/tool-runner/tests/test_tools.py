@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agentry_tool_runner.resources import SAMPLE_DOCS, allowlist, folder_name
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, allowlist, folder_name
 from agentry_tool_runner.tools.builtin import (
     _paths,
     _text,

@@ -27,10 +27,10 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from pydantic import ValidationError
 
+from agentry_tool_runner.execution.outcome import describe_validation_error, failure, interpret
+from agentry_tool_runner.execution.process import ChildRun, Identity, run_child
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Refused, Resources
 from agentry_tool_runner.metrics import TOOL_EXECUTIONS
-from agentry_tool_runner.outcome import describe_validation_error, failure, interpret
-from agentry_tool_runner.process import ChildRun, Identity, run_child
-from agentry_tool_runner.resources import SAMPLE_DOCS, Refused, Resources
 from agentry_tool_runner.tools.tool import Tool
 
 __all__ = ["Executor", "Launch", "SubprocessExecutor", "failure", "interpret"]
@@ -68,7 +68,7 @@ class Launch:
 
 
 class SubprocessExecutor:
-    """Each call in a fresh `python -I -m agentry_tool_runner.child` under rlimits, as the
+    """Each call in a fresh `python -I -m agentry_tool_runner.execution.child` under rlimits, as the
     worker's own user: the base the sandbox backends (sandbox.py, isolation.py) build on, and
     what tests of the tool-call machinery use (it needs no bubblewrap)."""
 
@@ -82,7 +82,7 @@ class SubprocessExecutor:
 
     def command(self, tool: Tool) -> list[str]:
         # -I: no PYTHON* variables, no user site, no cwd on sys.path; -B: no .pyc writes.
-        return [self.python, "-I", "-B", "-m", "agentry_tool_runner.child"]
+        return [self.python, "-I", "-B", "-m", "agentry_tool_runner.execution.child"]
 
     def grants(self, tool: Tool, scope: Scope | None, owner: int | None = None) -> dict[str, Any]:
         """The host side of what the tool declared it needs; raises `Refused`."""

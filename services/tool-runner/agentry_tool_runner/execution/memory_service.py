@@ -18,7 +18,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import BaseModel
 
-from agentry_tool_runner.executor import Executor
+from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.tools.tool import Tool
 
 MEMORY_TIMEOUT_S = 10.0

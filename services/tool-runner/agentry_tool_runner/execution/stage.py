@@ -21,11 +21,19 @@ import agentry_tool_runner
 PACKAGE_DIR = Path(agentry_tool_runner.__file__).resolve().parent
 _PACKAGE = PACKAGE_DIR.name
 # Relative to the package; the child imports these, and nothing else of ours but a tool.
-_ALWAYS = ("__init__.py", "child.py", "tools/__init__.py", "tools/failure.py")
+_ALWAYS = (
+    "__init__.py",
+    "execution/__init__.py",
+    "execution/child.py",
+    "tools/__init__.py",
+    "tools/failure.py",
+)
 _BUILTIN = "tools/builtin"
 _BUILTIN_MODULE = f"{_PACKAGE}.{_BUILTIN.replace('/', '.')}"
 # Starts the child from the staged files; the sandbox's Python has no other path to them.
-BOOT = "import sys; sys.path.insert(0, {root!r}); from agentry_tool_runner.child import main; sys.exit(main())"
+BOOT = (
+    "import sys; sys.path.insert(0, {root!r}); from agentry_tool_runner.execution.child import main; sys.exit(main())"
+)
 
 
 @functools.cache

@@ -24,12 +24,12 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from agentry_shared.settings import ToolRunnerSettings
 
-from agentry_tool_runner.executor import Executor, Launch, SubprocessExecutor
+from agentry_tool_runner.execution.executor import Executor, Launch, SubprocessExecutor
+from agentry_tool_runner.execution.outcome import failure
+from agentry_tool_runner.execution.resources import Refused, Resources, reachable
+from agentry_tool_runner.execution.sandbox import SANDBOX_PYTHON, SandboxExecutor, sandbox_identity
+from agentry_tool_runner.execution.stage import BOOT, child_files
 from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, WEAK_ISOLATION
-from agentry_tool_runner.outcome import failure
-from agentry_tool_runner.resources import Refused, Resources, reachable
-from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor, sandbox_identity
-from agentry_tool_runner.stage import BOOT, child_files
 from agentry_tool_runner.tools.builtin import current_time
 from agentry_tool_runner.tools.tool import Tool
 

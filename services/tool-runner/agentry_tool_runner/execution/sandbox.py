@@ -28,10 +28,10 @@ from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_tool_runner.executor import Launch, SubprocessExecutor
-from agentry_tool_runner.process import ChildRun, Identity
-from agentry_tool_runner.resources import Refused, Resources, reachable
-from agentry_tool_runner.stage import BOOT, child_files
+from agentry_tool_runner.execution.executor import Launch, SubprocessExecutor
+from agentry_tool_runner.execution.process import ChildRun, Identity
+from agentry_tool_runner.execution.resources import Refused, Resources, reachable
+from agentry_tool_runner.execution.stage import BOOT, child_files
 from agentry_tool_runner.tools.tool import Tool
 
 SANDBOX_PYTHON = "/usr/bin/python3"
