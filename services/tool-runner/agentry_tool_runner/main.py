@@ -21,11 +21,11 @@ from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 
-from agentry_tool_runner.claims import ClaimTiming
+from agentry_tool_runner.calls.claims import ClaimTiming
+from agentry_tool_runner.calls.handlers import ToolCallConsumer
 from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.execution.isolation import choose
 from agentry_tool_runner.execution.memory_service import MemoryBackedExecutor
-from agentry_tool_runner.handlers import ToolCallConsumer
 from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)

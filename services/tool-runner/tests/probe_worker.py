@@ -12,7 +12,7 @@ from pathlib import Path
 from agentry_shared.contracts.tools import SideEffect
 from agentry_shared.lifecycle import run_service
 from agentry_shared.settings import ToolRunnerSettings
-from agentry_tool_runner.claims import ClaimTiming
+from agentry_tool_runner.calls.claims import ClaimTiming
 from agentry_tool_runner.execution.executor import SubprocessExecutor
 from agentry_tool_runner.main import service
 from agentry_tool_runner.tools.registry import REGISTRY, Registry, Tool

@@ -21,10 +21,10 @@ from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from pydantic import ValidationError
 
-from agentry_tool_runner.calls import Calls
-from agentry_tool_runner.claims import ClaimClient, ClaimTiming
-from agentry_tool_runner.control import ControlListener, RecentTurns
-from agentry_tool_runner.decision import REFUSALS
+from agentry_tool_runner.calls.claims import ClaimClient, ClaimTiming
+from agentry_tool_runner.calls.control import ControlListener, RecentTurns
+from agentry_tool_runner.calls.decision import REFUSALS
+from agentry_tool_runner.calls.lifecycle import Calls
 from agentry_tool_runner.execution.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
 from agentry_tool_runner.tools.registry import Registry
