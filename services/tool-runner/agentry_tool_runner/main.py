@@ -25,7 +25,7 @@ from agentry_tool_runner.calls.claims import ClaimTiming
 from agentry_tool_runner.calls.handlers import ToolCallConsumer
 from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.execution.isolation import choose
-from agentry_tool_runner.execution.memory_service import MemoryBackedExecutor
+from agentry_tool_runner.execution.memory_service import MemoryServiceExecutor
 from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ async def service(
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
     if executor is None:  # tries the sandbox once; logs and reports what it found
         executor = (await choose(settings)).executor
-    executor = MemoryBackedExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
+    executor = MemoryServiceExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
     consumer = ToolCallConsumer(bus, registry, executor, settings.tool_runner_concurrency, timing=timing)
     started = False
 

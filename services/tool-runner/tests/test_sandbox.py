@@ -19,7 +19,7 @@ import pytest
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_tool_runner.execution import isolation
-from agentry_tool_runner.execution.isolation import SandboxRequired, WeakExecutor, choose, probe
+from agentry_tool_runner.execution.isolation import PureOnlyExecutor, WeakIsolationExecutor, choose, probe
 from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources, reachable
 from agentry_tool_runner.execution.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
 from agentry_tool_runner.execution.stage import PACKAGE_DIR
@@ -136,7 +136,7 @@ async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(isolation.shutil, "which", lambda _: None)  # as on a machine without bubblewrap
     refusing = await choose(settings)
-    assert isinstance(refusing.executor, SandboxRequired) and (refusing.sandboxed, refusing.weak) == (False, False)
+    assert isinstance(refusing.executor, PureOnlyExecutor) and (refusing.sandboxed, refusing.weak) == (False, False)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 0)
     refused = await refusing.executor.run(tool("python"), {"code": "print(1)"}, SCOPE)
     assert refused.error is not None and refused.error.code == "sandbox_unavailable"
@@ -144,7 +144,7 @@ async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.Monkey
     assert (pure.ok, pure.output) == (True, "1024")
 
     weak = await choose(settings.model_copy(update={"tool_runner_allow_weak_isolation": True}))
-    assert isinstance(weak.executor, WeakExecutor) and (weak.sandboxed, weak.weak) == (False, True)
+    assert isinstance(weak.executor, WeakIsolationExecutor) and (weak.sandboxed, weak.weak) == (False, True)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 1)
     ran = await weak.executor.run(tool("python"), {"code": "import os; print(os.getuid())"}, SCOPE)
     expected = NOBODY if os.geteuid() == 0 else os.geteuid()

@@ -1,7 +1,7 @@
 """Runs a tool call and turns whatever happened into a `ToolCompleted`.
 
 `Executor` is the seam for sandboxing: the backends (sandbox.py: bubblewrap;
-isolation.py: the weak one, an unprivileged uid only) subclass `SubprocessExecutor` and
+isolation.py: the weak one, an unprivileged uid only) subclass `PlainProcessExecutor` and
 override `launch()`, which says how the same child starts (argv, uid, binds, what it is
 granted). Validation, limits, timeouts, caps and the mapping of outcomes stay here, the
 same for every backend.
@@ -33,7 +33,7 @@ from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Refused, Resour
 from agentry_tool_runner.metrics import TOOL_EXECUTIONS
 from agentry_tool_runner.tools.tool import Tool
 
-__all__ = ["Executor", "Launch", "SubprocessExecutor", "failure", "interpret"]
+__all__ = ["Executor", "Launch", "PlainProcessExecutor", "failure", "interpret"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Executor(Protocol):
 
 @dataclass
 class Launch:
-    """How one call's child starts; a backend builds it per call (`SubprocessExecutor.launch`)."""
+    """How one call's child starts; a backend builds it per call (`PlainProcessExecutor.launch`)."""
 
     argv: list[str]
     cwd: str
@@ -67,7 +67,7 @@ class Launch:
     scratch: list[str] = field(default_factory=list)
 
 
-class SubprocessExecutor:
+class PlainProcessExecutor:
     """Each call in a fresh `python -I -m agentry_tool_runner.execution.child` under rlimits, as the
     worker's own user: the base the sandbox backends (sandbox.py, isolation.py) build on, and
     what tests of the tool-call machinery use (it needs no bubblewrap)."""

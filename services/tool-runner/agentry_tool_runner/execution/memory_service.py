@@ -38,7 +38,9 @@ def output_of(reply: BaseModel) -> str:
     raise TypeError(f"unexpected memory reply {type(reply).__name__}")
 
 
-class MemoryBackedExecutor:
+class MemoryServiceExecutor:
+    """Memory tools as one RPC in the worker (they run no code of the model's); the rest to `inner`."""
+
     def __init__(self, bus: Bus, inner: Executor) -> None:
         self._bus = bus
         self._inner = inner

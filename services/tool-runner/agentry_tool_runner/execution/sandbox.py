@@ -28,7 +28,7 @@ from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_tool_runner.execution.executor import Launch, SubprocessExecutor
+from agentry_tool_runner.execution.executor import Launch, PlainProcessExecutor
 from agentry_tool_runner.execution.process import ChildRun, Identity
 from agentry_tool_runner.execution.resources import Refused, Resources, reachable
 from agentry_tool_runner.execution.stage import BOOT, child_files
@@ -79,7 +79,9 @@ def bwrap_arguments(tool: Tool, binds: list[tuple[Path, str, bool]]) -> list[str
     return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", _TMP]
 
 
-class SandboxExecutor(SubprocessExecutor):
+class SandboxExecutor(PlainProcessExecutor):
+    """The same child as the plain executor, started by bwrap on the staged files only."""
+
     def __init__(
         self,
         bwrap: str,
