@@ -1,7 +1,7 @@
 """Process entry point: wiring, readiness, graceful stop.
 
-At start-up the sandbox is tried once (isolation.py): whether tools run in bubblewrap,
-weakly, or are refused is decided then, logged, and exported as gauges.
+At start-up the sandbox is tried once (execution/isolation.py): whether tools run in
+bubblewrap, weakly, or are refused is decided then, logged, and exported as gauges.
 
 On SIGTERM the runner stops consuming, lets running calls finish within the grace period
 (their children are killed after it), then closes the connection, which hands any

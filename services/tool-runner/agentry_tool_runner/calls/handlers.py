@@ -1,7 +1,7 @@
 """The broker side: tool calls from `tools.<pool>` queues, cancels, and the catalog RPC.
 
-Calls run as tasks so one slow tool does not hold up the others (calls.py bounds how many
-children run). Replies go to the caller's direct reply-to queue with its correlation id,
+Calls run as tasks so one slow tool does not hold up the others (lifecycle.py bounds how
+many children run). Replies go to the caller's direct reply-to queue with its correlation id,
 after the result is kept in memory; the request is acked last. If the reply or the ack
 fails (the connection dropped), that is logged and the broker redelivers the request:
 its kept result (`done`) is then replied to the new delivery.

@@ -1,5 +1,2 @@
-"""Running a tool's code: the child process, its sandbox and limits, and what came back.
-
-Kept empty on purpose: the sandbox stages this package for `child`, whose Python has
-the standard library only.
-"""
+"""Running a tool's code: the child process, its sandbox and limits, and what came back."""
+# Nothing else here: the sandbox stages this file for `child`, on a Python with the standard library only.

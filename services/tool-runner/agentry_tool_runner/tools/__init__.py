@@ -1,5 +1,2 @@
-"""Describing tools: what each is (`tool`), which exist (`registry`), the built-ins (`builtin/`).
-
-Kept empty on purpose: every child imports this package (for `failure`) inside the
-sandbox, where only the standard library exists.
-"""
+"""Describing tools: what a tool is, which tools exist, and the built-in ones."""
+# Nothing else here: every child imports this package (for `failure`) inside the sandbox.

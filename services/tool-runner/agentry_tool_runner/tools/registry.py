@@ -1,4 +1,4 @@
-"""Every tool this runner knows. Adding a tool: one module in `tools/`, one line below.
+"""Every tool this runner knows. Adding a tool: one module in `builtin/`, one line below.
 
 The registry (not the reasoner) is the source of truth: the catalog RPC serves the
 descriptors built here.

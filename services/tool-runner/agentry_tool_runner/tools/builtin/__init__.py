@@ -2,7 +2,7 @@
 `Params` model and the `TOOL` that describes both.
 
 `run` executes in the call's child, inside the sandbox, on the system's `python3 -S -I`:
-the standard library, `agentry_tool_runner.tools.failure` and the modules of this package are
-all it can import. The declaration needs pydantic, which only the worker has. Helpers
+the standard library, `agentry_tool_runner.tools.failure` and the modules of this package
+are all it can import. The declaration needs pydantic, which only the worker has. Helpers
 shared by tools live here too, named with a leading underscore.
 """
