@@ -2,7 +2,7 @@
 
 Rows (50 runs each, after 3 warm-up runs):
 - the same Python code as a bare subprocess (`/usr/bin/python3 -I -S -c`);
-- the calculator through the plain child (`SubprocessExecutor`: no sandbox, worker's uid);
+- the calculator through the plain child (`PlainProcessExecutor`: no sandbox, worker's uid);
 - the calculator through the sandbox (`SandboxExecutor`: bwrap, uid 65534, rlimits);
 - the same code through the `python` tool in the sandbox (bwrap + the child + the
   program's own interpreter), spawn to result;
@@ -34,10 +34,10 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
-from agentry_tool_runner.executor import SubprocessExecutor
-from agentry_tool_runner.registry import REGISTRY
-from agentry_tool_runner.resources import SAMPLE_DOCS, Resources
-from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor
+from agentry_tool_runner.execution.executor import PlainProcessExecutor
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources
+from agentry_tool_runner.execution.sandbox import SANDBOX_PYTHON, SandboxExecutor
+from agentry_tool_runner.tools.registry import REGISTRY
 
 RUNS, WARM_UP = 50, 3
 CODE = "print(sum(range(1000)))"
@@ -68,7 +68,7 @@ async def bare() -> None:
     assert out.strip() == b"499500", out
 
 
-def through(executor: SubprocessExecutor, tool: str, arguments: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+def through(executor: PlainProcessExecutor, tool: str, arguments: dict[str, Any]) -> Callable[[], Awaitable[None]]:
     declared = REGISTRY.get(tool)
     assert declared is not None
 
@@ -157,7 +157,7 @@ async def run() -> None:
     workspaces = Path(tempfile.mkdtemp(prefix="agentry-bench-"))
     os.chmod(workspaces, 0o711)  # the sandbox user must reach the users' folders below it
     resources = Resources(workspaces, SAMPLE_DOCS)
-    plain, sandbox = SubprocessExecutor(resources=resources), SandboxExecutor(bwrap, resources)
+    plain, sandbox = PlainProcessExecutor(resources=resources), SandboxExecutor(bwrap, resources)
     sum_up = {"expression": "1+1"}
     try:
         rows = [

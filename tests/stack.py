@@ -130,7 +130,7 @@ class Stack:
 async def delete_namespace(namespace: str, partitions: int) -> None:
     """Drop every queue and exchange this stack's namespace created."""
     from agentry_shared.topology import Topology
-    from agentry_tool_runner.registry import REGISTRY
+    from agentry_tool_runner.tools.registry import REGISTRY
 
     topology = Topology(namespace, partitions)
     connection = await aio_pika.connect(AMQP_URL)

@@ -1,7 +1,7 @@
 """Process entry point: wiring, readiness, graceful stop.
 
-At start-up the sandbox is tried once (isolation.py): whether tools run in bubblewrap,
-weakly, or are refused is decided then, logged, and exported as gauges.
+At start-up the sandbox is tried once (execution/isolation.py): whether tools run in
+bubblewrap, weakly, or are refused is decided then, logged, and exported as gauges.
 
 On SIGTERM the runner stops consuming, lets running calls finish within the grace period
 (their children are killed after it), then closes the connection, which hands any
@@ -21,12 +21,12 @@ from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
 
-from agentry_tool_runner.claims import ClaimTiming
-from agentry_tool_runner.executor import Executor
-from agentry_tool_runner.handlers import ToolCallConsumer
-from agentry_tool_runner.isolation import choose
-from agentry_tool_runner.memory_backend import MemoryBackedExecutor
-from agentry_tool_runner.registry import REGISTRY, Registry
+from agentry_tool_runner.calls.claims import ClaimTiming
+from agentry_tool_runner.calls.handlers import ToolCallConsumer
+from agentry_tool_runner.execution.executor import Executor
+from agentry_tool_runner.execution.isolation import choose
+from agentry_tool_runner.execution.memory_service import MemoryServiceExecutor
+from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ async def service(
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
     if executor is None:  # tries the sandbox once; logs and reports what it found
         executor = (await choose(settings)).executor
-    executor = MemoryBackedExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
+    executor = MemoryServiceExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
     consumer = ToolCallConsumer(bus, registry, executor, settings.tool_runner_concurrency, timing=timing)
     started = False
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from agentry_shared.contracts.tools import SideEffect
 from agentry_shared.lifecycle import run_service
 from agentry_shared.settings import ToolRunnerSettings
-from agentry_tool_runner.claims import ClaimTiming
-from agentry_tool_runner.executor import SubprocessExecutor
+from agentry_tool_runner.calls.claims import ClaimTiming
+from agentry_tool_runner.execution.executor import PlainProcessExecutor
 from agentry_tool_runner.main import service
-from agentry_tool_runner.registry import REGISTRY, Registry, Tool
+from agentry_tool_runner.tools.registry import REGISTRY, Registry, Tool
 from pydantic import BaseModel, ConfigDict
 
 HERE = Path(__file__).parent
@@ -50,8 +50,8 @@ PROBES = Registry(
 )
 
 
-def executor() -> SubprocessExecutor:
-    return SubprocessExecutor(import_paths=[str(HERE)])
+def executor() -> PlainProcessExecutor:
+    return PlainProcessExecutor(import_paths=[str(HERE)])
 
 
 def main() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentry_tool_runner.failure import ToolFailure
-from agentry_tool_runner.tools.calculator import run
+from agentry_tool_runner.tools.builtin.calculator import run
+from agentry_tool_runner.tools.failure import ToolFailure
 
 
 @pytest.mark.parametrize(

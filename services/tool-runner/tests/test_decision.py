@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agentry_shared.contracts.memory import ToolCallClaimed
 from agentry_shared.contracts.tools import SideEffect
-from agentry_tool_runner.decision import REFUSALS, Decision, decide
+from agentry_tool_runner.calls.decision import REFUSALS, Decision, decide
 
 STALE_AFTER = 15.0
 REPEATABLE: list[SideEffect] = ["read_only", "idempotent"]

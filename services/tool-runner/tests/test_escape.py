@@ -26,7 +26,7 @@ from agentry_shared.bus import encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
-from agentry_tool_runner.registry import REGISTRY
+from agentry_tool_runner.tools.registry import REGISTRY
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import CallProcesses, RealWorker, RealWorkerFactory
@@ -84,7 +84,7 @@ CASES: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     "read /etc/shadow": ("open('/etc/shadow').read()", failed(1, "FileNotFoundError")),
     "read the worker's files": (
         "import os\n"
-        f"for path in [{PACKAGE + '/handlers.py'!r}, {sys.prefix + '/pyvenv.cfg'!r}, {sys.executable!r},"
+        f"for path in [{PACKAGE + '/calls/handlers.py'!r}, {sys.prefix + '/pyvenv.cfg'!r}, {sys.executable!r},"
         " '/root', '/etc/passwd']:\n"
         "    print(path, 'visible' if os.path.exists(path) else 'missing')\n"
         "print('pids', sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from agentry_tool_runner.executor import SubprocessExecutor, interpret
-from agentry_tool_runner.process import CHILD_ENV, ChildRun, run_child
-from agentry_tool_runner.registry import REGISTRY, Limits, Tool
+from agentry_tool_runner.execution.executor import PlainProcessExecutor, interpret
+from agentry_tool_runner.execution.process import CHILD_ENV, ChildRun, run_child
+from agentry_tool_runner.tools.registry import REGISTRY, Limits, Tool
 from pydantic import BaseModel, ConfigDict
 
 HERE = Path(__file__).parent
@@ -51,8 +51,8 @@ def probe(function: str, params: type[BaseModel] = NoParams, timeout: float = 10
 
 
 @pytest.fixture
-def executor() -> SubprocessExecutor:
-    return SubprocessExecutor(import_paths=[str(HERE)])
+def executor() -> PlainProcessExecutor:
+    return PlainProcessExecutor(import_paths=[str(HERE)])
 
 
 def alive(pid: int) -> bool:
@@ -73,7 +73,7 @@ async def survivors(*pids: int) -> list[int]:
     return [pid for pid in pids if alive(pid)]
 
 
-async def test_calculator_in_a_child(executor: SubprocessExecutor) -> None:
+async def test_calculator_in_a_child(executor: PlainProcessExecutor) -> None:
     tool = REGISTRY.get("calculator")
     assert tool is not None
     result = await executor.run(tool, {"expression": "37*91"})
@@ -83,14 +83,14 @@ async def test_calculator_in_a_child(executor: SubprocessExecutor) -> None:
     assert (failed.error.code, failed.error.message) == ("failed", "division by zero")
 
 
-async def test_invalid_arguments_do_not_spawn(executor: SubprocessExecutor) -> None:
+async def test_invalid_arguments_do_not_spawn(executor: PlainProcessExecutor) -> None:
     tool = probe("exit_hard")  # would be "crashed" if it ran
     result = await executor.run(tool, {"unexpected": 1})
     assert result.error is not None and result.error.code == "invalid_arguments"
     assert "unexpected" in result.error.message
 
 
-async def test_timeout_kills_the_whole_process_group(executor: SubprocessExecutor, tmp_path: Path) -> None:
+async def test_timeout_kills_the_whole_process_group(executor: PlainProcessExecutor, tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     started = time.monotonic()
     result = await executor.run(probe("spawn_and_sleep", PidFileParams, timeout=1.0), {"pid_file": str(pid_file)})
@@ -100,7 +100,7 @@ async def test_timeout_kills_the_whole_process_group(executor: SubprocessExecuto
     assert await survivors(child, grandchild) == []
 
 
-async def test_nothing_survives_a_successful_call(executor: SubprocessExecutor, tmp_path: Path) -> None:
+async def test_nothing_survives_a_successful_call(executor: PlainProcessExecutor, tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     started = time.monotonic()
     result = await executor.run(probe("spawn_and_return", PidFileParams), {"pid_file": str(pid_file)})
@@ -111,7 +111,7 @@ async def test_nothing_survives_a_successful_call(executor: SubprocessExecutor, 
 
 
 async def test_child_gets_no_secrets_and_a_scratch_cwd(
-    executor: SubprocessExecutor, monkeypatch: pytest.MonkeyPatch
+    executor: PlainProcessExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AGENTRY_TEST_SECRET", "hunter2")
     monkeypatch.setenv("AMQP_URL", "amqp://admin:hunter2@broker/")
@@ -124,14 +124,14 @@ async def test_child_gets_no_secrets_and_a_scratch_cwd(
     assert not await asyncio.to_thread(Path(seen["cwd"]).exists)  # removed after the call
 
 
-async def test_output_over_the_tool_limit(executor: SubprocessExecutor) -> None:
+async def test_output_over_the_tool_limit(executor: PlainProcessExecutor) -> None:
     tool = probe("big_output", SizeParams, max_output_bytes=1000)
     assert (await executor.run(tool, {"size": 1000})).ok
     result = await executor.run(tool, {"size": 1001})
     assert result.error is not None and result.error.code == "output_too_large"
 
 
-async def test_prints_do_not_corrupt_the_result_but_floods_are_cut(executor: SubprocessExecutor) -> None:
+async def test_prints_do_not_corrupt_the_result_but_floods_are_cut(executor: PlainProcessExecutor) -> None:
     tool = probe("flood_fd1", SizeParams, max_stderr_bytes=64 * 1024)
     quiet = await executor.run(tool, {"size": 100})
     assert (quiet.ok, quiet.output) == (True, "clean result")
@@ -151,19 +151,19 @@ async def test_stdout_is_read_up_to_its_cap_only(tmp_path: Path) -> None:
     assert (run.overflow, len(run.stdout), run.timed_out) == ("stdout", 1001, False)
 
 
-async def test_cpu_limit(executor: SubprocessExecutor) -> None:
+async def test_cpu_limit(executor: PlainProcessExecutor) -> None:
     result = await executor.run(probe("burn_cpu", cpu_seconds=1), {})
     assert result.error is not None and result.error.code == "crashed"
     assert "SIGXCPU" in result.error.message or "SIGKILL" in result.error.message
 
 
-async def test_memory_limit(executor: SubprocessExecutor) -> None:
+async def test_memory_limit(executor: PlainProcessExecutor) -> None:
     tool = probe("allocate", MibParams, memory_mib=128)
     result = await executor.run(tool, {"mib": 512})
     assert result.error is not None and (result.error.code, result.error.message) == ("failed", "out of memory")
 
 
-async def test_exceptions_and_hard_exits(executor: SubprocessExecutor) -> None:
+async def test_exceptions_and_hard_exits(executor: PlainProcessExecutor) -> None:
     raised = await executor.run(probe("boom"), {})
     assert raised.error is not None and (raised.error.code, raised.error.message) == ("failed", "RuntimeError: boom")
     exited = await executor.run(probe("exit_hard"), {})
@@ -188,7 +188,7 @@ def test_a_lying_child_is_not_believed() -> None:
     assert killed.error is not None and "SIGKILL" in killed.error.message
 
 
-async def test_cancelling_the_call_kills_its_group_at_once(executor: SubprocessExecutor, tmp_path: Path) -> None:
+async def test_cancelling_the_call_kills_its_group_at_once(executor: PlainProcessExecutor, tmp_path: Path) -> None:
     pid_file = tmp_path / "pids"
     tool = probe("spawn_and_sleep", PidFileParams, timeout=60.0)
     task = asyncio.create_task(executor.run(tool, {"pid_file": str(pid_file), "seconds": 60}))
@@ -205,7 +205,7 @@ async def test_cancelling_the_call_kills_its_group_at_once(executor: SubprocessE
     assert time.monotonic() - started < 0.5
 
 
-async def test_the_child_dies_with_the_worker(executor: SubprocessExecutor) -> None:
+async def test_the_child_dies_with_the_worker(executor: PlainProcessExecutor) -> None:
     """PR_SET_PDEATHSIG is set (test_reliability kills a real worker with -9)."""
     result = await executor.run(probe("death_signal"), {})
     assert (result.ok, result.output) == (True, str(int(signal.SIGKILL)))

@@ -4,8 +4,8 @@ import importlib
 
 import pytest
 from agentry_tool_runner.main import served_pools
-from agentry_tool_runner.registry import REGISTRY, Registry, Tool
-from agentry_tool_runner.schema import parameters_schema
+from agentry_tool_runner.tools.registry import REGISTRY, Registry, Tool
+from agentry_tool_runner.tools.schema import parameters_schema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 

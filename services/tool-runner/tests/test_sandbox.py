@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 import pytest
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
-from agentry_tool_runner import isolation
-from agentry_tool_runner.isolation import SandboxRequired, WeakExecutor, choose, probe
+from agentry_tool_runner.execution import isolation
+from agentry_tool_runner.execution.isolation import PureOnlyExecutor, WeakIsolationExecutor, choose, probe
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources, reachable
+from agentry_tool_runner.execution.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
+from agentry_tool_runner.execution.stage import PACKAGE_DIR
 from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, TOOL_EXECUTIONS, WEAK_ISOLATION
-from agentry_tool_runner.registry import REGISTRY, Tool
-from agentry_tool_runner.resources import SAMPLE_DOCS, Resources, reachable
-from agentry_tool_runner.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
-from agentry_tool_runner.stage import PACKAGE_DIR
+from agentry_tool_runner.tools.registry import REGISTRY, Tool
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from conftest import CallProcesses
@@ -84,7 +84,7 @@ async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
     assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
     assert (seen["host"], seen["nets"]) == ("sandbox", ["lo"])
-    assert seen["staged"] == ["__init__.py", "child.py", "failure.py", "tools"]
+    assert seen["staged"] == ["__init__.py", "execution", "tools"]
     assert seen["root"] == ["bin", "dev", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "workspace"]
     assert set(seen["env"]) <= {"PATH", "LANG", "PWD"}
     assert seen["ppid"] == 1  # the child runner is pid 1 of the call's pid namespace
@@ -136,7 +136,7 @@ async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(isolation.shutil, "which", lambda _: None)  # as on a machine without bubblewrap
     refusing = await choose(settings)
-    assert isinstance(refusing.executor, SandboxRequired) and (refusing.sandboxed, refusing.weak) == (False, False)
+    assert isinstance(refusing.executor, PureOnlyExecutor) and (refusing.sandboxed, refusing.weak) == (False, False)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 0)
     refused = await refusing.executor.run(tool("python"), {"code": "print(1)"}, SCOPE)
     assert refused.error is not None and refused.error.code == "sandbox_unavailable"
@@ -144,7 +144,7 @@ async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.Monkey
     assert (pure.ok, pure.output) == (True, "1024")
 
     weak = await choose(settings.model_copy(update={"tool_runner_allow_weak_isolation": True}))
-    assert isinstance(weak.executor, WeakExecutor) and (weak.sandboxed, weak.weak) == (False, True)
+    assert isinstance(weak.executor, WeakIsolationExecutor) and (weak.sandboxed, weak.weak) == (False, True)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 1)
     ran = await weak.executor.run(tool("python"), {"code": "import os; print(os.getuid())"}, SCOPE)
     expected = NOBODY if os.geteuid() == 0 else os.geteuid()
@@ -159,7 +159,7 @@ def test_tool_modules_load_on_the_bare_system_python(name: str) -> None:
     module = tool(name).implementation.partition(":")[0]
     code = (
         f"import sys; sys.path.insert(0, {str(PACKAGE_DIR.parent)!r}); "
-        "from agentry_tool_runner import failure; failure.enter_child(); "
+        "from agentry_tool_runner.tools import failure; failure.enter_child(); "
         f"import {module}; assert 'pydantic' not in sys.modules"
     )
     python = SANDBOX_PYTHON if os.path.exists(SANDBOX_PYTHON) else sys.executable

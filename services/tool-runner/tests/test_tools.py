@@ -10,10 +10,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from agentry_tool_runner.failure import ToolDenied, ToolFailure
-from agentry_tool_runner.registry import REGISTRY
-from agentry_tool_runner.resources import SAMPLE_DOCS, allowlist, folder_name
-from agentry_tool_runner.tools import _paths, _text, http_fetch, python, search_docs, workspace_read, workspace_write
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, allowlist, folder_name
+from agentry_tool_runner.tools.builtin import (
+    _paths,
+    _text,
+    http_fetch,
+    python,
+    search_docs,
+    workspace_read,
+    workspace_write,
+)
+from agentry_tool_runner.tools.failure import ToolDenied, ToolFailure
+from agentry_tool_runner.tools.registry import REGISTRY
 from aiohttp import web
 from pydantic import ValidationError
 

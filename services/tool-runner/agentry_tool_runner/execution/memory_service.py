@@ -18,8 +18,8 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import BaseModel
 
-from agentry_tool_runner.executor import Executor
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.execution.executor import Executor
+from agentry_tool_runner.tools.tool import Tool
 
 MEMORY_TIMEOUT_S = 10.0
 
@@ -38,7 +38,9 @@ def output_of(reply: BaseModel) -> str:
     raise TypeError(f"unexpected memory reply {type(reply).__name__}")
 
 
-class MemoryBackedExecutor:
+class MemoryServiceExecutor:
+    """Memory tools as one RPC in the worker (they run no code of the model's); the rest to `inner`."""
+
     def __init__(self, bus: Bus, inner: Executor) -> None:
         self._bus = bus
         self._inner = inner

@@ -1,7 +1,7 @@
 """The broker side: tool calls from `tools.<pool>` queues, cancels, and the catalog RPC.
 
-Calls run as tasks so one slow tool does not hold up the others (calls.py bounds how many
-children run). Replies go to the caller's direct reply-to queue with its correlation id,
+Calls run as tasks so one slow tool does not hold up the others (lifecycle.py bounds how
+many children run). Replies go to the caller's direct reply-to queue with its correlation id,
 after the result is kept in memory; the request is acked last. If the reply or the ack
 fails (the connection dropped), that is logged and the broker redelivers the request:
 its kept result (`done`) is then replied to the new delivery.
@@ -21,13 +21,13 @@ from agentry_shared.logs import bind_context
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from pydantic import ValidationError
 
-from agentry_tool_runner.calls import Calls
-from agentry_tool_runner.claims import ClaimClient, ClaimTiming
-from agentry_tool_runner.control import ControlListener, RecentTurns
-from agentry_tool_runner.decision import REFUSALS
-from agentry_tool_runner.executor import Executor, failure
+from agentry_tool_runner.calls.claims import ClaimClient, ClaimTiming
+from agentry_tool_runner.calls.control import ControlListener, RecentTurns
+from agentry_tool_runner.calls.decision import REFUSALS
+from agentry_tool_runner.calls.lifecycle import Calls
+from agentry_tool_runner.execution.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
-from agentry_tool_runner.registry import Registry
+from agentry_tool_runner.tools.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import json
 import os
 import sys
 
-from agentry_tool_runner import failure
-from agentry_tool_runner.failure import ToolFailure
+from agentry_tool_runner.tools import failure
+from agentry_tool_runner.tools.failure import ToolFailure
 
 TYPE_CHECKING = False  # not typing's: importing typing costs every call ~3 ms of start-up
 if TYPE_CHECKING:

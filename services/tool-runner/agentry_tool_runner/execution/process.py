@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentry_tool_runner.tool import Limits
+from agentry_tool_runner.tools.tool import Limits
 
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 # After the child exits or is killed, how long its pipes may take to close.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agentry_tool_runner.failure import ToolFailure, in_worker
+from agentry_tool_runner.tools.failure import ToolFailure, in_worker
 
 
 def run(timezone: str | None = None) -> str:
@@ -21,7 +21,7 @@ def run(timezone: str | None = None) -> str:
 if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
     from pydantic import BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

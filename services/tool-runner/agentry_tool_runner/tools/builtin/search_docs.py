@@ -21,7 +21,7 @@ import re
 import sqlite3
 from collections import defaultdict
 
-from agentry_tool_runner.failure import ToolFailure, in_worker
+from agentry_tool_runner.tools.failure import ToolFailure, in_worker
 
 MAX_QUERY_CHARS = 300
 MAX_RESULTS = 5
@@ -114,7 +114,7 @@ def _index(database: sqlite3.Connection, root: str) -> tuple[dict[int, int], int
 if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
     from pydantic import BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -1,7 +1,7 @@
 """Runs a tool call and turns whatever happened into a `ToolCompleted`.
 
 `Executor` is the seam for sandboxing: the backends (sandbox.py: bubblewrap;
-isolation.py: the weak one, an unprivileged uid only) subclass `SubprocessExecutor` and
+isolation.py: the weak one, an unprivileged uid only) subclass `PlainProcessExecutor` and
 override `launch()`, which says how the same child starts (argv, uid, binds, what it is
 granted). Validation, limits, timeouts, caps and the mapping of outcomes stay here, the
 same for every backend.
@@ -27,13 +27,13 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from pydantic import ValidationError
 
+from agentry_tool_runner.execution.outcome import describe_validation_error, failure, interpret
+from agentry_tool_runner.execution.process import ChildRun, Identity, run_child
+from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Refused, Resources
 from agentry_tool_runner.metrics import TOOL_EXECUTIONS
-from agentry_tool_runner.outcome import describe_validation_error, failure, interpret
-from agentry_tool_runner.process import ChildRun, Identity, run_child
-from agentry_tool_runner.resources import SAMPLE_DOCS, Refused, Resources
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
-__all__ = ["Executor", "Launch", "SubprocessExecutor", "failure", "interpret"]
+__all__ = ["Executor", "Launch", "PlainProcessExecutor", "failure", "interpret"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Executor(Protocol):
 
 @dataclass
 class Launch:
-    """How one call's child starts; a backend builds it per call (`SubprocessExecutor.launch`)."""
+    """How one call's child starts; a backend builds it per call (`PlainProcessExecutor.launch`)."""
 
     argv: list[str]
     cwd: str
@@ -67,8 +67,8 @@ class Launch:
     scratch: list[str] = field(default_factory=list)
 
 
-class SubprocessExecutor:
-    """Each call in a fresh `python -I -m agentry_tool_runner.child` under rlimits, as the
+class PlainProcessExecutor:
+    """Each call in a fresh `python -I -m agentry_tool_runner.execution.child` under rlimits, as the
     worker's own user: the base the sandbox backends (sandbox.py, isolation.py) build on, and
     what tests of the tool-call machinery use (it needs no bubblewrap)."""
 
@@ -82,7 +82,7 @@ class SubprocessExecutor:
 
     def command(self, tool: Tool) -> list[str]:
         # -I: no PYTHON* variables, no user site, no cwd on sys.path; -B: no .pyc writes.
-        return [self.python, "-I", "-B", "-m", "agentry_tool_runner.child"]
+        return [self.python, "-I", "-B", "-m", "agentry_tool_runner.execution.child"]
 
     def grants(self, tool: Tool, scope: Scope | None, owner: int | None = None) -> dict[str, Any]:
         """The host side of what the tool declared it needs; raises `Refused`."""

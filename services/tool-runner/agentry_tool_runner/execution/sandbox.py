@@ -28,11 +28,11 @@ from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_tool_runner.executor import Launch, SubprocessExecutor
-from agentry_tool_runner.process import ChildRun, Identity
-from agentry_tool_runner.resources import Refused, Resources, reachable
-from agentry_tool_runner.stage import BOOT, child_files
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.execution.executor import Launch, PlainProcessExecutor
+from agentry_tool_runner.execution.process import ChildRun, Identity
+from agentry_tool_runner.execution.resources import Refused, Resources, reachable
+from agentry_tool_runner.execution.stage import BOOT, child_files
+from agentry_tool_runner.tools.tool import Tool
 
 SANDBOX_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
@@ -79,7 +79,9 @@ def bwrap_arguments(tool: Tool, binds: list[tuple[Path, str, bool]]) -> list[str
     return [*args, "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", _TMP]
 
 
-class SandboxExecutor(SubprocessExecutor):
+class SandboxExecutor(PlainProcessExecutor):
+    """The same child as the plain executor, started by bwrap on the staged files only."""
+
     def __init__(
         self,
         bwrap: str,

@@ -1,4 +1,4 @@
-"""Every tool this runner knows. Adding a tool: one module in `tools/`, one line below.
+"""Every tool this runner knows. Adding a tool: one module in `builtin/`, one line below.
 
 The registry (not the reasoner) is the source of truth: the catalog RPC serves the
 descriptors built here.
@@ -10,8 +10,7 @@ from collections.abc import Iterable, Iterator
 
 from agentry_shared.contracts.tools import ToolDescriptor
 
-from agentry_tool_runner.tool import Limits, Tool
-from agentry_tool_runner.tools import (
+from agentry_tool_runner.tools.builtin import (
     calculator,
     current_time,
     http_fetch,
@@ -21,6 +20,7 @@ from agentry_tool_runner.tools import (
     workspace_read,
     workspace_write,
 )
+from agentry_tool_runner.tools.tool import Limits, Tool
 
 __all__ = ["REGISTRY", "Limits", "Registry", "Tool"]
 

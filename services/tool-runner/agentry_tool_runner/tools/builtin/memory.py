@@ -10,7 +10,7 @@ from agentry_shared.contracts.facts import ListTasks, RecallFacts, RememberFact,
 from agentry_shared.contracts.scope import Scope
 from pydantic import BaseModel, ConfigDict, Field
 
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
 
 class RememberParams(BaseModel):

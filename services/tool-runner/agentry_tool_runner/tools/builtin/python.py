@@ -20,8 +20,8 @@ import subprocess
 import sys
 import time
 
-from agentry_tool_runner.failure import in_worker
-from agentry_tool_runner.tools._text import clip, fit
+from agentry_tool_runner.tools.builtin._text import clip, fit
+from agentry_tool_runner.tools.failure import in_worker
 
 MAX_CODE_CHARS = 20_000
 STREAM_CAP = 16 * 1024
@@ -102,7 +102,7 @@ def _collect(program: subprocess.Popen[bytes]) -> tuple[dict[str, bytearray], di
 if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
     from pydantic import BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from agentry_tool_runner.failure import ToolDenied
+from agentry_tool_runner.tools.failure import ToolDenied
 
 MAX_PATH_CHARS = 512
 MAX_DEPTH = 16

@@ -12,7 +12,7 @@ import math
 import operator
 from collections.abc import Callable
 
-from agentry_tool_runner.failure import ToolFailure, in_worker
+from agentry_tool_runner.tools.failure import ToolFailure, in_worker
 
 MAX_EXPRESSION_CHARS = 500
 MAX_EXPONENT = 10_000
@@ -144,7 +144,7 @@ def run(expression: str) -> str:
 if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips it
     from pydantic import BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from agentry_shared.contracts.memory import ToolCallClaimed
 from agentry_shared.contracts.tools import ToolCompleted, ToolRequested
 
-from agentry_tool_runner.claims import ClaimClient, ClaimTiming, kept_result
-from agentry_tool_runner.decision import REFUSALS, STALE_MARGIN_SECONDS, Decision, decide
-from agentry_tool_runner.executor import Executor, failure
+from agentry_tool_runner.calls.claims import ClaimClient, ClaimTiming, kept_result
+from agentry_tool_runner.calls.decision import REFUSALS, STALE_MARGIN_SECONDS, Decision, decide
+from agentry_tool_runner.execution.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_CLAIMS, TOOL_CALLS_IN_FLIGHT
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.tools.tool import Tool
 
 log = logging.getLogger(__name__)
 

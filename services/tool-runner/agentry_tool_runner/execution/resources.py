@@ -18,7 +18,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
 
 # The corpus search_docs searches when TOOL_RUNNER_DOCS_DIR is not set.
-SAMPLE_DOCS = Path(__file__).resolve().parent / "sample_docs"  # package data: ships with the wheel
+SAMPLE_DOCS = Path(__file__).resolve().parent.parent / "sample_docs"  # package data: ships with the wheel
 # A scope id used as-is as a folder name: no "/", no leading dot (so never "." or "..").
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,127}$")
 

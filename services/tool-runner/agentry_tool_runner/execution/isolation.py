@@ -24,21 +24,21 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from agentry_shared.settings import ToolRunnerSettings
 
-from agentry_tool_runner.executor import Executor, Launch, SubprocessExecutor
+from agentry_tool_runner.execution.executor import Executor, Launch, PlainProcessExecutor
+from agentry_tool_runner.execution.outcome import failure
+from agentry_tool_runner.execution.resources import Refused, Resources, reachable
+from agentry_tool_runner.execution.sandbox import SANDBOX_PYTHON, SandboxExecutor, sandbox_identity
+from agentry_tool_runner.execution.stage import BOOT, child_files
 from agentry_tool_runner.metrics import SANDBOX_AVAILABLE, WEAK_ISOLATION
-from agentry_tool_runner.outcome import failure
-from agentry_tool_runner.resources import Refused, Resources, reachable
-from agentry_tool_runner.sandbox import SANDBOX_PYTHON, SandboxExecutor, sandbox_identity
-from agentry_tool_runner.stage import BOOT, child_files
-from agentry_tool_runner.tool import Tool
-from agentry_tool_runner.tools import current_time
+from agentry_tool_runner.tools.builtin import current_time
+from agentry_tool_runner.tools.tool import Tool
 
 log = logging.getLogger(__name__)
 
 _PROBE_SECONDS = 10.0
 
 
-class WeakExecutor(SubprocessExecutor):
+class WeakIsolationExecutor(PlainProcessExecutor):
     """The child on the system Python (`-S -I`), as the sandbox uid when the worker is root,
     on copies of the files it imports, in a scratch directory it owns."""
 
@@ -72,7 +72,7 @@ class WeakExecutor(SubprocessExecutor):
         return Launch(argv, workdir, context, identity=who, nproc="spawn" if who else "none", scratch=[workdir])
 
 
-class SandboxRequired:
+class PureOnlyExecutor:
     """Refuses the tools that need the sandbox; runs the pure ones with `fallback`."""
 
     def __init__(self, fallback: Executor) -> None:
@@ -124,14 +124,14 @@ async def choose(settings: ToolRunnerSettings, import_paths: tuple[str, ...] = (
             log.info("sandbox: bubblewrap works; every tool runs in it", extra={"bwrap": bwrap})
             return Isolation(sandbox, sandboxed=True, weak=False)
         why = why_not
-    weak = WeakExecutor(resources, import_paths)
+    weak = WeakIsolationExecutor(resources, import_paths)
     allowed = settings.tool_runner_allow_weak_isolation
     _report(sandboxed=False, weak=allowed)
     if allowed:
         log.warning("sandbox unavailable; WEAK ISOLATION: tools run without namespaces", extra={"why": why})
         return Isolation(weak, sandboxed=False, weak=True)
     log.error("sandbox unavailable; tools that need it are refused (sandbox_unavailable)", extra={"why": why})
-    return Isolation(SandboxRequired(weak), sandboxed=False, weak=False)
+    return Isolation(PureOnlyExecutor(weak), sandboxed=False, weak=False)
 
 
 def _report(*, sandboxed: bool, weak: bool) -> None:

@@ -11,9 +11,9 @@ import json
 import os
 import stat
 
-from agentry_tool_runner.failure import ToolFailure, in_worker
-from agentry_tool_runner.tools._paths import inside, relative_path
-from agentry_tool_runner.tools._text import clip
+from agentry_tool_runner.tools.builtin._paths import inside, relative_path
+from agentry_tool_runner.tools.builtin._text import clip
+from agentry_tool_runner.tools.failure import ToolFailure, in_worker
 
 READ_CAP = 48 * 1024
 MAX_ENTRIES = 200
@@ -49,7 +49,7 @@ if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips
 
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

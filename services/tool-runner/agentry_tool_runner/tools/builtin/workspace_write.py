@@ -12,8 +12,8 @@ import json
 import os
 import tempfile
 
-from agentry_tool_runner.failure import ToolFailure, in_worker
-from agentry_tool_runner.tools._paths import inside, relative_path, used_bytes
+from agentry_tool_runner.tools.builtin._paths import inside, relative_path, used_bytes
+from agentry_tool_runner.tools.failure import ToolFailure, in_worker
 
 MAX_CONTENT_CHARS = 256 * 1024
 QUOTA_BYTES = 20 * 1024 * 1024  # per user
@@ -49,7 +49,7 @@ if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips
 
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from agentry_shared.contracts.tools import SideEffect, ToolDescriptor
 from pydantic import BaseModel
 
-from agentry_tool_runner.schema import parameters_schema
+from agentry_tool_runner.tools.schema import parameters_schema
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _IMPLEMENTATION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -10,8 +10,8 @@ import signal
 from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import ValidationError
 
-from agentry_tool_runner.process import ChildRun
-from agentry_tool_runner.tool import Tool
+from agentry_tool_runner.execution.process import ChildRun
+from agentry_tool_runner.tools.tool import Tool
 
 log = logging.getLogger(__name__)
 

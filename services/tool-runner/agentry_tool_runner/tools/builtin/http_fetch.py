@@ -14,8 +14,8 @@ import json
 import re
 from urllib.parse import urljoin, urlsplit
 
-from agentry_tool_runner.failure import ToolDenied, ToolFailure, in_worker
-from agentry_tool_runner.tools._text import clip, fit
+from agentry_tool_runner.tools.builtin._text import clip, fit
+from agentry_tool_runner.tools.failure import ToolDenied, ToolFailure, in_worker
 
 MAX_URL_CHARS = 2048
 BODY_CAP = 64 * 1024
@@ -101,7 +101,7 @@ if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips
 
     from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-    from agentry_tool_runner.tool import Limits, Tool
+    from agentry_tool_runner.tools.tool import Limits, Tool
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
