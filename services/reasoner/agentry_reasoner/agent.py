@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import (
     FrameError,
     MessageDelta,
@@ -25,7 +26,7 @@ from agentry_shared.contracts.frames import (
     TurnFailed,
     TurnStarted,
 )
-from agentry_shared.contracts.memory import ChatMessage, TurnBegun
+from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 from agentry_reasoner.checkpoint import final_answer, unanswered_calls

@@ -9,13 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
     BeginTurn,
-    ChatMessage,
     Context,
     GetContext,
     MemoryFailure,

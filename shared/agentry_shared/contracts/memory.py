@@ -6,22 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+# `as ChatMessage`: re-export until memory imports contracts.chat (then keep a plain import).
+from agentry_shared.contracts.chat import ChatMessage as ChatMessage  # re-export until memory imports contracts.chat
 from agentry_shared.contracts.scope import Scope
-
-Role = Literal["system", "user", "assistant", "tool"]
-
-
-class ChatMessage(BaseModel):
-    """One message of a conversation, in the shape the chat-completions API uses."""
-
-    role: Role
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-    def to_openai(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class ClaimConversation(BaseModel):
