@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 # `as ChatMessage`: re-export until memory imports contracts.chat (then keep a plain import).
 from agentry_shared.contracts.chat import ChatMessage as ChatMessage  # re-export until memory imports contracts.chat
+from agentry_shared.contracts.errors import MemoryFailureCode
 from agentry_shared.contracts.scope import Scope
 
 
@@ -216,11 +217,10 @@ class ToolToken(BaseModel):
 
 
 class MemoryFailure(BaseModel):
-    """`forbidden`: not this user's conversation; `not_found`; `invalid`; `unsupported`
-    (a request this memory version does not know); `internal`."""
+    """The request failed; `code` says why (see `errors.MEMORY_FAILURE_MEANINGS`)."""
 
     kind: Literal["memory.failure"] = "memory.failure"
-    code: str
+    code: MemoryFailureCode
     message: str
 
 
