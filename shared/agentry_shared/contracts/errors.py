@@ -7,7 +7,8 @@ what it means (for readers, docs and tests). Each dict is checked against its `L
 
 Codes are only ever added, never renamed or removed: memory keeps frames and tool results
 for a long time (and messages wait in queues across deploys), and a stored code that left
-its set would no longer parse. `docs/protocol.md` documents the client `error` codes, the
+its set would no longer parse. A new code must reach every reader (the services that
+parse the model) before a writer sends it. `docs/protocol.md` documents the client `error` codes, the
 `turn.failed` codes and the tool error codes; shared/tests/test_error_codes.py checks
 that it lists exactly these sets.
 """
