@@ -28,8 +28,9 @@ from agentry_memory.context.summaries import summary_message
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store.sqlite import SqliteStore
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import ControlMessage
-from agentry_shared.contracts.memory import ChatMessage, GetContext
+from agentry_shared.contracts.memory import GetContext
 from agentry_shared.contracts.scope import Scope
 
 TURNS, FACTS, RUNS, WARM_UP = 5_000, 1_000, 300, 20

@@ -10,12 +10,13 @@ conversation's stream (`tool.started`/`tool.finished`, or the denial as a failed
 
 from __future__ import annotations
 
+from agentry_shared.contracts.errors import ClientErrorCode
 from agentry_shared.contracts.memory import ApprovalState
 
 from agentry_gateway.inbound import APPROVAL_ALREADY_DECIDED, APPROVAL_EXPIRED, UNAVAILABLE
 
 
-def refusal(approved: bool, state: ApprovalState) -> tuple[str, str] | None:
+def refusal(approved: bool, state: ApprovalState) -> tuple[ClientErrorCode, str] | None:
     """(code, message) of the error frame, or None when the user's decision stands."""
     if state == ("approved" if approved else "denied"):
         return None

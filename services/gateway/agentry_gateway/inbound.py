@@ -6,7 +6,8 @@ bad input: a client mistake costs one error frame and the socket stays usable.
 Adding a client frame type means adding its model to `contracts.frames.CLIENT_FRAME`;
 give it extra checks in `_CHECKS` if the schema alone cannot express them. Its schema
 failures are reported as `invalid_<type>` (so `invalid_message`, `invalid_cancel`,
-`invalid_resume`, `invalid_approve`).
+`invalid_resume`, `invalid_approve`): add it to `ClientErrorCode` and
+`INVALID_CLIENT_FRAME` in `contracts.errors` (a shared test checks that none is missing).
 
 Validation is strict: the input is JSON, whose numbers and strings are what they are, so
 `"after_seq": "5"` or `true` is a client bug to report, not something to coerce.
@@ -17,27 +18,29 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from agentry_shared.contracts.errors import INVALID_CLIENT_FRAME, ClientErrorCode
 from agentry_shared.contracts.frames import CLIENT_FRAME, ClientFrame, ErrorFrame, SendMessage
 from pydantic import ValidationError
 
-INVALID_JSON = "invalid_json"
-INVALID_FRAME = "invalid_frame"
-UNKNOWN_TYPE = "unknown_type"
-INVALID_MESSAGE = "invalid_message"
-TEXT_TOO_LONG = "text_too_long"
-FRAME_TOO_LARGE = "frame_too_large"
-BINARY_NOT_SUPPORTED = "binary_not_supported"
-RATE_LIMITED = "rate_limited"
-FORBIDDEN = "forbidden"
-UNAVAILABLE = "unavailable"
-NOT_FOUND = "not_found"  # cancel: no such turn; approve: no such call awaiting approval
-TURN_NOT_ACTIVE = "turn_not_active"  # cancel: the turn already ended
-RESUME_GAP = "resume_gap"  # replay: frames no longer kept by memory
-RESUME_REQUIRED = "resume_required"  # catch-up after a broker outage failed: the client resumes
-APPROVAL_EXPIRED = "approval_expired"  # approve: too late, the call was denied
-APPROVAL_ALREADY_DECIDED = "approval_already_decided"  # approve: decided the other way before
+# The codes of the client `error` frame (their meanings: contracts.errors.CLIENT_ERROR_MEANINGS).
+INVALID_JSON: Final[ClientErrorCode] = "invalid_json"
+INVALID_FRAME: Final[ClientErrorCode] = "invalid_frame"
+UNKNOWN_TYPE: Final[ClientErrorCode] = "unknown_type"
+INVALID_MESSAGE: Final[ClientErrorCode] = "invalid_message"
+TEXT_TOO_LONG: Final[ClientErrorCode] = "text_too_long"
+FRAME_TOO_LARGE: Final[ClientErrorCode] = "frame_too_large"
+BINARY_NOT_SUPPORTED: Final[ClientErrorCode] = "binary_not_supported"
+RATE_LIMITED: Final[ClientErrorCode] = "rate_limited"
+FORBIDDEN: Final[ClientErrorCode] = "forbidden"
+UNAVAILABLE: Final[ClientErrorCode] = "unavailable"
+NOT_FOUND: Final[ClientErrorCode] = "not_found"
+TURN_NOT_ACTIVE: Final[ClientErrorCode] = "turn_not_active"
+RESUME_GAP: Final[ClientErrorCode] = "resume_gap"
+RESUME_REQUIRED: Final[ClientErrorCode] = "resume_required"
+APPROVAL_EXPIRED: Final[ClientErrorCode] = "approval_expired"
+APPROVAL_ALREADY_DECIDED: Final[ClientErrorCode] = "approval_already_decided"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
@@ -46,9 +49,9 @@ _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
 class Rejected(Exception):
     """A client request is refused with this error code; the socket stays open."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ClientErrorCode, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: ClientErrorCode = code
         self.message = message
 
 
@@ -58,11 +61,13 @@ class Limits:
     max_text_chars: int
 
 
-def error(code: str, message: str, *, id: str | None = None, conversation_id: str | None = None) -> ErrorFrame:
+def error(
+    code: ClientErrorCode, message: str, *, id: str | None = None, conversation_id: str | None = None
+) -> ErrorFrame:
     return ErrorFrame(code=code, message=message, id=id, conversation_id=conversation_id)
 
 
-def _check_message(frame: SendMessage, limits: Limits) -> tuple[str, str] | None:
+def _check_message(frame: SendMessage, limits: Limits) -> tuple[ClientErrorCode, str] | None:
     if not frame.text.strip():
         return INVALID_MESSAGE, "text must not be blank"
     if len(frame.text) > limits.max_text_chars:
@@ -71,7 +76,7 @@ def _check_message(frame: SendMessage, limits: Limits) -> tuple[str, str] | None
 
 
 # Checks the schema cannot express, per frame class: (code, message) when the frame is refused.
-_CHECKS: dict[type[Any], Callable[[Any, Limits], tuple[str, str] | None]] = {SendMessage: _check_message}
+_CHECKS: dict[type[Any], Callable[[Any, Limits], tuple[ClientErrorCode, str] | None]] = {SendMessage: _check_message}
 
 
 def _utf8_size_over(text: str, limit: int) -> bool:
@@ -108,8 +113,8 @@ def parse(data: str | bytes, limits: Limits) -> ClientFrame | ErrorFrame:
     except ValidationError as exc:
         if any(e["type"] in _BAD_TAG for e in exc.errors(include_url=False)):
             return error(UNKNOWN_TYPE, "missing or unknown frame type", id=echo)
-        kind = str(raw["type"]).replace(".", "_")
-        return error(f"invalid_{kind}", _describe(exc), id=echo)
+        # The type is one of CLIENT_FRAME's (else the tag check above caught it).
+        return error(INVALID_CLIENT_FRAME.get(str(raw["type"]), UNKNOWN_TYPE), _describe(exc), id=echo)
     check = _CHECKS.get(type(frame))
     refusal = check(frame, limits) if check is not None else None
     if refusal is not None:

@@ -10,8 +10,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.errors import ToolErrorCode, TurnFailureCode
 from agentry_shared.contracts.frames import (
     FrameError,
     MessageDelta,
@@ -25,7 +27,7 @@ from agentry_shared.contracts.frames import (
     TurnFailed,
     TurnStarted,
 )
-from agentry_shared.contracts.memory import ChatMessage, TurnBegun
+from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 from agentry_reasoner.checkpoint import final_answer, unanswered_calls
@@ -61,7 +63,7 @@ class Budget:
 class TurnOutcome:
     ok: bool
     text: str = ""
-    code: str | None = None  # the failure code, or "duplicate" for a turn already finished
+    code: TurnFailureCode | Literal["duplicate"] | None = None  # "duplicate": a turn already finished
 
 
 class FrameIds(TypedDict):
@@ -72,9 +74,9 @@ class FrameIds(TypedDict):
 class TurnAborted(Exception):
     """Ends the turn with `turn.failed`; `code` is what the client sees."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: TurnFailureCode, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.code: TurnFailureCode = code
 
 
 def openai_tools(catalog: list[ToolDescriptor]) -> list[dict[str, Any]]:
@@ -129,7 +131,7 @@ class Turn:
         await self.events.emit(TurnCompleted(text=text, **self.ids))
         return TurnOutcome(ok=True, text=text)
 
-    async def fail(self, code: str, message: str) -> TurnOutcome:
+    async def fail(self, code: TurnFailureCode, message: str) -> TurnOutcome:
         log.warning("turn failed", extra={"code": code, "reason": message})
         if self.produced:
             await self.memory.append(self.produced)
@@ -239,7 +241,7 @@ class Turn:
             )
         )
 
-    async def _refuse(self, call: ToolCall, reason: str, message: str) -> ToolCompleted:
+    async def _refuse(self, call: ToolCall, reason: ToolErrorCode, message: str) -> ToolCompleted:
         TOOL_CALL_REJECTIONS.labels(reason).inc()
         await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
         await self.events.emit(ToolFinished(tool=call.name, call_id=call.call_id, ok=False, **self.ids))
@@ -249,7 +251,7 @@ class Turn:
         checked = check_call(call, by_name)
         if isinstance(checked, ToolCompleted):
             return await self._refuse(
-                call, checked.error.code if checked.error else "invalid", checked_message(checked)
+                call, checked.error.code if checked.error else "invalid_arguments", checked_message(checked)
             )
         tool, arguments = checked
         if self.budget.tool_calls_per_minute:

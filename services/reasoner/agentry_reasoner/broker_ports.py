@@ -9,13 +9,14 @@ from collections.abc import Callable
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.errors import MEMORY_TURN_FAILURE
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
     BeginTurn,
-    ChatMessage,
     Context,
     GetContext,
     MemoryFailure,
@@ -110,7 +111,7 @@ async def memory_call(bus: Bus, request: BaseModel, *, accept_unsupported: bool 
         raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
     reply = MEMORY_REPLY.validate_json(body)
     if isinstance(reply, MemoryFailure) and not (accept_unsupported and reply.code == "unsupported"):
-        raise TurnAborted(f"memory_{reply.code}", reply.message)
+        raise TurnAborted(MEMORY_TURN_FAILURE[reply.code], reply.message)
     return reply
 
 

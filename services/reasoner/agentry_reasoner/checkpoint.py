@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 
 from agentry_reasoner.model import ToolCall
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 from jsonschema import Draft202012Validator
 
@@ -53,7 +54,7 @@ def checked_message(result: ToolCompleted) -> str:
     return result.error.message if result.error else "invalid call"
 
 
-def tool_error(call: ToolCall, code: str, message: str) -> ToolCompleted:
+def tool_error(call: ToolCall, code: ToolErrorCode, message: str) -> ToolCompleted:
     return ToolCompleted(call_id=call.call_id, tool=call.name, ok=False, error=ToolError(code=code, message=message))
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import openai
+from agentry_shared.contracts.errors import TurnFailureCode
 from openai import AsyncOpenAI
 
 from agentry_reasoner.breaker import CircuitBreaker
@@ -45,13 +46,13 @@ StreamItem = ReasoningDelta | TextDelta | ToolCallsRequested
 class ModelUnavailable(Exception):
     """The model could not be reached or kept failing; the turn fails with this code."""
 
-    code = "model_unavailable"
+    code: ClassVar[TurnFailureCode] = "model_unavailable"
 
 
 class ModelError(Exception):
     """The model answered with an error it will repeat (bad request, auth)."""
 
-    code = "model_error"
+    code: ClassVar[TurnFailureCode] = "model_error"
 
 
 class Model(Protocol):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame
-from agentry_shared.contracts.memory import ChatMessage, Context
+from agentry_shared.contracts.memory import Context
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 

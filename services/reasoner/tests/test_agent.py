@@ -9,8 +9,9 @@ from typing import Any
 
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame
-from agentry_shared.contracts.memory import ChatMessage, Context, TurnBegun
+from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 CALC = ToolDescriptor(

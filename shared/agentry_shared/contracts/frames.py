@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from agentry_shared.contracts.errors import ClientErrorCode, TurnFailureCode
+
 # ---- client -> server -------------------------------------------------------------
 
 
@@ -130,7 +132,9 @@ class TurnCompleted(_ServerFrame):
 
 
 class FrameError(BaseModel):
-    code: str
+    """Why a turn failed: `code` is one of `errors.TurnFailureCode`."""
+
+    code: TurnFailureCode
     message: str
 
 
@@ -160,7 +164,7 @@ class ErrorFrame(BaseModel):
     """The client sent something wrong; the socket stays open."""
 
     type: Literal["error"] = "error"
-    code: str
+    code: ClientErrorCode
     message: str
     conversation_id: str | None = None
     id: str | None = None

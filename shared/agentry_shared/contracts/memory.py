@@ -6,22 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+# `as ChatMessage`: re-export until memory imports contracts.chat (then keep a plain import).
+from agentry_shared.contracts.chat import ChatMessage as ChatMessage  # re-export until memory imports contracts.chat
+from agentry_shared.contracts.errors import MemoryFailureCode
 from agentry_shared.contracts.scope import Scope
-
-Role = Literal["system", "user", "assistant", "tool"]
-
-
-class ChatMessage(BaseModel):
-    """One message of a conversation, in the shape the chat-completions API uses."""
-
-    role: Role
-    content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
-    name: str | None = None
-
-    def to_openai(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
 
 
 class ClaimConversation(BaseModel):
@@ -229,11 +217,10 @@ class ToolToken(BaseModel):
 
 
 class MemoryFailure(BaseModel):
-    """`forbidden`: not this user's conversation; `not_found`; `invalid`; `unsupported`
-    (a request this memory version does not know); `internal`."""
+    """The request failed; `code` says why (see `errors.MEMORY_FAILURE_MEANINGS`)."""
 
     kind: Literal["memory.failure"] = "memory.failure"
-    code: str
+    code: MemoryFailureCode
     message: str
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.scope import Scope
 
 SideEffect = Literal["read_only", "idempotent", "destructive"]
@@ -44,7 +45,7 @@ class ToolRequested(BaseModel):
 
 
 class ToolError(BaseModel):
-    code: str  # unknown_tool | invalid_arguments | timeout | failed | output_too_large | ...
+    code: ToolErrorCode  # see errors.TOOL_ERROR_MEANINGS
     message: str
 
 

@@ -1,0 +1,197 @@
+"""Every error code on the wire, as closed sets: a typo is a mypy error, an unknown code
+on a contract model a validation error.
+
+Each set is a `Literal`, followed by its `*_MEANINGS` dict: one line per value saying
+what it means (for readers, docs and tests). Each dict is checked against its `Literal`
+(`typing.get_args`) when this module is imported, so the two cannot drift apart.
+
+Codes are only ever added, never renamed or removed: memory keeps frames and tool results
+for a long time (and messages wait in queues across deploys), and a stored code that left
+its set would no longer parse. A new code must reach every reader (the services that
+parse the model) before a writer sends it. `docs/protocol.md` documents the client `error` codes, the
+`turn.failed` codes and the tool error codes; shared/tests/test_error_codes.py checks
+that it lists exactly these sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final, Literal, get_args
+
+# ---- `error` frames: the client sent something the gateway refuses (frames.ErrorFrame) --
+
+ClientErrorCode = Literal[
+    "invalid_json",
+    "invalid_frame",
+    "unknown_type",
+    "invalid_message",
+    "invalid_cancel",
+    "invalid_resume",
+    "invalid_approve",
+    "text_too_long",
+    "frame_too_large",
+    "binary_not_supported",
+    "rate_limited",
+    "forbidden",
+    "unavailable",
+    "not_found",
+    "turn_not_active",
+    "approval_expired",
+    "approval_already_decided",
+    "resume_gap",
+    "resume_required",
+]
+
+CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
+    "invalid_json": "the frame is not JSON",
+    "invalid_frame": "JSON, but not an object",
+    "unknown_type": "`type` missing or not one of the client frames",
+    "invalid_message": "a field of the `message` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_resume": "a field of the `resume` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_approve": "a field of the `approve` frame is missing, empty, of the wrong type, or unknown",
+    "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
+    "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
+    "binary_not_supported": "a binary frame",
+    "rate_limited": "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second",
+    "forbidden": "the conversation (or turn, or call) belongs to another user",
+    "unavailable": "the broker or memory did not confirm in time: not done, send it again",
+    "not_found": "cancel: no such turn; approve: no such call awaits approval",
+    "turn_not_active": "cancel: the turn has already ended",
+    "approval_expired": "approve: too late, the call was denied",
+    "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
+    "resume_gap": "resume: frames up to a seq expired; the replay goes on with the kept ones",
+    "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
+}
+
+# Schema failures of a client frame are reported as `invalid_<type>`, by frame type.
+INVALID_CLIENT_FRAME: Final[dict[str, ClientErrorCode]] = {
+    "message": "invalid_message",
+    "cancel": "invalid_cancel",
+    "resume": "invalid_resume",
+    "approve": "invalid_approve",
+}
+
+# ---- memory RPC failures (memory.MemoryFailure) ------------------------------------------
+
+MemoryFailureCode = Literal[
+    "invalid",
+    "forbidden",
+    "not_found",
+    "unsupported",
+    "internal",
+]
+
+MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
+    "invalid": "the request does not parse or breaks a rule of its contract",
+    "forbidden": "the conversation belongs to another tenant or user",
+    "not_found": "no such conversation, turn, tool call or approval",
+    "unsupported": "a request this memory version does not implement",
+    "internal": "the memory service failed (a bug, or its store); try again",
+}
+
+# ---- `turn.failed` frames: the turn ended without an answer (frames.FrameError) --------
+
+TurnFailureCode = Literal[
+    "model_unavailable",
+    "model_error",
+    "step_limit",
+    "deadline_exceeded",
+    "memory_unavailable",
+    "memory_invalid",
+    "memory_forbidden",
+    "memory_not_found",
+    "memory_unsupported",
+    "memory_internal",
+    "cancelled",
+    "poison",
+    "internal",
+]
+
+TURN_FAILURE_MEANINGS: Final[dict[TurnFailureCode, str]] = {
+    "model_unavailable": "the model could not be reached, answered 5xx, or was too slow (after retries)",
+    "model_error": "the model refused the request (4xx)",
+    "step_limit": "the agent used REASONER_MAX_STEPS model steps without a final answer",
+    "deadline_exceeded": "the turn ran past REASONER_TURN_DEADLINE_SECONDS",
+    "memory_unavailable": "the memory service did not answer",
+    "memory_invalid": "the memory service refused a request of the turn as invalid",
+    "memory_forbidden": "the memory service says the conversation belongs to another user",
+    "memory_not_found": "the memory service does not know the conversation or turn",
+    "memory_unsupported": "the memory service does not implement a request the turn needs",
+    "memory_internal": "the memory service failed, or answered something unexpected",
+    "cancelled": "the user cancelled the turn (a `cancel` frame)",
+    "poison": "the turn was dead-lettered: it failed on repeated attempts",
+    "internal": "a bug; the logs carry the turn_id",
+}
+
+# A memory failure that ends a turn: `turn.failed` code `memory_<code>`.
+MEMORY_TURN_FAILURE: Final[dict[MemoryFailureCode, TurnFailureCode]] = {
+    "invalid": "memory_invalid",
+    "forbidden": "memory_forbidden",
+    "not_found": "memory_not_found",
+    "unsupported": "memory_unsupported",
+    "internal": "memory_internal",
+}
+
+# ---- tool errors: what the model reads instead of a tool's output (tools.ToolError) ----
+
+ToolErrorCode = Literal[
+    "unknown_tool",
+    "invalid_arguments",
+    "not_approved",
+    "rate_limited",
+    "tool_limit",
+    "deadline_exceeded",
+    "timeout",
+    "output_too_large",
+    "failed",
+    "denied",
+    "sandbox_unavailable",
+    "crashed",
+    "cancelled",
+    "interrupted",
+    "unavailable",
+    MemoryFailureCode,  # a memory tool's failure, passed through as it came
+]
+
+TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
+    "unknown_tool": "the model named no such tool",
+    "invalid_arguments": "the arguments are not JSON or do not match the tool's schema",
+    "not_approved": "a destructive call the user denied, or did not approve before it expired",
+    "rate_limited": "the user called this tool more than REASONER_TOOL_CALLS_PER_MINUTE times in a minute",
+    "tool_limit": "the turn asked for more than REASONER_MAX_TOOL_CALLS_PER_TURN tool calls",
+    "deadline_exceeded": "the request's deadline passed before it was run",
+    "timeout": "the tool ran longer than its timeout (or no runner answered in time)",
+    "output_too_large": "the tool wrote more output than it may",
+    "failed": "the tool raised; the message says why",
+    "denied": "the tool's policy forbids it (a host not on the allowlist, a path out of the workspace)",
+    "sandbox_unavailable": "the tool needs the sandbox, which this worker does not have",
+    "crashed": "the tool's process died by a signal, exited without a result, or could not start",
+    "cancelled": "the turn was cancelled; the call was stopped",
+    "interrupted": "a destructive call whose runner died while running it: it may or may not have taken effect",
+    "unavailable": "not run: memory did not answer",
+    "invalid": "a memory tool: memory refused the request as invalid",
+    "forbidden": "a memory tool: the conversation belongs to another user",
+    "not_found": "a memory tool: memory does not know the conversation",
+    "unsupported": "a memory tool: memory does not implement this request",
+    "internal": "a memory tool: memory failed",
+}
+
+
+def codes(code_type: Any) -> frozenset[str]:
+    """The values of one of the Literal sets above."""
+    return frozenset(get_args(code_type))
+
+
+def _check(code_type: Any, keyed: Mapping[Any, object], name: str) -> None:
+    missing, extra = codes(code_type) - set(keyed), set(keyed) - codes(code_type)
+    if missing or extra:
+        detail = f"missing {sorted(missing)}, extra {sorted(extra)}"
+        raise AssertionError(f"{name} must key exactly the values of its Literal: {detail}")
+
+
+_check(ClientErrorCode, CLIENT_ERROR_MEANINGS, "CLIENT_ERROR_MEANINGS")
+_check(MemoryFailureCode, MEMORY_FAILURE_MEANINGS, "MEMORY_FAILURE_MEANINGS")
+_check(TurnFailureCode, TURN_FAILURE_MEANINGS, "TURN_FAILURE_MEANINGS")
+_check(ToolErrorCode, TOOL_ERROR_MEANINGS, "TOOL_ERROR_MEANINGS")
+_check(MemoryFailureCode, MEMORY_TURN_FAILURE, "MEMORY_TURN_FAILURE")
