@@ -29,10 +29,10 @@ from typing import Any
 import aio_pika
 import aiohttp
 from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.memory import MEMORY_REQUEST, ClaimToolCall, CompleteToolCall, Done, ToolCallClaimed
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
 from agentry_shared.settings import ToolRunnerSettings
+from agentry_shared.testing import MemoryStandIn
 from agentry_shared.topology import Topology
 from agentry_tool_runner.execution.executor import PlainProcessExecutor
 from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources
@@ -79,23 +79,13 @@ def through(executor: PlainProcessExecutor, tool: str, arguments: dict[str, Any]
     return step
 
 
-class MemoryStandIn:
-    """Answers the worker's claims at once (`new`, then `Done`), as a quick memory would."""
-
-    async def answer(self, body: bytes) -> bytes:
-        request = MEMORY_REQUEST.validate_json(body)
-        if isinstance(request, ClaimToolCall):
-            return encode(ToolCallClaimed(state="new"))
-        assert isinstance(request, CompleteToolCall)
-        return encode(Done())
-
-
 async def broker_round_trip(workspaces: Path) -> list[float]:
     settings = ToolRunnerSettings()
     topology = Topology(f"bench{uuid.uuid4().hex[:12]}", 2)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="bench-tools")
     await bus.connect()
-    stand_in = await bus.serve_rpc(topology.memory_rpc_queue, MemoryStandIn().answer)
+    stand_in = MemoryStandIn(bus)  # claims each call at once (`new`, then `Done`), as a quick memory would
+    await stand_in.start()
     port = 18000 + os.getpid() % 1000
     env = {**os.environ, "AGENTRY_NAMESPACE": topology.namespace, "AGENTRY_PARTITIONS": "2"}
     env |= {"TOOL_RUNNER_PORT": str(port), "TOOL_RUNNER_WORKSPACE_DIR": str(workspaces), "LOG_LEVEL": "WARNING"}
@@ -120,7 +110,7 @@ async def broker_round_trip(workspaces: Path) -> list[float]:
     finally:
         worker.terminate()
         await worker.wait()
-        await stand_in.cancel()
+        await stand_in.stop()
         await bus.close()
         await delete(topology, settings.amqp_url.get_secret_value())
 

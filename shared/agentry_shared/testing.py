@@ -1,9 +1,44 @@
-"""Helpers for the services' own tests: imported by tests only, never by a service."""
+"""Stand-ins for the services' own tests (and the benchmarks): imported by tests only,
+never by a service.
+
+- `CuttableProxy`: a TCP relay to the broker a test can cut (a broker outage, as one
+  client sees it).
+- `MemoryStandIn`: the memory service's RPC on the real broker, answered from dicts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from agentry_shared.bus import Bus, Consumer, encode
+from agentry_shared.contracts.memory import (
+    MEMORY_REQUEST,
+    Approval,
+    ApprovalState,
+    CancelTurnRequest,
+    ClaimConversation,
+    Claimed,
+    ClaimToolCall,
+    CompleteToolCall,
+    DecideApproval,
+    Done,
+    Frames,
+    GetFrames,
+    MemoryFailure,
+    MemoryRequest,
+    ToolCallClaimed,
+    TurnCancelAccepted,
+    TurnState,
+)
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import ToolCompleted
 
 
 class CuttableProxy:
@@ -59,3 +94,194 @@ class CuttableProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# ---- the memory service's RPC, from dicts -----------------------------------------------
+
+
+@dataclass
+class StoredApproval:
+    """A tool call's approval as the memory stand-in keeps it."""
+
+    conversation_id: str
+    turn_id: str
+    user_id: str
+    state: ApprovalState = "pending"
+    tenant_id: str = "default"
+
+
+@dataclass
+class StandInClaim:
+    """A tool call's claim as the memory stand-in keeps it."""
+
+    state: str  # "running" | "done"
+    since: float  # time.monotonic() of the claim
+    result: dict[str, Any] | None = None
+
+
+class MemoryStandIn:
+    """Stands in for the memory service on its RPC queue of the real broker (dicts, no store).
+
+    It answers what the gateway and the tool-runner ask of memory; anything else is
+    `MemoryFailure(code="invalid")`. What the real memory service does is its own business
+    (its own tests); this is the contract the callers rely on:
+
+    - ClaimConversation: the first (tenant, user) to claim a conversation owns it (`owners`).
+    - GetFrames: serves `frames[conversation][seq]` to the owner; `while_answering` (a
+      test's hook) runs after the page is read and before it is sent, so a test can make
+      the conversation go on during a replay.
+    - CancelTurnRequest: answers from `turns[turn_id] = (conversation, state, user)`.
+    - DecideApproval: from `approvals[call_id]` (see `store_approval`): a `pending` call
+      takes the decision, any other state is kept and answered as it is (first decision
+      wins; `expired` stays expired). Unknown call: `not_found`; another user's: `forbidden`.
+    - ClaimToolCall / CompleteToolCall: tool-call claims in `claims` (see `seed`, `kept`):
+      the first claim and the first result win.
+
+    Every request is kept in `requests`. Requests about a conversation, turn or call in
+    `late` are answered `late_by` seconds late, as an overloaded memory service would;
+    with `silent` set nothing is answered at all, as a memory service that is down.
+    """
+
+    def __init__(self, bus: Bus, *, late_by: float = 1.5) -> None:
+        self.bus = bus
+        self.late_by = late_by
+        self.silent = False
+        self.late: set[str] = set()
+        self.requests: list[MemoryRequest] = []
+        self.owners: dict[str, tuple[str, str]] = {}
+        self.frames: dict[str, dict[int, dict[str, Any]]] = {}
+        self.turns: dict[str, tuple[str, TurnState, str]] = {}
+        self.approvals: dict[str, StoredApproval] = {}
+        self.claims: dict[tuple[str, str], StandInClaim] = {}
+        self.while_answering: Callable[[GetFrames], Awaitable[None]] | None = None
+        self._consumer: Consumer | None = None
+
+    async def start(self) -> None:
+        """Consume the memory RPC queue of the bus's namespace."""
+        self._consumer = await self.bus.serve_rpc(self.bus.topology.memory_rpc_queue, self.answer)
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.cancel()
+            self._consumer = None
+
+    # ---- seeding and reading back ----------------------------------------------------
+
+    def store_approval(
+        self, call_id: str, user_id: str, conversation_id: str, state: ApprovalState = "pending"
+    ) -> StoredApproval:
+        """A tool call of `turn-<call_id>` that asked `user_id` for approval."""
+        record = StoredApproval(conversation_id, f"turn-{call_id}", user_id, state)
+        self.approvals[call_id] = record
+        return record
+
+    def seed(
+        self, turn_id: str, call_id: str, state: str, age: float = 0.0, result: ToolCompleted | None = None
+    ) -> None:
+        """A tool call claimed `age` seconds ago, `running` or `done` (with its result)."""
+        kept = result.model_dump() if result is not None else None
+        self.claims[(turn_id, call_id)] = StandInClaim(state, time.monotonic() - age, kept)
+
+    def kept(self, turn_id: str, call_id: str) -> ToolCompleted | None:
+        """The result kept for a tool call, if it is done."""
+        claim = self.claims.get((turn_id, call_id))
+        if claim is None or claim.state != "done":
+            return None
+        return ToolCompleted.model_validate(claim.result)
+
+    def requests_of(self, kind: type[Any]) -> list[Any]:
+        return [request for request in self.requests if isinstance(request, kind)]
+
+    # ---- answering -------------------------------------------------------------------
+
+    async def answer(self, body: bytes) -> bytes:
+        if self.silent:
+            raise RuntimeError("memory stand-in is silent")  # serve_rpc drops it unanswered
+        request = MEMORY_REQUEST.validate_json(body)
+        self.requests.append(request)
+        if self._key(request) in self.late:
+            await asyncio.sleep(self.late_by)
+        reply: BaseModel
+        if isinstance(request, ClaimConversation):
+            reply = self._claim_conversation(request)
+        elif isinstance(request, GetFrames):
+            reply = await self._frames(request)
+        elif isinstance(request, CancelTurnRequest):
+            reply = self._cancel(request)
+        elif isinstance(request, DecideApproval):
+            reply = self._decide(request)
+        elif isinstance(request, ClaimToolCall):
+            reply = self._claim_tool_call(request)
+        elif isinstance(request, CompleteToolCall):
+            reply = self._complete_tool_call(request)
+        else:
+            reply = MemoryFailure(code="invalid", message=f"the stand-in does not answer {request.kind}")
+        return encode(reply)
+
+    @staticmethod
+    def _key(request: MemoryRequest) -> str | None:
+        """What `late` is matched against: the call, the turn, else the conversation."""
+        for field in ("call_id", "turn_id"):
+            if isinstance(value := getattr(request, field, None), str):
+                return value
+        scope = getattr(request, "scope", None)
+        return scope.conversation_id if isinstance(scope, Scope) else None
+
+    def _owned_by_another(self, scope: Scope) -> bool:
+        mine = (scope.tenant_id, scope.user_id)
+        return self.owners.get(scope.conversation_id, mine) != mine
+
+    def _claim_conversation(self, request: ClaimConversation) -> Claimed | MemoryFailure:
+        scope = request.scope
+        created = scope.conversation_id not in self.owners
+        self.owners.setdefault(scope.conversation_id, (scope.tenant_id, scope.user_id))
+        if self._owned_by_another(scope):
+            return MemoryFailure(code="forbidden", message="not yours")
+        return Claimed(created=created)
+
+    async def _frames(self, request: GetFrames) -> Frames | MemoryFailure:
+        if self._owned_by_another(request.scope):
+            return MemoryFailure(code="forbidden", message="not yours")
+        stored = self.frames.get(request.scope.conversation_id, {})
+        after = sorted(seq for seq in stored if seq > request.after_seq)[: request.limit]
+        page = Frames(frames=[stored[seq] for seq in after])
+        if self.while_answering is not None:
+            await self.while_answering(request)
+        return page
+
+    def _cancel(self, request: CancelTurnRequest) -> TurnCancelAccepted | MemoryFailure:
+        turn = self.turns.get(request.turn_id)
+        if turn is None:
+            return MemoryFailure(code="not_found", message="no such turn")
+        conversation_id, state, user_id = turn
+        if user_id != request.user_id:
+            return MemoryFailure(code="forbidden", message="not yours")
+        return TurnCancelAccepted(conversation_id=conversation_id, state=state)
+
+    def _decide(self, request: DecideApproval) -> Approval | MemoryFailure:
+        pending = self.approvals.get(request.call_id)
+        if pending is None:
+            return MemoryFailure(code="not_found", message="no such approval")
+        if (pending.tenant_id, pending.user_id) != (request.tenant_id, request.user_id):
+            return MemoryFailure(code="forbidden", message="not yours")
+        if pending.state == "pending":
+            pending.state = "approved" if request.approved else "denied"
+        conversation_id, turn_id = pending.conversation_id, pending.turn_id
+        return Approval(conversation_id=conversation_id, turn_id=turn_id, call_id=request.call_id, state=pending.state)
+
+    def _claim_tool_call(self, request: ClaimToolCall) -> ToolCallClaimed:
+        key = (request.turn_id, request.call_id)
+        claim = self.claims.get(key)
+        if claim is None:
+            self.claims[key] = StandInClaim("running", time.monotonic())
+            return ToolCallClaimed(state="new")
+        age = time.monotonic() - claim.since
+        state: Literal["running", "done"] = "done" if claim.state == "done" else "running"
+        return ToolCallClaimed(state=state, claimed_seconds_ago=age, result=claim.result)
+
+    def _complete_tool_call(self, request: CompleteToolCall) -> Done:
+        key = (request.turn_id, request.call_id)
+        claim = self.claims.get(key)
+        if claim is None or claim.state != "done":  # as memory does: the first result is kept
+            self.claims[key] = StandInClaim("done", claim.since if claim else time.monotonic(), request.result)
+        return Done()

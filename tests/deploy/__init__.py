@@ -1,1 +1,1 @@
-"""Checks of the deployment files: Dockerfiles, docker-compose.yml, k8s/, alert rules."""
+"""Checks of the deployment files: the Dockerfile, docker-compose.yml, k8s/, alert rules."""

@@ -412,34 +412,120 @@ def test_compose_services_and_settings() -> None:
     assert ours["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
 
 
-def dockerfile(folder: str) -> str:
-    return (ROOT / "services" / folder / "Dockerfile").read_text()
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str | None
+    base: str
+    instructions: tuple[str, ...]  # continuation lines joined, comments dropped
+
+
+def dockerfile_stages() -> tuple[dict[str, str], list[Stage]]:
+    """The global ARG defaults and the stages of the one Dockerfile, in order."""
+    lines: list[str] = []
+    for raw in DOCKERFILE.read_text().splitlines():
+        if raw.lstrip().startswith("#") or not raw.strip():
+            continue
+        if lines and lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1].rstrip() + " " + raw.strip()
+        else:
+            lines.append(raw.strip())
+    global_args: dict[str, str] = {}
+    stages: list[Stage] = []
+    current: list[str] = []
+    for line in lines:
+        word, _, rest = line.partition(" ")
+        if word == "FROM":
+            match = re.fullmatch(r"(\S+)(?: AS (\S+))?", rest)
+            assert match is not None, line
+            stages.append(Stage(match.group(2), match.group(1), ()))
+            current = []
+        elif not stages:
+            assert word == "ARG", f"only ARG may precede the first FROM: {line}"
+            name, _, default = rest.partition("=")
+            global_args[name] = default
+        else:
+            current.append(line)
+            stages[-1] = Stage(stages[-1].name, stages[-1].base, tuple(current))
+    return global_args, stages
+
+
+def image_of(service: str) -> list[Stage]:
+    """The stages the image of `--build-arg SERVICE=<service>` is made of, base first
+    (the last stage, then the stage each FROM names, down to the external image)."""
+    global_args, stages = dockerfile_stages()
+    named = {stage.name: stage for stage in stages if stage.name}
+    values = {**global_args, "SERVICE": service}
+    chain = [stages[-1]]
+    while True:
+        base = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], chain[-1].base)
+        if base not in named:
+            assert base == values["PYTHON_IMAGE"], f"{service}: FROM {base} is neither a stage nor the base image"
+            return chain[::-1]
+        chain.append(named[base])
+
+
+def instructions(stages: list[Stage], word: str) -> list[str]:
+    return [line.partition(" ")[2] for stage in stages for line in stage.instructions if line.split()[0] == word]
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_dockerfile_matches_its_package(name: str) -> None:
+def test_dockerfile_builds_each_service_from_its_package(name: str) -> None:
+    """What `docker build --build-arg SERVICE=<name> .` gives, instruction by instruction."""
     service = SERVICES[name]
-    text = dockerfile(service.folder)
+    global_args, stages = dockerfile_stages()
+    assert re.fullmatch(r"python:3\.11-slim-\w+", global_args["PYTHON_IMAGE"])
     scripts = tomllib.loads((ROOT / "services" / service.folder / "pyproject.toml").read_text())["project"]["scripts"]
     assert service.script in scripts
-    assert f'ENTRYPOINT ["{service.script}"]' in text
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
-    assert f"pip install --no-cache-dir -c /src/constraints.txt /src/shared /src/services/{service.folder}" in text
-    assert re.search(rf"^USER {UID}:{UID}$", text, re.M)
-    assert re.search(rf"^EXPOSE {service.default_port}$", text, re.M)
-    assert "BIND_HOST=0.0.0.0" in text
-    assert f"{service.port_var}={service.default_port}" in text
-    healthcheck = text[text.index("HEALTHCHECK") :]
-    assert "/healthz" in healthcheck and service.port_var in healthcheck
+    # Multi-stage: the venv is built in `build` (which is not part of the image) and copied in.
+    (build,) = [stage for stage in stages if stage.name == "build"]
+    build_text = "\n".join(build.instructions)
+    accepted = re.search(r'case "\$\{SERVICE\}" in (\S+)\)', build_text)
+    assert accepted is not None and set(accepted.group(1).split("|")) == set(SERVICES)
+    assert "COPY services/${SERVICE} /src/services/${SERVICE}" in build.instructions
+    assert "pip install --no-cache-dir -c /src/constraints.txt /src/shared /src/services/${SERVICE}" in build_text
+    image = image_of(name)
+    assert build not in image
+    assert "--from=build /opt/venv /opt/venv" in instructions(image, "COPY")
+    # The service's own entrypoint, non-root, its port exposed and health-checked.
+    assert instructions(image, "ENTRYPOINT")[-1] == f'["{service.script}"]'
+    assert instructions(image, "USER")[-1] == f"{UID}:{UID}"
+    assert image[-1].instructions.index(f"USER {UID}:{UID}") > 0  # after the last stage's own steps
+    assert instructions(image, "EXPOSE") == [str(service.default_port)]
+    env = " ".join(instructions(image, "ENV")).split()
+    assert "BIND_HOST=0.0.0.0" in env
+    assert f"{service.port_var}={service.default_port}" in env
+    assert f"PORT_VARIABLE={service.port_var}" in env
+    (healthcheck,) = instructions(image, "HEALTHCHECK")
+    assert "/healthz" in healthcheck and "os.environ[os.environ['PORT_VARIABLE']]" in healthcheck
+    groupadd = " ".join(instructions(image, "RUN"))
+    assert f"--uid {UID} --gid {UID}" in groupadd
+
+
+def apt_packages(stages: list[Stage]) -> set[str]:
+    found = re.findall(r"apt-get install -y --no-install-recommends ([^&]+)", " ".join(instructions(stages, "RUN")))
+    return {package for group in found for package in group.split()}
 
 
 def test_tool_runner_image_has_the_sandbox() -> None:
-    text = dockerfile("tool-runner")
-    install = re.search(r"apt-get install -y --no-install-recommends ([^\n\\]+)", text)
-    assert install is not None
+    image = image_of("tool-runner")
     # python3, not python3-minimal alone: the sandboxed child imports json.
-    assert {"bubblewrap", "python3"} <= set(install.group(1).split())
-    assert "/usr/bin/python3 -S -I" in text
+    assert {"bubblewrap", "python3"} <= apt_packages(image)
+    assert any("/usr/bin/python3 -S -I" in run for run in instructions(image, "RUN"))
+    # ... and only there: the other images stay slim.
+    for name in set(SERVICES) - {"tool-runner"}:
+        assert not apt_packages(image_of(name)), name
+
+
+def test_compose_builds_each_service_with_the_one_dockerfile() -> None:
+    for name, service in agentry_compose_services().items():
+        built = service["build"]["args"]["SERVICE"]
+        assert built in SERVICES and name.startswith(built), name
+        assert service["image"] == f"agentry-{built}:local"
+        assert service["build"] == {"context": ".", "dockerfile": "Dockerfile", "args": {"SERVICE": built}}
+    assert not list(ROOT.glob("services/*/Dockerfile")), "one Dockerfile, at the repository root"
 
 
 def test_dockerignore_keeps_the_context_small() -> None:

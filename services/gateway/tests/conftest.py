@@ -1,155 +1,40 @@
 """Real RabbitMQ, real sockets: one namespace per test run, deleted at the end.
 
-The memory service is not part of these tests: `MemoryStandIn` answers the gateway's
-memory RPCs (claim, get frames, cancel, decide approval) from dicts, and `LogTap` consumes the log queues
-the way memory would, so a test sees exactly the TurnRequested messages the gateway
-published. `BrokerProxy` is a TCP relay to the broker that a test can cut, to show a
-gateway a broker outage without touching the shared broker.
+Test modules import the helpers below from `services.gateway.tests.conftest` (the name
+pytest's importlib mode gives this file, so it is the same module, not a second copy).
+
+The memory service is not part of these tests: `MemoryStandIn` (agentry_shared.testing)
+answers the gateway's memory RPCs (claim, get frames, cancel, decide approval) from dicts,
+and `LogTap` consumes the log queues the way memory would, so a test sees exactly the
+TurnRequested messages the gateway published. `broker_proxy` is a TCP relay to the broker
+(`CuttableProxy`) that a test can cut, to show a gateway a broker outage without touching
+the shared broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import pytest
 import pytest_asyncio
 from agentry_gateway.server import Gateway
-from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.memory import (
-    MEMORY_REQUEST,
-    Approval,
-    ApprovalState,
-    CancelTurnRequest,
-    ClaimConversation,
-    Claimed,
-    DecideApproval,
-    Frames,
-    GetFrames,
-    MemoryFailure,
-    MemoryRequest,
-    TurnCancelAccepted,
-    TurnState,
-)
+from agentry_shared.bus import Bus
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import GatewaySettings
+from agentry_shared.testing import CuttableProxy, MemoryStandIn
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
+from websockets.asyncio.client import ClientConnection
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 PARTITIONS = 4
 CLAIM_TIMEOUT = 0.5
-
-
-@dataclass
-class StoredApproval:
-    """A tool call's approval as the memory stand-in keeps it."""
-
-    conversation_id: str
-    turn_id: str
-    user_id: str
-    state: ApprovalState = "pending"
-    tenant_id: str = "default"
-
-
-class MemoryStandIn:
-    """Stands in for the memory service in gateway tests (not the real one: dicts, no store).
-
-    - ClaimConversation: the first user to claim a conversation owns it.
-    - GetFrames: serves `frames[conversation][seq]` (what `Broker.send_frame` stored), as
-      memory does; `while_answering` (a test's hook) runs after the page is read and before
-      it is sent, so a test can make the conversation go on during a replay.
-    - CancelTurnRequest: answers from `turns[turn_id] = (conversation, state, user)`.
-    - DecideApproval: from `approvals[call_id]` (a `StoredApproval`):
-      a `pending` call takes the decision, any other state is kept and answered as it is
-      (first decision wins; `expired` stays expired). Unknown call: `not_found`; another
-      user's: `forbidden`. (What the real memory service does is its own business; this is
-      the contract the gateway relies on.)
-
-    Every request is kept in `requests`. Conversations, turns and calls in `silent` are
-    answered too late, as a memory service that is down or overloaded would.
-    """
-
-    def __init__(self) -> None:
-        self.owners: dict[str, tuple[str, str]] = {}
-        self.silent: set[str] = set()
-        self.frames: dict[str, dict[int, dict[str, Any]]] = {}
-        self.turns: dict[str, tuple[str, TurnState, str]] = {}
-        self.approvals: dict[str, StoredApproval] = {}
-        self.requests: list[MemoryRequest] = []
-        self.while_answering: Callable[[GetFrames], Awaitable[None]] | None = None
-
-    async def handle(self, body: bytes) -> bytes:
-        request = MEMORY_REQUEST.validate_json(body)
-        self.requests.append(request)
-        if isinstance(request, CancelTurnRequest):
-            key = request.turn_id
-        elif isinstance(request, DecideApproval):
-            key = request.call_id
-        else:
-            assert isinstance(request, ClaimConversation | GetFrames), request
-            key = request.scope.conversation_id
-        if key in self.silent:
-            await asyncio.sleep(CLAIM_TIMEOUT * 3)
-        if isinstance(request, CancelTurnRequest):
-            return encode(self._cancel(request))
-        if isinstance(request, DecideApproval):
-            return encode(self._decide(request))
-        assert isinstance(request, ClaimConversation | GetFrames), request
-        scope = request.scope
-        if isinstance(request, GetFrames):
-            if self.owners.get(scope.conversation_id, (scope.tenant_id, scope.user_id)) != (
-                scope.tenant_id,
-                scope.user_id,
-            ):
-                return encode(MemoryFailure(code="forbidden", message="not yours"))
-            stored = self.frames.get(scope.conversation_id, {})
-            after = sorted(seq for seq in stored if seq > request.after_seq)[: request.limit]
-            page = Frames(frames=[stored[seq] for seq in after])
-            if self.while_answering is not None:
-                await self.while_answering(request)
-            return encode(page)
-        created = scope.conversation_id not in self.owners
-        owner = self.owners.setdefault(scope.conversation_id, (scope.tenant_id, scope.user_id))
-        if owner != (scope.tenant_id, scope.user_id):
-            return encode(MemoryFailure(code="forbidden", message="not yours"))
-        return encode(Claimed(created=created))
-
-    def _cancel(self, request: CancelTurnRequest) -> TurnCancelAccepted | MemoryFailure:
-        turn = self.turns.get(request.turn_id)
-        if turn is None:
-            return MemoryFailure(code="not_found", message="no such turn")
-        conversation_id, state, user_id = turn
-        if user_id != request.user_id:
-            return MemoryFailure(code="forbidden", message="not yours")
-        return TurnCancelAccepted(conversation_id=conversation_id, state=state)
-
-    def _decide(self, request: DecideApproval) -> Approval | MemoryFailure:
-        pending = self.approvals.get(request.call_id)
-        if pending is None:
-            return MemoryFailure(code="not_found", message="no such approval")
-        if (pending.tenant_id, pending.user_id) != (request.tenant_id, request.user_id):
-            return MemoryFailure(code="forbidden", message="not yours")
-        if pending.state == "pending":
-            pending.state = "approved" if request.approved else "denied"
-        conversation_id, turn_id = pending.conversation_id, pending.turn_id
-        return Approval(conversation_id=conversation_id, turn_id=turn_id, call_id=request.call_id, state=pending.state)
-
-    def store_approval(
-        self, call_id: str, user_id: str, conversation_id: str, state: ApprovalState = "pending"
-    ) -> StoredApproval:
-        """A tool call of `turn-<call_id>` that asked `user_id` for approval."""
-        record = StoredApproval(conversation_id, f"turn-{call_id}", user_id, state)
-        self.approvals[call_id] = record
-        return record
-
-    def requests_of(self, kind: type[Any]) -> list[Any]:
-        return [request for request in self.requests if isinstance(request, kind)]
 
 
 class LogTap:
@@ -210,9 +95,9 @@ async def broker() -> AsyncIterator[Broker]:
     bus = Bus(AMQP_URL, topology, name="gateway-tests")
     await bus.connect()
     channel = await bus.channel(prefetch=64)
-    memory, log = MemoryStandIn(), LogTap()
+    memory, log = MemoryStandIn(bus, late_by=CLAIM_TIMEOUT * 3), LogTap()
     try:
-        await bus.serve_rpc(topology.memory_rpc_queue, memory.handle)
+        await memory.start()
         for partition in range(PARTITIONS):
             queue = await bus.declare_work_queue(
                 channel, topology.log_queue(partition), topology.log_exchange, str(partition), single_active=True
@@ -280,69 +165,47 @@ async def gateway(start_gateway: StartGateway) -> tuple[Gateway, str]:
     return await start_gateway()
 
 
-class BrokerProxy:
-    """A TCP relay on a free local port to the broker: `stop()` cuts every connection through
-    it and refuses new ones (a broker outage, as the gateway sees it); `start()` ends it.
+# ---- the client side of a test's WebSocket (used by every test file that opens one) ------
 
-    The broker sees the cut as the client going away, so it deletes that connection's
-    exclusive queues, exactly as when the broker itself restarts.
-    """
 
-    def __init__(self, target_port: int = 5672) -> None:
-        self.target_port = target_port
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port: int = probe.getsockname()[1]
-        probe.close()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The next frame the gateway sends, as JSON (fails after `timeout` seconds)."""
+    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert isinstance(doc, dict)
+    return doc
 
-    @property
-    def url(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/?reconnect_interval=0.3"
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
+async def recv_seqs(ws: ClientConnection, count: int) -> list[int]:
+    """The seqs of the next `count` frames, none of them an error."""
+    frames = [await recv_json(ws) for _ in range(count)]
+    assert all(frame["type"] != "error" for frame in frames), frames
+    return [frame["seq"] for frame in frames]
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in tuple(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
-        for task in tuple(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        try:
-            broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            client_writer.transport.abort()
-            return
-        self._writers.update((client_writer, broker_writer))
-        for reader, writer in ((client_reader, broker_writer), (broker_reader, client_writer)):
-            task = asyncio.create_task(self._pipe(reader, writer))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
+    """The gateway sends nothing for `seconds`."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(ws.recv(), seconds)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            writer.transport.abort()
+
+async def send_message(ws: ClientConnection, text: str = "hello", **fields: Any) -> None:
+    await ws.send(json.dumps({"type": "message", "text": text, **fields}))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
-async def broker_proxy() -> AsyncIterator[BrokerProxy]:
-    """A proxy that is NOT started: nothing listens on its port until the test says so."""
-    proxy = BrokerProxy()
+async def broker_proxy() -> AsyncIterator[CuttableProxy]:
+    """A relay to the broker that is down until the test calls `mend()`: connections
+    through it are refused, then `cut()` drops them all (a broker outage, as the gateway
+    sees it). The broker sees the cut as the client going away, so it deletes that
+    connection's exclusive queues, exactly as when the broker itself restarts."""
+    proxy = CuttableProxy(("127.0.0.1", 5672))
+    await proxy.start()
+    proxy.cut()
     yield proxy
-    await proxy.stop()
+    await proxy.close()
+
+
+@pytest.fixture
+def proxy_url(broker_proxy: CuttableProxy) -> str:
+    """The broker's URL through `broker_proxy`, reconnecting quickly."""
+    return f"amqp://guest:guest@127.0.0.1:{broker_proxy.port}/?reconnect_interval=0.3"

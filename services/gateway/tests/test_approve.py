@@ -3,9 +3,8 @@ served from its dict; not the real memory service)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from agentry_gateway.server import Gateway
@@ -13,21 +12,9 @@ from agentry_shared.contracts.memory import ApprovalState, DecideApproval
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
-if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
-    from conftest import Broker
+from services.gateway.tests.conftest import Broker, assert_silent, recv_json
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(doc, dict)
-    return doc
-
-
-async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), seconds)
 
 
 async def approve(ws: ClientConnection, call_id: str, approved: bool, **fields: Any) -> None:
@@ -91,7 +78,7 @@ async def test_too_late_is_expired(broker: Broker, gateway: tuple[Gateway, str],
 async def test_approve_refusals(broker: Broker, gateway: tuple[Gateway, str]) -> None:
     broker.memory.store_approval("call-of-other", "owner", "approve-conv")
     broker.memory.store_approval("call-slow", "dee", "approve-conv")
-    broker.memory.silent.add("call-slow")
+    broker.memory.late.add("call-slow")
     try:
         async with connect(f"{gateway[1]}?user=dee") as ws:
             await approve(ws, "never-asked", True, id="a")
@@ -108,5 +95,5 @@ async def test_approve_refusals(broker: Broker, gateway: tuple[Gateway, str]) ->
                 "e": "invalid_approve",
             }
     finally:
-        broker.memory.silent.discard("call-slow")
+        broker.memory.late.discard("call-slow")
     assert broker.memory.approvals["call-of-other"].state == "pending"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import jwt
@@ -17,8 +17,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
-    from conftest import Broker, StartGateway
+from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, send_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -27,22 +26,6 @@ SECRET = "integration-secret-0123456789abcdef"
 
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    raw = await asyncio.wait_for(ws.recv(), timeout)
-    doc = json.loads(raw)
-    assert isinstance(doc, dict)
-    return doc
-
-
-async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), seconds)
-
-
-async def send_message(ws: ClientConnection, text: str = "hello", **fields: Any) -> None:
-    await ws.send(json.dumps({"type": "message", "text": text, **fields}))
 
 
 async def published(broker: Broker, ws: ClientConnection, text: str, **fields: Any) -> TurnRequested:
@@ -179,12 +162,12 @@ async def test_rate_limited(broker: Broker, start_gateway: StartGateway) -> None
 
 
 async def test_memory_silent_is_unavailable(broker: Broker, gateway: tuple[Gateway, str]) -> None:
-    broker.memory.silent.add("slow-conv")
+    broker.memory.late.add("slow-conv")
     async with connect(gateway[1]) as ws:
         await send_message(ws, "anyone?", conversation_id="slow-conv", id="s1")
         error = await recv_json(ws)
         assert (error["code"], error["id"], error["conversation_id"]) == ("unavailable", "s1", "slow-conv")
-        broker.memory.silent.discard("slow-conv")
+        broker.memory.late.discard("slow-conv")
         await asyncio.sleep(1.0)  # let the late answer to the first claim arrive and be ignored
         await published(broker, ws, "retry", conversation_id="slow-conv")
 

@@ -4,8 +4,8 @@ The shared broker is never restarted. Two ways stand in for an outage:
 - calling the gateway's connection-lost and reconnected hooks directly (what aio-pika
   calls), with frames stored in the memory stand-in but never published, as frames
   published during an outage never reach the gateway's queue;
-- `BrokerProxy` (conftest): the gateway talks to the broker through a TCP relay the test
-  cuts, so its connection really drops, the broker really deletes its exclusive queue and
+- `broker_proxy` (conftest, a `CuttableProxy`): the gateway talks to the broker through
+  a TCP relay the test cuts, so its connection really drops, the broker really deletes its exclusive queue and
   aio-pika really reconnects and restores the queue and its bindings.
 """
 
@@ -14,39 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.memory import GetFrames
-from websockets.asyncio.client import ClientConnection, connect
+from agentry_shared.testing import CuttableProxy
+from websockets.asyncio.client import connect
 
-if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
-    from conftest import Broker, BrokerProxy, StartGateway
+from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, recv_seqs, send_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(doc, dict)
-    return doc
-
-
-async def recv_seqs(ws: ClientConnection, count: int) -> list[int]:
-    frames = [await recv_json(ws) for _ in range(count)]
-    assert all(frame["type"] != "error" for frame in frames), frames
-    return [frame["seq"] for frame in frames]
-
-
-async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), seconds)
-
-
-async def send_message(ws: ClientConnection, text: str, **fields: Any) -> None:
-    await ws.send(json.dumps({"type": "message", "text": text, **fields}))
 
 
 async def wait_ready(gateway: Gateway, ready: bool, timeout: float = 10.0) -> None:
@@ -134,13 +112,13 @@ async def test_catch_up_with_memory_down_asks_the_client_to_resume(broker: Broke
         await broker.send_frame("outage-memory-down", 1)
         assert await recv_seqs(ws, 1) == [1]
         gateway._on_broker_lost(connection, None)
-        broker.memory.silent.add("outage-memory-down")
+        broker.memory.late.add("outage-memory-down")
         try:
             gateway._on_broker_back(connection)
             error = await recv_json(ws, timeout=10)
             assert (error["code"], error["conversation_id"]) == ("resume_required", "outage-memory-down")
         finally:
-            broker.memory.silent.discard("outage-memory-down")
+            broker.memory.late.discard("outage-memory-down")
         await broker.send_frame("outage-memory-down", 2)
         assert await recv_seqs(ws, 1) == [2]  # live again
 
@@ -156,10 +134,10 @@ async def test_catch_up_waits_for_memory_to_come_back(broker: Broker, start_gate
         assert await recv_seqs(ws, 1) == [1]
         gateway._on_broker_lost(connection, None)
         await broker.send_frame("outage-memory-late", 2, publish=False)
-        broker.memory.silent.add("outage-memory-late")
+        broker.memory.late.add("outage-memory-late")
         gateway._on_broker_back(connection)
         await asyncio.sleep(1.5)  # a few attempts time out
-        broker.memory.silent.discard("outage-memory-late")
+        broker.memory.late.discard("outage-memory-late")
         assert await recv_seqs(ws, 1) == [2]
 
 
@@ -195,17 +173,17 @@ async def test_resume_interrupted_by_an_outage_completes_after_it(broker: Broker
 
 
 async def test_reconnect_restores_bindings_and_catches_up(
-    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
 ) -> None:
-    await broker_proxy.start()
-    gateway, url = await start_gateway(amqp_url=broker_proxy.url)
+    broker_proxy.mend()
+    gateway, url = await start_gateway(amqp_url=proxy_url)
     async with connect(f"{url}?user=pete") as ws:
         await send_message(ws, "before", conversation_id="outage-real")
         await broker.log.next()
         await broker.send_frame("outage-real", 1)
         assert await recv_seqs(ws, 1) == [1]
 
-        await broker_proxy.stop()
+        broker_proxy.cut()
         await wait_ready(gateway, False)
         assert await readyz(url) == 503
         started = time.monotonic()
@@ -216,7 +194,7 @@ async def test_reconnect_restores_bindings_and_catches_up(
         await broker.send_frame("outage-real", 2)  # nobody bound: lost to the gateway
         await broker.send_frame("outage-real", 3)
 
-        await broker_proxy.start()
+        broker_proxy.mend()
         await wait_ready(gateway, True)
         assert await recv_seqs(ws, 2) == [2, 3]  # caught up from memory
         await broker.send_frame("outage-real", 4)  # the binding came back with the queue
@@ -228,9 +206,9 @@ async def test_reconnect_restores_bindings_and_catches_up(
 
 
 async def test_starts_without_a_broker_and_connects_when_it_appears(
-    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
 ) -> None:
-    gateway, url = await start_gateway(amqp_url=broker_proxy.url, connect=False)  # nothing listens yet
+    gateway, url = await start_gateway(amqp_url=proxy_url, connect=False)  # the relay refuses it yet
     assert gateway.ready() == (False, "broker disconnected")
     assert await readyz(url) == 503
     async with connect(f"{url}?user=quinn") as ws:
@@ -242,28 +220,28 @@ async def test_starts_without_a_broker_and_connects_when_it_appears(
         assert codes == {"q1": "unavailable", "q2": "unavailable", "q3": "unavailable"}
         assert time.monotonic() - started < 1.0
 
-        await broker_proxy.start()
+        broker_proxy.mend()
         await wait_ready(gateway, True, timeout=15)
         await send_message(ws, "now?", id="q4")  # the same socket
         assert (await broker.log.next()).client_message_id == "q4"
 
 
 async def test_memory_requests_work_after_repeated_reconnects(
-    broker: Broker, broker_proxy: BrokerProxy, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
 ) -> None:
     """`Bus.request`'s reply consumer comes back with its channel, every time: each answer
     below is a real reply from memory (`not_found`), not `unavailable`."""
-    await broker_proxy.start()
-    gateway, url = await start_gateway(amqp_url=broker_proxy.url)
+    broker_proxy.mend()
+    gateway, url = await start_gateway(amqp_url=proxy_url)
     broker.memory.store_approval("outage-call", "rita", "outage-approve")
     async with connect(f"{url}?user=rita") as ws:
         for cut in range(3):
             await ws.send(json.dumps({"type": "approve", "call_id": "nothing-asked", "approved": True, "id": "n"}))
             error = await recv_json(ws)
             assert (error["code"], cut) == ("not_found", cut)
-            await broker_proxy.stop()
+            broker_proxy.cut()
             await wait_ready(gateway, False)
-            await broker_proxy.start()
+            broker_proxy.mend()
             await wait_ready(gateway, True)
         await ws.send(json.dumps({"type": "approve", "call_id": "outage-call", "approved": True}))
         await assert_silent(ws)

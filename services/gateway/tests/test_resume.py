@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.memory import CancelTurnRequest, GetFrames
 from websockets.asyncio.client import ClientConnection, connect
 
-if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
-    from conftest import Broker, StartGateway
+from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, recv_seqs
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    doc = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    assert isinstance(doc, dict)
-    return doc
-
-
-async def recv_seqs(ws: ClientConnection, count: int) -> list[int]:
-    frames = [await recv_json(ws) for _ in range(count)]
-    assert all(frame["type"] != "error" for frame in frames), frames
-    return [frame["seq"] for frame in frames]
-
-
-async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(ws.recv(), seconds)
 
 
 async def resume(ws: ClientConnection, conversation_id: str, after_seq: int, **fields: Any) -> None:
@@ -136,14 +118,14 @@ async def test_resume_on_a_socket_already_following_restarts_at_after_seq(
 
 
 async def test_resume_with_memory_silent_is_unavailable(broker: Broker, gateway: tuple[Gateway, str]) -> None:
-    broker.memory.silent.add("resume-slow")
+    broker.memory.late.add("resume-slow")
     try:
         async with connect(f"{gateway[1]}?user=ula") as ws:
             await resume(ws, "resume-slow", 0, id="u1")
             error = await recv_json(ws)
             assert (error["code"], error["id"]) == ("unavailable", "u1")
     finally:
-        broker.memory.silent.discard("resume-slow")
+        broker.memory.late.discard("resume-slow")
 
 
 async def test_a_long_replay_does_not_block_the_socket(broker: Broker, start_gateway: StartGateway) -> None:
@@ -208,7 +190,7 @@ async def test_cancel_of_a_finished_turn(broker: Broker, gateway: tuple[Gateway,
 async def test_cancel_refusals(broker: Broker, gateway: tuple[Gateway, str]) -> None:
     broker.memory.turns["turn-of-other"] = ("cancel-other", "running", "owner")
     broker.memory.turns["turn-slow"] = ("cancel-slow", "running", "eve")
-    broker.memory.silent.add("turn-slow")
+    broker.memory.late.add("turn-slow")
     try:
         async with connect(f"{gateway[1]}?user=eve") as ws:
             await cancel(ws, "never-existed", id="a")
@@ -218,4 +200,4 @@ async def test_cancel_refusals(broker: Broker, gateway: tuple[Gateway, str]) -> 
             codes = {frame["id"]: frame["code"] for frame in [await recv_json(ws) for _ in range(4)]}
             assert codes == {"a": "not_found", "b": "forbidden", "c": "unavailable", "d": "invalid_cancel"}
     finally:
-        broker.memory.silent.discard("turn-slow")
+        broker.memory.late.discard("turn-slow")

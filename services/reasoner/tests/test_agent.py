@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
+from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import Context, TurnBegun
@@ -30,23 +30,6 @@ WRITE = ToolDescriptor(
     parameters={"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}}},
     side_effect="destructive",
 )
-
-
-class ScriptedModel:
-    """Plays one script per model call and keeps the messages it was sent."""
-
-    def __init__(self, *steps: list[StreamItem] | Exception) -> None:
-        self.steps = list(steps)
-        self.seen: list[list[dict[str, Any]]] = []
-
-    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
-        self.seen.append(messages)
-        step = self.steps.pop(0) if len(self.steps) > 1 else self.steps[0]
-        if isinstance(step, Exception):
-            raise step
-        for item in step:
-            await asyncio.sleep(0)
-            yield item
 
 
 class RecordingPorts:

@@ -1,7 +1,7 @@
 """Broker fixtures: the real RabbitMQ, a namespace of its own per test, deleted afterwards.
 
-The memory service is not part of these tests: `MemoryStandIn` stands in for it and
-answers ClaimToolCall and CompleteToolCall only, from a dict (the real memory service
+The memory service is not part of these tests: `MemoryStandIn` (agentry_shared.testing)
+stands in for it and answers ClaimToolCall and CompleteToolCall from a dict (the real memory service
 implements the same contract). Tests seed it with claims (a `running` claim of a dead
 runner, a `done` one) and read back what the tool-runner kept.
 """
@@ -26,17 +26,9 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
-from agentry_shared.bus import Bus, Consumer, encode
-from agentry_shared.contracts.memory import (
-    MEMORY_REQUEST,
-    ClaimToolCall,
-    CompleteToolCall,
-    Done,
-    MemoryFailure,
-    ToolCallClaimed,
-)
-from agentry_shared.contracts.tools import ToolCompleted
+from agentry_shared.bus import Bus
 from agentry_shared.settings import ToolRunnerSettings
+from agentry_shared.testing import MemoryStandIn
 from agentry_shared.topology import Topology
 from agentry_tool_runner.main import service
 
@@ -77,67 +69,6 @@ def runner_settings(topology: Topology, port: int, **more: Any) -> ToolRunnerSet
         shutdown_grace_seconds=5,
         **more,
     )
-
-
-@dataclass
-class StandInClaim:
-    state: str  # "running" | "done"
-    since: float  # time.monotonic() of the claim
-    result: dict[str, Any] | None = None
-
-
-class MemoryStandIn:
-    """Stands in for the memory service: tool-call claims in a dict; the first claim and the
-    first result win.
-
-    With `silent` set it answers nothing, as a memory service that is down would.
-    """
-
-    def __init__(self, bus: Bus) -> None:
-        self.bus = bus
-        self.claims: dict[tuple[str, str], StandInClaim] = {}
-        self.silent = False
-        self._consumer: Consumer | None = None
-
-    async def start(self) -> None:
-        self._consumer = await self.bus.serve_rpc(self.bus.topology.memory_rpc_queue, self.answer)
-
-    async def stop(self) -> None:
-        if self._consumer is not None:
-            await self._consumer.cancel()
-
-    def seed(
-        self, turn_id: str, call_id: str, state: str, age: float = 0.0, result: ToolCompleted | None = None
-    ) -> None:
-        kept = result.model_dump() if result is not None else None
-        self.claims[(turn_id, call_id)] = StandInClaim(state, time.monotonic() - age, kept)
-
-    def kept(self, turn_id: str, call_id: str) -> ToolCompleted | None:
-        claim = self.claims.get((turn_id, call_id))
-        if claim is None or claim.state != "done":
-            return None
-        return ToolCompleted.model_validate(claim.result)
-
-    async def answer(self, body: bytes) -> bytes:
-        if self.silent:
-            raise RuntimeError("memory stand-in is silent")  # serve_rpc drops it unanswered
-        request = MEMORY_REQUEST.validate_json(body)
-        if isinstance(request, ClaimToolCall):
-            key = (request.turn_id, request.call_id)
-            claim = self.claims.get(key)
-            if claim is None:
-                self.claims[key] = StandInClaim("running", time.monotonic())
-                return encode(ToolCallClaimed(state="new"))
-            age = time.monotonic() - claim.since
-            state = "done" if claim.state == "done" else "running"
-            return encode(ToolCallClaimed(state=state, claimed_seconds_ago=age, result=claim.result))
-        if isinstance(request, CompleteToolCall):
-            key = (request.turn_id, request.call_id)
-            claim = self.claims.get(key)
-            if claim is None or claim.state != "done":  # as memory does: the first result is kept
-                self.claims[key] = StandInClaim("done", claim.since if claim else time.monotonic(), request.result)
-            return encode(Done())
-        return encode(MemoryFailure(code="invalid", message="the stand-in only knows tool-call claims"))
 
 
 async def delete_namespace(topology: Topology, pools: tuple[str, ...] = ("default", "network", "sandbox")) -> None:
