@@ -92,7 +92,7 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="memory")
     ops: OpsServer | None = None
     conversation_log = ConversationLog(store, topology)
-    consumer = LogConsumer(bus, conversation_log)
+    consumer = LogConsumer(bus, conversation_log, settings=settings)
     dead_letters = DeadLetterConsumer(bus, conversation_log)
     sweeper = FrameSweeper(
         store, retention_hours(settings), reasoning_retention_days=settings.memory_reasoning_retention_days

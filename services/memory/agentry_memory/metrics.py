@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RPC_REQUESTS = Counter(
     "agentry_memory_rpc_requests_total",
@@ -46,4 +46,8 @@ SUMMARIES = Counter(
     "agentry_memory_summaries_total",
     "Rolling summary refreshes, by outcome (saved, superseded, failed).",
     ["outcome"],
+)
+PARTITIONS_OWNED = Gauge("agentry_memory_partitions_owned", "log.<p> partitions this replica sequences.")
+REBALANCES = Counter(
+    "agentry_memory_rebalances_total", "Times this replica took or let go of partitions (members joined or left)."
 )

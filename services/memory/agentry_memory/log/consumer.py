@@ -1,4 +1,9 @@
-"""The broker side of the sequencer: one task per log partition, one message at a time.
+"""The broker side of the sequencer: one task per held log partition, one message at a time.
+
+Memory replicas share the `log.<p>` partitions (agentry_shared.partitions decides who
+holds which). Letting one go cancels its task, which finishes the entry in hand and then
+closes the partition's channel: the broker returns the rest in queue order and makes the
+new owner, already subscribed and waiting under single active consumer, active.
 
 Order is the point, and only closing a channel keeps it. Measured on RabbitMQ 3.10
 quorum queues: a nack (or the queue iterator's close, which nacks what it prefetched)
@@ -19,12 +24,14 @@ from collections.abc import Awaitable, Callable
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.events import LOG_ENTRY, LogEntry
 from agentry_shared.logs import bind_context
+from agentry_shared.partitions import PartitionShare
+from agentry_shared.settings import CommonSettings
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from agentry_memory.log.sequencer import ConversationLog
-from agentry_memory.metrics import LOG_ENTRIES, LOG_ENTRY_DURATION
+from agentry_memory.metrics import LOG_ENTRIES, LOG_ENTRY_DURATION, PARTITIONS_OWNED, REBALANCES
 from agentry_memory.store.errors import StoreRefusal
 
 log = logging.getLogger(__name__)
@@ -36,7 +43,8 @@ RESUBSCRIBE_PAUSE_SECONDS = 1.0
 
 
 class LogConsumer:
-    """Consumes every `log.<p>` queue (single active consumer: one writer per partition)."""
+    """Consumes this replica's share of the `log.<p>` queues (single active consumer on
+    each: one writer per partition, whatever the replicas think for a moment)."""
 
     def __init__(
         self,
@@ -45,15 +53,19 @@ class LogConsumer:
         *,
         retry_delay: float = RETRY_DELAY_SECONDS,
         resubscribe_pause: float = RESUBSCRIBE_PAUSE_SECONDS,
+        settings: CommonSettings | None = None,
     ) -> None:
         self.bus = bus
         self.log = conversation_log
         self.retry_delay = retry_delay
         self.resubscribe_pause = resubscribe_pause
-        self._tasks: list[asyncio.Task[None]] = []
+        self.settings = settings or CommonSettings()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._share: PartitionShare | None = None
 
     async def start(self) -> None:
-        """Declare the partition queues now (so ready means subscribed-to), then consume."""
+        """Declare every partition's queues now (so nothing sent before some replica holds
+        it is lost), then take this replica's share."""
         t = self.bus.topology
         channel = await self.bus.channel(1)
         try:
@@ -61,7 +73,24 @@ class LogConsumer:
                 await self._declare(channel, p)
         finally:
             await channel.close()
-        self._tasks = [asyncio.create_task(self._partition(p), name=f"log-{p}") for p in range(t.partitions)]
+        self._share = PartitionShare(
+            self.bus,
+            "memory",
+            self.settings,
+            acquire=self._acquire,
+            release=self._release,
+            owned=PARTITIONS_OWNED,
+            rebalances=REBALANCES,
+        )
+        await self._share.start()
+
+    async def _acquire(self, p: int) -> None:
+        self._tasks[p] = asyncio.create_task(self._partition(p), name=f"log-{p}")
+
+    async def _release(self, p: int) -> None:
+        task = self._tasks.pop(p)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _declare(self, channel: AbstractRobustChannel, p: int) -> None:
         t = self.bus.topology
@@ -70,11 +99,11 @@ class LogConsumer:
         await self.bus.declare_work_queue(channel, t.turns_queue(p), t.turns_exchange, str(p), single_active=True)
 
     async def stop(self) -> None:
-        """Stop taking entries; each partition finishes (and acks) the one it holds."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        """Stop taking entries; each partition finishes (and acks) the one it holds, then
+        goes to another replica."""
+        if self._share is not None:
+            await self._share.stop()
+            self._share = None
 
     async def _partition(self, p: int) -> None:
         """Owns partition p until cancelled; after trouble, starts over on a fresh channel."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import functools
 import sqlite3
 import time
@@ -92,7 +93,14 @@ class SqliteBase:
         self._db = db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        """Bring an older file up to this release, each step in one transaction."""
+        """Bring an older file up to this release, each step in one transaction. Several
+        memory processes may share the file: one at a time migrates (a lock file), so a
+        second never repeats a step the first has just made."""
+        with open(self.path.with_suffix(self.path.suffix + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._migrate_locked(db)
+
+    def _migrate_locked(self, db: sqlite3.Connection) -> None:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{self.path} has schema {version}, newer than this release's {SCHEMA_VERSION}")
