@@ -178,13 +178,15 @@ def test_yaml_parses(path: Path) -> None:
 
 
 def test_kustomizations_name_files_that_exist() -> None:
-    for folder in (BASE, K8S / "keda", K8S / "prometheus"):
+    for folder in (BASE, K8S / "keda", K8S / "prometheus", K8S / "mongodb"):
         k = kustomization(folder)
         named = list(k.get("resources", []))
         named += [f for gen in k.get("configMapGenerator", []) for f in gen.get("files", [])]
+        named += [p["path"] for p in k.get("patches", []) if "path" in p]
         assert named, folder
         for name in named:
-            assert (folder / name).is_file(), f"{folder / name} is named in a kustomization but missing"
+            target = folder / name
+            assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{target} is named but missing"
     listed = set(kustomization(BASE)["resources"])
     # The Secret template is left out on purpose: apply -k must never overwrite real secrets.
     unlisted = {p.name for p in BASE.glob("*.yaml")} - listed - {"kustomization.yaml", "secret.example.yaml"}
@@ -309,13 +311,43 @@ def test_scaling_matches_what_each_component_allows() -> None:
     for hpa in hpas.values():
         assert hpa["spec"]["minReplicas"] >= 2
         assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
-    # Replicas beyond the partition count get no partition to consume.
+    # Replicas share the partitions out: beyond the partition count one would get none.
     assert hpas["reasoner"]["spec"]["maxReplicas"] <= partitions
+    assert hpas["reasoner"]["spec"]["maxReplicas"] > found["reasoner"]["spec"]["replicas"]
     pdbs = of_kind(resources, "PodDisruptionBudget")
     covered = {
         name for name, d in found.items() for p in pdbs.values() if selects(p["spec"]["selector"], pod_labels(d))
     }
     assert covered == {"gateway", "reasoner", *(f"tool-runner-{pool}" for pool in POOLS)}
+
+
+def test_memory_runs_several_replicas_with_mongodb() -> None:
+    """k8s/mongodb: memory on MongoDB, two or more replicas rolled one at a time, no volume
+    of its own, an HPA within the partition count and a PDB."""
+    overlay = K8S / "mongodb"
+    patch = load(overlay / "memory-replicas.yaml")[0]
+    assert patch["spec"]["replicas"] >= 2
+    assert patch["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert patch["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    env = {e["name"]: e for e in patch["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MONGODB_URL"]["valueFrom"]["secretKeyRef"]["optional"] is False
+    scaling = {doc["kind"]: doc for doc in load(overlay / "memory-scaling.yaml")}
+    hpa = scaling["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "memory"
+    assert 2 <= hpa["minReplicas"] <= hpa["maxReplicas"] <= int(config()["AGENTRY_PARTITIONS"])
+    assert scaling["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return
+    built = kustomize_build(kubectl, overlay)
+    assert "PersistentVolumeClaim" not in {doc["kind"] for doc in built}
+    memory = of_kind(built, "Deployment")["memory"]
+    assert memory["spec"]["replicas"] == patch["spec"]["replicas"]
+    assert all("persistentVolumeClaim" not in v for v in memory["spec"]["template"]["spec"]["volumes"])
+    assert {doc["metadata"].get("namespace") for doc in built if doc["kind"] != "Namespace"} == {"agentry"}
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in built:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
 def test_tool_runner_pools_and_their_keda_queues() -> None:
