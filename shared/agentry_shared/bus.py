@@ -109,7 +109,8 @@ class Bus:
     async def declare_exchanges(self) -> None:
         t = self.topology
         ch = self.publish_channel
-        for name in (t.log_exchange, t.turns_exchange, t.frames_exchange, t.tools_exchange, t.dead_letter_exchange):
+        routed = (t.log_exchange, t.turns_exchange, t.frames_exchange, t.tools_exchange, t.members_exchange)
+        for name in (*routed, t.dead_letter_exchange):
             await ch.declare_exchange(name, ExchangeType.DIRECT, durable=True)
         await ch.declare_exchange(t.control_exchange, ExchangeType.FANOUT, durable=True)
         dead = await ch.declare_queue(t.dead_letter_queue, durable=True, arguments=QUORUM)
