@@ -7,6 +7,13 @@ STAMP := $(VENV)/.installed
 PACKAGES := shared services/gateway services/reasoner services/tool-runner services/memory services/offline-model
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
+# mypy names a file by its nearest base (mypy_path, then the root), so each test folder is
+# checked under the names its imports use: as packages of the root where tests import
+# each other that way (`services.gateway.tests.conftest`, `tests.client`); on their own,
+# with the folder as the base, where they are top-level modules (`from conftest import`,
+# under TYPE_CHECKING) or sit in a folder whose name is no identifier (tool-runner).
+MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
+MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
 .PHONY: run test lint bench install rabbitmq sandbox clean
 
@@ -32,7 +39,10 @@ test: install rabbitmq sandbox
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(MYPY_PACKAGES)
+	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES)
+	for folder in $(MYPY_TEST_FOLDERS); do \
+		MYPYPATH=$$folder $(BIN)/mypy --cache-dir .mypy_cache/$$(basename $$(dirname $$folder)) $$folder || exit 1; \
+	done
 
 bench: install rabbitmq sandbox
 	$(BIN)/python -m bench

@@ -44,7 +44,7 @@ TIMES = ["morning", "afternoon", "evening", "weekend", "winter", "summer"]
 
 
 def fact_texts(rng: random.Random) -> list[tuple[str, str]]:
-    makers = [
+    makers: list[Callable[[], tuple[str, str]]] = [
         lambda: (f"I prefer {rng.choice(DRINKS)} in the {rng.choice(TIMES)} (#{rng.randrange(10**6)})", "preference"),
         lambda: (f"We decided to use {rng.choice(TECH)} for {rng.choice(PARTS)} (#{rng.randrange(10**6)})", "decision"),
         lambda: (f"Task: migrate {rng.choice(PARTS)} to {rng.choice(TECH)} (#{rng.randrange(10**6)})", "task"),

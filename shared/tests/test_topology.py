@@ -13,6 +13,7 @@ from agentry_shared.bus import Bus
 from agentry_shared.topology import Topology, partition_of
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, ExchangeType
 from aiormq.exceptions import ChannelPreconditionFailed
+from pamqp.common import FieldTable
 
 
 def test_partition_is_stable_across_processes() -> None:
@@ -45,7 +46,7 @@ def test_names_are_distinct_and_inside_the_namespace() -> None:
     assert not set(topology.exchanges()) & set(other.exchanges())
 
 
-async def redeclare_fails(connection: AbstractConnection, name: str, **arguments: object) -> bool:
+async def redeclare_fails(connection: AbstractConnection, name: str, arguments: FieldTable) -> bool:
     """Does the broker refuse to declare queue `name` with these arguments (406)?"""
     channel = await connection.channel()
     try:
@@ -68,8 +69,8 @@ async def test_connect_declares_every_exchange_of_the_namespace(
     assert not await exchange_type_refused(probe, topology.frames_exchange, ExchangeType.DIRECT)
     assert await exchange_type_refused(probe, topology.frames_exchange, ExchangeType.FANOUT)
     # The dead-letter queue is a quorum queue (declaring it classic is refused).
-    assert not await redeclare_fails(probe, topology.dead_letter_queue, **{"x-queue-type": "quorum"})
-    assert await redeclare_fails(probe, topology.dead_letter_queue, **{"x-queue-type": "classic"})
+    assert not await redeclare_fails(probe, topology.dead_letter_queue, {"x-queue-type": "quorum"})
+    assert await redeclare_fails(probe, topology.dead_letter_queue, {"x-queue-type": "classic"})
 
 
 async def exchange_type_refused(connection: AbstractConnection, name: str, kind: ExchangeType) -> bool:
@@ -88,17 +89,17 @@ async def test_work_queue_is_quorum_single_active_with_dead_lettering(
     channel = await bus.channel(prefetch=10)
     name = topology.turns_queue(0)
     await bus.declare_work_queue(channel, name, topology.turns_exchange, "0", single_active=True)
-    same = {
+    same: FieldTable = {
         "x-queue-type": "quorum",
         "x-dead-letter-exchange": topology.dead_letter_exchange,
         "x-dead-letter-routing-key": "#",
         "x-delivery-limit": topology.delivery_limit,
         "x-single-active-consumer": True,
     }
-    assert not await redeclare_fails(probe, name, **same)
-    assert await redeclare_fails(probe, name, **{**same, "x-single-active-consumer": False})
-    assert await redeclare_fails(probe, name, **{**same, "x-queue-type": "classic"})
-    assert await redeclare_fails(probe, name, **{**same, "x-delivery-limit": topology.delivery_limit + 1})
+    assert not await redeclare_fails(probe, name, same)
+    assert await redeclare_fails(probe, name, {**same, "x-single-active-consumer": False})
+    assert await redeclare_fails(probe, name, {**same, "x-queue-type": "classic"})
+    assert await redeclare_fails(probe, name, {**same, "x-delivery-limit": topology.delivery_limit + 1})
 
 
 async def test_single_active_consumer_gives_one_consumer_everything(bus: Bus, topology: Topology) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from tests.client import answer, converse, next_frame, send, until_turn_ends
 from tests.stack import Stack
@@ -22,10 +23,10 @@ async def test_python_runs_in_the_sandbox_and_its_output_reaches_the_answer(stac
     assert "42" in answer(frames)
 
 
-async def _ask_to_write(ws: object, path: str) -> list[dict[str, object]]:
-    await send(ws, {"type": "message", "text": f'save "hello from agentry" to {path}'})  # type: ignore[arg-type]
+async def _ask_to_write(ws: ClientConnection, path: str) -> list[dict[str, Any]]:
+    await send(ws, {"type": "message", "text": f'save "hello from agentry" to {path}'})
     frames = []
-    while (frame := await next_frame(ws))["type"] != "tool.approval_required":  # type: ignore[arg-type]
+    while (frame := await next_frame(ws))["type"] != "tool.approval_required":
         frames.append(frame)
         assert frame["type"] not in ("turn.completed", "turn.failed"), frames
     frames.append(frame)

@@ -139,7 +139,7 @@ async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
             "auth_jwt_audience": None,
             **overrides,
         }
-        gateway_options = {"memory_timeout": CLAIM_TIMEOUT, "publish_timeout": 2.0}
+        gateway_options: dict[str, Any] = {"memory_timeout": CLAIM_TIMEOUT, "publish_timeout": 2.0}
         for name in ("memory_timeout", "publish_timeout", "replay_page", "outage_retry_seconds"):
             if name in values:
                 gateway_options[name] = values.pop(name)

@@ -18,7 +18,8 @@ from websockets.exceptions import ConnectionClosed
 
 if TYPE_CHECKING:
     from agentry_gateway.server import Gateway
-    from conftest import Broker
+
+    from services.gateway.tests.conftest import Broker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

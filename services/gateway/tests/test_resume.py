@@ -141,10 +141,14 @@ async def test_a_long_replay_does_not_block_the_socket(broker: Broker, start_gat
     async with connect(f"{url}?user=lena") as ws:
         await resume(ws, conversation, 0)
         await ws.send(json.dumps({"type": "cancel", "turn_id": "no-such-turn", "id": "c1"}))
-        seqs, errors = [], []
+        seqs: list[int] = []
+        errors: list[str] = []
         while len(seqs) < 2000:
             frame = await recv_json(ws)
-            (errors if frame["type"] == "error" else seqs).append(frame.get("seq", frame.get("code")))
+            if frame["type"] == "error":
+                errors.append(frame["code"])
+            else:
+                seqs.append(frame["seq"])
         assert seqs == list(range(1, 2001))
         assert errors == ["not_found"]
 

@@ -20,6 +20,8 @@ from typing import Any
 import mongomock
 from pymongo import UpdateOne
 
+Document = dict[str, Any]
+
 
 def _stem(word: str) -> str:
     for suffix in ("ences", "ence", "ings", "ing", "ies", "es", "ed", "s"):
@@ -51,7 +53,7 @@ class ListCursor:
 
 
 class FakeMongoCursor:
-    def __init__(self, collection: mongomock.Collection, where: dict[str, Any], projection: Any) -> None:
+    def __init__(self, collection: mongomock.Collection[Document], where: dict[str, Any], projection: Any) -> None:
         self._collection = collection
         self._search: str | None = None
         where = dict(where)
@@ -110,7 +112,7 @@ class FakeMongoCursor:
 
 
 class FakeMongoCollection:
-    def __init__(self, collection: mongomock.Collection) -> None:
+    def __init__(self, collection: mongomock.Collection[Document]) -> None:
         self._c = collection
 
     def find(self, where: dict[str, Any] | None = None, projection: Any = None) -> FakeMongoCursor:
@@ -150,7 +152,7 @@ class FakeMongoCollection:
 
 
 class FakeMongoDatabase:
-    def __init__(self, database: mongomock.Database) -> None:
+    def __init__(self, database: mongomock.Database[Document]) -> None:
         self._db = database
         self._collections: dict[str, FakeMongoCollection] = {}
 
@@ -165,7 +167,7 @@ class FakeMongoClient:
     """One in-memory server: stores opened on the same client see the same data."""
 
     def __init__(self) -> None:
-        self._client = mongomock.MongoClient()
+        self._client: mongomock.MongoClient[Document] = mongomock.MongoClient()
         self._databases: dict[str, FakeMongoDatabase] = {}
 
     def __getitem__(self, name: str) -> FakeMongoDatabase:

@@ -10,7 +10,7 @@ import pytest
 from agentry_memory.store import Store
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.upkeep.admin import main, parser, run
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 

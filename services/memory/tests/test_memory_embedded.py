@@ -13,7 +13,7 @@ import pytest
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.store.sqlite.schema import SCHEMA_VERSION
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 

@@ -20,9 +20,10 @@ from agentry_memory.context.tokens import message_tokens
 from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import Store
 from agentry_memory.store.knowledge import FACTS_HEADER
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.contracts.facts import RememberFact
-from agentry_shared.contracts.memory import MEMORY_REPLY, ChatMessage, Context, GetContext
+from agentry_shared.contracts.memory import MEMORY_REPLY, Context, GetContext
 from agentry_shared.contracts.scope import Scope
 
 BUDGET = 1000

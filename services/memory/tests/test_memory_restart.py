@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.facts import (
     FACT_REPLY,
@@ -36,7 +37,6 @@ from agentry_shared.contracts.memory import (
     AppendMessages,
     Approval,
     BeginTurn,
-    ChatMessage,
     Context,
     DecideApproval,
     Frames,

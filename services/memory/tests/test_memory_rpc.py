@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import Store
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import CancelRequested, ControlMessage
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
     BeginTurn,
     CancelTurnRequest,
-    ChatMessage,
     ClaimConversation,
     Claimed,
     ClaimToolCall,

@@ -7,11 +7,11 @@ import time
 import pytest
 from agentry_memory.rpc.server import MemoryRpc
 from agentry_memory.store import TOKEN_WINDOW_SECONDS, Store, token_window
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import ApprovalDecided, ControlMessage
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     Approval,
-    ChatMessage,
     DecideApproval,
     Done,
     GetApproval,

@@ -66,14 +66,15 @@ async def test_task_progress(rpc: MemoryRpc, scope: Scope) -> None:
 
 async def test_fact_requests_fail_as_replies(rpc: MemoryRpc, scope: Scope) -> None:
     mallory = scope.model_copy(update={"user_id": "mallory"})
-    for request, code in [
+    cases: list[tuple[BaseModel | bytes, str]] = [
         (RememberFact(scope=mallory, fact="I prefer tea"), "forbidden"),
         (RecallFacts(scope=mallory, query="tea"), "forbidden"),
         (RecallFacts(scope=scope.model_copy(update={"conversation_id": "nope"}), query="tea"), "not_found"),
         (RememberFact(scope=scope, fact="?!"), "invalid"),
         (b'{"kind": "memory.remember_fact", "scope": {"tenant_id": "a"}}', "invalid"),
         (b'{"kind": "memory.remember_fact"}', "invalid"),
-    ]:
+    ]
+    for request, code in cases:
         reply = await ask(rpc, request)
         assert isinstance(reply, MemoryFailure) and reply.code == code, (request, reply)
     reply = await ask(rpc, b'{"kind": "memory.remember_fact", "scope": {"tenant_id": "a"}}')

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 

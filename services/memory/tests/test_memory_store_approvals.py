@@ -8,7 +8,7 @@ import time
 import pytest
 from agentry_memory.store import TOKEN_WINDOW_SECONDS, ApprovalRecord, Store, TokenTaken, token_window
 from agentry_memory.store.errors import Forbidden, NotFound
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 LATER = time.time() + 3600

@@ -8,7 +8,7 @@ import time
 import pytest
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 RESULT = {"kind": "tool.completed", "call_id": "c1", "tool": "clock", "ok": True, "output": "12:00"}

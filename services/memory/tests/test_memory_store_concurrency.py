@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from agentry_memory.store import Store
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 N = 50

@@ -7,7 +7,7 @@ import time
 import pytest
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, Invalid, NotFound
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 

@@ -6,7 +6,7 @@ import time
 
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.store import Store
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 WORDS = "lorem ipsum dolor sit amet "  # 27 ASCII characters: about 8 tokens

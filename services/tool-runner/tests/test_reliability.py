@@ -20,7 +20,8 @@ from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolReques
 from agentry_shared.testing import CuttableProxy
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
-    from conftest import MemoryStandIn, RunnerFactory, WorkerFactory
+    from agentry_shared.testing import MemoryStandIn
+    from conftest import RunnerFactory, WorkerFactory
 
 SCOPE = Scope(tenant_id="t1", user_id="u1", conversation_id="c1")
 

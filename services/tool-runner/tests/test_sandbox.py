@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import pytest
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
-from agentry_tool_runner.execution import isolation
 from agentry_tool_runner.execution.isolation import PureOnlyExecutor, WeakIsolationExecutor, choose, probe
 from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Resources, reachable
 from agentry_tool_runner.execution.sandbox import NOBODY, SANDBOX_PYTHON, SandboxExecutor, bwrap_arguments
@@ -134,7 +133,7 @@ async def test_start_up_picks_the_backend_and_says_so(monkeypatch: pytest.Monkey
     assert isinstance(chosen.executor, SandboxExecutor) and (chosen.sandboxed, chosen.weak) == (True, False)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (1, 0)
 
-    monkeypatch.setattr(isolation.shutil, "which", lambda _: None)  # as on a machine without bubblewrap
+    monkeypatch.setattr(shutil, "which", lambda _: None)  # as on a machine without bubblewrap
     refusing = await choose(settings)
     assert isinstance(refusing.executor, PureOnlyExecutor) and (refusing.sandboxed, refusing.weak) == (False, False)
     assert (SANDBOX_AVAILABLE._value.get(), WEAK_ISOLATION._value.get()) == (0, 0)

@@ -6,8 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-# `as ChatMessage`: re-export until memory imports contracts.chat (then keep a plain import).
-from agentry_shared.contracts.chat import ChatMessage as ChatMessage  # re-export until memory imports contracts.chat
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MemoryFailureCode
 from agentry_shared.contracts.scope import Scope
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.tokens import clip_to_tokens, message_tokens

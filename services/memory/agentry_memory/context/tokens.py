@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 
 # 3.5 characters per token, in integers: ceil(chars * 2 / 7).
 ASCII_CHARS_TWICE_PER_TOKEN = 7

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Final
 
 from agentry_shared.bus import encode
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.errors import TurnFailureCode
 from agentry_shared.contracts.events import EventPosted, LogEntry
 from agentry_shared.contracts.frames import FrameError, MessageAccepted, ServerFrame, TurnFailed
-from agentry_shared.contracts.memory import ChatMessage
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
@@ -24,7 +26,7 @@ from agentry_memory.store.errors import NotFound, StoreRefusal
 
 log = logging.getLogger(__name__)
 
-POISON_CODE = "poison"
+POISON_CODE: Final[TurnFailureCode] = "poison"
 POISON_MESSAGE = "The turn could not be processed after repeated attempts; it was dropped. Please send it again."
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
-from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
+from agentry_shared.contracts.memory import ApprovalState, TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.store.errors import Forbidden, Invalid, NotFound, StoreRefusal

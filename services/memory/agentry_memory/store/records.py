@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
-from agentry_shared.contracts.memory import ApprovalState, ChatMessage, TurnState
+from agentry_shared.contracts.memory import ApprovalState, TurnState
 
 FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
 

@@ -13,8 +13,9 @@ refused with an error that says so, and the model decides what to do next.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.memory import ToolCallClaimed
 from agentry_shared.contracts.tools import SideEffect
 
@@ -25,7 +26,7 @@ Action = Literal["run", "reply_kept", "wait", "refuse"]
 STALE_MARGIN_SECONDS = 5.0
 
 # The error a refusal replies with; the model reads the message as-is.
-REFUSALS = {
+REFUSALS: Final[dict[ToolErrorCode, str]] = {
     "interrupted": "the call may or may not have taken effect; a worker died while running it",
     "unavailable": "not run: the record of tool calls (memory) did not answer, and this tool must not run twice",
     "cancelled": "the turn was cancelled; the call was stopped",
@@ -40,7 +41,7 @@ class Decision:
     # Record the outcome in memory (CompleteToolCall) before replying.
     keep: bool = False
     # For "refuse": the ToolCompleted error code (a key of REFUSALS).
-    code: str | None = None
+    code: ToolErrorCode | None = None
 
 
 def decide(

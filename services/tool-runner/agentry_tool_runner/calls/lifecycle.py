@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.memory import ToolCallClaimed
 from agentry_shared.contracts.tools import ToolCompleted, ToolRequested
 
@@ -156,7 +157,7 @@ class Calls:
         return completed.model_copy(update={"call_id": request.call_id, "tool": request.tool})
 
     @staticmethod
-    def _refusal(tool: Tool, request: ToolRequested, code: str) -> ToolCompleted:
+    def _refusal(tool: Tool, request: ToolRequested, code: ToolErrorCode) -> ToolCompleted:
         message = REFUSALS[code]
         if code == "cancelled" and tool.side_effect == "destructive":
             message += "; it may or may not have taken effect"

@@ -28,10 +28,12 @@ TYPE_CHECKING = False  # not typing's: importing typing costs every call ~3 ms o
 if TYPE_CHECKING:
     from typing import Any
 
+    from agentry_shared.contracts.errors import ToolErrorCode  # the sandbox has no agentry_shared
+
 _MAX_MESSAGE_CHARS = 1000
 
 
-def _error(code: str, message: str) -> dict[str, Any]:
+def _error(code: ToolErrorCode, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message[:_MAX_MESSAGE_CHARS]}}
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from typing import Final
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.tools import ToolCompleted, ToolError
 from pydantic import ValidationError
 
@@ -16,11 +18,13 @@ from agentry_tool_runner.tools.tool import Tool
 log = logging.getLogger(__name__)
 
 # The error codes a child may report; anything else it says becomes "failed".
-CHILD_CODES = {"failed", "denied", "output_too_large", "crashed"}
+CHILD_CODES: Final[frozenset[ToolErrorCode]] = frozenset({"failed", "denied", "output_too_large", "crashed"})
+# The child's word is an untrusted str: it becomes a code only by this lookup.
+_CHILD_CODE_BY_NAME: Final[dict[str, ToolErrorCode]] = {code: code for code in CHILD_CODES}
 _MAX_MESSAGE_CHARS = 1000
 
 
-def failure(tool: str, code: str, message: str, duration_ms: int = 0) -> ToolCompleted:
+def failure(tool: str, code: ToolErrorCode, message: str, duration_ms: int = 0) -> ToolCompleted:
     clean = message.encode("utf-8", "replace").decode()[:_MAX_MESSAGE_CHARS]
     return ToolCompleted(
         call_id="", tool=tool, ok=False, error=ToolError(code=code, message=clean), duration_ms=duration_ms
@@ -56,7 +60,7 @@ def interpret(tool: Tool, child: ChildRun) -> ToolCompleted:
             return failure(tool.name, "output_too_large", f"more than {tool.limits.max_output_bytes} bytes of output")
         return ToolCompleted(call_id="", tool=tool.name, ok=True, output=output.decode())
     error = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-    code = str(error["code"]) if error.get("code") in CHILD_CODES else "failed"
+    code = _CHILD_CODE_BY_NAME.get(str(error.get("code")), "failed")
     return failure(tool.name, code, str(error.get("message") or "the tool failed"))
 
 

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentry_shared.contracts.errors import ToolErrorCode
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import ToolRunnerSettings
 
@@ -26,7 +27,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_@:-][A-Za-z0-9_.@:-]{0,127}$")
 class Refused(Exception):
     """The call cannot be granted what its tool needs; answered without starting a process."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ToolErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

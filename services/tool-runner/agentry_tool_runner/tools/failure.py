@@ -5,19 +5,25 @@ the sandbox, where only the standard library and a few bound files of ours exist
 Anything else a tool raises is reported with its type name, as a likely bug.
 """
 
+from __future__ import annotations
+
+TYPE_CHECKING = False  # not typing's: the child imports as little as it can
+if TYPE_CHECKING:
+    from agentry_shared.contracts.errors import ToolErrorCode  # the sandbox has no agentry_shared
+
 _in_child = False
 
 
 class ToolFailure(Exception):
     """A clean, user-facing reason the call failed (bad input, domain error, ...)."""
 
-    code = "failed"
+    code: ToolErrorCode = "failed"
 
 
 class ToolDenied(ToolFailure):
     """The tool's policy forbids it: a host not on the allowlist, a path out of the workspace."""
 
-    code = "denied"
+    code: ToolErrorCode = "denied"
 
 
 def in_worker() -> bool:

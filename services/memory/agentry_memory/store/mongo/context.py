@@ -4,7 +4,7 @@ short one does."""
 
 from __future__ import annotations
 
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError

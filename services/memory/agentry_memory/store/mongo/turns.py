@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import cast
 
-from agentry_shared.contracts.memory import ChatMessage, TurnState
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.memory import TurnState
 from agentry_shared.contracts.scope import Scope
 from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agentry_shared.contracts.memory import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.windows import WholeTurns, Window

@@ -7,7 +7,8 @@ import sqlite3
 import time
 from typing import cast
 
-from agentry_shared.contracts.memory import ChatMessage, TurnState
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.memory import TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.tokens import message_tokens
