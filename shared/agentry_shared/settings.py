@@ -7,6 +7,7 @@ with the name of the environment variable (pydantic-settings does that for us).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -63,6 +64,18 @@ class ReasonerSettings(CommonSettings):
     # `model_unavailable` for the cool-down, then let one call through to test the model.
     llm_breaker_failures: int = Field(default=5, ge=1)
     llm_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Thinking inline in `content` (servers without a reasoning parser): the tags whose
+    # `<tag>…</tag>` is thinking, comma-separated. gpt-oss's harmony channels always count.
+    llm_think_tags: str = Field(default="think,thinking", pattern=r"^\s*[A-Za-z0-9_:.-]+(\s*,\s*[A-Za-z0-9_:.-]+)*\s*$")
+    # The reply starts inside the thinking (the chat template opened the tag; only the
+    # closing tag appears). auto: for DeepSeek-R1 and its distills, QwQ, *-thinking models.
+    llm_think_starts_open: Literal["auto", "true", "false"] = "auto"
+    # Cap on each reply's tokens; unset sends none. Sent as `max_tokens`, or as
+    # `max_completion_tokens` for models that need it (auto: OpenAI's o-series and gpt-5).
+    llm_max_output_tokens: int | None = Field(default=None, ge=1)
+    llm_max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    # Passed through as `reasoning_effort` when set (OpenAI reasoning models, gpt-oss, ...).
+    llm_reasoning_effort: str | None = Field(default=None, pattern=r"^[a-z]{1,16}$")
     # Turns taken at once from each partition; turns of one conversation still run one
     # at a time, in order, so other conversations are not held up behind a long turn.
     reasoner_prefetch_per_partition: int = Field(default=16, ge=1, le=256)
@@ -131,3 +144,8 @@ class OfflineModelSettings(CommonSettings):
     offline_model_port: int = 8090
     # Milliseconds between streamed chunks, so the stream looks like a real model's.
     offline_model_chunk_delay_ms: int = Field(default=5, ge=0)
+    # The server whose wire format the stream imitates (see docs/models.md). A request may
+    # pick another by its model name: `agentry-offline@ollama`.
+    offline_model_dialect: Literal["vllm", "llamacpp", "ollama", "openrouter", "inline-think", "openai-reasoning"] = (
+        "vllm"
+    )

@@ -8,25 +8,32 @@ use its SSE framing, ending with `data: [DONE]`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 from agentry_shared.ops import build_ops_app
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
 
+from agentry_offline_model.dialects import Dialect, Event, dialect_chunks, dialect_of, faults_of
 from agentry_offline_model.hang import GAVE_UP, MAX_HANG_S, hang_until_client_leaves
 from agentry_offline_model.metrics import DURATION, IN_PROGRESS, REQUESTS
 from agentry_offline_model.rules import Reply, reply_to
-from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, head_chunks, stream_chunks
+from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, head_chunks
 
 log = logging.getLogger(__name__)
 
 MODEL_ID = "agentry-offline"
+REASONING_DELAY_S = 0.2
+UNSUPPORTED_MAX_TOKENS = (
+    "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+)
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -46,8 +53,12 @@ def build_app(settings: OfflineModelSettings, *, hang_limit_s: float = MAX_HANG_
     app = build_ops_app(lambda: (True, "rules loaded"))
     chunk_delay_s = settings.offline_model_chunk_delay_ms / 1000
 
+    failed_once: set[str] = set()  # requests whose injected stream fault already fired
+
     async def chat_completions(request: web.Request) -> web.StreamResponse:
-        return await _chat_completions(request, chunk_delay_s, hang_limit_s)
+        return await _chat_completions(
+            request, chunk_delay_s, hang_limit_s, settings.offline_model_dialect, failed_once
+        )
 
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
@@ -63,7 +74,9 @@ def error_response(status: int, message: str, kind: str) -> web.Response:
     return web.json_response({"error": {"message": message, "type": kind, "param": None, "code": None}}, status=status)
 
 
-async def _chat_completions(request: web.Request, chunk_delay_s: float, hang_limit_s: float) -> web.StreamResponse:
+async def _chat_completions(
+    request: web.Request, chunk_delay_s: float, hang_limit_s: float, default: Dialect, failed_once: set[str]
+) -> web.StreamResponse:
     started = time.perf_counter()
     stream, outcome, status, model = False, "ok", 200, MODEL_ID
     reply: Reply | None = None
@@ -74,6 +87,10 @@ async def _chat_completions(request: web.Request, chunk_delay_s: float, hang_lim
         stream = body.get("stream") is True
         model = body["model"] if isinstance(body.get("model"), str) and body["model"] else MODEL_ID
         reply = reply_to(messages, tools)
+        dialect = dialect_of(model, messages, default)
+        if dialect == "openai-reasoning" and body.get("max_tokens") is not None:
+            raise RequestError(400, UNSUPPORTED_MAX_TOKENS)
+        faults = _once(faults_of(messages), json.dumps(messages, sort_keys=True, default=str), failed_once)
         if reply.fail_status is not None:
             outcome, status = "simulated_error", reply.fail_status
             return error_response(status, "offline model: simulated failure ([[model-error]])", "server_error")
@@ -89,7 +106,10 @@ async def _chat_completions(request: web.Request, chunk_delay_s: float, hang_lim
         options = body.get("stream_options")
         wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
         pacing = (chunk_delay_s, hang_limit_s)
-        response, outcome = await _stream(request, reply, envelope, usage if wants_usage else None, pacing)
+        if dialect == "openai-reasoning":
+            reply = replace(reply, delay_s=max(reply.delay_s, REASONING_DELAY_S))  # it thinks out of sight
+        events = dialect_chunks(dialect, reply, envelope, usage if wants_usage else None, faults)
+        response, outcome = await _stream(request, reply, envelope, events, pacing)
         return response
     except RequestError as exc:
         outcome, status = "bad_request", exc.status
@@ -130,7 +150,7 @@ async def _stream(
     request: web.Request,
     reply: Reply,
     envelope: Envelope,
-    usage: dict[str, Any] | None,
+    events: Iterator[Event],
     pacing: tuple[float, float],
 ) -> tuple[web.StreamResponse, str]:
     """Writes the SSE stream; returns the response and the outcome (ok, client_gone, hang_timeout).
@@ -140,7 +160,7 @@ async def _stream(
     delay_s, hang_limit_s = pacing
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    chunks = head_chunks(reply, envelope) if reply.hang else stream_chunks(reply, envelope, usage)
+    chunks: Iterator[Event] = head_chunks(reply, envelope) if reply.hang else events
     try:
         if reply.delay_s > 0:
             await asyncio.sleep(reply.delay_s)
@@ -162,8 +182,21 @@ async def _stream(
     return response, "ok"
 
 
-def _event(payload: dict[str, Any]) -> bytes:
+def _event(payload: Event) -> bytes:
+    if isinstance(payload, str):
+        return b": " + payload.removeprefix(": ").encode() + b"\n\n"  # an SSE comment (keep-alive)
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _once(faults: set[str], request_key: str, failed_once: set[str]) -> set[str]:
+    """`[[stream-error]]` fires on the first of identical requests only: a retry succeeds."""
+    if "stream-error" not in faults:
+        return faults
+    key = hashlib.sha256(request_key.encode()).hexdigest()
+    if key in failed_once:
+        return faults - {"stream-error"}
+    failed_once.add(key)
+    return faults
 
 
 def _log_fields(

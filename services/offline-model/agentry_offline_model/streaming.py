@@ -42,9 +42,9 @@ def estimate_usage(messages: Sequence[object], reply: Reply) -> Json:
 
 def head_chunks(reply: Reply, envelope: Envelope) -> Iterator[Json]:
     """The role chunk and the reasoning chunks: what a hanging model still manages to send."""
-    yield _chunk(envelope, {"role": "assistant"})
+    yield chunk_of(envelope, {"role": "assistant"})
     for piece in reply.reasoning:
-        yield _chunk(envelope, {"reasoning_content": piece})
+        yield chunk_of(envelope, {"reasoning_content": piece})
 
 
 def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -> Iterator[Json]:
@@ -54,15 +54,15 @@ def stream_chunks(reply: Reply, envelope: Envelope, usage: Json | None = None) -
         for index, call in enumerate(reply.tool_calls):
             head = {"index": index, "id": call.id, "type": "function"}
             head["function"] = {"name": call.name, "arguments": ""}
-            yield _chunk(envelope, {"tool_calls": [head]})
+            yield chunk_of(envelope, {"tool_calls": [head]})
             for part in split_arguments(call.arguments_json):
-                yield _chunk(envelope, {"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+                yield chunk_of(envelope, {"tool_calls": [{"index": index, "function": {"arguments": part}}]})
     else:
         for part in (split_words if reply.word_chunks else split_text)(reply.text or ""):
-            yield _chunk(envelope, {"content": part})
-    yield _chunk(envelope, {}, finish_reason(reply))
+            yield chunk_of(envelope, {"content": part})
+    yield chunk_of(envelope, {}, finish_reason(reply))
     if usage is not None:
-        yield {**_base(envelope), "choices": [], "usage": usage}
+        yield {**base_of(envelope), "choices": [], "usage": usage}
 
 
 def completion_body(reply: Reply, envelope: Envelope, usage: Json) -> Json:
@@ -77,7 +77,7 @@ def completion_body(reply: Reply, envelope: Envelope, usage: Json) -> Json:
         ],
     }
     choice = {"index": 0, "message": message, "finish_reason": finish_reason(reply), "logprobs": None}
-    return {**_base(envelope, "chat.completion"), "choices": [choice], "usage": usage}
+    return {**base_of(envelope, "chat.completion"), "choices": [choice], "usage": usage}
 
 
 def split_text(text: str) -> list[str]:
@@ -105,10 +105,10 @@ def split_arguments(arguments: str) -> list[str]:
     return [arguments[bounds[i] : bounds[i + 1]] for i in range(count)]
 
 
-def _base(envelope: Envelope, kind: str = "chat.completion.chunk") -> Json:
+def base_of(envelope: Envelope, kind: str = "chat.completion.chunk") -> Json:
     return {"id": envelope.id, "object": kind, "created": envelope.created, "model": envelope.model}
 
 
-def _chunk(envelope: Envelope, delta: Json, finish: str | None = None) -> Json:
+def chunk_of(envelope: Envelope, delta: Json, finish: str | None = None) -> Json:
     choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-    return {**_base(envelope), "choices": [choice]}
+    return {**base_of(envelope), "choices": [choice]}

@@ -7,9 +7,10 @@ as ports, so the loop runs the same against the real services and in unit tests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
 
 from agentry_shared.contracts.chat import ChatMessage
@@ -30,11 +31,14 @@ from agentry_shared.contracts.frames import (
 from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
+from agentry_reasoner.answer_gate import AnswerGate
 from agentry_reasoner.checkpoint import final_answer, unanswered_calls
 from agentry_reasoner.coalesce import DeltaCoalescer
 from agentry_reasoner.guardrails import check_call, checked_message, tool_error, tool_message
 from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS
 from agentry_reasoner.model import (
+    AnswerReset,
+    ContextTooLong,
     Model,
     ModelError,
     ModelUnavailable,
@@ -44,6 +48,7 @@ from agentry_reasoner.model import (
     ToolCallsRequested,
 )
 from agentry_reasoner.ports import Approvals, Events, Memory, Tools
+from agentry_reasoner.window import trimmed
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +159,7 @@ class Turn:
             await self._run_and_record(pending, by_name)
         self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced)
         for step in range(sum(m.role == "assistant" for m in self.produced), self.budget.max_steps):
-            messages = [{"role": "system", "content": self.system_prompt}]
-            messages += [m.to_openai() for m in [*history, *self.produced]]
-            text, calls = await self._model_step(step, messages, tool_specs)
+            text, calls, history = await self._fitted_step(step, history, tool_specs)
             if not calls:
                 self.produced.append(ChatMessage(role="assistant", content=text))
                 return text
@@ -176,6 +179,25 @@ class Turn:
             "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."
         )
 
+    async def _fitted_step(
+        self, step: int, history: list[ChatMessage], tool_specs: list[dict[str, Any]]
+    ) -> tuple[str, list[ToolCall], list[ChatMessage]]:
+        """A model step; when the prompt does not fit the model's window, the older half of
+        the conversation is left out and the step tried once more (then `context_too_long`)."""
+        shorter: list[ChatMessage] | None = history
+        while True:
+            messages = [{"role": "system", "content": self.system_prompt}]
+            messages += [m.to_openai() for m in [*history, *self.produced]]
+            try:
+                text, calls = await self._model_step(step, messages, tool_specs)
+                return text, calls, history
+            except ContextTooLong:
+                shorter = trimmed(history) if shorter is history else None
+                if shorter is None:
+                    raise
+                log.warning("the context does not fit the model; leaving older messages out", extra={"step": step})
+                history = shorter
+
     async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:
         results = await self._run_tools(calls, by_name)
         for call, result in zip(calls, results, strict=True):
@@ -185,10 +207,19 @@ class Turn:
     async def _model_step(
         self, step: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> tuple[str, list[ToolCall]]:
+        """One model call: thinking frames, the answer streamed through the gate, or calls.
+
+        Thinking runs from the model's first sign of life until its first answer token or
+        call; its text goes to the audit record only. Text is held while it may be the
+        start of a tool call (answer_gate), and taken back with `message.reset` when the
+        step turns out to be something else than the answer it looked like."""
         reasoning: list[str] = []
         thinking_since: float | None = None
+        thought = False
         text: list[str] = []
+        sent = False  # some of `text` went to the client
         calls: list[ToolCall] = []
+        gate = AnswerGate()
 
         async def send_delta(piece: str) -> None:
             await self.events.emit(MessageDelta(text=piece, **self.ids))
@@ -201,27 +232,59 @@ class Turn:
                 return
             elapsed = int((time.monotonic() - thinking_since) * 1000)
             thinking_since = None
-            await self.memory.record_reasoning(step, "".join(reasoning))
             await self.events.emit(ThinkingFinished(step=step, elapsed_ms=elapsed, **self.ids))
+
+        async def take_back(reason: str) -> None:
+            nonlocal sent
+            text.clear()
+            gate.reset()
+            await coalescer.discard()
+            if sent:
+                await self.events.emit(MessageReset(reason=reason, **self.ids))
+            sent = False
 
         try:
             async for item in self.model.stream(messages, tools):
                 if isinstance(item, ReasoningDelta):
-                    if thinking_since is None and not reasoning:
-                        thinking_since = time.monotonic()
+                    if not thought:
+                        thought, thinking_since = True, time.monotonic()
                         await self.events.emit(ThinkingStarted(step=step, **self.ids))
                     reasoning.append(item.text)
+                    continue
+                if isinstance(item, AnswerReset):
+                    await take_back(item.reason)
                     continue
                 await end_thinking()
                 if isinstance(item, TextDelta):
                     text.append(item.text)
-                    await coalescer.add(item.text)
+                    piece = gate.offer(item.text)
+                    if piece:
+                        sent = True
+                        await coalescer.add(piece)
                 elif isinstance(item, ToolCallsRequested):
-                    calls = item.calls
+                    calls = [
+                        c if c.call_id else replace(c, call_id=self._call_id(step, i)) for i, c in enumerate(item.calls)
+                    ]
             await end_thinking()
+            if calls:
+                gate.rest()
+                if sent:
+                    await take_back("tool_calls")
+            else:
+                rest = gate.rest()
+                if rest:
+                    await coalescer.add(rest)
         finally:
             await coalescer.close()
+        if "".join(reasoning):
+            await self.memory.record_reasoning(step, "".join(reasoning))
         return "".join(text), calls
+
+    def _call_id(self, step: int, index: int) -> str:
+        """A call the server sent without an id: named by turn, step and index, so a
+        resumed turn names it the same (tool results are cached by id)."""
+        key = f"{self.ids['turn_id']}:{step}:{index}"
+        return f"call_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
 
     async def _run_tools(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> list[ToolCompleted]:
         """The calls of one step run in parallel (at most `max_parallel_tool_calls` at once);

@@ -50,6 +50,16 @@ class DeltaCoalescer:
             self._last_sent = time.monotonic()
             await self._send(text)
 
+    async def discard(self) -> None:
+        """Drop what is buffered and not yet sent (the answer is being taken back)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            await asyncio.gather(self._timer, return_exceptions=True)
+            self._timer = None
+        async with self._lock:
+            self._buffer.clear()
+            self._size = 0
+
     async def close(self) -> None:
         """Flush what is left and stop the timer; call before the turn's last frame."""
         if self._timer is not None:

@@ -14,7 +14,7 @@ from openai import AsyncOpenAI
 
 from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.handlers import TurnConsumer
-from agentry_reasoner.model import GuardedModel, Model, OpenAIModel
+from agentry_reasoner.model import GuardedModel, Model, ModelOptions, OpenAIModel
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,16 @@ def guarded_model(settings: ReasonerSettings, client: AsyncOpenAI) -> GuardedMod
     def breaker() -> CircuitBreaker:
         return CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
 
-    models: list[tuple[Model, CircuitBreaker]] = [(OpenAIModel(client, settings.llm_model), breaker())]
+    def model(client: AsyncOpenAI, name: str) -> OpenAIModel:
+        return OpenAIModel(client, name, ModelOptions.for_model(settings, name))
+
+    models: list[tuple[Model, CircuitBreaker]] = [(model(client, settings.llm_model), breaker())]
     if settings.llm_fallback_model:
         fallback_client = client
         if settings.llm_fallback_base_url:
             fallback_client = client.with_options(base_url=settings.llm_fallback_base_url)
-        models.append((OpenAIModel(fallback_client, settings.llm_fallback_model), breaker()))
-    return GuardedModel(models)
+        models.append((model(fallback_client, settings.llm_fallback_model), breaker()))
+    return GuardedModel(models, retries=settings.llm_max_retries)
 
 
 async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:

@@ -95,6 +95,7 @@ MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
 TurnFailureCode = Literal[
     "model_unavailable",
     "model_error",
+    "context_too_long",
     "step_limit",
     "deadline_exceeded",
     "memory_unavailable",
@@ -109,8 +110,11 @@ TurnFailureCode = Literal[
 ]
 
 TURN_FAILURE_MEANINGS: Final[dict[TurnFailureCode, str]] = {
-    "model_unavailable": "the model could not be reached, answered 5xx, or was too slow (after retries)",
+    "model_unavailable": (
+        "the model could not be reached, answered 5xx, was too slow, or broke off its answer (after retries)"
+    ),
     "model_error": "the model refused the request (4xx)",
+    "context_too_long": "the conversation does not fit the model's context window, even with older messages left out",
     "step_limit": "the agent used REASONER_MAX_STEPS model steps without a final answer",
     "deadline_exceeded": "the turn ran past REASONER_TURN_DEADLINE_SECONDS",
     "memory_unavailable": "the memory service did not answer",

@@ -1,0 +1,141 @@
+"""Splits a step's `content` into thinking and answer text, whatever markers the server
+left in it: `<think>…</think>` (and the other configured tags), a reply that starts
+inside the thinking (the chat template already opened the tag, so only `</think>`
+appears), and gpt-oss's harmony channels (`<|channel|>analysis<|message|>…<|end|>`).
+
+Pure and incremental: chunks are cut anywhere, a marker may be split across them, and
+the split never depends on where the cuts fall. Anything inside a marker, and any
+harmony channel other than `final`, is thinking: when unsure, keep it private.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+PieceKind = Literal["text", "reasoning", "retract"]
+# "retract": the answer text of this step so far was thinking after all (a `</think>`
+# with no opening tag, when the reply was not expected to start inside the thinking).
+Piece = tuple[PieceKind, str]
+
+HARMONY_HEADER = ("<|channel|>", "<|start|>")
+HARMONY_BODY = "<|message|>"
+HARMONY_STOP = ("<|end|>", "<|return|>", "<|call|>")
+HARMONY_IGNORED = ("<|constrain|>",)
+DEFAULT_TAGS = ("think", "thinking")
+
+_State = Literal["text", "reasoning", "header"]
+
+
+class ThinkingSplitter:
+    """One per model call. `feed` each content chunk, then `close` at the end of the stream."""
+
+    def __init__(self, tags: tuple[str, ...] = DEFAULT_TAGS, *, starts_open: bool = False) -> None:
+        self._opening = tuple(f"<{t}>" for t in tags)
+        self._closing = tuple(f"</{t}>" for t in tags)
+        markers = (*self._opening, *self._closing, *HARMONY_HEADER, HARMONY_BODY, *HARMONY_STOP, *HARMONY_IGNORED)
+        self._markers = tuple(sorted(set(markers), key=len, reverse=True))
+        self._longest = max(len(m) for m in self._markers)
+        self._buffer = ""
+        self._state: _State = "reasoning" if starts_open else "text"
+        self._header = ""
+        self._implied = starts_open  # inside a thinking no tag opened
+        self._implied_text: list[str] = []
+        self._said: list[str] = []  # answer text given out so far (a stray `</think>` retracts it)
+        self._strip = True  # drop whitespace before the answer starts (after `</think>`, at the start)
+
+    def separate_reasoning_seen(self) -> None:
+        """The server sends reasoning in its own field: content is the answer, not thinking."""
+        if self._implied and not self._implied_text:
+            self._implied, self._state = False, "text"
+
+    def feed(self, chunk: str) -> list[Piece]:
+        self._buffer += chunk
+        out: list[Piece] = []
+        while True:
+            at, marker = self._next_marker()
+            if marker is None:
+                keep = self._partial_marker_length()
+                self._emit(self._buffer[: len(self._buffer) - keep], out)
+                self._buffer = self._buffer[len(self._buffer) - keep :]
+                return _merged(out)
+            self._emit(self._buffer[:at], out)
+            self._buffer = self._buffer[at + len(marker) :]
+            self._on_marker(marker, out)
+
+    def close(self) -> list[Piece]:
+        """The stream ended: what is left, and an implied thinking that never closed is
+        the answer after all (the model did not think; it is also kept as reasoning)."""
+        out: list[Piece] = []
+        self._emit(self._buffer, out)
+        self._buffer = ""
+        if self._implied and self._implied_text:
+            out.append(("text", "".join(self._implied_text).strip()))
+            self._implied_text.clear()
+        return _merged(out)
+
+    def _next_marker(self) -> tuple[int, str | None]:
+        best, found = len(self._buffer), None
+        for marker in self._markers:
+            at = self._buffer.find(marker)
+            if at != -1 and (at < best or (at == best and found is not None and len(marker) > len(found))):
+                best, found = at, marker
+        return best, found
+
+    def _partial_marker_length(self) -> int:
+        """How many trailing characters could be the start of a marker cut by the chunking."""
+        start = max(0, len(self._buffer) - self._longest + 1)
+        for at in range(start, len(self._buffer)):
+            tail = self._buffer[at:]
+            if tail[0] == "<" and any(m.startswith(tail) for m in self._markers):
+                return len(tail)
+        return 0
+
+    def _emit(self, text: str, out: list[Piece]) -> None:
+        if not text:
+            return
+        if self._state == "header":
+            self._header += text
+        elif self._state == "reasoning":
+            out.append(("reasoning", text))
+            if self._implied:
+                self._implied_text.append(text)
+        else:
+            if self._strip:
+                text = text.lstrip()
+                if not text:
+                    return
+                self._strip = False
+            self._said.append(text)
+            out.append(("text", text))
+
+    def _on_marker(self, marker: str, out: list[Piece]) -> None:
+        if marker in self._opening:
+            if self._state != "header":
+                self._state = "reasoning"
+        elif marker in self._closing:
+            if self._state == "text" and self._said:
+                out.append(("retract", ""))
+                out.append(("reasoning", "".join(self._said)))
+                self._said.clear()
+            if self._state != "header":
+                self._state, self._strip, self._implied = "text", True, False
+                self._implied_text.clear()
+        elif marker in HARMONY_HEADER:
+            self._state, self._header, self._implied = "header", "", False
+            self._implied_text.clear()
+        elif marker == HARMONY_BODY and self._state == "header":
+            words = self._header.split()
+            final = bool(words) and words[0] == "final"
+            self._state, self._strip = ("text", True) if final else ("reasoning", self._strip)
+        elif marker in HARMONY_STOP:
+            self._state = "reasoning"  # between harmony messages: nothing to show
+
+
+def _merged(pieces: list[Piece]) -> list[Piece]:
+    out: list[Piece] = []
+    for kind, text in pieces:
+        if out and out[-1][0] == kind and kind != "retract":
+            out[-1] = (kind, out[-1][1] + text)
+        elif text or kind == "retract":
+            out.append((kind, text))
+    return out

@@ -1,0 +1,428 @@
+"""Recorded SSE transcripts of each server's dialect, replayed by a real HTTP server to
+the real `openai` SDK, through the reasoner's model adapter and agent loop.
+
+The transcripts follow each server's documented wire format (docs/models.md says which):
+the tests prove the client sees no thinking, calls come out whole, and a provider's
+failure is a model error or a retry, never `internal`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+import pytest
+import pytest_asyncio
+from agentry_reasoner.agent import Budget, Turn
+from agentry_reasoner.breaker import CircuitBreaker
+from agentry_reasoner.model import GuardedModel, ModelOptions, OpenAIModel
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.memory import Context, TurnBegun
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+from aiohttp import web
+
+SECRET = "SECRET-PLAN"
+CALC = ToolDescriptor(
+    name="calculator",
+    description="math",
+    parameters={"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
+)
+
+Reply = tuple[int, str, bytes]  # status, content type, body
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+        **extra,
+    }
+
+
+def sse(*events: dict[str, Any] | str, done: bool = True) -> Reply:
+    lines = [e if isinstance(e, str) else f"data: {json.dumps(e)}\n\n" for e in events]
+    return 200, "text/event-stream", ("".join(lines) + ("data: [DONE]\n\n" if done else "")).encode()
+
+
+def call_delta(index: int | None, call_id: str | None, name: str | None, arguments: str) -> dict[str, Any]:
+    piece: dict[str, Any] = {"type": "function", "function": {"arguments": arguments}}
+    if index is not None:
+        piece["index"] = index
+    if call_id:
+        piece["id"] = call_id
+    if name:
+        piece["function"]["name"] = name
+    return {"tool_calls": [piece]}
+
+
+ROLE = chunk({"role": "assistant", "content": ""})
+ANSWER = sse(ROLE, chunk({"content": "It is "}), chunk({"content": "3367."}), chunk({}, "stop"))
+
+# vLLM (reasoning parser on, before 0.11) and DeepSeek: `reasoning_content`; calls in pieces.
+VLLM_CALL = sse(
+    ROLE,
+    chunk({"reasoning_content": f"{SECRET} the user "}),
+    chunk({"reasoning_content": "wants a product."}),
+    chunk(call_delta(0, "chatcmpl-tool-1", "calculator", "")),
+    chunk(call_delta(0, None, None, '{"expression": ')),
+    chunk(call_delta(0, None, None, '"37*91"}')),
+    chunk({}, "tool_calls"),
+)
+# Ollama: `reasoning`, each call whole in one delta, parallel calls all at index 0, and
+# finish_reason "stop" although calls were made.
+OLLAMA_CALL = sse(
+    chunk({"role": "assistant", "content": "", "reasoning": f"{SECRET} two products."}),
+    chunk(
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_x1",
+                    "index": 0,
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression":"37*91"}'},
+                },
+                {
+                    "id": "call_x2",
+                    "index": 0,
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": '{"expression":"2*3"}'},
+                },
+            ],
+        }
+    ),
+    chunk({"role": "assistant", "content": ""}, "stop"),
+)
+# OpenRouter: keep-alive comments, `reasoning` with `reasoning_details` beside it.
+OPENROUTER_CALL = sse(
+    ": OPENROUTER PROCESSING\n\n",
+    chunk(
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning": SECRET,
+            "reasoning_details": [{"type": "reasoning.text", "text": SECRET}],
+        }
+    ),
+    ": OPENROUTER PROCESSING\n\n",
+    chunk(call_delta(0, "tool_0", "calculator", '{"expression"')),
+    chunk(call_delta(0, None, None, ':"37*91"}')),
+    chunk({}, "tool_calls"),
+)
+# llama.cpp without a reasoning parser (reasoning_format none) on a Qwen3: inline tags,
+# cut mid-tag; the call has no id and no index (other servers' habits, mixed in).
+INLINE_CALL = sse(
+    ROLE,
+    chunk({"content": "<thi"}),
+    chunk({"content": f"nk>{SECRET} I should"}),
+    chunk({"content": " use the calculator.</th"}),
+    chunk({"content": "ink>\n\n"}),
+    chunk(call_delta(None, None, "calculator", '{"expression": "37*91"}')),
+    chunk({}, "tool_calls"),
+)
+INLINE_ANSWER = sse(
+    ROLE, chunk({"content": f"<think>{SECRET}</think>"}), chunk({"content": "It is 3367."}), chunk({}, "stop")
+)
+# gpt-oss through a server that passes harmony's markers through in `content`.
+HARMONY_ANSWER = sse(
+    ROLE,
+    chunk({"content": f"<|channel|>analysis<|message|>{SECRET}<|e"}),
+    chunk({"content": "nd|><|start|>assistant<|channel|>final<|message|>It is "}),
+    chunk({"content": "3367.<|return|>"}),
+    chunk({}, "stop"),
+)
+# llama.cpp's error event in the middle of a tool call (seen with Qwen2.5 and tools).
+LLAMACPP_ERROR = sse(
+    ROLE,
+    chunk({"reasoning_content": SECRET}),
+    chunk(call_delta(0, "abc", "calculator", '{"expr')),
+    {"error": {"code": 500, "message": "Invalid diff: now finding less tool calls!", "type": "server_error"}},
+    done=False,
+)
+VLLM_ERROR_OBJECT = sse(
+    {"object": "error", "message": "engine died", "type": "InternalServerError", "code": 500}, done=False
+)
+CUT_AFTER_TEXT = sse(ROLE, chunk({"content": "It is 33"}), done=False)
+NO_CHOICES = sse({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": []})
+ERROR_BODY: Reply = (
+    200,
+    "application/json",
+    json.dumps({"error": {"message": "model is loading", "code": 503}}).encode(),
+)
+CONTEXT_400: Reply = (
+    400,
+    "application/json",
+    json.dumps(
+        {
+            "error": {
+                "message": "This model's maximum context length is 4096 tokens.",
+                "type": "BadRequestError",
+                "code": 400,
+            }
+        }
+    ).encode(),
+)
+STRAY_BRACE_CALL = sse(
+    ROLE,
+    chunk({"content": "{"}),
+    chunk(call_delta(0, None, "calculator", '{"expression": 37*91')),
+    chunk({}, "tool_calls"),
+)
+
+
+class Replay:
+    """Answers each request with the next reply; keeps the request bodies."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.requests: list[dict[str, Any]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(await request.json())
+        status, kind, body = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        return web.Response(status=status, body=body, content_type=kind)
+
+
+@pytest_asyncio.fixture
+async def replay() -> AsyncIterator[tuple[Replay, str]]:
+    server = Replay()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", server.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield server, f"http://{host}:{port}/v1"
+    await runner.cleanup()
+
+
+class Ports:
+    def __init__(self, history: list[ChatMessage]) -> None:
+        self.frames: list[ServerFrame] = []
+        self.history = history
+        self.reasoning: dict[int, str] = {}
+        self.results: list[ToolCompleted] = []
+
+    async def emit(self, frame: ServerFrame) -> None:
+        self.frames.append(frame)
+
+    async def context(self) -> Context:
+        return Context(messages=list(self.history))
+
+    async def append(self, messages: list[ChatMessage]) -> None:
+        pass
+
+    async def record_reasoning(self, step: int, text: str) -> None:
+        self.reasoning[step] = text
+
+    async def catalog(self) -> list[ToolDescriptor]:
+        return [CALC]
+
+    async def take_token(self, tool: ToolDescriptor) -> float:
+        return 0.0
+
+    async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+        result = ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output="3367")
+        self.results.append(result)
+        return result
+
+    async def decision(self, call_id: str) -> bool | None:
+        return True
+
+    async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
+        return True
+
+
+async def run_turn(
+    base_url: str, *replies: Reply, history: list[ChatMessage] | None = None, model: str = "m", **options: Any
+) -> tuple[Ports, Any]:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+    adapter = OpenAIModel(client, model, ModelOptions(**options))
+    guarded = GuardedModel([(adapter, CircuitBreaker(5, 30))], retries=2, sleep=lambda _: _no_wait())
+    ports = Ports(history or [ChatMessage(role="user", content="what is 37*91?")])
+    turn = Turn(
+        conversation_id="c",
+        turn_id="t",
+        system_prompt="s",
+        model=guarded,
+        memory=ports,
+        tools=ports,
+        events=ports,
+        budget=Budget(delta_interval_s=0.0),
+        approvals=ports,
+    )
+    outcome = await turn.run(TurnBegun(attempt=1, state="running"))
+    await client.close()
+    return ports, outcome
+
+
+async def _no_wait() -> None:
+    return None
+
+
+def client_text(ports: Ports) -> str:
+    return "".join(f.model_dump_json() for f in ports.frames)
+
+
+def answer_deltas(ports: Ports) -> str:
+    """The deltas after the last reset: what the client shows as the answer."""
+    text = ""
+    for frame in ports.frames:
+        if frame.type == "message.reset":
+            text = ""
+        elif frame.type == "message.delta":
+            text += frame.text
+    return text
+
+
+@pytest.mark.parametrize(
+    ("name", "first", "then"),
+    [
+        ("vllm", VLLM_CALL, ANSWER),
+        ("ollama", OLLAMA_CALL, ANSWER),
+        ("openrouter", OPENROUTER_CALL, ANSWER),
+        ("inline-think", INLINE_CALL, INLINE_ANSWER),
+        ("harmony", VLLM_CALL, HARMONY_ANSWER),
+    ],
+)
+async def test_each_dialect_calls_the_tool_and_keeps_thinking_private(
+    replay: tuple[Replay, str], name: str, first: Reply, then: Reply
+) -> None:
+    server, url = replay
+    server.replies = [first, then]
+    ports, outcome = await run_turn(url)
+    assert outcome.ok and "3367" in outcome.text, (name, ports.frames)
+    assert answer_deltas(ports) == outcome.text
+    assert SECRET not in client_text(ports)
+    assert any(SECRET in text for text in ports.reasoning.values())
+    assert ports.results and all(r.call_id for r in ports.results)
+    assert "thinking.started" in client_text(ports)
+
+
+async def test_parallel_calls_at_index_zero_both_run(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [OLLAMA_CALL, ANSWER]
+    ports, _ = await run_turn(url)
+    assert [r.call_id for r in ports.results] == ["call_x1", "call_x2"]
+
+
+async def test_a_call_without_id_is_named_by_turn_step_and_index(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [INLINE_CALL, ANSWER]
+    ports, _ = await run_turn(url)
+    assert ports.results[0].call_id.startswith("call_")
+    tool_message = server.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == ports.results[0].call_id
+
+
+async def test_llamacpp_error_event_mid_stream_is_retried_not_internal(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [LLAMACPP_ERROR, VLLM_CALL, ANSWER]
+    _ports, outcome = await run_turn(url)
+    assert outcome.ok and "3367" in outcome.text
+    assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("failure", "requests"),
+    # Nothing streamed yet: the first try and two retries (LLM_MAX_RETRIES). Thinking
+    # already streamed (llama.cpp): one restart of the step.
+    [(VLLM_ERROR_OBJECT, 3), (NO_CHOICES, 3), (ERROR_BODY, 3), (LLAMACPP_ERROR, 2)],
+    ids=["vllm-error-object", "no-choices", "error-body", "llamacpp-error-event"],
+)
+async def test_provider_failures_that_persist_end_as_model_errors(
+    replay: tuple[Replay, str], failure: Reply, requests: int
+) -> None:
+    server, url = replay
+    server.replies = [failure]
+    _ports, outcome = await run_turn(url)
+    assert not outcome.ok and outcome.code == "model_unavailable"
+    assert len(server.requests) == requests
+
+
+async def test_a_stream_cut_after_text_resets_the_answer_and_restarts_the_step(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [CUT_AFTER_TEXT, ANSWER]
+    ports, outcome = await run_turn(url)
+    assert outcome.ok and outcome.text == "It is 3367."
+    assert any(f.type == "message.reset" and f.reason == "retry" for f in ports.frames)
+    assert answer_deltas(ports) == "It is 3367."
+
+
+async def test_a_stream_cut_twice_after_text_fails_with_a_model_code(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [CUT_AFTER_TEXT]
+    _ports, outcome = await run_turn(url)
+    assert not outcome.ok and outcome.code == "model_unavailable"
+
+
+async def test_stray_brace_never_reaches_the_client_and_bad_json_goes_back_to_the_model(
+    replay: tuple[Replay, str],
+) -> None:
+    server, url = replay
+    server.replies = [STRAY_BRACE_CALL, ANSWER]
+    ports, outcome = await run_turn(url)
+    assert outcome.ok
+    assert not any(f.type == "message.delta" and "{" in f.text for f in ports.frames)
+    assert "not valid JSON" in server.requests[1]["messages"][-1]["content"]
+
+
+async def test_context_too_long_trims_the_window_once(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [CONTEXT_400, ANSWER]
+    history = [ChatMessage(role="user" if i % 2 == 0 else "assistant", content=f"m{i}") for i in range(9)]
+    _ports, outcome = await run_turn(url, history=history)
+    assert outcome.ok
+    assert len(server.requests[1]["messages"]) < len(server.requests[0]["messages"])
+    assert server.requests[1]["messages"][-1]["content"] == "m8"
+
+
+async def test_context_too_long_with_nothing_to_trim_fails_with_its_code(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [CONTEXT_400]
+    _ports, outcome = await run_turn(url)
+    assert not outcome.ok and outcome.code == "context_too_long"
+
+
+async def test_reasoning_models_get_max_completion_tokens_and_effort(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [ANSWER]
+    await run_turn(url, max_output_tokens=512, max_tokens_field="max_completion_tokens", reasoning_effort="low")
+    body = server.requests[0]
+    assert body["max_completion_tokens"] == 512 and "max_tokens" not in body and body["reasoning_effort"] == "low"
+
+
+async def test_max_tokens_refused_switches_to_max_completion_tokens(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    refusal = {
+        "error": {
+            "message": (
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead."
+            ),
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "unsupported_parameter",
+        }
+    }
+    server.replies = [(400, "application/json", json.dumps(refusal).encode()), ANSWER]
+    _ports, outcome = await run_turn(url, max_output_tokens=512)
+    assert outcome.ok and server.requests[1]["max_completion_tokens"] == 512
+
+
+async def test_thinking_indicator_runs_until_the_first_token_without_reasoning_text(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [ANSWER]
+    ports, _ = await run_turn(url)
+    kinds = [f.type for f in ports.frames]
+    assert kinds.index("thinking.started") < kinds.index("thinking.finished") < kinds.index("message.delta")
+    assert ports.reasoning == {}  # nothing to audit: the provider showed no reasoning
