@@ -76,6 +76,10 @@ class ReasonerSettings(CommonSettings):
     llm_max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
     # Passed through as `reasoning_effort` when set (OpenAI reasoning models, gpt-oss, ...).
     llm_reasoning_effort: str | None = Field(default=None, pattern=r"^[a-z]{1,16}$")
+    # Ask for the token usage at the end of each stream (`stream_options.include_usage`):
+    # how a provider that keeps its reasoning (OpenAI) says that the model reasoned at all.
+    # Servers that ignore the option are unaffected; one that refuses it is asked without.
+    llm_stream_usage: bool = True
     # Turns taken at once from each partition; turns of one conversation still run one
     # at a time, in order, so other conversations are not held up behind a long turn.
     reasoner_prefetch_per_partition: int = Field(default=16, ge=1, le=256)

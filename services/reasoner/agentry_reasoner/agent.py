@@ -39,13 +39,14 @@ from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS
 from agentry_reasoner.model import (
     AnswerReset,
     ContextTooLong,
+    HiddenReasoning,
     Model,
     ModelError,
     ModelUnavailable,
     ReasoningDelta,
+    StreamItem,
     TextDelta,
     ToolCall,
-    ToolCallsRequested,
 )
 from agentry_reasoner.ports import Approvals, Events, Memory, Tools
 from agentry_reasoner.window import trimmed
@@ -213,72 +214,16 @@ class Turn:
         call; its text goes to the audit record only. Text is held while it may be the
         start of a tool call (answer_gate), and taken back with `message.reset` when the
         step turns out to be something else than the answer it looked like."""
-        reasoning: list[str] = []
-        thinking_since: float | None = None
-        thought = False
-        text: list[str] = []
-        sent = False  # some of `text` went to the client
-        calls: list[ToolCall] = []
-        gate = AnswerGate()
-
-        async def send_delta(piece: str) -> None:
-            await self.events.emit(MessageDelta(text=piece, **self.ids))
-
-        coalescer = DeltaCoalescer(send_delta, self.budget.delta_interval_s, self.budget.delta_max_chars)
-
-        async def end_thinking() -> None:
-            nonlocal thinking_since
-            if thinking_since is None:
-                return
-            elapsed = int((time.monotonic() - thinking_since) * 1000)
-            thinking_since = None
-            await self.events.emit(ThinkingFinished(step=step, elapsed_ms=elapsed, **self.ids))
-
-        async def take_back(reason: str) -> None:
-            nonlocal sent
-            text.clear()
-            gate.reset()
-            await coalescer.discard()
-            if sent:
-                await self.events.emit(MessageReset(reason=reason, **self.ids))
-            sent = False
-
+        state = _StepState(self, step)
         try:
             async for item in self.model.stream(messages, tools):
-                if isinstance(item, ReasoningDelta):
-                    if not thought:
-                        thought, thinking_since = True, time.monotonic()
-                        await self.events.emit(ThinkingStarted(step=step, **self.ids))
-                    reasoning.append(item.text)
-                    continue
-                if isinstance(item, AnswerReset):
-                    await take_back(item.reason)
-                    continue
-                await end_thinking()
-                if isinstance(item, TextDelta):
-                    text.append(item.text)
-                    piece = gate.offer(item.text)
-                    if piece:
-                        sent = True
-                        await coalescer.add(piece)
-                elif isinstance(item, ToolCallsRequested):
-                    calls = [
-                        c if c.call_id else replace(c, call_id=self._call_id(step, i)) for i, c in enumerate(item.calls)
-                    ]
-            await end_thinking()
-            if calls:
-                gate.rest()
-                if sent:
-                    await take_back("tool_calls")
-            else:
-                rest = gate.rest()
-                if rest:
-                    await coalescer.add(rest)
+                await state.take(item)
+            await state.finish()
         finally:
-            await coalescer.close()
-        if "".join(reasoning):
-            await self.memory.record_reasoning(step, "".join(reasoning))
-        return "".join(text), calls
+            await state.coalescer.close()
+        if state.audit_text():
+            await self.memory.record_reasoning(step, state.audit_text())
+        return "".join(state.text), state.calls
 
     def _call_id(self, step: int, index: int) -> str:
         """A call the server sent without an id: named by turn, step and index, so a
@@ -346,3 +291,85 @@ class Turn:
             )
         )
         return await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
+
+
+class _StepState:
+    """What one model step has produced so far, and what the client has been shown of it."""
+
+    def __init__(self, turn: Turn, step: int) -> None:
+        self.turn, self.step = turn, step
+        self.reasoning: list[str] = []
+        self.hidden_reasoning_tokens = 0  # reported by a provider that keeps its reasoning
+        self.thinking_since: float | None = None
+        self.thought = False
+        self.text: list[str] = []
+        self.sent = False  # some of `text` went to the client
+        self.calls: list[ToolCall] = []
+        self.gate = AnswerGate()
+        budget = turn.budget
+        self.coalescer = DeltaCoalescer(self._send_delta, budget.delta_interval_s, budget.delta_max_chars)
+
+    async def take(self, item: StreamItem) -> None:
+        if isinstance(item, ReasoningDelta):
+            await self._on_reasoning(item.text)
+        elif isinstance(item, HiddenReasoning):
+            self.hidden_reasoning_tokens = item.tokens
+        elif isinstance(item, AnswerReset):
+            await self._take_back(item.reason)
+        else:
+            await self._end_thinking()
+            if isinstance(item, TextDelta):
+                await self._on_text(item.text)
+            else:
+                self.calls = [
+                    c if c.call_id else replace(c, call_id=self.turn._call_id(self.step, i))
+                    for i, c in enumerate(item.calls)
+                ]
+
+    async def finish(self) -> None:
+        """The stream ended: what the gate still holds is the answer, unless calls came."""
+        await self._end_thinking()
+        rest = self.gate.rest()
+        if self.calls:
+            if self.sent:
+                await self._take_back("tool_calls")
+        elif rest:
+            await self.coalescer.add(rest)
+
+    def audit_text(self) -> str:
+        """The step's reasoning as the audit records it (never sent to a client)."""
+        text = "".join(self.reasoning)
+        if not text and self.hidden_reasoning_tokens:
+            return f"[reasoning hidden by the provider: {self.hidden_reasoning_tokens} tokens]"
+        return text
+
+    async def _send_delta(self, piece: str) -> None:
+        await self.turn.events.emit(MessageDelta(text=piece, **self.turn.ids))
+
+    async def _on_reasoning(self, text: str) -> None:
+        if not self.thought:
+            self.thought, self.thinking_since = True, time.monotonic()
+            await self.turn.events.emit(ThinkingStarted(step=self.step, **self.turn.ids))
+        self.reasoning.append(text)
+
+    async def _on_text(self, text: str) -> None:
+        self.text.append(text)
+        piece = self.gate.offer(text)
+        if piece:
+            self.sent = True
+            await self.coalescer.add(piece)
+
+    async def _end_thinking(self) -> None:
+        if self.thinking_since is None:
+            return
+        elapsed = int((time.monotonic() - self.thinking_since) * 1000)
+        self.thinking_since = None
+        await self.turn.events.emit(ThinkingFinished(step=self.step, elapsed_ms=elapsed, **self.turn.ids))
+
+    async def _take_back(self, reason: str) -> None:
+        self.text.clear()
+        self.gate.reset()
+        await self.coalescer.discard()
+        if self.sent:
+            await self.turn.events.emit(MessageReset(reason=reason, **self.turn.ids))
+        self.sent = False

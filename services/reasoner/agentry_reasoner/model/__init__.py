@@ -8,6 +8,7 @@ from agentry_reasoner.model.guard import GuardedModel
 from agentry_reasoner.model.items import (
     AnswerReset,
     ContextTooLong,
+    HiddenReasoning,
     Model,
     ModelError,
     ModelUnavailable,
@@ -25,6 +26,7 @@ __all__ = [
     "AnswerReset",
     "ContextTooLong",
     "GuardedModel",
+    "HiddenReasoning",
     "Model",
     "ModelError",
     "ModelOptions",

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any, Literal
 
 from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.model.items import (
     AnswerReset,
+    HiddenReasoning,
     Model,
     ModelUnavailable,
     ProviderStreamFailed,
@@ -38,7 +40,10 @@ def backoff(attempt: int) -> float:
 
 
 def _shows(item: StreamItem) -> bool:
-    """Does this item reach the client or the step's result? The empty marker does not."""
+    """Does this item reach the client or the step's result? The empty marker and the
+    count of hidden reasoning tokens do not."""
+    if isinstance(item, HiddenReasoning):
+        return False
     return not (isinstance(item, ReasoningDelta) and not item.text)
 
 
@@ -63,41 +68,79 @@ class GuardedModel:
         for model, breaker in self.models:
             if not breaker.allow():
                 continue
-            retries = restarts = 0
-            while True:
-                shown = settled = False
-                try:
-                    async for item in model.stream(messages, tools):
-                        shown = shown or _shows(item)
-                        yield item
-                    breaker.succeeded()
-                    settled = True
-                    return
-                except ProviderStreamFailed as exc:
-                    settled = True
-                    if shown and restarts < self.restarts:
-                        restarts += 1
-                        yield AnswerReset("retry")
-                        continue
-                    if not shown and retries < self.retries:
-                        retries += 1
-                        await self._sleep(backoff(retries))
-                        continue
-                    breaker.failed()
-                    if shown:
-                        raise
-                    last_error = exc
-                    break
-                except ModelUnavailable as exc:
-                    breaker.failed()
-                    settled = True
-                    if shown:
-                        raise
-                    last_error = exc
-                    break
-                finally:
-                    if not settled:
-                        breaker.abandoned()  # cancelled mid-call, or refused: no verdict on the model
+            verdict = _Verdict()
+            async with aclosing(self._on_model(model, breaker, messages, tools, verdict)) as items:
+                async for item in items:
+                    yield item
+            if verdict.error is None:
+                return
+            last_error = verdict.error
         if last_error is not None:
             raise last_error
         raise ModelUnavailable("the model keeps failing; calls are paused for a cool-down (circuit open)")
+
+    async def _on_model(
+        self,
+        model: Model,
+        breaker: CircuitBreaker,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        verdict: _Verdict,
+    ) -> AsyncGenerator[StreamItem, None]:
+        """One model's tries: retries while nothing was shown, restarts after. Returns with
+        `verdict.error` set when the next model should be tried; raises when it must not."""
+        tries = _Tries(self.retries, self.restarts)
+        while True:
+            shown = settled = False
+            try:
+                async for item in model.stream(messages, tools):
+                    shown = shown or _shows(item)
+                    yield item
+                breaker.succeeded()
+                settled = True
+                return
+            except ModelUnavailable as exc:
+                settled = True
+                again = tries.again(exc, shown)
+                if again == "restart":
+                    yield AnswerReset("retry")
+                    continue
+                if again == "retry":
+                    await self._sleep(backoff(tries.retries))
+                    continue
+                breaker.failed()
+                if shown:
+                    raise
+                verdict.error = exc
+                return
+            finally:
+                if not settled:
+                    breaker.abandoned()  # cancelled mid-call, or refused: no verdict on the model
+
+
+class _Verdict:
+    """How one model's tries ended: `error` when the next model should be tried."""
+
+    def __init__(self) -> None:
+        self.error: ModelUnavailable | None = None
+
+
+class _Tries:
+    """What one model has used of its retries (nothing shown yet) and restarts (after)."""
+
+    def __init__(self, retries: int, restarts: int) -> None:
+        self.max_retries, self.max_restarts = retries, restarts
+        self.retries = self.restarts = 0
+
+    def again(self, exc: ModelUnavailable, shown: bool) -> Literal["retry", "restart"] | None:
+        """Whether to try this model once more after `exc`. Only a failure after the provider
+        began to answer is tried again: the SDK has already retried the others."""
+        if not isinstance(exc, ProviderStreamFailed):
+            return None
+        if shown and self.restarts < self.max_restarts:
+            self.restarts += 1
+            return "restart"
+        if not shown and self.retries < self.max_retries:
+            self.retries += 1
+            return "retry"
+        return None

@@ -18,6 +18,14 @@ class ReasoningDelta:
 
 
 @dataclass(frozen=True)
+class HiddenReasoning:
+    """The provider reasoned but kept the text (OpenAI's reasoning models): only the count
+    of reasoning tokens its usage reports. For the audit record, never for a client."""
+
+    tokens: int
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
 
@@ -42,7 +50,7 @@ class ToolCallsRequested:
     calls: list[ToolCall]
 
 
-StreamItem = ReasoningDelta | TextDelta | AnswerReset | ToolCallsRequested
+StreamItem = ReasoningDelta | HiddenReasoning | TextDelta | AnswerReset | ToolCallsRequested
 
 
 class ModelUnavailable(Exception):

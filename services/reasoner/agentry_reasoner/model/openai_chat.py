@@ -5,7 +5,9 @@ into model errors (provider_errors.py).
 
 Reasoning arrives as `reasoning_content` (vLLM up to 0.10, DeepSeek, llama.cpp),
 `reasoning` (vLLM 0.11+, Ollama, OpenRouter) or inline in `content`; all of it becomes
-`ReasoningDelta`, none of it `TextDelta`.
+`ReasoningDelta`, none of it `TextDelta`. A provider that keeps its reasoning (OpenAI)
+reports only how many tokens it took, in the usage asked for with `stream_options`: that
+count becomes `HiddenReasoning`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from openai import AsyncOpenAI
 
 from agentry_reasoner.model.items import (
     AnswerReset,
+    HiddenReasoning,
     ProviderStreamFailed,
     ReasoningDelta,
     StreamItem,
@@ -58,25 +61,18 @@ class OpenAIModel:
         self._model = model
         self.options = options or ModelOptions()
         self._max_field: MaxTokensField = self.options.max_tokens_field
+        self._stream_usage = self.options.stream_usage
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
-        splitter = ThinkingSplitter(self.options.think_tags, starts_open=self.options.starts_open)
-        calls = ToolCallAccumulator()
-        finished = chose = False
+        reading = _Reading(self.options)
         try:
             stream = await self._create(messages, tools)
             async with stream:
                 await _refuse_error_body(stream.response)
                 yield ReasoningDelta("")  # answered: the thinking indicator runs from here
                 async for chunk in stream:
-                    _refuse_error_chunk(chunk)
-                    for choice in getattr(chunk, "choices", None) or []:
-                        chose = True
-                        finished = finished or bool(choice.finish_reason)
-                        if choice.finish_reason == "error":
-                            raise ProviderStreamFailed("the model ended its answer with an error")
-                        for item in self._items_of_delta(choice.delta, splitter, calls):
-                            yield item
+                    for item in reading.items_of_chunk(chunk):
+                        yield item
         except openai.APIError as exc:
             raise from_sdk(exc) from exc
         except json.JSONDecodeError as exc:
@@ -85,27 +81,94 @@ class OpenAIModel:
             if not _is_transport_error(exc):
                 raise
             raise ProviderStreamFailed(f"the model's stream broke off: {type(exc).__name__}") from exc
-        if not finished:
-            said = "no choices" if not chose else "no finish_reason"
-            raise ProviderStreamFailed(f"the model's stream ended before the answer was finished ({said})")
-        for item in items_of(splitter.close()):
+        for item in reading.end():
             yield item
-        if calls:
-            yield ToolCallsRequested([ToolCall(c.call_id, c.name, c.arguments) for c in calls.calls()])
 
-    def _items_of_delta(self, delta: Any, splitter: ThinkingSplitter, calls: ToolCallAccumulator) -> list[StreamItem]:
+    def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
+        if self._stream_usage:
+            # The last chunk then carries `usage` (OpenAI, vLLM, llama.cpp, Ollama); servers
+            # that do not know the option ignore it (and one that refuses it is asked without).
+            kwargs["stream_options"] = {"include_usage": True}
+        if tools:
+            kwargs["tools"] = tools
+        if self.options.reasoning_effort:
+            kwargs["reasoning_effort"] = self.options.reasoning_effort
+        if self.options.max_output_tokens:
+            kwargs[self._max_field] = self.options.max_output_tokens
+        return kwargs
+
+    async def _create(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+        try:
+            return await self._client.chat.completions.create(**self._request(messages, tools))
+        except openai.BadRequestError as exc:
+            if not self._adapt_to(exc):
+                raise
+            return await self._client.chat.completions.create(**self._request(messages, tools))
+
+    def _adapt_to(self, exc: openai.BadRequestError) -> bool:
+        """A 400 that names a parameter this server will not take: change the request (for
+        this and every later call) and say whether it is worth sending again."""
+        message = str(exc.message)
+        # OpenAI's reasoning models: "Unsupported parameter: 'max_tokens' … use 'max_completion_tokens'".
+        if self._max_field == "max_tokens" and self.options.max_output_tokens and "max_completion_tokens" in message:
+            self._max_field = "max_completion_tokens"
+            return True
+        if self._stream_usage and "stream_options" in message:
+            self._stream_usage = False
+            return True
+        return False
+
+
+class _Reading:
+    """One model call's chunks read so far: the thinking split out of `content`, the tool
+    calls being assembled, and what the stream has said about its own end."""
+
+    def __init__(self, options: ModelOptions) -> None:
+        self.splitter = ThinkingSplitter(options.think_tags, starts_open=options.starts_open)
+        self.calls = ToolCallAccumulator()
+        self.finished = self.chose = False
+        self.reasoned = False  # some reasoning text arrived
+        self.reasoning_tokens = 0  # as the usage reports them
+
+    def items_of_chunk(self, chunk: Any) -> list[StreamItem]:
+        _refuse_error_chunk(chunk)
+        items: list[StreamItem] = []
+        for choice in getattr(chunk, "choices", None) or []:
+            self.chose = True
+            self.finished = self.finished or bool(choice.finish_reason)
+            if choice.finish_reason == "error":
+                raise ProviderStreamFailed("the model ended its answer with an error")
+            items += self._items_of_delta(choice.delta)
+        self.reasoning_tokens = _reasoning_tokens(getattr(chunk, "usage", None)) or self.reasoning_tokens
+        self.reasoned = self.reasoned or any(isinstance(i, ReasoningDelta) and i.text for i in items)
+        return items
+
+    def end(self) -> list[StreamItem]:
+        """The stream ended: what the splitter still holds, the hidden reasoning, the calls."""
+        if not self.finished:
+            said = "no choices" if not self.chose else "no finish_reason"
+            raise ProviderStreamFailed(f"the model's stream ended before the answer was finished ({said})")
+        items = items_of(self.splitter.close())
+        if self.reasoning_tokens and not self.reasoned:
+            items.append(HiddenReasoning(self.reasoning_tokens))
+        if self.calls:
+            items.append(ToolCallsRequested([ToolCall(c.call_id, c.name, c.arguments) for c in self.calls.calls()]))
+        return items
+
+    def _items_of_delta(self, delta: Any) -> list[StreamItem]:
         if delta is None:
             return []
         items: list[StreamItem] = []
         reasoning = reasoning_of(delta)
         if reasoning:
-            splitter.separate_reasoning_seen()
+            self.splitter.separate_reasoning_seen()
             items.append(ReasoningDelta(reasoning))
         if delta.content:
-            items += items_of(splitter.feed(delta.content))
+            items += items_of(self.splitter.feed(delta.content))
         for piece in delta.tool_calls or []:
             function = piece.function
-            calls.add(
+            self.calls.add(
                 getattr(piece, "index", None),
                 piece.id,
                 function.name if function else None,
@@ -113,23 +176,12 @@ class OpenAIModel:
             )
         return items
 
-    async def _create(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
-        kwargs: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
-        if tools:
-            kwargs["tools"] = tools
-        if self.options.reasoning_effort:
-            kwargs["reasoning_effort"] = self.options.reasoning_effort
-        if self.options.max_output_tokens:
-            kwargs[self._max_field] = self.options.max_output_tokens
-        try:
-            return await self._client.chat.completions.create(**kwargs)
-        except openai.BadRequestError as exc:
-            # OpenAI's reasoning models: "Unsupported parameter: 'max_tokens' … use 'max_completion_tokens'".
-            if self._max_field != "max_tokens" or "max_completion_tokens" not in str(exc.message):
-                raise
-            self._max_field = "max_completion_tokens"
-            kwargs["max_completion_tokens"] = kwargs.pop("max_tokens")
-            return await self._client.chat.completions.create(**kwargs)
+
+def _reasoning_tokens(usage: Any) -> int:
+    """`usage.completion_tokens_details.reasoning_tokens` (OpenAI, OpenRouter), else 0."""
+    details = getattr(usage, "completion_tokens_details", None)
+    tokens = getattr(details, "reasoning_tokens", None)
+    return tokens if isinstance(tokens, int) and tokens > 0 else 0
 
 
 def _is_transport_error(exc: Exception) -> bool:

@@ -29,6 +29,7 @@ class ModelOptions:
     max_output_tokens: int | None = None
     max_tokens_field: MaxTokensField = "max_tokens"
     reasoning_effort: str | None = None
+    stream_usage: bool = True  # ask for `usage` at the end of the stream (hidden reasoning's count)
 
     @classmethod
     def for_model(cls, settings: ReasonerSettings, model: str) -> ModelOptions:
@@ -45,4 +46,5 @@ class ModelOptions:
                 else field
             ),
             reasoning_effort=settings.llm_reasoning_effort,
+            stream_usage=settings.llm_stream_usage,
         )
