@@ -65,8 +65,12 @@ async def test_every_dialect_answers_with_the_calculator_and_keeps_thinking_priv
     for frame in raw:
         assert REASONING_SENTINEL not in frame
         assert "<think>" not in frame and "reasoning_content" not in frame
+        assert "hidden by the provider" not in frame
     reasoning = audited_reasoning(stack, end["turn_id"])
-    if dialect not in HIDDEN_REASONING:
+    if dialect in HIDDEN_REASONING:
+        # Only the count of reasoning tokens, from the usage the reasoner asks for.
+        assert any(step.startswith("[reasoning hidden by the provider: ") for step in reasoning), reasoning
+    else:
         assert any(REASONING_SENTINEL in step for step in reasoning), reasoning
 
 

@@ -426,3 +426,68 @@ async def test_thinking_indicator_runs_until_the_first_token_without_reasoning_t
     kinds = [f.type for f in ports.frames]
     assert kinds.index("thinking.started") < kinds.index("thinking.finished") < kinds.index("message.delta")
     assert ports.reasoning == {}  # nothing to audit: the provider showed no reasoning
+
+
+# OpenAI's reasoning models: no reasoning text, only its token count in the usage chunk
+# that `stream_options.include_usage` asks for (a chunk with no choices, after the finish).
+OPENAI_REASONING_ANSWER = sse(
+    ROLE,
+    chunk({"content": "It is "}),
+    chunk({"content": "3367."}),
+    chunk({}, "stop"),
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "o4-mini",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": 12,
+            "completion_tokens": 140,
+            "total_tokens": 152,
+            "completion_tokens_details": {"reasoning_tokens": 128},
+        },
+    },
+)
+
+
+async def test_usage_is_asked_for_and_hidden_reasoning_is_audited_not_shown(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [OPENAI_REASONING_ANSWER]
+    ports, outcome = await run_turn(url)
+    assert outcome.ok and outcome.text == "It is 3367."
+    assert server.requests[0]["stream_options"] == {"include_usage": True}
+    assert ports.reasoning == {0: "[reasoning hidden by the provider: 128 tokens]"}
+    assert "128" not in client_text(ports) and "hidden" not in client_text(ports)
+    assert answer_deltas(ports) == "It is 3367."
+
+
+async def test_reasoning_tokens_beside_reasoning_text_leave_the_text_as_the_record(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    usage = {"completion_tokens_details": {"reasoning_tokens": 7}, "prompt_tokens": 1, "completion_tokens": 9}
+    with_text = sse(
+        ROLE,
+        chunk({"reasoning": SECRET}),
+        chunk({"content": "It is 3367."}),
+        chunk({}, "stop"),
+        {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": usage},
+    )
+    server.replies = [with_text]
+    ports, _ = await run_turn(url)
+    assert ports.reasoning == {0: SECRET}
+
+
+async def test_usage_is_not_asked_for_when_turned_off(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    server.replies = [ANSWER]
+    await run_turn(url, stream_usage=False)
+    assert "stream_options" not in server.requests[0]
+
+
+async def test_a_server_that_refuses_stream_options_is_asked_without_them(replay: tuple[Replay, str]) -> None:
+    server, url = replay
+    refusal = {"error": {"message": "Unrecognized request argument supplied: stream_options", "code": 400}}
+    server.replies = [(400, "application/json", json.dumps(refusal).encode()), ANSWER]
+    _ports, outcome = await run_turn(url)
+    assert outcome.ok
+    assert "stream_options" in server.requests[0] and "stream_options" not in server.requests[1]
