@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from agentry_memory.context.assembler import ContextAssembler
-from agentry_memory.context.llm import OpenAISummaryModel
+from agentry_memory.context.llm import OpenAISummaryModel, without_thinking
 from agentry_memory.context.summaries import SUMMARY_HEADER, Summarizer, SummaryModel
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.rpc.server import MemoryRpc
@@ -209,3 +209,28 @@ async def test_facts_told_in_one_conversation_are_recalled_in_the_next_never_for
     await store.add_turn(later, "t4", unrelated)
     assert (await get_context(rpc, later, "t4")).messages[-1] == unrelated
     assert all(m.role != "system" for m in (await get_context(rpc, later, "t4")).messages)
+
+
+@pytest.mark.parametrize(
+    ("content", "summary"),
+    [
+        ("<think>plan it</think>\n\nSummary: the user likes tea.", "Summary: the user likes tea."),
+        ("plan it, opened by the template</think>Summary: tea.", "Summary: tea."),
+        ("Summary: tea. <thinking>cut off mid-thought", "Summary: tea."),
+        ("Summary: tea.", "Summary: tea."),
+    ],
+)
+def test_inline_thinking_is_no_part_of_the_summary(content: str, summary: str) -> None:
+    assert without_thinking(content) == summary
+
+
+@pytest.mark.parametrize("dialect", ["inline-think", "vllm", "openai-reasoning"])
+async def test_the_offline_models_dialects_give_summaries_without_thinking(
+    offline_model_url: str, dialect: str
+) -> None:
+    real = OpenAISummaryModel(offline_model_url, "offline", f"agentry-offline@{dialect}", timeout=10)
+    try:
+        summary = await real.summarize(None, "user: I like green tea\nassistant: Noted.")
+    finally:
+        await real.close()
+    assert summary and "<think>" not in summary and "</think>" not in summary and "[reasoning]" not in summary

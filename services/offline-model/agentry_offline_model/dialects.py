@@ -1,7 +1,8 @@
 """How each OpenAI-compatible server streams the same reply: the offline model speaks
 the dialect chosen by OFFLINE_MODEL_DIALECT, by the request's model name
 (`agentry-offline@ollama`) or by a `[[dialect:NAME]]` hook in the last user message (so
-one stack serves every dialect in the end-to-end tests).
+one stack serves every dialect in the end-to-end tests). Streamed and whole answers
+both follow it.
 
 Each dialect follows its server's documented format (docs/models.md lists the sources);
 the faults below are injected on request, once per distinct request, so a client that
@@ -25,6 +26,7 @@ from agentry_offline_model.streaming import (
     Envelope,
     base_of,
     chunk_of,
+    completion_body,
     finish_reason,
     split_arguments,
     split_text,
@@ -99,6 +101,23 @@ def dialect_chunks(
     yield last
     if usage is not None or dialect == "openrouter":
         yield {**base_of(envelope), "choices": [], "usage": _usage(dialect, reply, usage)}
+
+
+def dialect_completion(dialect: Dialect, reply: Reply, envelope: Envelope, usage: Json) -> Json:
+    """The non-streaming `chat.completion`, with the thinking where the dialect's server puts it."""
+    body = completion_body(reply, envelope, _usage(dialect, reply, usage))
+    message: Json = body["choices"][0]["message"]
+    reasoning = message.pop("reasoning_content")
+    if dialect in ("vllm", "llamacpp"):
+        message["reasoning_content"] = reasoning
+    elif dialect == "ollama":
+        message["reasoning"] = reasoning
+    elif dialect == "openrouter":
+        details = [{"type": "reasoning.text", "text": reasoning, "format": "unknown", "index": 0}]
+        message.update(reasoning=reasoning, reasoning_details=details)
+    elif dialect == "inline-think":
+        message["content"] = f"<think>{reasoning}</think>\n\n{message['content'] or ''}"
+    return body  # openai-reasoning: the reasoning stays on the provider's side (its count in usage)
 
 
 def _head(dialect: Dialect, reply: Reply, envelope: Envelope) -> Iterator[Event]:

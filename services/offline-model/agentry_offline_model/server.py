@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
@@ -21,11 +22,11 @@ from agentry_shared.ops import build_ops_app
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
 
-from agentry_offline_model.dialects import Dialect, Event, dialect_chunks, dialect_of, faults_of
+from agentry_offline_model.dialects import Dialect, Event, dialect_chunks, dialect_completion, dialect_of, faults_of
 from agentry_offline_model.hang import GAVE_UP, MAX_HANG_S, hang_until_client_leaves
 from agentry_offline_model.metrics import DURATION, IN_PROGRESS, REQUESTS
 from agentry_offline_model.rules import Reply, reply_to
-from agentry_offline_model.streaming import Envelope, completion_body, estimate_usage, head_chunks
+from agentry_offline_model.streaming import Envelope, estimate_usage, head_chunks
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ UNSUPPORTED_MAX_TOKENS = (
     "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
 )
 MAX_BODY_BYTES = 16 * 1024 * 1024
+FAULT_MEMORY = 4096  # requests whose injected fault already fired, remembered (least recent forgotten)
 
 
 class RequestError(Exception):
@@ -53,7 +55,7 @@ def build_app(settings: OfflineModelSettings, *, hang_limit_s: float = MAX_HANG_
     app = build_ops_app(lambda: (True, "rules loaded"))
     chunk_delay_s = settings.offline_model_chunk_delay_ms / 1000
 
-    failed_once: set[str] = set()  # requests whose injected stream fault already fired
+    failed_once = FiredFaults(FAULT_MEMORY)
 
     async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await _chat_completions(
@@ -75,7 +77,7 @@ def error_response(status: int, message: str, kind: str) -> web.Response:
 
 
 async def _chat_completions(
-    request: web.Request, chunk_delay_s: float, hang_limit_s: float, default: Dialect, failed_once: set[str]
+    request: web.Request, chunk_delay_s: float, hang_limit_s: float, default: Dialect, failed_once: FiredFaults
 ) -> web.StreamResponse:
     started = time.perf_counter()
     stream, outcome, status, model = False, "ok", 200, MODEL_ID
@@ -102,7 +104,7 @@ async def _chat_completions(
                 gone = await hang_until_client_leaves(request, hang_limit_s)
                 outcome, status = ("client_gone" if gone else "hang_timeout"), 500
                 return error_response(status, GAVE_UP, "server_error")
-            return web.json_response(completion_body(reply, envelope, usage))
+            return web.json_response(dialect_completion(dialect, reply, envelope, usage))
         options = body.get("stream_options")
         wants_usage = isinstance(options, Mapping) and options.get("include_usage") is True
         pacing = (chunk_delay_s, hang_limit_s)
@@ -188,15 +190,33 @@ def _event(payload: Event) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _once(faults: set[str], request_key: str, failed_once: set[str]) -> set[str]:
+class FiredFaults:
+    """The requests (by key) whose injected fault already fired: the most recent `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time `key` is seen (or after it was forgotten); remembers it."""
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+        return True
+
+
+def _once(faults: set[str], request_key: str, failed_once: FiredFaults) -> set[str]:
     """`[[stream-error]]` fires on the first of identical requests only: a retry succeeds."""
     if "stream-error" not in faults:
         return faults
     key = hashlib.sha256(request_key.encode()).hexdigest()
-    if key in failed_once:
-        return faults - {"stream-error"}
-    failed_once.add(key)
-    return faults
+    return faults if failed_once.first_time(key) else faults - {"stream-error"}
 
 
 def _log_fields(

@@ -3,9 +3,15 @@
 The request follows the offline model's summarisation contract, which a real model reads
 as plain instructions too: the prompt as the first system message, then one user message
 holding the previous summary (a `Summary:` line) and the transcript.
+
+A reasoning model's thinking is no part of the summary: a separate reasoning field is
+never read, and thinking left inline in `content` (a server without a reasoning parser)
+is cut out, as the reasoner does for its answers.
 """
 
 from __future__ import annotations
+
+import re
 
 from openai import AsyncOpenAI
 
@@ -13,6 +19,17 @@ SUMMARY_PROMPT = (
     "Summarize the conversation below for your future self. Keep facts, decisions and open tasks; "
     "drop small talk. Reply with the summary only, in at most {words} words."
 )
+
+# `<think>…</think>` and `<thinking>…</thinking>`; a closing tag alone (the chat template
+# opened it) ends thinking that began with the reply; an opening tag alone (cut off) starts
+# thinking that runs to the end.
+THOUGHT = re.compile(r"<(think|thinking)>.*?</\1>", re.DOTALL)
+CLOSING = re.compile(r"^.*</(?:think|thinking)>", re.DOTALL)
+OPENING = re.compile(r"<(?:think|thinking)>.*$", re.DOTALL)
+
+
+def without_thinking(text: str) -> str:
+    return OPENING.sub("", CLOSING.sub("", THOUGHT.sub("", text))).strip()
 
 
 class OpenAISummaryModel:
@@ -35,7 +52,8 @@ class OpenAISummaryModel:
             ],
             stream=False,
         )
-        text = response.choices[0].message.content if response.choices else None
+        content = response.choices[0].message.content if response.choices else None
+        text = without_thinking(content) if content else None
         if not text or not text.strip():
             raise ValueError("the model answered the summary request with no text")
         return text.strip()
