@@ -64,6 +64,16 @@ def owned(proc: Proc) -> float:
     return metric(proc.port, "agentry_reasoner_partitions_owned")
 
 
+def dead(stack: Stack) -> str:
+    """What each process of the stack that exited wrote last (empty when all are alive)."""
+    return "".join(
+        f"\n{p.name} on {p.port} exited with {p.process.returncode}:\n"
+        + "\n".join(p.log_path.read_text(errors="replace").splitlines()[-30:])
+        for p in stack.procs
+        if not p.alive()
+    )
+
+
 def holdings(procs: list[Proc]) -> list[float]:
     return [owned(p) for p in procs]
 
@@ -97,7 +107,7 @@ async def until_shared(stack: Stack, replicas: int) -> tuple[float, list[float]]
         if len(procs) == replicas and sum(shares) == PARTITIONS and min(shares) >= fair:
             return time.monotonic() - started, shares
         if time.monotonic() - started > SHARE_TIMEOUT_S:
-            raise RuntimeError(f"reasoner partitions not shared after {SHARE_TIMEOUT_S}s: {shares}")
+            raise RuntimeError(f"reasoner partitions not shared after {SHARE_TIMEOUT_S}s: {shares}{dead(stack)}")
         await asyncio.sleep(0.2)
 
 
