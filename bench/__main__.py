@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS: list[str] = ["gateway", "tools", "memory"]
+BENCHMARKS: list[str] = ["gateway", "tools", "memory", "scale"]
 
 
 def main() -> None:
