@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p age
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox clean
+.PHONY: run test lint bench install rabbitmq sandbox broker-users clean
 
 install: $(STAMP)
 
@@ -31,8 +31,14 @@ rabbitmq:
 sandbox:
 	@scripts/ensure-sandbox.sh
 
-run: install rabbitmq sandbox
+run: install rabbitmq sandbox broker-users
 	$(BIN)/python scripts/run_all.py
+
+# One broker user per service of AGENTRY_NAMESPACE, with only its permissions (needs
+# rabbitmqctl on this machine; skipped otherwise, and every service uses AMQP_URL).
+broker-users: install
+	@if command -v rabbitmqctl >/dev/null 2>&1; then $(BIN)/python scripts/broker-users.py ensure; \
+	else rm -f data/broker-users.env; echo "no rabbitmqctl here: every service uses AMQP_URL" >&2; fi
 
 test: install rabbitmq sandbox
 	$(BIN)/python -m pytest

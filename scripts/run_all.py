@@ -37,7 +37,8 @@ class Service:
 
     def start(self) -> None:
         # Own session: Ctrl-C reaches the supervisor only, which stops services in order.
-        self.process = subprocess.Popen([str(BIN / f"agentry-{self.name}")], cwd=ROOT, start_new_session=True)
+        env = {**os.environ, **own_broker_user(self.name)}
+        self.process = subprocess.Popen([str(BIN / f"agentry-{self.name}")], cwd=ROOT, env=env, start_new_session=True)
         self.started_at = time.monotonic()
 
     def ready(self) -> bool:
@@ -46,6 +47,20 @@ class Service:
                 return bool(reply.status == 200)
         except OSError:
             return False
+
+
+BROKER_USERS = ROOT / "data" / "broker-users.env"  # written by scripts/broker-users.py (make run)
+
+
+def own_broker_user(name: str) -> dict[str, str]:
+    """{"AMQP_URL": this service's own broker user} when `make run` made them, else nothing."""
+    if not BROKER_USERS.exists():
+        return {}
+    key = "AMQP_URL_" + name.upper().replace("-", "_")
+    for line in BROKER_USERS.read_text().splitlines():
+        if line.startswith(key + "="):
+            return {"AMQP_URL": line.split("=", 1)[1]}
+    return {}
 
 
 SERVICES = [

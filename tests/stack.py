@@ -24,6 +24,7 @@ from pathlib import Path
 import aio_pika
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PORT_VARS = {
     "gateway": "GATEWAY_PORT",
@@ -53,8 +54,29 @@ class Proc:
         return self.process.poll() is None
 
 
+def broker_users(namespace: str, env_file: Path) -> dict[str, str]:
+    """Creates the namespace's per-service broker users (scripts/broker-users.py; passwords
+    already in `env_file` are kept) and returns each service's AMQP_URL by service name."""
+    script = ROOT / "scripts" / "broker-users.py"
+    subprocess.run(
+        [sys.executable, str(script), "ensure", "--namespace", namespace, "--env-file", str(env_file)],
+        check=True,
+        env={**os.environ, "AMQP_URL": AMQP_URL},
+        capture_output=True,
+    )
+    urls = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line.startswith("AMQP_URL_"))
+    return {name: urls[f"AMQP_URL_{name.upper().replace('-', '_')}"] for name in PORT_VARS if name != "offline-model"}
+
+
+def delete_broker_users(namespace: str) -> None:
+    script = ROOT / "scripts" / "broker-users.py"
+    subprocess.run([sys.executable, str(script), "delete", "--namespace", namespace], check=True, capture_output=True)
+
+
 class Stack:
-    def __init__(self, workdir: Path, **env: str) -> None:
+    def __init__(self, workdir: Path, *, per_service: dict[str, dict[str, str]] | None = None, **env: str) -> None:
+        # Settings for one service only (its own AMQP_URL, say), over `env`.
+        self.per_service = per_service or {}
         self.namespace = f"t{uuid.uuid4().hex[:12]}"
         self.workdir = workdir
         self.ports = {name: free_port() for name in PORT_VARS}
@@ -81,7 +103,7 @@ class Stack:
     def start(self, name: str, port: int | None = None, **env: str) -> Proc:
         port = port or self.ports[name]
         log_path = self.workdir / f"{name}-{port}.log"
-        full_env = {**os.environ, **self.env, PORT_VARS[name]: str(port), **env}
+        full_env = {**os.environ, **self.env, **self.per_service.get(name, {}), PORT_VARS[name]: str(port), **env}
         with log_path.open("ab") as log:
             process = subprocess.Popen([str(BIN / f"agentry-{name}")], env=full_env, stdout=log, stderr=log)
         proc = Proc(name, port, process, log_path)

@@ -25,6 +25,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel
 
+from agentry_shared.access import declared_exchanges
 from agentry_shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,7 @@ class Bus:
         self._restored = True
 
     async def connect(self) -> None:
-        self.connection = await aio_pika.connect_robust(
-            self.url, client_properties={"connection_name": self.name}
-        )
+        self.connection = await aio_pika.connect_robust(self.url, client_properties={"connection_name": self.name})
         self.connection.close_callbacks.add(self._on_lost)
         self.connection.reconnect_callbacks.add(self._on_restored)  # fired after channels are restored
         # A work message that no queue takes must fail loudly, never vanish.
@@ -107,14 +106,17 @@ class Bus:
     # ---- topology -------------------------------------------------------------------
 
     async def declare_exchanges(self) -> None:
+        """The exchanges this service publishes to or binds from (all of them for a Bus not
+        named after a service): each service's broker user may configure only those."""
         t = self.topology
         ch = self.publish_channel
-        direct = (t.log_exchange, t.turns_exchange, t.frames_exchange, t.tools_exchange, t.members_exchange)
-        for name in (*direct, t.dead_letter_exchange):
-            await ch.declare_exchange(name, ExchangeType.DIRECT, durable=True)
-        await ch.declare_exchange(t.control_exchange, ExchangeType.FANOUT, durable=True)
-        dead = await ch.declare_queue(t.dead_letter_queue, durable=True, arguments=QUORUM)
-        await dead.bind(t.dead_letter_exchange, routing_key="#")
+        declared = declared_exchanges(t, self.name)
+        for name in declared:
+            kind = ExchangeType.FANOUT if name == t.control_exchange else ExchangeType.DIRECT
+            await ch.declare_exchange(name, kind, durable=True)
+        if t.dead_letter_exchange in declared:
+            dead = await ch.declare_queue(t.dead_letter_queue, durable=True, arguments=QUORUM)
+            await dead.bind(t.dead_letter_exchange, routing_key="#")
 
     async def declare_work_queue(
         self, channel: AbstractRobustChannel, name: str, exchange: str, routing_key: str, *, single_active: bool

@@ -1,10 +1,12 @@
 """GETs a web page from a host on the operator's allowlist.
 
 Runs in the sandbox with the host's network (its policy is `allowlist`) and nothing else
-of the host: the hosts come from TOOL_RUNNER_HTTP_ALLOWLIST (exact names, any port;
-empty: every fetch is refused before a process starts). Redirects are followed by hand,
-at most five, each target checked against the allowlist like the first URL. The body
-is read up to 64 KiB; each socket operation times out after a few seconds.
+of the host: the hosts come from TOOL_RUNNER_HTTP_ALLOWLIST (exact names, any port, or
+addresses and networks; empty: every fetch is refused before a process starts). Every
+address a name resolves to must be public unless the operator lists it (`_addresses.py`),
+and the connection goes to that checked address, the name kept for Host and TLS. Redirects
+are followed by hand, at most five, each target checked like the first URL. The body is
+read up to 64 KiB; each socket operation times out after a few seconds.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from urllib.parse import urljoin, urlsplit
 
+from agentry_tool_runner.tools.builtin._addresses import Policy
 from agentry_tool_runner.tools.builtin._text import clip, fit
 from agentry_tool_runner.tools.failure import ToolDenied, ToolFailure, in_worker
 
@@ -38,8 +42,9 @@ def check_url(url: str) -> str:
 
 
 def run(url: str, allowed_hosts: list[str]) -> str:
+    policy = Policy.parse(allowed_hosts)
     for _ in range(MAX_REDIRECTS + 1):
-        response, connection = _get(url, allowed_hosts)
+        response, connection = _get(url, policy)
         try:
             location = response.getheader("Location")
             if response.status in _REDIRECTS and location:
@@ -51,17 +56,25 @@ def run(url: str, allowed_hosts: list[str]) -> str:
     raise ToolFailure(f"more than {MAX_REDIRECTS} redirects")
 
 
-def _get(url: str, allowed_hosts: list[str]) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
+def _get(url: str, policy: Policy) -> tuple[http.client.HTTPResponse, http.client.HTTPConnection]:
     try:
         check_url(url)
     except ValueError as exc:
         raise ToolDenied(f"{url[:200]}: {exc}") from None
     parts = urlsplit(url)
-    host = (parts.hostname or "").rstrip(".")
-    if host not in allowed_hosts:
+    host = (parts.hostname or "").rstrip(".").lower()
+    if not policy.host_allowed(host):
         raise ToolDenied(f"{host} is not on this worker's allowlist of hosts (TOOL_RUNNER_HTTP_ALLOWLIST)")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = policy.resolve(host, port)
+    except PermissionError as exc:
+        raise ToolDenied(str(exc)) from None
+    except OSError as exc:
+        raise ToolFailure(f"could not resolve {host}: {exc}") from None
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    connection = kind(host, parts.port, timeout=SOCKET_TIMEOUT)
+    connection = kind(host, port, timeout=SOCKET_TIMEOUT)
+    connection._create_connection = _pinned(address)  # type: ignore[attr-defined]
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {"User-Agent": "agentry-http-fetch/1", "Accept-Encoding": "identity"}
     try:
@@ -70,6 +83,18 @@ def _get(url: str, allowed_hosts: list[str]) -> tuple[http.client.HTTPResponse, 
     except (OSError, http.client.HTTPException) as exc:
         connection.close()
         raise ToolFailure(f"could not fetch {host}: {type(exc).__name__}: {exc}") from None
+
+
+def _pinned(address: str) -> object:
+    """http.client's connect hook, sent to the checked address: the name still goes into
+    the Host header and TLS (SNI and certificate check), but is not looked up again."""
+
+    def create_connection(
+        destination: tuple[str, int], timeout: float, source_address: tuple[str, int] | None = None
+    ) -> socket.socket:
+        return socket.create_connection((address, destination[1]), timeout, source_address)
+
+    return create_connection
 
 
 def _describe(url: str, response: http.client.HTTPResponse) -> str:

@@ -1,0 +1,96 @@
+"""The broker permissions of each service, against the names topology.py and the services produce."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from agentry_shared.access import SERVICES, Service, declared_exchanges, permissions
+from agentry_shared.topology import Topology
+
+T = Topology("ns-1", partitions=4)
+HEX = "0123456789abcdef0123456789abcdef"
+
+
+def allowed(service: Service, kind: str, name: str) -> bool:
+    return re.fullmatch(getattr(permissions(T, service), kind), name) is not None
+
+
+# (service, permission, resource name): what each service does at run time.
+NEEDED = [
+    ("gateway", "write", T.log_exchange),
+    ("gateway", "read", T.frames_exchange),
+    ("gateway", "configure", f"ns-1.gateway.{HEX}"),
+    ("gateway", "write", "amq.default"),
+    ("reasoner", "read", T.turns_queue(3)),
+    ("reasoner", "configure", T.turns_queue(3)),
+    ("reasoner", "write", T.log_exchange),
+    ("reasoner", "write", T.dead_letter_exchange),
+    ("reasoner", "read", T.control_exchange),
+    ("reasoner", "configure", f"ns-1.reasoner.{HEX}"),
+    ("reasoner", "configure", "ns-1.members.reasoner.reasoner-0123456789ab"),
+    ("reasoner", "write", T.members_exchange),
+    ("memory", "read", T.log_queue(0)),
+    ("memory", "write", T.turns_exchange),
+    ("memory", "write", T.frames_exchange),
+    ("memory", "write", T.control_exchange),
+    ("memory", "read", T.dead_letter_queue),
+    ("memory", "read", T.memory_rpc_queue),
+    ("memory", "configure", "ns-1.members.memory.memory-0123456789ab"),
+    ("tool-runner", "read", T.tool_queue("sandbox")),
+    ("tool-runner", "configure", T.tool_queue("network")),
+    ("tool-runner", "read", T.tool_catalog_queue),
+    ("tool-runner", "read", T.control_exchange),
+    ("tool-runner", "configure", f"ns-1.tool-runner.{HEX}"),
+    ("tool-runner", "write", "amq.default"),
+    ("tool-runner", "write", T.dead_letter_exchange),
+]
+
+REFUSED = [
+    ("tool-runner", "write", T.log_exchange),
+    ("tool-runner", "write", T.turns_exchange),
+    ("tool-runner", "read", T.frames_exchange),
+    ("tool-runner", "read", T.log_queue(0)),
+    ("tool-runner", "read", T.memory_rpc_queue),
+    ("tool-runner", "read", T.dead_letter_queue),
+    ("tool-runner", "configure", T.log_exchange),
+    ("tool-runner", "configure", f"ns-1.gateway.{HEX}"),
+    ("gateway", "write", T.turns_exchange),
+    ("gateway", "read", T.log_queue(0)),
+    ("gateway", "read", T.tool_queue("python")),
+    ("reasoner", "read", T.frames_exchange),
+    ("reasoner", "read", T.log_queue(1)),
+    ("reasoner", "write", T.turns_exchange),
+    ("memory", "read", T.tool_queue("python")),
+    # another namespace, and names that only look alike
+    ("memory", "read", "other.log.0"),
+    ("tool-runner", "read", "ns-1.tools.a.b"),
+    ("tool-runner", "read", "ns-1Xtools.python"),
+    ("gateway", "configure", "ns-1.gateway.not-hex"),
+]
+
+
+@pytest.mark.parametrize(("service", "kind", "name"), NEEDED)
+def test_each_service_may_do_what_it_needs(service: Service, kind: str, name: str) -> None:
+    assert allowed(service, kind, name)
+
+
+@pytest.mark.parametrize(("service", "kind", "name"), REFUSED)
+def test_and_no_more(service: Service, kind: str, name: str) -> None:
+    assert not allowed(service, kind, name)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_may_configure_what_its_bus_declares(service: Service) -> None:
+    for exchange in declared_exchanges(T, service):
+        assert allowed(service, "configure", exchange), exchange
+
+
+def test_every_exchange_and_shared_queue_belongs_to_someone() -> None:
+    names = [*T.exchanges(), *T.durable_queues(["python", "network"])]
+    for name in names:
+        assert any(allowed(s, "configure", name) for s in SERVICES), name
+
+
+def test_a_bus_with_another_name_declares_everything() -> None:
+    assert set(declared_exchanges(T, "test-client")) == set(T.exchanges())
