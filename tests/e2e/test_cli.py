@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 AGENTRY = str(Path(sys.executable).parent / "agentry")
 
 
-def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn:
+def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn[str]:
     env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm"}
     child = pexpect.spawn(
         AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=env, encoding="utf-8", timeout=30
@@ -25,7 +25,7 @@ def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn:
     return child
 
 
-def leave(child: pexpect.spawn) -> None:
+def leave(child: pexpect.spawn[str]) -> None:
     child.sendline("/quit")
     child.expect(pexpect.EOF)
     child.close()
