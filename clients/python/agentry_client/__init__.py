@@ -2,7 +2,7 @@
 
 from agentry_client.client import DEFAULT_URL, AgentryClient
 from agentry_client.errors import AgentryError, ConnectionLost, ServerError, TurnFailed
-from agentry_client.frames import Frame, UnknownFrame, frame_dict, parse_frame
+from agentry_client.frames import Frame, TurnFrame, UnknownFrame, frame_dict, parse_frame
 from agentry_client.turn import Turn
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ServerError",
     "Turn",
     "TurnFailed",
+    "TurnFrame",
     "UnknownFrame",
     "frame_dict",
     "parse_frame",

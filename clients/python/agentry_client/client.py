@@ -56,6 +56,17 @@ def with_user(url: str, user: str | None) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
+def approve_frame(request: ToolApprovalRequired, approved: bool, *, id: str | None = None) -> Approve:
+    """The `approve` answering `request`: it echoes every field of the request that `approve`
+    has (`call_id` today; the fields that name the call exactly as the protocol grows)."""
+    echoed = {
+        name: value
+        for name in Approve.model_fields
+        if name not in _OWN_APPROVE_FIELDS and (value := getattr(request, name, None)) is not None
+    }
+    return Approve.model_validate({"type": "approve", "approved": approved, "id": id, **echoed})
+
+
 class AgentryClient:
     """A typed async client of the WebSocket API (docs/protocol.md).
 
@@ -144,12 +155,7 @@ class AgentryClient:
     async def approve(self, request: ToolApprovalRequired, approved: bool, *, id: str | None = None) -> None:
         """Answer a `tool.approval_required`, echoing every field of it that `approve` carries
         (`call_id`, and whatever identifies the call in later protocol versions)."""
-        echoed = {
-            name: value
-            for name in Approve.model_fields
-            if name not in _OWN_APPROVE_FIELDS and (value := getattr(request, name, None)) is not None
-        }
-        await self._send(Approve.model_validate({"type": "approve", "approved": approved, "id": id, **echoed}))
+        await self._send(approve_frame(request, approved, id=id))
 
     async def resume(self, conversation_id: str, after_seq: int | None = None, *, id: str | None = None) -> None:
         """Follow a conversation from `after_seq` (default: the last `seq` this client has)."""

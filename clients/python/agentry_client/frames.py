@@ -23,7 +23,8 @@ class UnknownFrame(BaseModel):
     seq: int = 0
 
 
-Frame = ServerFrame | ErrorFrame | UnknownFrame
+TurnFrame = ServerFrame | UnknownFrame  # a frame of a conversation (it has a seq)
+Frame = TurnFrame | ErrorFrame
 TERMINAL = (TurnCompleted, TurnFailed)
 
 

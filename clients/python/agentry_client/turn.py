@@ -24,7 +24,7 @@ from agentry_shared.contracts.frames import (
 )
 
 from agentry_client.errors import ConnectionLost, ServerError, TurnFailed
-from agentry_client.frames import Frame
+from agentry_client.frames import Frame, TurnFrame
 from agentry_client.listener import Dropped, Ended, Listener
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Turn:
         self.id = message_id
         self.conversation_id = conversation_id
         self.turn_id: str | None = None
-        self.frames: list[Frame] = []
+        self.frames: list[TurnFrame] = []
         self.end: TurnCompleted | TurnFailedFrame | None = None
         self._deltas: list[str] = []
         self._listener = listener
@@ -64,7 +64,7 @@ class Turn:
     def __aiter__(self) -> Turn:
         return self
 
-    async def __anext__(self) -> Frame:
+    async def __anext__(self) -> TurnFrame:
         while self.end is None:
             item = await self._listener.get()
             frame = self._take(item)
@@ -73,7 +73,7 @@ class Turn:
         self.close()
         raise StopAsyncIteration
 
-    def _take(self, item: Frame | Dropped | Ended) -> Frame | None:
+    def _take(self, item: Frame | Dropped | Ended) -> TurnFrame | None:
         """The item if it is a frame of this turn (updating the turn's state), else None."""
         if isinstance(item, Ended):
             self.close()
@@ -95,7 +95,7 @@ class Turn:
         self._record(item)
         return item
 
-    def _record(self, frame: Frame) -> None:
+    def _record(self, frame: TurnFrame) -> None:
         self.frames.append(frame)
         if isinstance(frame, MessageDelta):
             self._deltas.append(frame.text)
