@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_gateway -p agent
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox clean
+.PHONY: run test lint bench install rabbitmq sandbox asyncapi-spec contracts clean
 
 install: $(STAMP)
 
@@ -31,15 +31,24 @@ rabbitmq:
 sandbox:
 	@scripts/ensure-sandbox.sh
 
+# The official AsyncAPI schemas, to validate docs/contracts/asyncapi.yaml in the tests.
+asyncapi-spec:
+	@scripts/ensure-asyncapi-spec.sh
+
+# docs/contracts/: JSON Schema of every frame and the AsyncAPI document, from the models.
+contracts: install
+	$(BIN)/python scripts/contracts.py
+
 run: install rabbitmq sandbox
 	$(BIN)/python scripts/run_all.py
 
-test: install rabbitmq sandbox
+test: install rabbitmq sandbox asyncapi-spec
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES)
+	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES) -p clients.python.tests
+	$(BIN)/mypy scripts/contracts.py
 	for folder in $(MYPY_TEST_FOLDERS); do \
 		MYPYPATH=$$folder $(BIN)/mypy --cache-dir .mypy_cache/$$(basename $$(dirname $$folder)) $$folder || exit 1; \
 	done
@@ -48,4 +57,4 @@ bench: install rabbitmq sandbox
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache
