@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := shared services/gateway services/reasoner services/tool-runner services/memory services/offline-model
+PACKAGES := shared clients/python services/gateway services/reasoner services/tool-runner services/memory services/offline-model
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
-MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
+MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
 # mypy names a file by its nearest base (mypy_path, then the root), so each test folder is
 # checked under the names its imports use: as packages of the root where tests import
 # each other that way (`services.gateway.tests.conftest`, `tests.client`); on their own,
@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p age
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox broker-users clean
+.PHONY: run test lint bench install rabbitmq sandbox broker-users asyncapi-spec contracts clean
 
 install: $(STAMP)
 
@@ -40,12 +40,21 @@ broker-users: install
 	@if command -v rabbitmqctl >/dev/null 2>&1; then $(BIN)/python scripts/broker-users.py ensure; \
 	else rm -f data/broker-users.env; echo "no rabbitmqctl here: every service uses AMQP_URL" >&2; fi
 
-test: install rabbitmq sandbox
+# The official AsyncAPI schemas, to validate docs/contracts/asyncapi.yaml in the tests.
+asyncapi-spec:
+	@scripts/ensure-asyncapi-spec.sh
+
+# docs/contracts/: JSON Schema of every frame and the AsyncAPI document, from the models.
+contracts: install
+	$(BIN)/python scripts/contracts.py
+
+test: install rabbitmq sandbox asyncapi-spec
 	$(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES)
+	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES) -p clients.python.tests
+	$(BIN)/mypy scripts/contracts.py
 	for folder in $(MYPY_TEST_FOLDERS); do \
 		MYPYPATH=$$folder $(BIN)/mypy --cache-dir .mypy_cache/$$(basename $$(dirname $$folder)) $$folder || exit 1; \
 	done
@@ -54,4 +63,4 @@ bench: install rabbitmq sandbox
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .cache

@@ -1,4 +1,6 @@
-"""A WebSocket client as an app developer would write one, for the tests."""
+"""Helpers of the cross-service tests: over `agentry_client` (the project's Python client),
+and over a raw socket for the tests that send what no client library would (bad frames,
+protocol edge cases)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import asyncio
 import json
 from typing import Any
 
+from agentry_client import AgentryClient, frame_dict
 from websockets.asyncio.client import ClientConnection
 
 TERMINAL = {"turn.completed", "turn.failed"}
@@ -51,3 +54,17 @@ def answer(frames: list[dict[str, Any]]) -> str:
     assert end["type"] == "turn.completed", end
     text: str = end["text"]
     return text
+
+
+async def converse_with(
+    client: AgentryClient,
+    text: str,
+    conversation_id: str | None = None,
+    client_id: str | None = None,
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """`converse` through agentry_client: the turn's frames, as the JSON objects they came as."""
+    turn = await client.send(text, conversation_id, id=client_id)
+    async with asyncio.timeout(timeout):
+        await turn.wait()
+    return [frame_dict(frame) for frame in turn.frames]

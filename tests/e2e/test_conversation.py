@@ -8,17 +8,18 @@ import json
 import urllib.request
 
 import pytest
+from agentry_client import AgentryClient
 from websockets.asyncio.client import connect
 
-from tests.client import answer, converse, next_frame, send, until_turn_ends
+from tests.client import answer, converse, converse_with, next_frame, send, until_turn_ends
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_arithmetic_question_streams_every_phase_and_the_answer(stack: Stack) -> None:
-    async with connect(stack.ws_url) as ws:
-        frames = await converse(ws, "what is 37*91?", client_id="m-1")
+    async with AgentryClient(stack.ws_url) as client:
+        frames = await converse_with(client, "what is 37*91?", client_id="m-1")
 
     kinds = [f["type"] for f in frames]
     assert kinds[0] == "message.accepted" and frames[0]["id"] == "m-1"
@@ -39,10 +40,10 @@ async def test_arithmetic_question_streams_every_phase_and_the_answer(stack: Sta
 
 
 async def test_second_message_sees_the_first_exchange(stack: Stack) -> None:
-    async with connect(stack.ws_url) as ws:
-        first = await converse(ws, "what is 37*91?")
+    async with AgentryClient(stack.ws_url) as client:
+        first = await converse_with(client, "what is 37*91?")
         conversation = first[0]["conversation_id"]
-        second = await converse(ws, "what was my previous question?", conversation_id=conversation)
+        second = await converse_with(client, "what was my previous question?", conversation_id=conversation)
     reply = answer(second)
     assert "what is 37*91?" in reply
     assert "3367" in reply  # the model also saw its own earlier answer
@@ -50,8 +51,8 @@ async def test_second_message_sees_the_first_exchange(stack: Stack) -> None:
 
 
 async def test_two_conversations_at_once_never_see_each_others_frames(stack: Stack) -> None:
-    async with connect(stack.ws_url + "?user=alice") as a, connect(stack.ws_url + "?user=bob") as b:
-        frames_a, frames_b = await asyncio.gather(converse(a, "what is 12*12?"), converse(b, "what is 7+8?"))
+    async with AgentryClient(stack.ws_url, user="alice") as a, AgentryClient(stack.ws_url, user="bob") as b:
+        frames_a, frames_b = await asyncio.gather(converse_with(a, "what is 12*12?"), converse_with(b, "what is 7+8?"))
     assert len({f["conversation_id"] for f in frames_a}) == 1
     assert len({f["conversation_id"] for f in frames_b}) == 1
     assert frames_a[0]["conversation_id"] != frames_b[0]["conversation_id"]

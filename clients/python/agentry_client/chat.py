@@ -1,0 +1,140 @@
+"""`agentry chat`: a conversation in the terminal.
+
+Type a message and the answer streams. While a turn runs, `/cancel` stops it and an
+approval question is answered with `y` (anything else denies). `/new` starts a new
+conversation, `/quit` (or end of input) leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+from agentry_shared.contracts.frames import ToolApprovalRequired
+
+from agentry_client.client import AgentryClient
+from agentry_client.console import Lines
+from agentry_client.errors import ServerError
+from agentry_client.frames import Frame
+from agentry_client.turn import Turn
+
+HELP = "/new starts a new conversation, /cancel stops the running turn, /quit leaves"
+PROMPT = "you> "
+
+
+class Renderer(Protocol):
+    def frame(self, frame: Frame) -> None: ...
+    def note(self, text: str) -> None: ...
+    def stop(self) -> None: ...
+
+
+class Chat:
+    def __init__(
+        self,
+        client: AgentryClient,
+        lines: Lines,
+        renderer: Renderer,
+        conversation_id: str | None,
+        on_conversation: Callable[[str], None],
+        *,
+        prompt: Callable[[str], None],
+    ) -> None:
+        self.client, self.lines, self.renderer = client, lines, renderer
+        self.conversation_id = conversation_id
+        self.on_conversation = on_conversation
+        self.prompt = prompt
+        self.approvals: list[ToolApprovalRequired] = []
+        self.eof = False
+
+    async def run(self) -> int:
+        while not self.eof:
+            self.prompt(PROMPT)
+            line = await self.lines.get()
+            if line is None or line.strip() in ("/quit", "/exit"):
+                break
+            await self.command(line.strip())
+        return 0
+
+    async def command(self, text: str) -> None:
+        if not text:
+            return
+        if text == "/new":
+            self.conversation_id = None
+            self.renderer.note("(a new conversation starts with your next message)")
+        elif text == "/cancel":
+            self.renderer.note("(no turn is running)")
+        elif text in ("/help", "/?"):
+            self.renderer.note(HELP)
+        else:
+            await self.converse(text)
+
+    async def converse(self, text: str) -> None:
+        try:
+            turn = await self.client.send(text, self.conversation_id)
+            await self.stream(turn)
+        except ServerError as error:
+            if error.code == "not_found" and self.conversation_id is not None:
+                self.renderer.note("(that conversation is gone: starting a new one)")
+                self.conversation_id = None
+                await self.converse(text)
+                return
+            self.renderer.note(f"✗ refused: {error}")
+        if self.conversation_id is not None:
+            self.on_conversation(self.conversation_id)
+
+    async def stream(self, turn: Turn) -> None:
+        """Show the turn's frames while answering what the user types meanwhile."""
+        frames = aiter(turn)
+        next_frame: asyncio.Future[Frame] = asyncio.ensure_future(anext(frames))
+        next_line: asyncio.Future[str | None] | None = None
+        try:
+            while True:
+                if next_line is None and not self.eof:
+                    next_line = asyncio.ensure_future(self.lines.get())
+                waiting: set[asyncio.Future[Frame] | asyncio.Future[str | None]] = {next_frame}
+                if next_line is not None:
+                    waiting.add(next_line)
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if next_line is not None and next_line.done():
+                    await self.during_turn(next_line.result(), turn)
+                    next_line = None
+                if next_frame.done():
+                    try:
+                        self.show(next_frame.result(), turn)
+                    except StopAsyncIteration:
+                        return
+                    next_frame = asyncio.ensure_future(anext(frames))
+        finally:
+            self.renderer.stop()
+            for task in (next_frame, next_line):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await task
+            self.approvals.clear()
+
+    def show(self, frame: Frame, turn: Turn) -> None:
+        if turn.conversation_id and turn.conversation_id != self.conversation_id:
+            self.conversation_id = turn.conversation_id
+            self.on_conversation(turn.conversation_id)
+        self.renderer.frame(frame)
+        if isinstance(frame, ToolApprovalRequired):
+            self.approvals.append(frame)
+
+    async def during_turn(self, line: str | None, turn: Turn) -> None:
+        if line is None:
+            self.eof = True  # let the turn finish, then leave
+            return
+        text = line.strip()
+        if self.approvals:
+            request = self.approvals.pop(0)
+            approved = text.lower() in ("y", "yes")
+            await self.client.approve(request, approved)
+            self.renderer.note(f"({'approved' if approved else 'denied'}: {request.tool})")
+        elif text == "/cancel":
+            await turn.cancel()
+            self.renderer.note("(cancelling…)")
+        elif text:
+            self.renderer.note("(a turn is running: wait for it, or /cancel it)")

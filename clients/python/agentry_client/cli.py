@@ -1,0 +1,135 @@
+"""`agentry`: the terminal client.
+
+    agentry chat [--continue]        a conversation, live (Ctrl-D or /quit leaves)
+    agentry ask "what is 37*91?"     prints the answer; exit 1 when the turn fails
+
+Exit codes: 0 answered, 1 the turn failed (`turn.failed`, the error on stderr), 2 the
+gateway refused a frame (an `error`), 3 no connection (or lost and not resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from agentry_shared.contracts.frames import ToolApprovalRequired, TurnCompleted
+from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+from agentry_client.chat import HELP, Chat
+from agentry_client.client import DEFAULT_URL, AgentryClient
+from agentry_client.console import Lines
+from agentry_client.errors import ConnectionLost, ServerError
+from agentry_client.render import JsonRenderer, TerminalRenderer
+from agentry_client.state import State, identity
+from agentry_client.turn import Turn
+
+EXIT_OK, EXIT_TURN_FAILED, EXIT_REFUSED, EXIT_NO_CONNECTION = 0, 1, 2, 3
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", default=os.environ.get("AGENTRY_URL", DEFAULT_URL), help="the gateway's WebSocket URL")
+    common.add_argument("--user", default=os.environ.get("AGENTRY_USER"), help="development identity (?user=NAME)")
+    common.add_argument("--token", default=os.environ.get("AGENTRY_TOKEN"), help="a JWT (default: $AGENTRY_TOKEN)")
+    common.add_argument("--json", action="store_true", help="print every frame as one JSON line (for scripts)")
+    common.add_argument("--continue", dest="resume_last", action="store_true", help="continue the last conversation")
+    common.add_argument("--conversation", help="continue this conversation")
+    top = argparse.ArgumentParser(prog="agentry", description="Talk to an Agentry gateway.")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("chat", parents=[common], help="a live conversation", description=HELP)
+    ask = commands.add_parser("ask", parents=[common], help="ask one question, print the answer")
+    ask.add_argument("text", help="the message")
+    ask.add_argument("--yes", action="store_true", help="approve every destructive tool call (default: deny)")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        code = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+async def run(args: argparse.Namespace) -> int:
+    state = State()
+    who = identity(args.user, args.token)
+    conversation = args.conversation or (state.last_conversation(args.url, who) if args.resume_last else None)
+    renderer = JsonRenderer() if args.json else TerminalRenderer(animate=sys.stdout.isatty())
+    client = AgentryClient(
+        args.url, token=args.token, user=args.user, on_reconnect=lambda _: renderer.note("(reconnected: resuming)")
+    )
+    try:
+        await client.connect()
+    except (OSError, InvalidHandshake, TimeoutError) as error:
+        return _no_connection(args.url, error)
+    try:
+
+        def remember(conversation_id: str) -> None:
+            state.remember(args.url, who, conversation_id)
+
+        if args.command == "chat":
+            if not args.json:
+                renderer.note(f"agentry chat: {args.url} as {who}. {HELP}")
+            lines = Lines()
+            chat = Chat(client, lines, renderer, conversation, remember, prompt=_prompt(args.json))
+            return await chat.run()
+        return await ask(client, args, conversation, remember)
+    except ConnectionLost as lost:
+        print(f"agentry: {lost}", file=sys.stderr)
+        return EXIT_NO_CONNECTION
+    finally:
+        await client.close()
+
+
+async def ask(
+    client: AgentryClient, args: argparse.Namespace, conversation: str | None, remember: Callable[[str], None]
+) -> int:
+    try:
+        turn = await client.send(args.text, conversation)
+        await _read(turn, client, args)
+    except ServerError as error:
+        print(f"agentry: refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if turn.conversation_id:
+        remember(turn.conversation_id)
+    if not isinstance(turn.end, TurnCompleted):
+        failure = turn.end.error if turn.end is not None else None
+        reason = f"{failure.code}: {failure.message}" if failure else "no answer"
+        print(f"agentry: turn failed: {reason}", file=sys.stderr)
+        return EXIT_TURN_FAILED
+    if not args.json:
+        print(turn.text)
+    return EXIT_OK
+
+
+async def _read(turn: Turn, client: AgentryClient, args: argparse.Namespace) -> None:
+    json_out = JsonRenderer() if args.json else None
+    async for frame in turn:
+        if json_out is not None:
+            json_out.frame(frame)
+        if isinstance(frame, ToolApprovalRequired):
+            if not args.yes:
+                print(f"agentry: denied {frame.tool} (pass --yes to approve destructive tools)", file=sys.stderr)
+            await client.approve(frame, bool(args.yes))
+
+
+def _prompt(json_mode: bool) -> Callable[[str], None]:
+    def prompt(text: str) -> None:
+        if not json_mode:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    return prompt
+
+
+def _no_connection(url: str, error: BaseException) -> int:
+    if isinstance(error, InvalidStatus):
+        print(f"agentry: {url} refused the connection: HTTP {error.response.status_code}", file=sys.stderr)
+    else:
+        print(f"agentry: cannot connect to {url}: {error}", file=sys.stderr)
+    return EXIT_NO_CONNECTION

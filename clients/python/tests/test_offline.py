@@ -1,0 +1,68 @@
+"""The client's pure parts: frame parsing, the identity in the URL, the approve it builds,
+the state file. (Against the real gateway: tests/e2e/test_client_library.py and test_cli.py.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+from agentry_client import UnknownFrame, frame_dict, parse_frame
+from agentry_client.client import approve_frame, with_user
+from agentry_client.state import State, identity
+from agentry_shared.contracts.frames import ErrorFrame, MessageDelta, ToolApprovalRequired
+
+
+def test_server_frames_parse_into_the_shared_models() -> None:
+    raw = {"type": "message.delta", "conversation_id": "c", "turn_id": "t", "seq": 9, "text": "= 3367."}
+    frame = parse_frame(json.dumps(raw))
+    assert isinstance(frame, MessageDelta) and frame.text == "= 3367."
+    assert frame_dict(frame) == raw
+    error = parse_frame('{"type": "error", "code": "forbidden", "message": "not yours", "id": "m-1"}')
+    assert isinstance(error, ErrorFrame) and error.code == "forbidden" and error.id == "m-1"
+
+
+def test_a_frame_type_from_a_newer_gateway_is_kept_not_refused() -> None:
+    frame = parse_frame('{"type": "turn.paused", "conversation_id": "c", "seq": 3, "why": "later"}')
+    assert isinstance(frame, UnknownFrame) and frame.type == "turn.paused" and frame.seq == 3
+    assert frame_dict(frame)["why"] == "later"
+
+
+def test_something_that_is_no_frame_is_a_value_error() -> None:
+    for raw in ("[1, 2]", '{"no": "type"}', "not json"):
+        with pytest.raises(ValueError):
+            parse_frame(raw)
+
+
+def test_the_dev_user_goes_in_the_query_string() -> None:
+    assert with_user("ws://h:8080/ws", "alice") == "ws://h:8080/ws?user=alice"
+    assert with_user("ws://h:8080/ws?user=bob&x=1", "alice") == "ws://h:8080/ws?x=1&user=alice"
+    assert with_user("ws://h:8080/ws", None) == "ws://h:8080/ws"
+
+
+def test_approve_echoes_the_call_it_answers() -> None:
+    request = ToolApprovalRequired(
+        conversation_id="c", turn_id="t", seq=5, tool="workspace_write", call_id="call_7", arguments={}, expires_in_ms=1
+    )
+    frame = approve_frame(request, True, id="p-1")
+    expected = {"type": "approve", "call_id": "call_7", "approved": True, "id": "p-1"}
+    assert frame.model_dump(exclude_none=True) == expected
+
+
+def test_the_last_conversation_is_kept_per_url_and_user(tmp_path: Path) -> None:
+    state = State(tmp_path / "agentry" / "state.json")
+    assert state.last_conversation("ws://a/ws", "alice") is None
+    state.remember("ws://a/ws", "alice", "c-1")
+    state.remember("ws://b/ws", "alice", "c-2")
+    assert State(state.path).last_conversation("ws://a/ws", "alice") == "c-1"
+    assert state.last_conversation("ws://b/ws", "alice") == "c-2"
+    assert state.last_conversation("ws://a/ws", "bob") is None
+
+
+def test_the_identity_is_the_user_or_the_tokens_subject() -> None:
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": "carol"}).encode()).decode().rstrip("=")
+    assert identity(None, f"header.{claims}.signature") == "carol"
+    assert identity("alice", None) == "alice"
+    assert identity(None, "garbage") == "token"
+    assert identity(None, None) == "dev"

@@ -1,0 +1,121 @@
+"""The `agentry` terminal client, driven through a pseudo-terminal as a person would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+AGENTRY = str(Path(sys.executable).parent / "agentry")
+
+
+def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn[str]:
+    env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm"}
+    child = pexpect.spawn(
+        AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=env, encoding="utf-8", timeout=30
+    )
+    child.expect_exact("you> ")
+    return child
+
+
+def leave(child: pexpect.spawn[str]) -> None:
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def ask(stack: Stack, user: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENTRY, "ask", "--url", stack.ws_url, "--user", user, *args],
+        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_chat_streams_the_answer_with_tool_lines_and_continues_later(slow_stack: Stack, tmp_path: Path) -> None:
+    child = chat(slow_stack, "cli-1", tmp_path)
+    child.sendline("what is 37*91?")
+    child.expect_exact("⚙ calculator… done")
+    child.expect_exact("3367")
+    child.expect_exact("you> ")
+    assert "[reasoning]" not in (child.before or "")
+    leave(child)
+    # --continue picks the conversation up again (the model sees the earlier exchange).
+    child = chat(slow_stack, "cli-1", tmp_path, "--continue")
+    child.sendline("what was my previous question?")
+    child.expect_exact('You previously asked: "what is 37*91?"')
+    child.expect_exact("you> ")
+    child.sendline("/new")
+    child.expect_exact("new conversation")
+    child.sendline("what was my previous question?")
+    child.expect_exact("There is no previous message")  # a new conversation
+    child.expect_exact("you> ")
+    leave(child)
+
+
+def test_cancel_stops_a_long_turn(slow_stack: Stack, tmp_path: Path) -> None:
+    child = chat(slow_stack, "cli-2", tmp_path)
+    child.sendline("count to 200")
+    child.expect(r"\b5 6 7\b")
+    child.sendline("/cancel")
+    child.expect_exact("turn failed: cancelled")
+    child.expect_exact("you> ")
+    assert "200" not in (child.before or "")
+    leave(child)
+
+
+def test_an_approval_answered_y_runs_the_destructive_tool(slow_stack: Stack, tmp_path: Path) -> None:
+    child = chat(slow_stack, "cli-3", tmp_path)
+    child.sendline('save "hello from the terminal" to cli.txt')
+    child.expect_exact("workspace_write")
+    child.expect_exact("Approve? [y/N] ")
+    child.sendline("y")
+    child.expect_exact("⚙ workspace_write… done")
+    child.expect_exact("I saved")
+    child.expect_exact("you> ")
+    child.sendline("read cli.txt")
+    child.expect_exact("hello from the terminal")
+    child.expect_exact("you> ")
+    leave(child)
+
+
+def test_ask_prints_the_answer_and_exits_0(slow_stack: Stack, tmp_path: Path) -> None:
+    done = ask(slow_stack, "cli-4", tmp_path, "what is 37*91?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "37*91 = 3367."
+    again = ask(slow_stack, "cli-4", tmp_path, "--continue", "what was my previous question?")
+    assert again.returncode == 0 and "37*91" in again.stdout
+
+
+def test_ask_exits_non_zero_with_the_error_on_stderr_when_the_turn_fails(slow_stack: Stack, tmp_path: Path) -> None:
+    failed = ask(slow_stack, "cli-5", tmp_path, "[[model-error]] what is 2+2?")
+    assert failed.returncode == 1
+    assert failed.stdout == ""
+    assert "turn failed: model_unavailable" in failed.stderr
+
+
+def test_ask_json_prints_one_frame_a_line(slow_stack: Stack, tmp_path: Path) -> None:
+    import json
+
+    done = ask(slow_stack, "cli-6", tmp_path, "--json", "what is 6*7?")
+    assert done.returncode == 0, done.stderr
+    frames = [json.loads(line) for line in done.stdout.splitlines()]
+    assert frames[0]["type"] == "message.accepted" and frames[-1]["type"] == "turn.completed"
+    assert "42" in frames[-1]["text"]
+
+
+def test_ask_without_a_gateway_exits_3(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [AGENTRY, "ask", "--url", "ws://127.0.0.1:9/ws", "hi"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 3 and "cannot connect" in done.stderr

@@ -1,0 +1,66 @@
+"""agentry_client against the real stack: a dropped socket is resumed without gap or
+duplicate, cancel, approve, refusals as exceptions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from agentry_client import AgentryClient, ServerError, TurnFailed
+from agentry_shared.contracts.frames import MessageDelta, ToolApprovalRequired, ToolFinished
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_dropped_socket_is_resumed_with_every_frame_once(slow_stack: Stack) -> None:
+    reconnects: list[int] = []
+    async with AgentryClient(slow_stack.ws_url, user="lib-1", on_reconnect=reconnects.append) as client:
+        turn = await client.send("count to 60")
+        async with asyncio.timeout(60):
+            async for frame in turn:
+                if isinstance(frame, MessageDelta) and frame.text.strip() == "10":
+                    assert client._ws is not None
+                    client._ws.transport.abort()  # the network drops mid-answer
+        assert reconnects == [1]
+        seqs = [frame.seq for frame in turn.frames]  # the frames of the turn, once each
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs  # no gap, no duplicate
+        assert (await turn.answer()).split() == [str(n) for n in range(1, 61)]
+        # The client goes on working on the new socket.
+        assert "3367" in await client.ask("what is 37*91?", turn.conversation_id)
+
+
+async def test_cancel_ends_the_turn_as_failed_cancelled(slow_stack: Stack) -> None:
+    async with AgentryClient(slow_stack.ws_url, user="lib-2") as client:
+        turn = await client.send("count to 300")
+        async with asyncio.timeout(30):
+            async for frame in turn:
+                if isinstance(frame, MessageDelta):
+                    await turn.cancel()
+        with pytest.raises(TurnFailed) as failed:
+            await turn.answer()
+        assert failed.value.code == "cancelled"
+        assert "300" not in turn.text
+
+
+async def test_approve_answers_the_approval_frame(stack: Stack) -> None:
+    async with AgentryClient(stack.ws_url, user="lib-3") as client:
+        turn = await client.send('save "from the library" to lib.txt')
+        async with asyncio.timeout(60):
+            async for frame in turn:
+                if isinstance(frame, ToolApprovalRequired):
+                    await client.approve(frame, True)
+        finished = [f for f in turn.frames if isinstance(f, ToolFinished)]
+        assert [(f.tool, f.ok) for f in finished] == [("workspace_write", True)]
+        assert "from the library" in await client.ask("read lib.txt", turn.conversation_id)
+
+
+async def test_a_refused_message_raises_server_error(stack: Stack) -> None:
+    async with AgentryClient(stack.ws_url, user="lib-4") as owner, AgentryClient(stack.ws_url, user="lib-5") as other:
+        mine = await owner.send("hi")
+        await mine.wait()
+        assert mine.conversation_id is not None
+        with pytest.raises(ServerError) as refused:
+            await other.ask("hi", mine.conversation_id)
+        assert refused.value.code == "forbidden"
