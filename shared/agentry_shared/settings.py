@@ -6,17 +6,29 @@ with the name of the environment variable (pydantic-settings does that for us).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RFC 7518 3.2: an HS256 key is at least as long as the hash (32 bytes).
+MIN_JWT_SECRET_BYTES = 32
+
+
+def _set_but_blank(name: str) -> bool:
+    """Whether the variable is in the environment with nothing in it: `env_ignore_empty`
+    makes such a variable look unset, which for a secret must never mean "no secret"."""
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    return value is not None and not value.strip()
 
 
 class CommonSettings(BaseSettings):
     """What every service needs: the broker, the name prefix, logging, its own ops port."""
 
-    # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key.
+    # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key
+    # (GatewaySettings refuses to start on it rather than run without authentication).
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
@@ -45,8 +57,27 @@ class GatewaySettings(CommonSettings):
     # Per socket: at most this many client frames per second (token bucket, burst = 2x).
     gateway_max_frames_per_second: float = Field(default=20.0, gt=0)
     gateway_send_queue_frames: int = Field(default=1024, ge=16)
+    # Development only: no tokens, the user is whatever `?user=` says (logged as a warning
+    # at every start). Without it the gateway refuses to start unless a key is configured.
+    auth_dev_identity: bool = False
     auth_jwt_secret: SecretStr | None = None
     auth_jwt_audience: str | None = None
+
+    @model_validator(mode="after")
+    def _one_verification_key(self) -> Self:
+        """Fail closed: a gateway that cannot verify tokens does not start (unless the
+        development identity is asked for), naming the variable to set."""
+        if self.auth_jwt_secret is None and _set_but_blank("AUTH_JWT_SECRET"):
+            raise ValueError("AUTH_JWT_SECRET is set but empty: set a real value, or unset it")
+        if self.auth_jwt_secret is None and not self.auth_dev_identity:
+            raise ValueError(
+                "no token verification key: set AUTH_JWT_SECRET, "
+                "or AUTH_DEV_IDENTITY=true for development (no authentication)"
+            )
+        secret = self.auth_jwt_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"AUTH_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        return self
 
 
 class ReasonerSettings(CommonSettings):

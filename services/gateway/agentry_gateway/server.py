@@ -107,9 +107,18 @@ class Gateway:
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info(f"serving ws://{self.settings.bind_host}:{bound}{WS_PATH}")
+        self._warn_dev_identity()
         if not self._attached:
             self._spawn(self._connect_and_attach())
         return bound
+
+    def _warn_dev_identity(self) -> None:
+        if not self.settings.auth_dev_identity:
+            return
+        if self._secret is None:
+            log.warning("AUTH_DEV_IDENTITY=true: no authentication, anyone is whoever ?user= says (development only)")
+        else:
+            log.warning("AUTH_DEV_IDENTITY=true is ignored: a verification key is set, so tokens are required")
 
     async def _connect_and_attach(self) -> None:
         await broker.connect_until_up(self.bus)
