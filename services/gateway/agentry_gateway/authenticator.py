@@ -83,9 +83,18 @@ def refused(exc: AuthError, peer: str, where: str) -> None:
     log.warning("authentication refused", extra={"reason": exc.reason, "client": peer, "at": where})
 
 
+def peer(address: object) -> str:
+    """A client's address for logs (behind a proxy: the proxy's)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
 class Authenticator:
-    def __init__(self, verifier: Verifier | None) -> None:
+    def __init__(self, verifier: Verifier | None, leeway: float = 0.0) -> None:
         self.verifier = verifier
+        # A socket's token is judged expired at exp + leeway, as at the handshake.
+        self.leeway = leeway
 
     @property
     def dev_identity(self) -> bool:

@@ -26,7 +26,7 @@ from websockets.http11 import Request, Response
 
 from agentry_gateway import broker, inbound, metrics
 from agentry_gateway.auth import AuthError, Identity
-from agentry_gateway.authenticator import Authenticator, JwksVerifier, verifier_from
+from agentry_gateway.authenticator import Authenticator, JwksVerifier, peer, verifier_from
 from agentry_gateway.connection import ClientSession, Shared
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.intake import Intake
@@ -40,12 +40,6 @@ log = logging.getLogger(__name__)
 # multiple of the configured limit, so frames between the two get a `frame_too_large`
 # error frame and the socket stays open.
 HARD_CAP_FACTOR = 4
-
-
-def peer(connection: ServerConnection) -> str:
-    """The client's address for logs (behind a proxy: the proxy's)."""
-    address = connection.remote_address
-    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
 
 
 class Gateway:
@@ -64,6 +58,7 @@ class Gateway:
         self.fanout = Fanout(bus)
         self.intake = Intake(bus, publish_timeout=publish_timeout)
         self.memory = MemoryClient(bus, timeout=memory_timeout)
+        self.authenticator = Authenticator(verifier_from(settings), settings.auth_jwt_leeway_seconds)
         self._shared = Shared(
             limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),
             frames_per_second=settings.gateway_max_frames_per_second,
@@ -76,6 +71,7 @@ class Gateway:
                 page=replay_page,
                 outage_retry_seconds=outage_retry_seconds,
             ),
+            authenticator=self.authenticator,
         )
         self._sessions: set[ClientSession] = set()
         self._attached = False
@@ -84,7 +80,6 @@ class Gateway:
         # weak, so a handshake that fails after authentication leaves nothing behind.
         self._identities: WeakKeyDictionary[ServerConnection, Identity] = WeakKeyDictionary()
         self._server: Server | None = None
-        self.authenticator = Authenticator(verifier_from(settings))
 
     def ready(self) -> tuple[bool, str]:
         """Ready = the broker is connected (not mid-reconnect) and frames are consumed."""
@@ -191,7 +186,7 @@ class Gateway:
             return answer
         authorization = request.headers.get_all("Authorization")
         try:
-            identity = await self.authenticator.handshake(request.path, authorization, peer(connection))
+            identity = await self.authenticator.handshake(request.path, authorization, peer(connection.remote_address))
         except AuthError as exc:
             return refusal(exc)
         self._identities[connection] = identity
