@@ -121,6 +121,9 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # `make run` is for development on this machine: clients say who they are with ?user=
+    # (the gateway logs a warning). Export AUTH_JWT_SECRET to require tokens instead.
+    os.environ.setdefault("AUTH_DEV_IDENTITY", "true")
     for s in SERVICES:
         s.start()
     try:

@@ -89,6 +89,8 @@ class Stack:
             "OPENAI_BASE_URL": f"http://127.0.0.1:{self.ports['offline-model']}/v1",
             "SHUTDOWN_GRACE_SECONDS": "5",
             "OFFLINE_MODEL_CHUNK_DELAY_MS": "1",
+            # Clients in these tests say who they are with ?user=; no tokens.
+            "AUTH_DEV_IDENTITY": "true",
             **{var: str(self.ports[name]) for name, var in PORT_VARS.items()},
             **env,
         }

@@ -6,17 +6,32 @@ with the name of the environment variable (pydantic-settings does that for us).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# RFC 7518 3.2: an HS256 key is at least as long as the hash (32 bytes).
+MIN_JWT_SECRET_BYTES = 32
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+_KEYS = ("AUTH_JWT_SECRET", "AUTH_JWKS_URL", "AUTH_JWKS_FILE")
+
+
+def _set_but_blank(name: str) -> bool:
+    """Whether the variable is in the environment with nothing in it: `env_ignore_empty`
+    makes such a variable look unset, which for a secret must never mean "no secret"."""
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    return value is not None and not value.strip()
 
 
 class CommonSettings(BaseSettings):
     """What every service needs: the broker, the name prefix, logging, its own ops port."""
 
-    # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key.
+    # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key
+    # (GatewaySettings refuses to start on it rather than run without authentication).
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
@@ -45,8 +60,47 @@ class GatewaySettings(CommonSettings):
     # Per socket: at most this many client frames per second (token bucket, burst = 2x).
     gateway_max_frames_per_second: float = Field(default=20.0, gt=0)
     gateway_send_queue_frames: int = Field(default=1024, ge=16)
+    # Development only: no tokens, the user is whatever `?user=` says (logged as a warning
+    # at every start). Without it the gateway refuses to start unless a key is configured.
+    auth_dev_identity: bool = False
+    # Exactly one way to verify tokens: the issuer's JWKS (RS256/ES256) as a URL or a
+    # file, for real deployments; or an HS256 secret (development, tests).
+    auth_jwks_url: str | None = None
+    auth_jwks_file: Path | None = None
     auth_jwt_secret: SecretStr | None = None
+    # Checked when set: the token's `iss` must be this, its `aud` must name this.
+    auth_jwt_issuer: str | None = None
     auth_jwt_audience: str | None = None
+    # Clock skew tolerated on exp/nbf/iat, at the handshake and for the socket's expiry.
+    auth_jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    # A token with an unknown `kid` refetches the JWKS (key rotation), at most this often.
+    auth_jwks_refetch_seconds: float = Field(default=30.0, gt=0)
+    # The JWKS is refetched once this old, so a key the issuer removed stops working.
+    auth_jwks_max_age_seconds: float = Field(default=600.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_verification_key(self) -> Self:
+        """Fail closed: a gateway that cannot verify tokens does not start (unless the
+        development identity is asked for), naming the variable to set."""
+        for name in (*_KEYS, "AUTH_JWT_ISSUER", "AUTH_JWT_AUDIENCE"):
+            if getattr(self, name.lower()) is None and _set_but_blank(name):
+                raise ValueError(f"{name} is set but empty: set a real value, or unset it")
+        keys = [name for name in _KEYS if getattr(self, name.lower()) is not None]
+        if len(keys) > 1:
+            raise ValueError(f"set only one of {', '.join(_KEYS)} (got {', '.join(keys)})")
+        if not keys and not self.auth_dev_identity:
+            raise ValueError(
+                "no token verification key: set AUTH_JWKS_URL or AUTH_JWKS_FILE (or AUTH_JWT_SECRET), "
+                "or AUTH_DEV_IDENTITY=true for development (no authentication)"
+            )
+        if self.auth_jwks_url is not None:
+            url = urlsplit(self.auth_jwks_url)
+            if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+                raise ValueError("AUTH_JWKS_URL must be https (plain http only on loopback)")
+        secret = self.auth_jwt_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(f"AUTH_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+        return self
 
 
 class ReasonerSettings(CommonSettings):

@@ -210,6 +210,15 @@ def test_deployments_and_secret_name_only_real_settings() -> None:
     assert not unknown, f"environment variables no settings class reads: {sorted(unknown)}"
 
 
+def test_gateway_never_runs_the_development_identity_in_kubernetes() -> None:
+    """Pinned in the Deployment's env (which wins over envFrom), absent from the ConfigMap."""
+    env = {item["name"]: item for item in the_container(deployments()["gateway"]).get("env", [])}
+    assert env["AUTH_DEV_IDENTITY"] == {"name": "AUTH_DEV_IDENTITY", "value": "false"}
+    assert "AUTH_DEV_IDENTITY" not in config()
+    # Optional so a JWKS deployment can leave it out: the gateway itself refuses to start keyless.
+    assert env["AUTH_JWT_SECRET"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
 def test_secret_refs_resolve() -> None:
     secret = load(BASE / "secret.example.yaml")[0]
     for name, deployment in deployments().items():

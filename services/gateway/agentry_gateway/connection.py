@@ -10,11 +10,12 @@ as tasks of their own, so a long one never delays the client's next frame (a can
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 
-from agentry_shared.contracts.frames import Approve, CancelTurn, ClientFrame, ErrorFrame, Resume, SendMessage
+from agentry_shared.contracts.frames import Approve, CancelTurn, ClientFrame, ErrorFrame, Reauth, Resume, SendMessage
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from websockets.asyncio.server import ServerConnection
@@ -24,6 +25,8 @@ from websockets.protocol import State
 
 from agentry_gateway import approval, inbound, metrics
 from agentry_gateway.auth import Identity
+from agentry_gateway.authenticator import Authenticator, peer
+from agentry_gateway.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_CLOSE, Expiry
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
 from agentry_gateway.intake import Intake
@@ -49,6 +52,7 @@ class Shared:
     intake: Intake
     memory: MemoryClient
     tuning: Tuning
+    authenticator: Authenticator | None = None  # None: no token checks after the handshake
 
 
 class ClientSession:
@@ -63,15 +67,19 @@ class ClientSession:
         self._claimed: set[str] = set()
         self._subscribed: set[str] = set()
         self._closer: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._expiry = Expiry(identity, shared.authenticator, self._token_expired)
         self._resync = Resync(self._outbox, shared.memory, self._scope, self._send_error, self._overflow, shared.tuning)
 
     async def run(self) -> None:
         metrics.CONNECTIONS.inc()
-        writer = asyncio.create_task(self._write_loop())
+        writer = self._writer = asyncio.create_task(self._write_loop())
         log.debug("socket opened", extra={"user_id": self._identity.user_id})
+        self._expiry.start()
         try:
             await self._read_loop()
         finally:
+            self._expiry.stop()
             writer.cancel()
             await self._resync.close()
             for conversation_id in self._subscribed:
@@ -101,6 +109,23 @@ class ClientSession:
         metrics.SLOW_CONSUMER_DISCONNECTS.inc()
         log.warning("slow consumer disconnected", extra={"user_id": self._identity.user_id})
         self._closer = asyncio.create_task(self._ws.close(CloseCode.TRY_AGAIN_LATER, OVERFLOW_REASON))
+
+    def _token_expired(self) -> None:
+        """exp passed with no reauth: a last `token_expired` frame, then close 4401."""
+        if self._closer is not None:
+            return
+        log.info("token expired: closing the socket", extra={"user_id": self._identity.user_id})
+        self._closer = asyncio.create_task(self._close_expired())
+
+    async def _close_expired(self) -> None:
+        if self._writer is not None:  # so nothing queued goes out after the last frame
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+        frame = inbound.error(TOKEN_EXPIRED, "the token expired: reconnect with a fresh one")
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(frame.model_dump_json(exclude_none=True))
+            metrics.FRAMES_SENT.labels("error").inc()
+        await self._ws.close(TOKEN_EXPIRED_CLOSE, "token expired")
 
     async def _write_loop(self) -> None:
         try:
@@ -142,6 +167,8 @@ class ClientSession:
                 await self._on_resume(frame)
             case Approve():
                 await self._on_approve(frame)
+            case Reauth():
+                await self._on_reauth(frame)
 
     def _scope(self, conversation_id: str) -> Scope:
         return Scope(
@@ -199,6 +226,14 @@ class ClientSession:
         refused = approval.refusal(frame.approved, reply.state)
         if refused is not None:
             self._refuse(inbound.error(*refused, id=frame.id, conversation_id=reply.conversation_id))
+            return
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _on_reauth(self, frame: Reauth) -> None:
+        """A fresh token moves the socket's expiry; a refusal leaves it where it was."""
+        refusal = await self._expiry.reauth(frame, peer(self._ws.remote_address))
+        if refusal is not None:
+            self._refuse(refusal)
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import Counter, Gauge
+
+from agentry_gateway.auth import RefusalReason
 
 CONNECTIONS = Gauge("agentry_gateway_connections", "Open client WebSocket connections")
 CLIENT_FRAMES = Counter(
@@ -24,3 +28,11 @@ REPLAYS = Counter(
 REPLAYED_FRAMES = Counter("agentry_gateway_replayed_frames_total", "Frames sent from replays, by kind", ["kind"])
 BROKER_DISCONNECTS = Counter("agentry_gateway_broker_disconnects_total", "Broker connection losses")
 BROKER_RECONNECTS = Counter("agentry_gateway_broker_reconnects_total", "Broker connections restored")
+AUTH_REFUSALS = Counter(
+    "agentry_gateway_auth_refusals_total",
+    "Refused logins (handshakes and reauth frames), by reason (auth.REFUSAL_MEANINGS)",
+    ["reason"],
+)
+# Every reason exported from the start at 0, so a rate() or an alert sees the first one.
+for _reason in get_args(RefusalReason):
+    AUTH_REFUSALS.labels(_reason)

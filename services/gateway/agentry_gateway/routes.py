@@ -16,7 +16,7 @@ from agentry_shared.ops import metrics_response_body
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from agentry_gateway.auth import AuthError, Identity, authenticate
+from agentry_gateway.auth import AuthError
 
 WS_PATH = "/ws"
 Readiness = Callable[[], tuple[bool, str]]
@@ -41,8 +41,8 @@ def json_response(status: int, payload: dict[str, object], extra: list[tuple[str
     return response(status, json.dumps(payload).encode(), "application/json", extra)
 
 
-def route(request: Request, ready: Readiness, *, secret: str | None, audience: str | None) -> Response | Identity:
-    """The HTTP answer to a request, or the identity of a socket allowed to open on /ws."""
+def route(request: Request, ready: Readiness) -> Response | None:
+    """The HTTP answer to a request; None for a socket on /ws (authenticated next)."""
     path = urlsplit(request.path).path
     if path == "/healthz":
         return json_response(200, {"status": "ok"})
@@ -54,13 +54,16 @@ def route(request: Request, ready: Readiness, *, secret: str | None, audience: s
         return response(200, body, content_type)
     if path != WS_PATH:
         return json_response(404, {"error": "not_found", "message": f"no such path; sockets open on {WS_PATH}"})
-    try:
-        authorization = request.headers.get_all("Authorization")
-        if len(authorization) > 1:
-            raise AuthError(400, "more than one Authorization header")
-        header = authorization[0] if authorization else None
-        return authenticate(request.path, header, secret=secret, audience=audience)
-    except AuthError as exc:
-        challenge = [("WWW-Authenticate", 'Bearer realm="agentry"')] if exc.status == 401 else []
-        code = "unauthorized" if exc.status == 401 else "bad_request"
-        return json_response(exc.status, {"error": code, "message": exc.message}, challenge)
+    return None
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 503: "unavailable"}
+
+
+def refusal(exc: AuthError) -> Response:
+    """A refused handshake: the status, and a message that says what to fix."""
+    challenge = [("WWW-Authenticate", 'Bearer realm="agentry"')] if exc.status == 401 else []
+    if exc.status == 503:
+        challenge.append(("Retry-After", "5"))
+    code = _CODES.get(exc.status, "forbidden")
+    return json_response(exc.status, {"error": code, "reason": exc.reason, "message": exc.message}, challenge)

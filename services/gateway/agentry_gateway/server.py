@@ -25,13 +25,14 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from agentry_gateway import broker, inbound, metrics
-from agentry_gateway.auth import Identity
+from agentry_gateway.auth import AuthError, Identity
+from agentry_gateway.authenticator import Authenticator, JwksVerifier, peer, verifier_from
 from agentry_gateway.connection import ClientSession, Shared
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.intake import Intake
 from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.resync import Tuning
-from agentry_gateway.routes import WS_PATH, route
+from agentry_gateway.routes import WS_PATH, refusal, route
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Gateway:
         self.fanout = Fanout(bus)
         self.intake = Intake(bus, publish_timeout=publish_timeout)
         self.memory = MemoryClient(bus, timeout=memory_timeout)
+        self.authenticator = Authenticator(verifier_from(settings), settings.auth_jwt_leeway_seconds)
         self._shared = Shared(
             limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),
             frames_per_second=settings.gateway_max_frames_per_second,
@@ -69,6 +71,7 @@ class Gateway:
                 page=replay_page,
                 outage_retry_seconds=outage_retry_seconds,
             ),
+            authenticator=self.authenticator,
         )
         self._sessions: set[ClientSession] = set()
         self._attached = False
@@ -77,8 +80,6 @@ class Gateway:
         # weak, so a handshake that fails after authentication leaves nothing behind.
         self._identities: WeakKeyDictionary[ServerConnection, Identity] = WeakKeyDictionary()
         self._server: Server | None = None
-        secret = settings.auth_jwt_secret
-        self._secret = secret.get_secret_value() if secret is not None else None
 
     def ready(self) -> tuple[bool, str]:
         """Ready = the broker is connected (not mid-reconnect) and frames are consumed."""
@@ -107,9 +108,21 @@ class Gateway:
         )
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info(f"serving ws://{self.settings.bind_host}:{bound}{WS_PATH}")
+        self._warn_dev_identity()
+        verifier = self.authenticator.verifier
+        if isinstance(verifier, JwksVerifier):
+            self._spawn(verifier.keys.refresh())  # warm the key cache; handshakes fetch if this fails
         if not self._attached:
             self._spawn(self._connect_and_attach())
         return bound
+
+    def _warn_dev_identity(self) -> None:
+        if not self.settings.auth_dev_identity:
+            return
+        if self.authenticator.dev_identity:
+            log.warning("AUTH_DEV_IDENTITY=true: no authentication, anyone is whoever ?user= says (development only)")
+        else:
+            log.warning("AUTH_DEV_IDENTITY=true is ignored: a verification key is set, so tokens are required")
 
     async def _connect_and_attach(self) -> None:
         await broker.connect_until_up(self.bus)
@@ -167,12 +180,17 @@ class Gateway:
         await self.intake.close()
         await self.fanout.close()
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        result = route(request, self.ready, secret=self._secret, audience=self.settings.auth_jwt_audience)
-        if isinstance(result, Identity):
-            self._identities[connection] = result
-            return None
-        return result
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        answer = route(request, self.ready)
+        if answer is not None:
+            return answer
+        authorization = request.headers.get_all("Authorization")
+        try:
+            identity = await self.authenticator.handshake(request.path, authorization, peer(connection.remote_address))
+        except AuthError as exc:
+            return refusal(exc)
+        self._identities[connection] = identity
+        return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         identity = self._identities.pop(ws, None)

@@ -135,6 +135,7 @@ async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
             "gateway_max_text_chars": 1000,
             "gateway_max_frames_per_second": 1000.0,
             "shutdown_grace_seconds": 5.0,
+            "auth_dev_identity": True,
             "auth_jwt_secret": None,
             "auth_jwt_audience": None,
             **overrides,

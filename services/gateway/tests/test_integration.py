@@ -198,7 +198,7 @@ async def test_jwt_mode(broker: Broker, start_gateway: StartGateway) -> None:
         async with connect(f"{url}?token=not-a-jwt"):
             pass
     assert info.value.response.status_code == 401
-    expired = jwt.encode({"sub": "alice", "aud": "agentry", "exp": int(time.time()) - 5}, SECRET, "HS256")
+    expired = jwt.encode({"sub": "alice", "aud": "agentry", "exp": int(time.time()) - 120}, SECRET, "HS256")
     with pytest.raises(InvalidStatus) as info:
         async with connect(url, additional_headers={"Authorization": f"Bearer {expired}"}):
             pass

@@ -54,6 +54,7 @@ def gateway_env(broker: Broker, port: int) -> dict[str, str]:
         "AGENTRY_PARTITIONS": str(broker.topology.partitions),
         "GATEWAY_PORT": str(port),
         "SHUTDOWN_GRACE_SECONDS": "5",
+        "AUTH_DEV_IDENTITY": "true",
     }
     env.pop("AUTH_JWT_SECRET", None)
     return env
@@ -84,8 +85,23 @@ async def test_console_script_serves_and_stops_on_sigterm(broker: Broker) -> Non
     lines = [json.loads(line) for line in (await process.stderr.read()).decode().splitlines() if line.startswith("{")]
     messages = [line["msg"] for line in lines]
     assert f"serving ws://127.0.0.1:{port}/ws" in messages
+    warning = next(line for line in lines if line["msg"].startswith("AUTH_DEV_IDENTITY=true"))
+    assert warning["level"] == "warning" and "no authentication" in warning["msg"]
     published = next(line for line in lines if line["msg"] == "turn published")
     assert published["turn_id"] == turn.turn_id and published["conversation_id"] == turn.scope.conversation_id
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")
+@pytest.mark.parametrize("dev_identity", ["true", "false"])
+async def test_empty_secret_refuses_to_start(broker: Broker, dev_identity: str) -> None:
+    """A Kubernetes Secret whose key exists but is empty: the process exits, naming the variable."""
+    env = {**gateway_env(broker, free_port()), "AUTH_JWT_SECRET": "", "AUTH_DEV_IDENTITY": dev_identity}
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode != 0
+    assert b"AUTH_JWT_SECRET is set but empty" in stderr
 
 
 @pytest.mark.skipif(not SCRIPT.exists(), reason="agentry-gateway is not installed in this environment")

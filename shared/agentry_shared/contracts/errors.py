@@ -28,6 +28,7 @@ ClientErrorCode = Literal[
     "invalid_cancel",
     "invalid_resume",
     "invalid_approve",
+    "invalid_reauth",
     "text_too_long",
     "frame_too_large",
     "binary_not_supported",
@@ -40,6 +41,8 @@ ClientErrorCode = Literal[
     "approval_already_decided",
     "resume_gap",
     "resume_required",
+    "token_expired",
+    "reauth_refused",
 ]
 
 CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
@@ -50,6 +53,7 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, or unknown",
     "invalid_resume": "a field of the `resume` frame is missing, empty, of the wrong type, or unknown",
     "invalid_approve": "a field of the `approve` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_reauth": "a field of the `reauth` frame is missing, empty, of the wrong type, or unknown",
     "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
     "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
     "binary_not_supported": "a binary frame",
@@ -62,6 +66,8 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
     "resume_gap": "resume: frames up to a seq expired; the replay goes on with the kept ones",
     "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
+    "token_expired": "the socket's token expired (no `reauth` in time): the last frame; the socket closes with 4401",
+    "reauth_refused": "reauth: the token is invalid, expired, or for another user; the old expiry stands",
 }
 
 # Schema failures of a client frame are reported as `invalid_<type>`, by frame type.
@@ -70,6 +76,7 @@ INVALID_CLIENT_FRAME: Final[dict[str, ClientErrorCode]] = {
     "cancel": "invalid_cancel",
     "resume": "invalid_resume",
     "approve": "invalid_approve",
+    "reauth": "invalid_reauth",
 }
 
 # ---- memory RPC failures (memory.MemoryFailure) ------------------------------------------

@@ -56,7 +56,16 @@ class Approve(_ClientFrame):
     id: str | None = Field(default=None, max_length=128)
 
 
-ClientFrame = Annotated[SendMessage | CancelTurn | Resume | Approve, Field(discriminator="type")]
+class Reauth(_ClientFrame):
+    """A fresh token for the same tenant and user, before the socket's token expires
+    (then the socket closes with 4401 after an `error` frame `token_expired`)."""
+
+    type: Literal["reauth"]
+    token: str = Field(min_length=1, max_length=16384)
+    id: str | None = Field(default=None, max_length=128)
+
+
+ClientFrame = Annotated[SendMessage | CancelTurn | Resume | Approve | Reauth, Field(discriminator="type")]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 
 # ---- server -> client -------------------------------------------------------------
