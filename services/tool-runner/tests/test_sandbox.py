@@ -111,7 +111,6 @@ async def test_folders_the_sandbox_user_cannot_reach_are_refused_clearly(tmp_pat
     hidden = tmp_path / "private"  # pytest's base folder is 0700 root
     (hidden / "docs").mkdir(parents=True)
     assert not reachable(hidden / "docs", NOBODY, NOBODY)
-    assert reachable(SAMPLE_DOCS, NOBODY, NOBODY)
     assert BWRAP is not None
     executor = SandboxExecutor(BWRAP, Resources(Path("/tmp/agentry-unused"), hidden / "docs"))
     result = await executor.run(tool("search_docs"), {"query": "x"}, SCOPE)
