@@ -169,6 +169,9 @@ class ToolRunnerSettings(CommonSettings):
     # Without bubblewrap, sandboxed tools are refused unless the operator accepts weaker
     # isolation (rlimits, an unprivileged uid and a process group only) with this flag.
     tool_runner_allow_weak_isolation: bool = False
+    # Cap each call's memory with a cgroup of its own where the host allows it (else, or
+    # when off, with fewer processes and a lower RLIMIT_AS); see docs/tools.md.
+    tool_runner_cgroups: bool = True
 
 
 class MemorySettings(CommonSettings):

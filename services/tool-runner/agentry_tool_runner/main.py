@@ -47,10 +47,14 @@ async def service(
     settings = settings or ToolRunnerSettings()
     topology = Topology.from_settings(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
+    describe_memory = None
     if executor is None:  # tries the sandbox once; logs and reports what it found
-        executor = (await choose(settings)).executor
+        isolation = await choose(settings)
+        executor, describe_memory = isolation.executor, isolation.describe_memory
     executor = MemoryServiceExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
-    consumer = ToolCallConsumer(bus, registry, executor, settings.tool_runner_concurrency, timing=timing)
+    consumer = ToolCallConsumer(
+        bus, registry, executor, settings.tool_runner_concurrency, timing=timing, memory=describe_memory
+    )
     started = False
 
     def ready() -> tuple[bool, str]:

@@ -29,3 +29,8 @@ WEAK_ISOLATION = Gauge(
     "agentry_tool_runner_weak_isolation",
     "1 when tools that need the sandbox run without it (TOOL_RUNNER_ALLOW_WEAK_ISOLATION, bubblewrap unavailable).",
 )
+MEMORY_CAP = Gauge(
+    "agentry_tool_runner_memory_cap",
+    "1 for the mechanism capping each call's memory as a whole (cgroup2, cgroup1 or rlimit), chosen at start-up.",
+    ["mechanism"],
+)

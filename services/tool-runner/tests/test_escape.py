@@ -208,3 +208,69 @@ async def test_a_killed_worker_leaves_no_sandbox_behind(
         pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pending
+
+
+# Eight children of 400 MiB each, under a per-process limit of 512 MiB: 3.2 GB before
+# the call was capped as a whole. Counted are those alive *and* holding their 400 MiB at
+# the end (under a cgroup the OOM killer takes some back; under rlimits they cannot
+# allocate it at all).
+MEMORY_HOGS = (
+    "import os, select, time\n"
+    "read_end, write_end = os.pipe()\n"
+    "children = {}\n"
+    "for index in range(8):\n"
+    "    try:\n"
+    "        pid = os.fork()\n"
+    "    except OSError:\n"
+    "        break\n"
+    "    if pid == 0:\n"
+    "        try:\n"
+    "            block = b'x' * (400 * 1024 * 1024)\n"
+    "        except MemoryError:\n"
+    "            os._exit(3)\n"
+    "        os.write(write_end, bytes([index]))\n"
+    "        time.sleep(8)\n"
+    "        os._exit(0)\n"
+    "    children[index] = pid\n"
+    "os.close(write_end)\n"
+    "held, exited, deadline = set(), set(), time.monotonic() + 7\n"
+    "while len(held | exited) < len(children) and time.monotonic() < deadline:\n"
+    "    if select.select([read_end], [], [], 0.1)[0]:\n"
+    "        held |= set(os.read(read_end, 64))\n"
+    "    exited |= {i for i, pid in children.items() if i not in exited and os.waitpid(pid, os.WNOHANG)[0]}\n"
+    "alive = {i for i, pid in children.items() if i not in exited and os.waitpid(pid, os.WNOHANG)[0] == 0}\n"
+    "print('forked', len(children), 'holding', len(held & alive))\n"
+)
+
+
+async def _hogs_stay_under_the_cap(worker: RealWorker) -> None:
+    python = REGISTRY.get("python")
+    assert python is not None
+    result = program(await ask(worker, "python", {"code": MEMORY_HOGS}))
+    holding = int(result["stdout"].split()[-1])
+    assert holding * 400 <= python.limits.call_memory_mib, result
+    after = await ask(worker, "python", {"code": "block = b'x' * (200 * 1024 * 1024); print(len(block))"})
+    assert program(after)["stdout"] == f"{200 * 1024 * 1024}\n"  # a big but fair program still runs
+
+
+async def test_a_call_cannot_hold_more_memory_than_its_cap(sandbox_worker: RealWorker) -> None:
+    """With the mechanism this host allows (cgroups here, when they are writable)."""
+    mechanisms = {
+        name: await sandbox_worker.metric("agentry_tool_runner_memory_cap", mechanism=name)
+        for name in ("cgroup2", "cgroup1", "rlimit")
+    }
+    assert sorted(mechanisms.values()) == [0, 0, 1], mechanisms
+    await _hogs_stay_under_the_cap(sandbox_worker)
+
+
+async def test_without_cgroups_fewer_processes_keep_the_call_under_its_cap(
+    start_real_worker: RealWorkerFactory,
+) -> None:
+    async with start_real_worker(TOOL_RUNNER_CGROUPS="false") as worker:
+        assert await worker.metric("agentry_tool_runner_memory_cap", mechanism="rlimit") == 1
+        await _hogs_stay_under_the_cap(worker)
+        threads = (
+            "import threading\nts = [threading.Thread(target=sum, args=([1],)) for _ in range(2)]\n"
+            "[t.start() for t in ts]; [t.join() for t in ts]; print('threads ok')"
+        )
+        assert program(await ask(worker, "python", {"code": threads}))["stdout"] == "threads ok\n"

@@ -111,7 +111,6 @@ async def test_folders_the_sandbox_user_cannot_reach_are_refused_clearly(tmp_pat
     hidden = tmp_path / "private"  # pytest's base folder is 0700 root
     (hidden / "docs").mkdir(parents=True)
     assert not reachable(hidden / "docs", NOBODY, NOBODY)
-    assert reachable(SAMPLE_DOCS, NOBODY, NOBODY)
     assert BWRAP is not None
     executor = SandboxExecutor(BWRAP, Resources(Path("/tmp/agentry-unused"), hidden / "docs"))
     result = await executor.run(tool("search_docs"), {"query": "x"}, SCOPE)
@@ -164,3 +163,80 @@ def test_tool_modules_load_on_the_bare_system_python(name: str) -> None:
     python = SANDBOX_PYTHON if os.path.exists(SANDBOX_PYTHON) else sys.executable
     done = subprocess.run([python, "-S", "-I", "-c", code], capture_output=True, text=True, timeout=10)
     assert done.returncode == 0, done.stderr
+
+
+async def test_seccomp_refuses_what_a_tool_never_needs(sandbox: SandboxExecutor) -> None:
+    """Each denied call fails with EPERM (a clean error, not a kill); Python works as usual."""
+    pyseccomp = pytest.importorskip("pyseccomp")
+    names = ["io_uring_setup", "io_uring_enter", "io_uring_register", "keyctl", "add_key", "request_key",
+             "ptrace", "unshare", "setns", "mount", "umount2", "pivot_root", "bpf", "perf_event_open",
+             "userfaultfd", "open_by_handle_at", "name_to_handle_at", "init_module", "finit_module",
+             "delete_module", "kexec_load", "acct", "swapon", "swapoff", "reboot", "settimeofday",
+             "clock_settime", "quotactl", "lookup_dcookie", "personality"]  # fmt: skip
+    arch = pyseccomp.system_arch()
+    numbers = {name: pyseccomp.resolve_syscall(arch, name) for name in names}
+    code = (
+        "import ctypes, errno, json\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "seen = {}\n"
+        f"for name, number in {numbers!r}.items():\n"
+        "    ctypes.set_errno(0)\n"
+        "    arg = 0x0040000 if name == 'personality' else 0  # ADDR_NO_RANDOMIZE\n"
+        "    result = libc.syscall(number, arg, 0, 0, 0, 0)\n"
+        "    seen[name] = errno.errorcode.get(ctypes.get_errno(), 'none') if result == -1 else 'ran'\n"
+        "import subprocess, sys, threading, tempfile\n"
+        "t = threading.Thread(target=print); t.start(); t.join()\n"
+        "with tempfile.TemporaryFile() as f: f.write(b'x')\n"
+        "seen['python'] = subprocess.run([sys.executable, '-c', 'print(6*7)'], capture_output=True).stdout.decode()\n"
+        "print(json.dumps(seen))"
+    )
+    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
+    assert result.ok, result.error
+    run = json.loads(result.output)
+    assert run["exit_code"] == 0, run["stderr"]
+    seen = json.loads(run["stdout"].splitlines()[-1])
+    assert seen.pop("python") == "42\n"
+    assert seen == dict.fromkeys(names, "EPERM")
+
+
+def test_the_filter_covers_dockers_refusals() -> None:
+    from agentry_tool_runner.execution.seccomp import DENIED, build_filter
+
+    for name in ("keyctl", "ptrace", "mount", "unshare", "setns", "bpf", "kexec_load", "io_uring_setup"):
+        assert name in DENIED
+    assert len(build_filter()) > 8 * len(DENIED)  # one BPF instruction (8 bytes) per call at least
+
+
+async def test_the_sandbox_runs_from_a_checkout_the_sandbox_user_cannot_reach(tmp_path: Path) -> None:
+    """The package copied under a 0700 folder (a private home, `mktemp -d`) and imported from
+    there: its code (and the sample docs) are staged where uid 65534 can reach them."""
+    private = tmp_path / "home"
+    private.mkdir(mode=0o700)
+    shutil.copytree(PACKAGE_DIR, private / "agentry_tool_runner", ignore=shutil.ignore_patterns("__pycache__"))
+    workspaces = Path(tempfile.mkdtemp(prefix="agentry-test-workspaces-"))
+    workspaces.chmod(0o711)
+    script = (
+        "import asyncio, json, sys\n"
+        f"sys.path.insert(0, {str(private)!r})\n"
+        "import agentry_tool_runner\n"
+        f"assert agentry_tool_runner.__file__.startswith({str(private)!r}), agentry_tool_runner.__file__\n"
+        "from agentry_shared.contracts.scope import Scope\n"
+        "from agentry_shared.settings import ToolRunnerSettings\n"
+        "from agentry_tool_runner.execution.isolation import choose\n"
+        "from agentry_tool_runner.tools.registry import REGISTRY\n"
+        "async def main():\n"
+        f"    chosen = await choose(ToolRunnerSettings(tool_runner_workspace_dir={str(workspaces)!r}))\n"
+        "    scope = Scope(tenant_id='t1', user_id='u1', conversation_id='c1')\n"
+        "    ran = await chosen.executor.run(REGISTRY.get('python'), {'code': 'print(6*7)'}, scope)\n"
+        "    found = await chosen.executor.run(REGISTRY.get('search_docs'), {'query': 'sandbox'}, scope)\n"
+        "    print(json.dumps([chosen.sandboxed, ran.ok and json.loads(ran.output)['stdout'], found.ok]))\n"
+        "asyncio.run(main())\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=private)
+    finally:
+        shutil.rmtree(workspaces, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if os.geteuid() == 0:
+        assert not reachable(private / "agentry_tool_runner", NOBODY, NOBODY)
+    assert json.loads(done.stdout.splitlines()[-1]) == [True, "42\n", True], done.stderr[-3000:]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from agentry_shared.bus import Bus, Consumer, encode
 from agentry_shared.contracts.control import CancelRequested
@@ -27,7 +28,7 @@ from agentry_tool_runner.calls.decision import REFUSALS
 from agentry_tool_runner.calls.lifecycle import Calls
 from agentry_tool_runner.execution.executor import Executor, failure
 from agentry_tool_runner.metrics import TOOL_CALL_DURATION, TOOL_CALLS
-from agentry_tool_runner.tools.registry import Registry
+from agentry_tool_runner.tools.registry import Registry, Tool
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,11 @@ class ToolCallConsumer:
         executor: Executor,
         concurrency: int,
         timing: ClaimTiming | None = None,
+        memory: Callable[[Tool], str] | None = None,
     ) -> None:
         self.bus = bus
         self.registry = registry
+        self.memory = memory  # each tool's memory cap in words, as this worker enforces it
         self.concurrency = concurrency
         timing = timing or ClaimTiming()
         self.calls = Calls(executor, ClaimClient(bus, timing), timing, concurrency)
@@ -65,7 +68,7 @@ class ToolCallConsumer:
         log.info("consuming tool calls", extra={"pools": ",".join(pools)})
 
     async def serve_catalog(self) -> None:
-        body = encode(Catalog(tools=self.registry.descriptors()))
+        body = encode(Catalog(tools=self.registry.descriptors(self.memory)))
 
         async def answer(request: bytes) -> bytes:
             CatalogRequested.model_validate_json(request)  # garbage is logged and dropped

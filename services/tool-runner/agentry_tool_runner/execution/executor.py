@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +28,8 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from pydantic import ValidationError
 
+from agentry_tool_runner.execution.cgroups import CallCgroup
+from agentry_tool_runner.execution.memory_cap import MemoryCap
 from agentry_tool_runner.execution.outcome import describe_validation_error, failure, interpret
 from agentry_tool_runner.execution.process import ChildRun, Identity, run_child
 from agentry_tool_runner.execution.resources import SAMPLE_DOCS, Refused, Resources
@@ -79,6 +82,8 @@ class PlainProcessExecutor:
         # Extra sys.path entries for the child; tests use it for test-only tools.
         self.import_paths = list(import_paths)
         self.resources = resources or Resources(Path("data/workspaces").resolve(), SAMPLE_DOCS)
+        # The backends cap each call's memory as a whole; the plain child (tests) is not capped.
+        self.memory_cap: MemoryCap | None = None
 
     def command(self, tool: Tool) -> list[str]:
         # -I: no PYTHON* variables, no user site, no cwd on sys.path; -B: no .pyc writes.
@@ -115,7 +120,7 @@ class PlainProcessExecutor:
         try:
             TOOL_EXECUTIONS.labels(tool=tool.name).inc()
             child = await self.spawn(tool, validated, launch)
-        except OSError as exc:  # fork/exec failed: out of processes, memory, ...
+        except (OSError, subprocess.SubprocessError) as exc:  # fork/exec/preexec failed: processes, memory, cgroup
             log.error("could not start the tool process", extra={"tool": tool.name, "error": str(exc)})
             return failure(tool.name, "crashed", "the tool process could not be started")
         result = interpret(tool, child)
@@ -134,27 +139,34 @@ class PlainProcessExecutor:
             "max_output_bytes": tool.limits.max_output_bytes,
             "import_paths": launch.import_paths,
         }
-        if launch.nproc == "child":
-            request["max_processes"] = tool.limits.max_processes
+        # The whole call's memory: the backends' cap (a cgroup, or lower rlimits); none here.
+        limits = self.memory_cap.limits(tool.limits) if self.memory_cap else tool.limits
+        cgroup: CallCgroup | None = None
         try:
+            cgroup = self.memory_cap.place(tool.limits) if self.memory_cap else None
+            if launch.nproc == "child":
+                request["max_processes"] = limits.max_processes
             return await run_child(
                 launch.argv,
                 json.dumps(request).encode(),
                 cwd=launch.cwd,
-                limits=tool.limits,
+                limits=limits,
                 timeout=timeout or tool.timeout_seconds,
                 stdout_cap=tool.limits.max_output_bytes * _JSON_EXPANSION + _ENVELOPE_BYTES,
                 identity=launch.identity,
                 pass_fds=launch.pass_fds,
                 limit_processes=launch.nproc == "spawn",
+                cgroup_procs=cgroup.procs if cgroup else (),
             )
         finally:
-            await asyncio.to_thread(_clean_up, launch)
+            await asyncio.to_thread(_clean_up, launch, cgroup)
 
 
-def _clean_up(launch: Launch) -> None:
+def _clean_up(launch: Launch, cgroup: CallCgroup | None) -> None:
     for fd in launch.pass_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
     for path in launch.scratch:
         shutil.rmtree(path, ignore_errors=True)
+    if cgroup is not None and not cgroup.remove():
+        log.warning("a call cgroup could not be removed", extra={"cgroup": str(cgroup.folders[0])})

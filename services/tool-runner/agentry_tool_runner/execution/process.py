@@ -1,7 +1,7 @@
 """Runs one child process under limits and brings back what it wrote, whatever it does.
 
-The child gets its own session (so one killpg reaches everything it forks), optionally a
-uid and gid of its own (the sandbox's, without supplementary groups), an almost
+The child gets its own session (so one killpg reaches everything it forks), optionally the
+call's cgroups and a uid and gid of its own (the sandbox's, without supplementary groups), an almost
 empty environment (the worker's secrets stay here), a scratch directory as cwd, and
 rlimits set between fork and exec. Output is read through a protocol that keeps at most
 cap+1 bytes per stream; the process group is SIGKILLed when the call ends, in every case,
@@ -23,7 +23,6 @@ import resource
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from agentry_tool_runner.tools.tool import Limits
 
@@ -83,13 +82,22 @@ class _Capture(asyncio.SubprocessProtocol):
             self.closed.set_result(None)
 
 
-def child_setup(limits: Limits, *, limit_processes: bool = False) -> Callable[[], None]:
+def child_setup(
+    limits: Limits,
+    *,
+    limit_processes: bool = False,
+    identity: Identity | None = None,
+    cgroup_procs: Sequence[str] = (),
+) -> Callable[[], None]:
     """The preexec_fn: everything is computed here so the forked child only makes syscalls.
 
-    It runs after subprocess switched to the child's uid (prctl's death signal survives
-    that, since it is set afterwards). RLIMIT_NPROC only when asked: it counts every
+    In this order: join the call's cgroups (as the worker, who may write them; before
+    exec, so nothing of the call ever runs outside them), drop to the sandbox's uid and
+    gid without supplementary groups, ask for the death signal (after the uid change,
+    which would clear it), set the rlimits. RLIMIT_NPROC only when asked: it counts every
     process of the uid (root ignores it; under the worker's uid it would count the
     worker's threads); the sandbox sets it inside its user namespace instead (child.py).
+    A failure here fails the spawn (subprocess.SubprocessError): never a call uncapped.
     """
     mib = 1024 * 1024
     wanted = {
@@ -104,8 +112,19 @@ def child_setup(limits: Limits, *, limit_processes: bool = False) -> Callable[[]
         wanted[resource.RLIMIT_NPROC] = (limits.max_processes, limits.max_processes)
     plan = [(which, _within_hard_limit(which, soft, hard)) for which, (soft, hard) in wanted.items()]
     parent = os.getpid()
+    procs = tuple(cgroup_procs)
 
     def apply() -> None:
+        for path in procs:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # "0": the writing process
+            finally:
+                os.close(fd)
+        if identity is not None:
+            os.setgroups([])
+            os.setgid(identity.gid)
+            os.setuid(identity.uid)
         if _PRCTL is not None:
             _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             if os.getppid() != parent:  # the worker died before prctl: nobody would kill us
@@ -148,9 +167,9 @@ async def run_child(
     identity: Identity | None = None,
     pass_fds: Sequence[int] = (),
     limit_processes: bool = False,
+    cgroup_procs: Sequence[str] = (),
 ) -> ChildRun:
     loop = asyncio.get_running_loop()
-    as_user: dict[str, Any] = {"user": identity.uid, "group": identity.gid, "extra_groups": []} if identity else {}
     caps = {1: stdout_cap, 2: limits.max_stderr_bytes}
     transport, capture = await loop.subprocess_exec(
         lambda: _Capture(caps),
@@ -161,9 +180,8 @@ async def run_child(
         env=CHILD_ENV,
         cwd=cwd,
         start_new_session=True,
-        preexec_fn=child_setup(limits, limit_processes=limit_processes),
+        preexec_fn=child_setup(limits, limit_processes=limit_processes, identity=identity, cgroup_procs=cgroup_procs),
         pass_fds=tuple(pass_fds),
-        **as_user,
     )
     pgid = transport.get_pid()  # a session leader's pid is its process group id
     try:

@@ -7,9 +7,12 @@ per call), and builds for the child:
   - new user, pid, ipc, uts, cgroup and network namespaces (`--unshare-all`); the network
     is shared only for a tool whose policy is `allowlist`; no nested user namespaces;
   - a root of its own: /usr (+ the /bin, /lib* links) read-only, a fresh /proc and /dev,
-    a size-limited tmpfs /tmp, the child's few files under /opt/agentry, and what the tool
+    a size-limited tmpfs /tmp, the child's few files under /opt/agentry (the worker's
+    staged copy, stage.py, reachable wherever the checkout lives), and what the tool
     was granted (/workspace, /docs); nothing of /etc but the resolver and CA files for a
     network tool; the root itself remounted read-only;
+  - a seccomp filter (seccomp.py: keyrings, ptrace, mounts, namespaces, modules, bpf,
+    io_uring, ... answered EPERM);
   - no capabilities, a cleared environment (PATH and LANG), its own session, and death
     when bwrap dies (`--die-with-parent`); bwrap dies with the worker (PR_SET_PDEATHSIG)
     or its process group's SIGKILL; the child is pid 1 of the pid namespace
@@ -29,9 +32,11 @@ from typing import Any
 from agentry_shared.contracts.scope import Scope
 
 from agentry_tool_runner.execution.executor import Launch, PlainProcessExecutor
+from agentry_tool_runner.execution.memory_cap import MemoryCap
 from agentry_tool_runner.execution.process import ChildRun, Identity
 from agentry_tool_runner.execution.resources import Refused, Resources, reachable
-from agentry_tool_runner.execution.stage import BOOT, child_files
+from agentry_tool_runner.execution.seccomp import build_filter, filter_pipe
+from agentry_tool_runner.execution.stage import BOOT, Stage
 from agentry_tool_runner.tools.tool import Tool
 
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -89,10 +94,18 @@ class SandboxExecutor(PlainProcessExecutor):
         import_paths: tuple[str, ...] = (),
         python: str = SANDBOX_PYTHON,
         identity: Identity | None = None,
+        *,
+        stage: Stage | None = None,
+        seccomp: bytes | None = None,
+        memory_cap: MemoryCap | None = None,
     ) -> None:
+        """Raises SeccompUnavailable when no filter is given and libseccomp cannot build one."""
         super().__init__(python, import_paths, resources)
         self.bwrap = bwrap
         self.identity = identity if identity is not None else sandbox_identity()
+        self.stage = stage or Stage.create()
+        self.seccomp = seccomp if seccomp is not None else build_filter()
+        self.memory_cap = memory_cap or MemoryCap()
 
     def command(self, tool: Tool) -> list[str]:
         # -S: no site (nothing but the standard library); -I: no PYTHON* variables, no user site.
@@ -100,7 +113,7 @@ class SandboxExecutor(PlainProcessExecutor):
 
     def launch(self, tool: Tool, scope: Scope | None) -> Launch:
         granted = self.grants(tool, scope, self.identity.uid if self.identity else None)
-        binds = [(source, f"{INSIDE}/{target}", False) for target, source in self._files(tool)]
+        binds = [(self.stage.code(tool.implementation, tuple(self.import_paths)), INSIDE, False)]
         context: dict[str, Any] = {}
         if "workspace" in granted:
             binds.append((Path(granted["workspace"]), "/workspace", tool.workspace == "write"))
@@ -114,11 +127,13 @@ class SandboxExecutor(PlainProcessExecutor):
             if self.identity is not None and not reachable(source, self.identity.uid, self.identity.gid):
                 raise Refused("failed", f"{target} cannot be mounted: the sandbox user cannot reach it on this worker")
         arguments = _args_pipe(bwrap_arguments(tool, binds))
-        argv = [self.bwrap, "--args", str(arguments), *self.command(tool)]
-        return Launch(argv, "/", context, identity=self.identity, nproc="child", pass_fds=(arguments,))
-
-    def _files(self, tool: Tool) -> tuple[tuple[str, Path], ...]:
-        return child_files(tool.implementation, tuple(self.import_paths))
+        try:
+            seccomp = filter_pipe(self.seccomp)
+        except OSError:
+            os.close(arguments)
+            raise
+        argv = [self.bwrap, "--args", str(arguments), "--seccomp", str(seccomp), *self.command(tool)]
+        return Launch(argv, "/", context, identity=self.identity, nproc="child", pass_fds=(arguments, seccomp))
 
     async def spawn(
         self, tool: Tool, validated: dict[str, Any], launch: Launch, timeout: float | None = None

@@ -1,6 +1,7 @@
 """The files a tool's child imports, and nothing else of the worker's.
 
-The sandbox binds them read-only under `/opt/agentry` (the weak backend copies them):
+The worker copies them into a runtime folder (`Stage`, below) that the sandbox binds
+read-only at `/opt/agentry` and the weak backend imports from:
 our package's `child` and `failure` modules (with the `__init__`s on their way), the
 built-in tools (`tools/builtin`: tool modules and their stdlib helpers), and the tool's
 own module when it lives elsewhere (test-only tools, found through the executor's import
@@ -10,9 +11,13 @@ and its settings stay out of the child's sight.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.machinery
 import importlib.util
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,3 +59,92 @@ def _module_file(module: str, import_paths: Sequence[str]) -> Path:
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise ValueError(f"module {module!r} not found as a .py file")
     return Path(spec.origin).resolve()
+
+
+class Stage:
+    """A copy of what the child imports, in a runtime folder any sandbox user can reach.
+
+    The checkout may live where uid 65534 cannot walk (a 0700 home, root's home, a
+    `mktemp -d` folder): bwrap, running as that uid, could not bind its files. So the
+    worker copies them once at start (and a test-only tool's module on first use) into
+    `/run/agentry-tool-runner/<pid>-<random>/` (or a 0755 folder of the system's temp dir when /run
+    is not writable): owned by the worker, folders 0755, files 0644, whatever the umask.
+    Removed at exit; folders of workers that died without cleaning up are removed by the
+    next worker that starts. The copy also pins the code a running worker's sandboxes see.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._staged: set[str] = set()
+
+    @classmethod
+    def create(cls) -> Stage:
+        root = _runtime_folder()
+        stage = cls(root)
+        atexit.register(stage.close)
+        return stage
+
+    def code(self, implementation: str, import_paths: tuple[str, ...] = ()) -> Path:
+        """The folder holding the child's package and `implementation`'s module."""
+        for target, source in child_files(implementation, import_paths):
+            if target not in self._staged:
+                _copy(source, self.root / "lib" / target)
+                self._staged.add(target)
+        return self.root / "lib"
+
+    def folder(self, name: str, source: Path) -> Path:
+        """A copy of a read-only folder (e.g. the sample docs), made once."""
+        if f"/{name}" not in self._staged:
+            _copy(source, self.root / name)
+            self._staged.add(f"/{name}")
+        return self.root / name
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _runtime_folder() -> Path:
+    runtime = Path("/run/agentry-tool-runner")
+    try:
+        runtime.mkdir(mode=0o755, exist_ok=True)
+        runtime.chmod(0o755)
+        for stale in runtime.iterdir():  # named <pid>-<random>
+            pid = stale.name.partition("-")[0]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(stale, ignore_errors=True)
+        root = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runtime))
+    except OSError:  # not root: the system's temp dir (/tmp is 1777)
+        root = Path(tempfile.mkdtemp(prefix="agentry-tool-runner-"))
+    root.chmod(0o755)
+    return root
+
+
+def _copy(source: Path, destination: Path) -> None:
+    _folders(destination.parent)
+    if source.is_dir():
+        shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    else:
+        shutil.copyfile(source, destination)
+    _open_up(destination)
+
+
+def _folders(path: Path) -> None:
+    """mkdir -p, each new folder 0755 (mkdir's mode goes through the umask)."""
+    if path.is_dir():
+        return
+    _folders(path.parent)
+    path.mkdir()
+    path.chmod(0o755)
+
+
+def _open_up(path: Path) -> None:
+    """0755 folders, 0644 files: readable by the sandbox user whatever the umask."""
+    if path.is_dir():
+        path.chmod(0o755)
+        for folder, folders, files in os.walk(path):
+            for name in folders:
+                os.chmod(os.path.join(folder, name), 0o755)  # noqa: S103 (code, readable by design)
+            for name in files:
+                os.chmod(os.path.join(folder, name), 0o644)
+    else:
+        path.chmod(0o644)

@@ -6,7 +6,7 @@ descriptors built here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from agentry_shared.contracts.tools import ToolDescriptor
 
@@ -45,8 +45,9 @@ class Registry:
     def pools(self) -> list[str]:
         return sorted({tool.pool for tool in self})
 
-    def descriptors(self) -> list[ToolDescriptor]:
-        return [tool.descriptor() for tool in self]
+    def descriptors(self, memory: Callable[[Tool], str] | None = None) -> list[ToolDescriptor]:
+        """The catalog; `memory` words each tool's memory cap as this worker enforces it."""
+        return [tool.descriptor(memory(tool) if memory else None) for tool in self]
 
 
 REGISTRY = Registry(

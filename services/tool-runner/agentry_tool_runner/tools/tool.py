@@ -36,13 +36,18 @@ class Limits:
     """Applied to the child process with setrlimit; the sandbox backend may add more."""
 
     cpu_seconds: int = 5
+    # RLIMIT_AS of each process.
     memory_mib: int = 256
+    # The call as a whole, all its processes and its /tmp together (execution/memory_cap.py:
+    # a cgroup where the host allows one, else fewer processes and a lower RLIMIT_AS).
+    call_memory_mib: int = 1024
     max_output_bytes: int = 64 * 1024
     max_stderr_bytes: int = 64 * 1024
     max_file_bytes: int = 16 * 1024 * 1024
     max_open_files: int = 64
     # RLIMIT_NPROC, processes and threads of the call: set inside the sandbox's user
-    # namespace, where the kernel counts per call (the weak backend: per uid, all calls).
+    # namespace, where the kernel counts per call (the weak backend: per uid, all calls);
+    # also the call cgroup's pids.max. Lowered under the rlimit memory cap.
     max_processes: int = 64
     # Size of the private /tmp (a tmpfs: it is memory).
     tmp_mib: int = 16
@@ -51,6 +56,8 @@ class Limits:
 @dataclass(frozen=True)
 class Tool:
     name: str
+    # Written for the model. "{memory}" in it becomes the memory cap in force on this
+    # worker (`Tool.descriptor`), which depends on the host (execution/memory_cap.py).
     description: str
     params: type[BaseModel]
     # "package.module:function"; the child calls function(**validated_arguments) -> str.
@@ -85,10 +92,12 @@ class Tool:
         """JSON-ready keyword arguments for the implementation; raises ValidationError."""
         return self.params.model_validate(arguments).model_dump(mode="json")
 
-    def descriptor(self) -> ToolDescriptor:
+    def descriptor(self, memory: str | None = None) -> ToolDescriptor:
+        """What the catalog says; `memory` replaces "{memory}" in the description."""
+        default = f"{self.limits.memory_mib} MiB per process, {self.limits.call_memory_mib} MiB in all"
         return ToolDescriptor(
             name=self.name,
-            description=self.description,
+            description=self.description.replace("{memory}", memory or default),
             parameters=parameters_schema(self.params),
             side_effect=self.side_effect,
             pool=self.pool,

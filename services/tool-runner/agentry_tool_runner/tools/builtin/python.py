@@ -119,13 +119,20 @@ if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips
             "Runs a Python 3 program (standard library only, no network) in an isolated sandbox and returns "
             'JSON {"stdout", "stderr", "exit_code"}, each stream cut at 16 KiB. The user\'s files are readable '
             "at /workspace (the working directory, read-only); /tmp is writable scratch, gone after the call. "
-            "Limits: 10 s, 5 s of CPU, 512 MiB of memory."
+            "Limits: 10 s, 5 s of CPU, {memory}."
         ),
         params=Params,
         implementation=f"{__name__}:run",
         side_effect="idempotent",
         pool="sandbox",
         timeout_seconds=10.0,
-        limits=Limits(cpu_seconds=5, memory_mib=512, max_output_bytes=OUTPUT_LIMIT, max_processes=32, tmp_mib=64),
+        limits=Limits(
+            cpu_seconds=5,
+            memory_mib=512,
+            call_memory_mib=1024,
+            max_output_bytes=OUTPUT_LIMIT,
+            max_processes=32,
+            tmp_mib=64,
+        ),
         workspace="read",
     )
