@@ -152,3 +152,29 @@ async def test_tool_tokens_per_minute(rpc: MemoryRpc, scope: Scope, clock: Clock
     assert await ask(rpc, take) == ToolToken(allowed=True)
     unlimited = TakeToolToken(scope=scope, tool="python", per_minute=0)
     assert all([await ask(rpc, unlimited) == ToolToken(allowed=True) for _ in range(5)])
+
+
+async def test_an_approve_decides_only_the_named_turns_call(
+    rpc: MemoryRpc, store: Store, scope: Scope, control: Control, clock: Clock
+) -> None:
+    """Regression: two conversations of one user wait on the same model call id; the
+    approve for the older one used to decide the newer one (memory picked the newest)."""
+    other = scope.model_copy(update={"conversation_id": scope.conversation_id + "-b"})
+    await store.add_turn(other, "t2", ChatMessage(role="user", content="delete notes.txt"))
+    await ask(rpc, request(scope, clock))
+    clock.now += 1
+    await ask(rpc, request(other, clock).model_copy(update={"turn_id": "t2"}))
+    decide = DecideApproval.model_validate(
+        {
+            "tenant_id": "acme",
+            "user_id": "alice",
+            "conversation_id": scope.conversation_id,
+            "turn_id": "t1",
+            "call_id": "c1",
+            "args_sha256": arguments_sha256({"path": "notes.txt"}),
+            "approved": True,
+        }
+    )
+    assert await ask(rpc, decide) == approval(scope, "approved")
+    assert await ask(rpc, GetApproval(scope=other, turn_id="t2", call_id="c1")) == approval(other, "pending", "t2")
+    assert [(m.conversation_id, m.turn_id) for m in control.sent] == [(scope.conversation_id, "t1")]
