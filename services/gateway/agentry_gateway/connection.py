@@ -196,7 +196,9 @@ class ClientSession:
                 FORBIDDEN: "this call belongs to another user",
             }
             self._refuse(
-                inbound.error(exc.code, message.get(exc.code, exc.message), id=frame.id, conversation_id=frame.conversation_id)
+                inbound.error(
+                    exc.code, message.get(exc.code, exc.message), id=frame.id, conversation_id=frame.conversation_id
+                )
             )
             return
         refused = approval.refusal(frame, reply)

@@ -25,6 +25,10 @@ async def approve(ws: ClientConnection, call_id: str, approved: bool, **fields: 
     await ws.send(json.dumps({"type": "approve", **echoed, "approved": approved, **fields}))
 
 
+def state_of(broker: Broker, call_id: str) -> ApprovalState:
+    return broker.memory.approvals[call_id].state
+
+
 def accepted() -> float:
     return REGISTRY.get_sample_value("agentry_gateway_client_frames_total", {"outcome": "accepted"}) or 0.0
 
@@ -118,10 +122,10 @@ async def test_an_approve_names_its_turn_conversation_and_arguments(
             "args": "approval_args_mismatch",
         }
         assert errors["args"]["conversation_id"] == "approve-named"
-        assert broker.memory.approvals["call-named"].state == "pending"
+        assert state_of(broker, "call-named") == "pending"
         await approve(ws, "call-named", True, conversation_id="approve-named", id="ok")
         await assert_silent(ws)
-    assert broker.memory.approvals["call-named"].state == "approved"
+    assert state_of(broker, "call-named") == "approved"
 
 
 async def test_an_approve_without_turn_or_digest_says_what_to_send(

@@ -68,9 +68,7 @@ async def ask(rpc: MemoryRpc, request: BaseModel) -> MemoryReply:
 SHOWN = arguments_sha256({"path": "notes.txt"})  # of `request`'s arguments
 
 
-def approval(
-    scope: Scope, state: str, turn_id: str = "t1", call_id: str = "c1", digest: str | None = None
-) -> Approval:
+def approval(scope: Scope, state: str, turn_id: str = "t1", call_id: str = "c1", digest: str | None = None) -> Approval:
     return Approval.model_validate(
         {
             "conversation_id": scope.conversation_id,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-
-import pytest
 from typing import Any
 
+import pytest
 from agentry_memory.store import TOKEN_WINDOW_SECONDS, ApprovalAnswer, ApprovalRecord, Store, TokenTaken, token_window
 from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.contracts.chat import ChatMessage
@@ -85,7 +84,9 @@ async def test_a_decision_applies_only_to_the_named_turns_call(store: Store, sco
     with pytest.raises(NotFound):  # the turn is not of the conversation named
         await store.decide_approval(answer("t2", "call_0", True, conversation_id=scope.conversation_id), time.time())
     assert await store.approval(other, "t2", "call_0", time.time()) == "pending"
-    named = await store.decide_approval(answer("t2", "call_0", False, conversation_id=other.conversation_id), time.time())
+    named = await store.decide_approval(
+        answer("t2", "call_0", False, conversation_id=other.conversation_id), time.time()
+    )
     assert (named.conversation_id, named.state) == (other.conversation_id, "denied")
     assert await store.approval(scope, "t1", "call_0", time.time()) == "approved"
 

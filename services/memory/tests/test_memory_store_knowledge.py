@@ -161,7 +161,9 @@ async def test_erasure_deletes_everything_about_the_user_and_nothing_else(store:
     with pytest.raises(NotFound):
         await store.context(scope, "t-alice", 10)
     with pytest.raises(NotFound):
-        await store.decide_approval(ApprovalAnswer("acme", "alice", "t-alice", "c2", arguments_sha256({}), True), time.time())
+        await store.decide_approval(
+            ApprovalAnswer("acme", "alice", "t-alice", "c2", arguments_sha256({}), True), time.time()
+        )
     assert (await store.claim_conversation(scope)) is True  # a clean slate
     assert await store.recall_facts(scope, "", 10) == []
     assert await store.tasks(scope, True, 10) == []
