@@ -25,6 +25,12 @@ async def send(ws: ClientConnection, frame: dict[str, Any] | str) -> None:
     await ws.send(frame if isinstance(frame, str) else json.dumps(frame))
 
 
+async def approve(ws: ClientConnection, required: dict[str, Any], approved: bool, **fields: Any) -> None:
+    """Answer a `tool.approval_required` frame, echoing what names the call and its arguments."""
+    echoed = {key: required[key] for key in ("conversation_id", "turn_id", "call_id", "args_sha256")}
+    await send(ws, {"type": "approve", **echoed, "approved": approved, **fields})
+
+
 async def until_turn_ends(ws: ClientConnection, timeout: float = 60.0) -> list[dict[str, Any]]:
     """Frames up to and with the end of the next turn that ends on this socket."""
     frames: list[dict[str, Any]] = []

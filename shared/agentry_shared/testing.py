@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agentry_shared.bus import Bus, Consumer, encode
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import (
     MEMORY_REQUEST,
     Approval,
@@ -39,6 +40,8 @@ from agentry_shared.contracts.memory import (
 )
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
+
+NO_ARGUMENTS = arguments_sha256({})  # the digest of a stored approval's (empty) arguments
 
 
 class CuttableProxy:
@@ -108,6 +111,7 @@ class StoredApproval:
     user_id: str
     state: ApprovalState = "pending"
     tenant_id: str = "default"
+    args_sha256: str = NO_ARGUMENTS
 
 
 @dataclass
@@ -133,7 +137,9 @@ class MemoryStandIn:
     - CancelTurnRequest: answers from `turns[turn_id] = (conversation, state, user)`.
     - DecideApproval: from `approvals[call_id]` (see `store_approval`): a `pending` call
       takes the decision, any other state is kept and answered as it is (first decision
-      wins; `expired` stays expired). Unknown call: `not_found`; another user's: `forbidden`.
+      wins; `expired` stays expired). Unknown call, or one of another turn or conversation
+      than named: `not_found`; another user's: `forbidden`; no turn_id or args_sha256:
+      `invalid`. Another digest: nothing is recorded, the reply carries the kept one.
     - ClaimToolCall / CompleteToolCall: tool-call claims in `claims` (see `seed`, `kept`):
       the first claim and the first result win.
 
@@ -170,7 +176,8 @@ class MemoryStandIn:
     def store_approval(
         self, call_id: str, user_id: str, conversation_id: str, state: ApprovalState = "pending"
     ) -> StoredApproval:
-        """A tool call of `turn-<call_id>` that asked `user_id` for approval."""
+        """A tool call of `turn-<call_id>` that asked `user_id` for approval (no arguments:
+        its digest is `NO_ARGUMENTS`)."""
         record = StoredApproval(conversation_id, f"turn-{call_id}", user_id, state)
         self.approvals[call_id] = record
         return record
@@ -259,15 +266,24 @@ class MemoryStandIn:
         return TurnCancelAccepted(conversation_id=conversation_id, state=state)
 
     def _decide(self, request: DecideApproval) -> Approval | MemoryFailure:
+        if request.turn_id is None or request.args_sha256 is None:
+            return MemoryFailure(code="invalid", message="decide_approval needs turn_id and args_sha256")
         pending = self.approvals.get(request.call_id)
-        if pending is None:
+        if pending is None or pending.turn_id != request.turn_id:
             return MemoryFailure(code="not_found", message="no such approval")
+        if request.conversation_id not in (None, pending.conversation_id):
+            return MemoryFailure(code="not_found", message="no such approval in this conversation")
         if (pending.tenant_id, pending.user_id) != (request.tenant_id, request.user_id):
             return MemoryFailure(code="forbidden", message="not yours")
-        if pending.state == "pending":
+        if pending.state == "pending" and pending.args_sha256 == request.args_sha256:
             pending.state = "approved" if request.approved else "denied"
-        conversation_id, turn_id = pending.conversation_id, pending.turn_id
-        return Approval(conversation_id=conversation_id, turn_id=turn_id, call_id=request.call_id, state=pending.state)
+        return Approval(
+            conversation_id=pending.conversation_id,
+            turn_id=pending.turn_id,
+            call_id=request.call_id,
+            state=pending.state,
+            args_sha256=pending.args_sha256,
+        )
 
     def _claim_tool_call(self, request: ClaimToolCall) -> ToolCallClaimed:
         key = (request.turn_id, request.call_id)

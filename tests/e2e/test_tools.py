@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentry_shared.contracts.frames import arguments_sha256
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.client import answer, converse, next_frame, send, until_turn_ends
+from tests.client import answer, approve, converse, next_frame, send, until_turn_ends
 from tests.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +41,8 @@ async def test_destructive_tool_runs_only_after_approval(stack: Stack) -> None:
         assert required["tool"] == "workspace_write"
         assert required["arguments"] == {"path": "notes.txt", "content": "hello from agentry"}
         assert not any(f["type"] == "tool.started" for f in frames)  # nothing ran yet
-        await send(ws, {"type": "approve", "call_id": required["call_id"], "approved": True})
+        assert required["args_sha256"] == arguments_sha256(required["arguments"])
+        await approve(ws, required, True)
         rest = await until_turn_ends(ws)
         assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [True], rest[-1]
         conversation = required["conversation_id"]
@@ -51,12 +53,35 @@ async def test_destructive_tool_runs_only_after_approval(stack: Stack) -> None:
 async def test_denied_destructive_call_does_not_run(stack: Stack) -> None:
     async with connect(stack.ws_url + "?user=denier") as ws:
         required = (await _ask_to_write(ws, "denied.txt"))[-1]
-        await send(ws, {"type": "approve", "call_id": required["call_id"], "approved": False})
+        await approve(ws, required, False)
         rest = await until_turn_ends(ws)
         assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [False]
         assert rest[-1]["type"] == "turn.completed"
         reread = await converse(ws, "read denied.txt", conversation_id=required["conversation_id"])
         assert "hello from agentry" not in answer(reread)
+
+
+async def test_an_approval_reaches_only_the_conversation_it_names(stack: Stack) -> None:
+    """Regression: two conversations of one user wait on the same call id (the offline
+    model's ids are deterministic: same request, same id). Approving one must leave the
+    other waiting; an approve echoing another digest than the one shown is refused."""
+    async with connect(stack.ws_url + "?user=twin") as ws_a, connect(stack.ws_url + "?user=twin") as ws_b:
+        first = (await _ask_to_write(ws_a, "twin.txt"))[-1]
+        second = (await _ask_to_write(ws_b, "twin.txt"))[-1]
+        assert first["call_id"] == second["call_id"]
+        assert first["conversation_id"] != second["conversation_id"]
+        await approve(ws_a, first, True)
+        rest = await until_turn_ends(ws_a)
+        assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [True], rest[-1]
+        with pytest.raises(TimeoutError):  # the second call still waits for its own answer
+            await next_frame(ws_b, timeout=1.5)
+        other_args = arguments_sha256({**second["arguments"], "path": "../elsewhere.txt"})
+        await approve(ws_b, second, True, args_sha256=other_args, id="tampered")
+        tampered = await next_frame(ws_b)
+        assert (tampered["type"], tampered["code"], tampered["id"]) == ("error", "approval_args_mismatch", "tampered")
+        await approve(ws_b, second, False)
+        rest = await until_turn_ends(ws_b)
+        assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [False], rest[-1]
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +101,6 @@ async def test_unanswered_approval_means_denied_and_a_late_answer_is_refused(imp
         rest = await until_turn_ends(ws)  # nobody answers
         assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [False]
         assert rest[-1]["type"] == "turn.completed"
-        await send(ws, {"type": "approve", "call_id": required["call_id"], "approved": True})
+        await approve(ws, required, True)
         late = await next_frame(ws)
         assert late["type"] == "error" and late["code"] == "approval_expired"

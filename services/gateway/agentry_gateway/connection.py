@@ -215,15 +215,20 @@ class ClientSession:
         through the conversation's normal stream. Only refusals are answered (`approval`)."""
         identity = self._identity
         try:
-            with bind_context(call_id=frame.call_id):
-                reply = await self._shared.memory.decide(
-                    identity.tenant_id, identity.user_id, frame.call_id, frame.approved
-                )
+            with bind_context(conversation_id=frame.conversation_id, turn_id=frame.turn_id, call_id=frame.call_id):
+                reply = await self._shared.memory.decide(identity.tenant_id, identity.user_id, frame)
         except Rejected as exc:
-            message = {NOT_FOUND: "no such tool call awaits approval", FORBIDDEN: "this call belongs to another user"}
-            self._refuse(inbound.error(exc.code, message.get(exc.code, exc.message), id=frame.id))
+            message = {
+                NOT_FOUND: "no such tool call of this turn awaits approval",
+                FORBIDDEN: "this call belongs to another user",
+            }
+            self._refuse(
+                inbound.error(
+                    exc.code, message.get(exc.code, exc.message), id=frame.id, conversation_id=frame.conversation_id
+                )
+            )
             return
-        refused = approval.refusal(frame.approved, reply.state)
+        refused = approval.refusal(frame, reply)
         if refused is not None:
             self._refuse(inbound.error(*refused, id=frame.id, conversation_id=reply.conversation_id))
             return

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from agentry_shared.contracts.errors import INVALID_CLIENT_FRAME, ClientErrorCode
-from agentry_shared.contracts.frames import CLIENT_FRAME, ClientFrame, ErrorFrame, SendMessage
+from agentry_shared.contracts.frames import APPROVE_ECHO_HINT, CLIENT_FRAME, ClientFrame, ErrorFrame, SendMessage
 from pydantic import ValidationError
 
 # The codes of the client `error` frame (their meanings: contracts.errors.CLIENT_ERROR_MEANINGS).
@@ -41,6 +41,7 @@ RESUME_GAP: Final[ClientErrorCode] = "resume_gap"
 RESUME_REQUIRED: Final[ClientErrorCode] = "resume_required"
 APPROVAL_EXPIRED: Final[ClientErrorCode] = "approval_expired"
 APPROVAL_ALREADY_DECIDED: Final[ClientErrorCode] = "approval_already_decided"
+APPROVAL_ARGS_MISMATCH: Final[ClientErrorCode] = "approval_args_mismatch"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
@@ -88,8 +89,16 @@ def _utf8_size_over(text: str, limit: int) -> bool:
     return len(text.encode()) > limit
 
 
+# Fields an `approve` echoes from its `tool.approval_required`; a client written before
+# they existed is told what to send rather than only which field is missing.
+_APPROVE_ECHO = frozenset({"turn_id", "call_id", "args_sha256"})
+
+
 def _describe(exc: ValidationError) -> str:
-    first = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    if any(e["type"] == "missing" and e["loc"][0] == "approve" and e["loc"][-1] in _APPROVE_ECHO for e in errors):
+        return APPROVE_ECHO_HINT
+    first = errors[0]
     field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
     return f"{field}: {first['msg']}"
 

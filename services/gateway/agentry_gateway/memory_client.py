@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout, encode
+from agentry_shared.contracts.frames import Approve
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     Approval,
@@ -74,12 +75,20 @@ class MemoryClient:
             return reply
         raise self._refusal(reply, "cancel")
 
-    async def decide(self, tenant_id: str, user_id: str, call_id: str, approved: bool) -> Approval:
-        """Record the user's answer to `tool.approval_required`; memory tells the waiting
-        reasoner. The reply is the call's approval as recorded (maybe decided before)."""
-        reply = await self._call(
-            DecideApproval(tenant_id=tenant_id, user_id=user_id, call_id=call_id, approved=approved)
+    async def decide(self, tenant_id: str, user_id: str, frame: Approve) -> Approval:
+        """Record the user's answer to `tool.approval_required` (the call of that turn, for
+        the arguments of that digest); memory tells the waiting reasoner. The reply is the
+        call's approval as recorded (maybe decided before, or not at all for another digest)."""
+        decide = DecideApproval(
+            tenant_id=tenant_id,
+            user_id=user_id,
+            conversation_id=frame.conversation_id,
+            turn_id=frame.turn_id,
+            call_id=frame.call_id,
+            args_sha256=frame.args_sha256,
+            approved=frame.approved,
         )
+        reply = await self._call(decide)
         if isinstance(reply, Approval):
             return reply
         raise self._refusal(reply, "decide_approval")

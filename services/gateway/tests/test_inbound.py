@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from agentry_gateway import approval, inbound
-from agentry_shared.contracts.frames import Approve, CancelTurn, ErrorFrame, Resume, SendMessage
-from agentry_shared.contracts.memory import ApprovalState
+from agentry_shared.contracts.frames import APPROVE_ECHO_HINT, Approve, CancelTurn, ErrorFrame, Resume, SendMessage
+from agentry_shared.contracts.memory import Approval, ApprovalState
 
 LIMITS = inbound.Limits(max_frame_bytes=1024, max_text_chars=100)
+DIGEST = "a" * 64
+
+
+def approve_json(**fields: Any) -> str:
+    """A valid `approve`, with `fields` changed (None: left out)."""
+    frame = {"type": "approve", "turn_id": "t1", "call_id": "call_1", "args_sha256": DIGEST, "approved": True}
+    frame.update(fields)
+    return json.dumps({key: value for key, value in frame.items() if value is not None})
 
 
 def refused(data: str | bytes) -> ErrorFrame:
@@ -64,13 +73,21 @@ def test_minimal_message() -> None:
         ('{"type":"resume","conversation_id":"c 1"}', "invalid_resume"),
         ('{"type":"resume","conversation_id":"c1","text":"x"}', "invalid_resume"),
         ('{"type":"approve","approved":true}', "invalid_approve"),
-        ('{"type":"approve","call_id":"c1"}', "invalid_approve"),
-        ('{"type":"approve","call_id":"","approved":true}', "invalid_approve"),
-        ('{"type":"approve","call_id":"c1","approved":"true"}', "invalid_approve"),
-        ('{"type":"approve","call_id":"c1","approved":1}', "invalid_approve"),
-        ('{"type":"approve","call_id":7,"approved":true}', "invalid_approve"),
-        ('{"type":"approve","call_id":"c1","approved":true,"turn_id":"t"}', "invalid_approve"),
-        (json.dumps({"type": "approve", "call_id": "c" * 129, "approved": True}), "invalid_approve"),
+        (approve_json(call_id=None), "invalid_approve"),
+        (approve_json(approved=None), "invalid_approve"),
+        (approve_json(call_id=""), "invalid_approve"),
+        (approve_json(approved="true"), "invalid_approve"),
+        (approve_json(approved=1), "invalid_approve"),
+        (approve_json(call_id=7), "invalid_approve"),
+        (approve_json(call_id="c" * 129), "invalid_approve"),
+        (approve_json(turn_id=None), "invalid_approve"),
+        (approve_json(turn_id=""), "invalid_approve"),
+        (approve_json(turn_id="t 1"), "invalid_approve"),
+        (approve_json(args_sha256=None), "invalid_approve"),
+        (approve_json(args_sha256="A" * 64), "invalid_approve"),  # lowercase hex, as sent
+        (approve_json(args_sha256="a" * 63), "invalid_approve"),
+        (approve_json(conversation_id=""), "invalid_approve"),
+        (approve_json(arguments={}), "invalid_approve"),
         (json.dumps({"type": "message", "text": "x" * 2000}), "frame_too_large"),
     ],
 )
@@ -138,9 +155,19 @@ def test_error_messages_do_not_echo_input() -> None:
 
 
 def test_valid_approve() -> None:
-    assert inbound.parse('{"type":"approve","call_id":"call_1","approved":false,"id":"p1"}', LIMITS) == Approve(
-        type="approve", call_id="call_1", approved=False, id="p1"
+    assert inbound.parse(approve_json(approved=False, id="p1"), LIMITS) == Approve(
+        type="approve", turn_id="t1", call_id="call_1", args_sha256=DIGEST, approved=False, id="p1"
     )
+    named = inbound.parse(approve_json(conversation_id="c1"), LIMITS)
+    assert isinstance(named, Approve) and named.conversation_id == "c1"
+
+
+@pytest.mark.parametrize("missing", ["turn_id", "args_sha256", "call_id"])
+def test_an_approve_without_what_it_echoes_says_what_to_send(missing: str) -> None:
+    """A client written before `turn_id` and `args_sha256`: told to echo them, not guessed."""
+    error = refused(approve_json(**{missing: None}, id="p1"))
+    assert (error.code, error.id) == ("invalid_approve", "p1")
+    assert error.message == APPROVE_ECHO_HINT
 
 
 @pytest.mark.parametrize(
@@ -156,5 +183,16 @@ def test_valid_approve() -> None:
     ],
 )
 def test_approval_outcome(approved: bool, state: ApprovalState, code: str | None) -> None:
-    refused = approval.refusal(approved, state)
+    frame = Approve(type="approve", turn_id="t1", call_id="c1", args_sha256=DIGEST, approved=approved)
+    reply = Approval(conversation_id="c", turn_id="t1", call_id="c1", state=state, args_sha256=DIGEST)
+    refused = approval.refusal(frame, reply)
     assert (refused[0] if refused else None) == code
+
+
+@pytest.mark.parametrize("state", ["pending", "approved", "denied", "expired"])
+@pytest.mark.parametrize("kept", ["b" * 64, None])
+def test_an_approval_of_other_arguments_is_refused(state: ApprovalState, kept: str | None) -> None:
+    frame = Approve(type="approve", turn_id="t1", call_id="c1", args_sha256=DIGEST, approved=True)
+    reply = Approval(conversation_id="c", turn_id="t1", call_id="c1", state=state, args_sha256=kept)
+    refused = approval.refusal(frame, reply)
+    assert refused is not None and refused[0] == "approval_args_mismatch"

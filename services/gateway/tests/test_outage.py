@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.memory import GetFrames
-from agentry_shared.testing import CuttableProxy
+from agentry_shared.testing import NO_ARGUMENTS, CuttableProxy
 from websockets.asyncio.client import connect
 
 from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, recv_seqs, send_message
@@ -236,13 +236,15 @@ async def test_memory_requests_work_after_repeated_reconnects(
     broker.memory.store_approval("outage-call", "rita", "outage-approve")
     async with connect(f"{url}?user=rita") as ws:
         for cut in range(3):
-            await ws.send(json.dumps({"type": "approve", "call_id": "nothing-asked", "approved": True, "id": "n"}))
+            nothing = {"turn_id": "turn-nothing-asked", "call_id": "nothing-asked", "args_sha256": NO_ARGUMENTS}
+            await ws.send(json.dumps({"type": "approve", **nothing, "approved": True, "id": "n"}))
             error = await recv_json(ws)
             assert (error["code"], cut) == ("not_found", cut)
             broker_proxy.cut()
             await wait_ready(gateway, False)
             broker_proxy.mend()
             await wait_ready(gateway, True)
-        await ws.send(json.dumps({"type": "approve", "call_id": "outage-call", "approved": True}))
+        asked = {"turn_id": "turn-outage-call", "call_id": "outage-call", "args_sha256": NO_ARGUMENTS}
+        await ws.send(json.dumps({"type": "approve", **asked, "approved": True}))
         await assert_silent(ws)
     assert broker.memory.approvals["outage-call"].state == "approved"

@@ -31,7 +31,7 @@ from agentry_shared.contracts.facts import (
     TaskList,
     UpdateTask,
 )
-from agentry_shared.contracts.frames import TurnCompleted
+from agentry_shared.contracts.frames import TurnCompleted, arguments_sha256
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
@@ -162,7 +162,10 @@ async def test_restarting_the_service_loses_nothing(memory: tuple[MemoryProcess,
             scope=scope, turn_id="t1", call_id="c1", tool="python", arguments={}, expires_at=time.time() + 600
         ),
     )
-    await rpc(client, DecideApproval(tenant_id="acme", user_id="alice", call_id="c1", approved=True))
+    decide = DecideApproval(
+        tenant_id="acme", user_id="alice", turn_id="t1", call_id="c1", args_sha256=arguments_sha256({}), approved=True
+    )
+    await rpc(client, decide)
     done = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="I'll remember that.")
     await client.publish(
         service.topology.log_exchange,

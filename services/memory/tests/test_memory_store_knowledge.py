@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentry_memory.store import Store
+from agentry_memory.store import ApprovalAnswer, Store
 from agentry_memory.store.errors import Forbidden, Invalid, NotFound
 from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.scope import Scope
 
 
@@ -160,7 +161,9 @@ async def test_erasure_deletes_everything_about_the_user_and_nothing_else(store:
     with pytest.raises(NotFound):
         await store.context(scope, "t-alice", 10)
     with pytest.raises(NotFound):
-        await store.decide_approval("acme", "alice", "c2", True, time.time())
+        await store.decide_approval(
+            ApprovalAnswer("acme", "alice", "t-alice", "c2", arguments_sha256({}), True), time.time()
+        )
     assert (await store.claim_conversation(scope)) is True  # a clean slate
     assert await store.recall_facts(scope, "", 10) == []
     assert await store.tasks(scope, True, 10) == []

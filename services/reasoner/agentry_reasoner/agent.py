@@ -27,6 +27,7 @@ from agentry_shared.contracts.frames import (
     TurnCompleted,
     TurnFailed,
     TurnStarted,
+    arguments_sha256,
 )
 from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
@@ -287,7 +288,12 @@ class Turn:
         timeout = self.budget.approval_timeout_s
         await self.events.emit(
             ToolApprovalRequired(
-                tool=tool.name, call_id=call.call_id, arguments=arguments, expires_in_ms=int(timeout * 1000), **self.ids
+                tool=tool.name,
+                call_id=call.call_id,
+                arguments=arguments,
+                args_sha256=arguments_sha256(arguments),
+                expires_in_ms=int(timeout * 1000),
+                **self.ids,
             )
         )
         return await self.approvals.ask(tool.name, call.call_id, arguments, timeout)

@@ -10,7 +10,7 @@ from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.frames import ServerFrame, arguments_sha256
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
@@ -268,6 +268,7 @@ async def test_destructive_call_waits_for_approval() -> None:
         assert ports.asked == ["w"]
         required = [f for f in ports.frames if f.type == "tool.approval_required"]
         assert len(required) == 1 and required[0].arguments == {"path": "a", "content": "b"}
+        assert required[0].model_dump()["args_sha256"] == arguments_sha256({"content": "b", "path": "a"})
         assert tool_errors(model) == [expected]
         assert ports.tool_runs == (["w"] if answer else [])
 

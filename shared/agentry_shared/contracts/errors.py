@@ -39,6 +39,7 @@ ClientErrorCode = Literal[
     "turn_not_active",
     "approval_expired",
     "approval_already_decided",
+    "approval_args_mismatch",
     "resume_gap",
     "resume_required",
     "token_expired",
@@ -52,7 +53,10 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "invalid_message": "a field of the `message` frame is missing, empty, of the wrong type, or unknown",
     "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, or unknown",
     "invalid_resume": "a field of the `resume` frame is missing, empty, of the wrong type, or unknown",
-    "invalid_approve": "a field of the `approve` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_approve": (
+        "a field of the `approve` frame is missing (it must echo `turn_id`, `call_id` and `args_sha256`"
+        " of its `tool.approval_required`), empty, of the wrong type, or unknown"
+    ),
     "invalid_reauth": "a field of the `reauth` frame is missing, empty, of the wrong type, or unknown",
     "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
     "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
@@ -60,10 +64,14 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "rate_limited": "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second",
     "forbidden": "the conversation (or turn, or call) belongs to another user",
     "unavailable": "the broker or memory did not confirm in time: not done, send it again",
-    "not_found": "cancel: no such turn; approve: no such call awaits approval",
+    "not_found": "cancel: no such turn; approve: no such call of that turn (and conversation) awaits approval",
     "turn_not_active": "cancel: the turn has already ended",
     "approval_expired": "approve: too late, the call was denied",
     "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
+    "approval_args_mismatch": (
+        "approve: `args_sha256` is not the digest of the call's arguments: the user was shown other arguments;"
+        " nothing was recorded"
+    ),
     "resume_gap": "resume: frames up to a seq expired; the replay goes on with the kept ones",
     "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
     "token_expired": "the socket's token expired (no `reauth` in time): the last frame; the socket closes with 4401",

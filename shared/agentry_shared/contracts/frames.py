@@ -7,6 +7,8 @@ part of any conversation's log, so they carry no `seq`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -28,6 +30,7 @@ class SendMessage(_ClientFrame):
 
 
 _Id = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+_OptionalId = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
 
 
 class CancelTurn(_ClientFrame):
@@ -47,12 +50,22 @@ class Resume(_ClientFrame):
     id: str | None = Field(default=None, max_length=128)
 
 
+_Sha256 = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")
+
+
 class Approve(_ClientFrame):
-    """The user's answer to `tool.approval_required` for a destructive tool call."""
+    """The user's answer to `tool.approval_required` for a destructive tool call.
+
+    `turn_id` and `args_sha256` are echoed from that frame: model call ids repeat across
+    turns and conversations, so the call is named by its turn, and the decision holds only
+    for the arguments the user was shown. `conversation_id`, when sent, must be the turn's."""
 
     type: Literal["approve"]
+    turn_id: str = _Id
     call_id: str = Field(min_length=1, max_length=128)
+    args_sha256: str = _Sha256
     approved: bool
+    conversation_id: str | None = _OptionalId
     id: str | None = Field(default=None, max_length=128)
 
 
@@ -63,6 +76,10 @@ class Reauth(_ClientFrame):
     type: Literal["reauth"]
     token: str = Field(min_length=1, max_length=16384)
     id: str | None = Field(default=None, max_length=128)
+
+
+# What an `approve` without the fields of its `tool.approval_required` frame is told.
+APPROVE_ECHO_HINT = "approve must echo turn_id, call_id and args_sha256 from its tool.approval_required frame"
 
 
 ClientFrame = Annotated[SendMessage | CancelTurn | Resume | Approve | Reauth, Field(discriminator="type")]
@@ -111,14 +128,24 @@ class ToolFinished(_ServerFrame):
     elapsed_ms: int = 0
 
 
+def arguments_sha256(arguments: dict[str, Any]) -> str:
+    """Hex SHA-256 of the arguments' canonical JSON (docs/protocol.md, `tool.approval_required`):
+    keys sorted by code point, no whitespace, non-ASCII as UTF-8, not escaped."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode(errors="surrogatepass")).hexdigest()
+
+
 class ToolApprovalRequired(_ServerFrame):
-    """A destructive tool call waits for the user: answer with an `approve` frame before
-    `expires_in_ms`; no answer in time means denied."""
+    """A destructive tool call waits for the user: answer with an `approve` frame (echoing
+    `turn_id`, `call_id`, `args_sha256`) before `expires_in_ms`; no answer in time means
+    denied. `args_sha256` is `arguments_sha256(arguments)`; frames stored before it existed
+    have none (those approvals have long expired)."""
 
     type: Literal["tool.approval_required"] = "tool.approval_required"
     tool: str
     call_id: str
     arguments: dict[str, Any]
+    args_sha256: str | None = None
     expires_in_ms: int
 
 

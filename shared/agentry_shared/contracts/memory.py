@@ -87,14 +87,22 @@ class RequestApproval(BaseModel):
 
 
 class DecideApproval(BaseModel):
-    """The user's answer (from the gateway). Memory records it and broadcasts
-    `ApprovalDecided` on the control exchange."""
+    """The user's answer (from the gateway) to the call `call_id` of turn `turn_id` with
+    arguments of digest `args_sha256` (`frames.arguments_sha256`). Memory records it and
+    broadcasts `ApprovalDecided` on the control exchange.
+
+    `turn_id` and `args_sha256` are required in effect: one without them (from a gateway
+    of before they existed) is refused as `invalid`, since a call id alone is ambiguous.
+    `conversation_id`, when given, must be the turn's."""
 
     kind: Literal["memory.decide_approval"] = "memory.decide_approval"
     tenant_id: str
     user_id: str
     call_id: str
     approved: bool
+    turn_id: str | None = None
+    args_sha256: str | None = None
+    conversation_id: str | None = None
 
 
 class GetApproval(BaseModel):
@@ -200,13 +208,18 @@ ApprovalState = Literal["pending", "approved", "denied", "expired"]
 
 
 class Approval(BaseModel):
-    """Reply to DecideApproval and GetApproval. A decision after `expires_at` is `expired`."""
+    """Reply to DecideApproval and GetApproval. A decision after `expires_at` is `expired`.
+
+    `args_sha256` is the digest of the arguments the approval is for (None: never asked).
+    A DecideApproval whose digest differs is not recorded: the reply shows the approval
+    as it stands, with the digest that did not match."""
 
     kind: Literal["memory.approval"] = "memory.approval"
     conversation_id: str
     turn_id: str
     call_id: str
     state: ApprovalState
+    args_sha256: str | None = None
 
 
 class ToolToken(BaseModel):

@@ -19,7 +19,7 @@ from agentry_shared.contracts.memory import (
 from agentry_shared.logs import bind_context
 
 from agentry_memory.rpc.common import Broadcast
-from agentry_memory.store import Store
+from agentry_memory.store import ApprovalAnswer, Invalid, Store
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,22 @@ async def _decide(
 ) -> MemoryReply:
     """Record, then broadcast to the waiting reasoner. A broadcast that fails is only
     logged: the decision is kept and the reasoner also polls `GetApproval` every second,
-    so the user is told what was recorded rather than asked to click again."""
-    record = await store.decide_approval(request.tenant_id, request.user_id, request.call_id, request.approved, clock())
+    so the user is told what was recorded rather than asked to click again.
+
+    A call id alone is ambiguous (models reuse them across turns and conversations): a
+    request without its turn and arguments digest, from an older gateway, is refused."""
+    if request.turn_id is None or request.args_sha256 is None:
+        raise Invalid("decide_approval needs turn_id and args_sha256: a call_id alone names no single call")
+    answer = ApprovalAnswer(
+        tenant_id=request.tenant_id,
+        user_id=request.user_id,
+        turn_id=request.turn_id,
+        call_id=request.call_id,
+        args_sha256=request.args_sha256,
+        approved=request.approved,
+        conversation_id=request.conversation_id,
+    )
+    record = await store.decide_approval(answer, clock())
     with bind_context(conversation_id=record.conversation_id, turn_id=record.turn_id):
         if record.changed:
             decided = ApprovalDecided(
@@ -65,7 +79,14 @@ async def _decide(
                 await broadcast(decided)
             except Exception:
                 log.warning("approval decision not broadcast; the reasoner polls for it", exc_info=True)
-        log.info("approval decided", extra={"call_id": record.call_id, "state": record.state})
+        if record.args_sha256 != answer.args_sha256:
+            log.warning("approval refused: arguments digest differs", extra={"call_id": record.call_id})
+        else:
+            log.info("approval decided", extra={"call_id": record.call_id, "state": record.state})
     return Approval(
-        conversation_id=record.conversation_id, turn_id=record.turn_id, call_id=record.call_id, state=record.state
+        conversation_id=record.conversation_id,
+        turn_id=record.turn_id,
+        call_id=record.call_id,
+        state=record.state,
+        args_sha256=record.args_sha256,
     )

@@ -21,6 +21,7 @@ from agentry_memory.store.errors import Forbidden, Invalid, NotFound, StoreRefus
 from agentry_memory.store.records import (
     FINISHED,
     TOKEN_WINDOW_SECONDS,
+    ApprovalAnswer,
     ApprovalRecord,
     Fact,
     ReasoningStep,
@@ -39,6 +40,7 @@ from agentry_memory.store.records import (
 __all__ = [
     "FINISHED",
     "TOKEN_WINDOW_SECONDS",
+    "ApprovalAnswer",
     "ApprovalRecord",
     "ConversationStore",
     "Fact",
@@ -141,19 +143,20 @@ class ConversationStore(Protocol):
     async def request_approval(
         self, scope: Scope, turn_id: str, call_id: str, tool: str, arguments: dict[str, Any], expires_at: float
     ) -> None:
-        """Keep a pending approval of (conversation, turn, call_id); asking again changes nothing."""
+        """Keep a pending approval of (conversation, turn, call_id) with the digest of its
+        arguments (`frames.arguments_sha256`); asking again changes nothing."""
 
     async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
         """The approval's state (`pending` past its `expires_at` reads `expired`); None if never asked."""
 
-    async def decide_approval(
-        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
-    ) -> ApprovalRecord:
-        """Decide the user's most recent approval with this call_id (the gateway knows no turn).
+    async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
+        """Decide the approval of `answer.call_id` in turn `answer.turn_id`, and nothing else.
 
-        `NotFound` if the user has none, even if another user has one (nothing is revealed).
-        A pending one becomes `approved` / `denied` (`changed`), or `expired` past `expires_at`;
-        a decided one is returned as it is."""
+        `NotFound` if the user has none there (or it is not of `answer.conversation_id`),
+        even if another user has one (nothing is revealed). An answer whose `args_sha256`
+        is not the approval's changes nothing: the record comes back as it is, with its own
+        digest. Otherwise a pending one becomes `approved` / `denied` (`changed`), or
+        `expired` past `expires_at`; a decided one is returned as it is."""
 
     async def take_tool_token(self, scope: Scope, tool: str, per_minute: int, now: float) -> TokenTaken:
         """Count a call of `tool` by scope's tenant and user in the current fixed window

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import ApprovalState, TurnState
 
 FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
@@ -76,6 +78,27 @@ class ApprovalRecord:
     call_id: str
     state: ApprovalState
     changed: bool = False
+    args_sha256: str = ""  # of the arguments asked about; an answer with another is not recorded
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """The user's answer to one call: named by its turn (model call ids repeat across turns
+    and conversations) and by the digest of the arguments the user was shown."""
+
+    tenant_id: str
+    user_id: str
+    turn_id: str
+    call_id: str
+    args_sha256: str
+    approved: bool
+    conversation_id: str | None = None  # when given, the turn must be of this conversation
+
+
+def kept_digest(stored: str | None, arguments_json: str) -> str:
+    """The digest kept with an approval; one asked before digests were kept (None) gets
+    it from its stored arguments, which are the same JSON values."""
+    return stored or arguments_sha256(json.loads(arguments_json))
 
 
 @dataclass(frozen=True)

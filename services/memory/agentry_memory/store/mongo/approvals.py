@@ -8,14 +8,22 @@ import json
 import time
 from typing import Any, cast
 
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import ApprovalState
 from agentry_shared.contracts.scope import Scope
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.store.errors import NotFound
 from agentry_memory.store.mongo.base import MongoBase, as_date, conversation_filter, retry_duplicate, user_filter
-from agentry_memory.store.records import TOKEN_WINDOW_SECONDS, ApprovalRecord, TokenTaken, token_window
+from agentry_memory.store.records import (
+    TOKEN_WINDOW_SECONDS,
+    ApprovalAnswer,
+    ApprovalRecord,
+    TokenTaken,
+    kept_digest,
+    token_window,
+)
 
 
 class MongoApprovals(MongoBase):
@@ -26,6 +34,7 @@ class MongoApprovals(MongoBase):
         fields = {
             "tool": tool,
             "arguments": json.dumps(arguments, ensure_ascii=False),
+            "args_sha256": arguments_sha256(arguments),
             "requested_at": time.time(),
             "expires_at": expires_at,
             "state": "pending",
@@ -48,20 +57,22 @@ class MongoApprovals(MongoBase):
         state = cast(ApprovalState, found["state"])
         return "expired" if state == "pending" and now > float(found["expires_at"]) else state
 
-    async def decide_approval(
-        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
-    ) -> ApprovalRecord:
+    async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         approvals = self._c("approvals")
-        found = await approvals.find_one(
-            {"tenant_id": tenant_id, "user_id": user_id, "call_id": call_id},
-            sort=[("requested_at", DESCENDING), ("_id", DESCENDING)],
-        )
+        named = {"tenant_id": answer.tenant_id, "user_id": answer.user_id}
+        if answer.conversation_id is not None:
+            named["conversation_id"] = answer.conversation_id
+        # Turn ids are unique: with the user's (and the conversation, if named) this is one document.
+        found = await approvals.find_one({**named, "turn_id": answer.turn_id, "call_id": answer.call_id})
         if found is None:
-            raise NotFound(f"no approval {call_id} for this user")
-        ids = (str(found["conversation_id"]), str(found["turn_id"]), call_id)
-        if found["state"] != "pending":
-            return ApprovalRecord(*ids, cast(ApprovalState, found["state"]))
-        decided: ApprovalState = "expired" if now > float(found["expires_at"]) else "approved" if approved else "denied"
+            raise NotFound(f"no approval {answer.call_id} of turn {answer.turn_id} for this user")
+        ids = (str(found["conversation_id"]), answer.turn_id, answer.call_id)
+        digest = kept_digest(found.get("args_sha256"), str(found["arguments"]))
+        if found["state"] != "pending" or digest != answer.args_sha256:
+            return ApprovalRecord(*ids, cast(ApprovalState, found["state"]), args_sha256=digest)
+        decided: ApprovalState = (
+            "expired" if now > float(found["expires_at"]) else "approved" if answer.approved else "denied"
+        )
         # Only a pending approval is decided: of two decisions at once, one wins.
         result = await approvals.update_one(
             {"_id": found["_id"], "state": "pending"}, {"$set": {"state": decided, "decided_at": now}}
@@ -69,8 +80,8 @@ class MongoApprovals(MongoBase):
         if result.modified_count == 0:
             winner = await approvals.find_one({"_id": found["_id"]})
             assert winner is not None
-            return ApprovalRecord(*ids, cast(ApprovalState, winner["state"]))
-        return ApprovalRecord(*ids, decided, changed=decided != "expired")
+            return ApprovalRecord(*ids, cast(ApprovalState, winner["state"]), args_sha256=digest)
+        return ApprovalRecord(*ids, decided, changed=decided != "expired", args_sha256=digest)
 
     async def take_tool_token(self, scope: Scope, tool: str, per_minute: int, now: float) -> TokenTaken:
         """One document per (user, tool, window), counted with `$inc`; the TTL index drops

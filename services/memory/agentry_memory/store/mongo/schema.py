@@ -47,7 +47,7 @@ def indexes(reasoning_retention_seconds: float) -> dict[str, list[IndexModel]]:
         "tool_calls": [unique("call", *USER, ("turn_id", ASCENDING), ("call_id", ASCENDING))],
         "approvals": [
             unique("approval", *CONVERSATION, ("turn_id", ASCENDING), ("call_id", ASCENDING)),
-            IndexModel([*USER, ("call_id", ASCENDING), ("requested_at", DESCENDING)], name="by_call"),
+            IndexModel([*USER, ("turn_id", ASCENDING), ("call_id", ASCENDING)], name="by_turn"),
         ],
         "tool_tokens": [
             unique("window", *USER, ("tool", ASCENDING), ("window_start", ASCENDING)),

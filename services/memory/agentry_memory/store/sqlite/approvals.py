@@ -10,11 +10,19 @@ import json
 import time
 from typing import Any, cast
 
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import ApprovalState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.store.errors import NotFound
-from agentry_memory.store.records import TOKEN_WINDOW_SECONDS, ApprovalRecord, TokenTaken, token_window
+from agentry_memory.store.records import (
+    TOKEN_WINDOW_SECONDS,
+    ApprovalAnswer,
+    ApprovalRecord,
+    TokenTaken,
+    kept_digest,
+    token_window,
+)
 from agentry_memory.store.sqlite.base import SqliteBase
 
 
@@ -33,9 +41,10 @@ class ApprovalTables(SqliteBase):
             self._turn(db, conversation, turn_id)
             # Asked again (a redelivery, a resumed turn): the first request and any decision stay.
             db.execute(
-                "INSERT INTO approvals (conversation, turn_id, call_id, tool, arguments, requested_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation, turn_id, call_id) DO NOTHING",
-                (conversation, turn_id, call_id, tool, body, time.time(), expires_at),
+                "INSERT INTO approvals "
+                "(conversation, turn_id, call_id, tool, arguments, args_sha256, requested_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (conversation, turn_id, call_id) DO NOTHING",
+                (conversation, turn_id, call_id, tool, body, arguments_sha256(arguments), time.time(), expires_at),
             )
 
     async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
@@ -54,31 +63,36 @@ class ApprovalTables(SqliteBase):
         state, expires_at = row
         return "expired" if state == "pending" and now > expires_at else cast(ApprovalState, state)
 
-    async def decide_approval(
-        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
-    ) -> ApprovalRecord:
-        return await self._run(self._decide_approval, tenant_id, user_id, call_id, approved, now)
+    async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
+        return await self._run(self._decide_approval, answer, now)
 
-    def _decide_approval(
-        self, tenant_id: str, user_id: str, call_id: str, approved: bool, now: float
-    ) -> ApprovalRecord:
+    def _decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         with self._tx() as db:
-            # Model call ids repeat across turns (the offline model's always do): the newest wins.
+            # Turn ids are unique: with the user's (and the conversation, if named) this is one row.
             row = db.execute(
-                "SELECT a.id, c.conversation_id, a.turn_id, a.state, a.expires_at FROM approvals a "
+                "SELECT a.id, c.conversation_id, a.state, a.expires_at, a.args_sha256, a.arguments FROM approvals a "
                 "JOIN conversations c ON c.id = a.conversation "
-                "WHERE a.call_id = ? AND c.tenant_id = ? AND c.user_id = ? "
-                "ORDER BY a.requested_at DESC, a.id DESC LIMIT 1",
-                (call_id, tenant_id, user_id),
+                "WHERE a.turn_id = ? AND a.call_id = ? AND c.tenant_id = ? AND c.user_id = ? "
+                "AND c.conversation_id = COALESCE(?, c.conversation_id)",
+                (answer.turn_id, answer.call_id, answer.tenant_id, answer.user_id, answer.conversation_id),
             ).fetchone()
             if row is None:
-                raise NotFound(f"no approval {call_id} for this user")
-            approval_id, conversation_id, turn_id, state, expires_at = row
-            if state != "pending":
-                return ApprovalRecord(conversation_id, turn_id, call_id, cast(ApprovalState, state))
-            decided: ApprovalState = "expired" if now > expires_at else "approved" if approved else "denied"
+                raise NotFound(f"no approval {answer.call_id} of turn {answer.turn_id} for this user")
+            approval_id, conversation_id, state, expires_at, stored, arguments = row
+            found = ApprovalRecord(
+                conversation_id,
+                answer.turn_id,
+                answer.call_id,
+                cast(ApprovalState, state),
+                args_sha256=kept_digest(stored, arguments),
+            )
+            if state != "pending" or found.args_sha256 != answer.args_sha256:
+                return found
+            decided: ApprovalState = "expired" if now > expires_at else "approved" if answer.approved else "denied"
             db.execute("UPDATE approvals SET state = ?, decided_at = ? WHERE id = ?", (decided, now, approval_id))
-        return ApprovalRecord(conversation_id, turn_id, call_id, decided, changed=decided != "expired")
+        return ApprovalRecord(
+            conversation_id, answer.turn_id, answer.call_id, decided, decided != "expired", found.args_sha256
+        )
 
     async def take_tool_token(self, scope: Scope, tool: str, per_minute: int, now: float) -> TokenTaken:
         return await self._run(self._take_tool_token, scope, tool, per_minute, now)

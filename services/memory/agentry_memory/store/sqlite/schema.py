@@ -9,7 +9,7 @@ all IF NOT EXISTS). `PRAGMA user_version` says which release wrote the file.
 from __future__ import annotations
 
 # Bumped, with an entry in MIGRATIONS, whenever the tables change.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -80,10 +80,11 @@ CREATE TABLE IF NOT EXISTS approvals (
     expires_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending',  -- pending | approved | denied | expired
     decided_at REAL,
+    args_sha256 TEXT,  -- frames.arguments_sha256(arguments); NULL: asked before version 4
     UNIQUE (conversation, turn_id, call_id)
 );
--- The gateway decides by call_id alone (it does not know the turn).
-CREATE INDEX IF NOT EXISTS approvals_by_call ON approvals (call_id);
+-- The gateway decides by turn and call (turn ids are unique, the conversation is checked).
+CREATE INDEX IF NOT EXISTS approvals_by_turn ON approvals (turn_id, call_id);
 -- One row per user and tool: the current fixed window and the calls counted in it.
 CREATE TABLE IF NOT EXISTS tool_tokens (
     tenant_id TEXT NOT NULL,
@@ -189,5 +190,26 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE reasoning ADD COLUMN created_at REAL NOT NULL DEFAULT 0",
         # Reasoning kept from before ages from the upgrade.
         "UPDATE reasoning SET created_at = (julianday('now') - 2440587.5) * 86400.0",
+    ],
+    # Version 4: an approval keeps the digest of its arguments, and is found by its turn. A
+    # file from before version 3 has no approvals yet: the table is made as version 3 made it.
+    4: [
+        """
+        CREATE TABLE IF NOT EXISTS approvals (
+            id INTEGER PRIMARY KEY,
+            conversation INTEGER NOT NULL REFERENCES conversations(id),
+            turn_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            tool TEXT NOT NULL,
+            arguments TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            decided_at REAL,
+            UNIQUE (conversation, turn_id, call_id)
+        )
+        """,
+        "ALTER TABLE approvals ADD COLUMN args_sha256 TEXT",
+        "DROP INDEX IF EXISTS approvals_by_call",
     ],
 }
