@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agentry_shared.contracts.errors import ClientErrorCode, TurnFailureCode
 
+# Every integer a client sends is at most this: exact in a JSON double (JavaScript clients),
+# and far inside SQLite's and BSON's int64, so a store never overflows on a client's number.
+MAX_CLIENT_INT = 2**53
+
 # ---- client -> server -------------------------------------------------------------
 
 
@@ -43,7 +47,7 @@ class Resume(_ClientFrame):
 
     type: Literal["resume"]
     conversation_id: str = _Id
-    after_seq: int = Field(default=0, ge=0)
+    after_seq: int = Field(default=0, ge=0, le=MAX_CLIENT_INT)
     id: str | None = Field(default=None, max_length=128)
 
 

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MemoryFailureCode
+from agentry_shared.contracts.frames import MAX_CLIENT_INT
 from agentry_shared.contracts.scope import Scope
 
 
@@ -128,7 +129,7 @@ class GetFrames(BaseModel):
 
     kind: Literal["memory.get_frames"] = "memory.get_frames"
     scope: Scope
-    after_seq: int = 0
+    after_seq: int = Field(default=0, ge=0, le=MAX_CLIENT_INT)  # the client's, bounded
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
