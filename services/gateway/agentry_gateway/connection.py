@@ -117,7 +117,14 @@ class ClientSession:
         try:
             while True:
                 data = await self._ws.recv()
-                await self._handle(data)
+                try:
+                    await self._handle(data)
+                except ConnectionClosed:
+                    raise
+                except Exception:
+                    # A bug must cost the frame, not the socket (and not a traceback per frame).
+                    log.exception("client frame handling failed", extra={"throttle_key": self._identity.user_id})
+                    self._refuse(inbound.error(inbound.INTERNAL, "the gateway failed on this frame; it was not done"))
         except ConnectionClosed:
             return
 
@@ -250,5 +257,11 @@ class ClientSession:
     def _send_error(self, frame: ErrorFrame) -> None:
         if self._closer is not None:
             return
-        if self._outbox.offer_error(frame.model_dump_json(exclude_none=True).encode()) is Offer.OVERFLOW:
+        try:
+            body = frame.model_dump_json(exclude_none=True).encode()
+        except ValueError:  # an unencodable echo (inbound refuses lone surrogates; this is the backstop)
+            log.warning("error frame not encodable; sent without echoes", extra={"throttle_key": frame.code})
+            plain = frame.message.encode(errors="replace").decode()
+            body = ErrorFrame(code=frame.code, message=plain).model_dump_json(exclude_none=True).encode()
+        if self._outbox.offer_error(body) is Offer.OVERFLOW:
             self._overflow()

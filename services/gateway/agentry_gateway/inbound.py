@@ -11,6 +11,10 @@ failures are reported as `invalid_<type>` (so `invalid_message`, `invalid_cancel
 
 Validation is strict: the input is JSON, whose numbers and strings are what they are, so
 `"after_seq": "5"` or `true` is a client bug to report, not something to coerce.
+
+JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 text can carry: a
+frame holding one anywhere is refused as `invalid_frame` before anything of it is used,
+so no string of a client that reaches a reply, a log line or the broker is unencodable.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ RESUME_GAP: Final[ClientErrorCode] = "resume_gap"
 RESUME_REQUIRED: Final[ClientErrorCode] = "resume_required"
 APPROVAL_EXPIRED: Final[ClientErrorCode] = "approval_expired"
 APPROVAL_ALREADY_DECIDED: Final[ClientErrorCode] = "approval_already_decided"
+INTERNAL: Final[ClientErrorCode] = "internal"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
@@ -88,6 +93,18 @@ def _utf8_size_over(text: str, limit: int) -> bool:
     return len(text.encode()) > limit
 
 
+def _has_lone_surrogate(data: str, raw: object) -> bool:
+    """Whether the decoded frame holds a surrogate without its pair. Only a `\\uD800`-`\\uDFFF`
+    escape can make one (a text frame is valid UTF-8), so frames without `\\ud` are not walked."""
+    if "\\ud" not in data and "\\uD" not in data:
+        return False
+    try:
+        json.dumps(raw, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _describe(exc: ValidationError) -> str:
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"][1:]) or "frame"
@@ -106,6 +123,8 @@ def parse(data: str | bytes, limits: Limits) -> ClientFrame | ErrorFrame:
         return error(INVALID_JSON, "frame is not valid JSON")
     if not isinstance(raw, dict):
         return error(INVALID_FRAME, "frame must be a JSON object")
+    if _has_lone_surrogate(data, raw):
+        return error(INVALID_FRAME, "frame holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair)")
     client_id = raw.get("id")
     echo = client_id if isinstance(client_id, str) and len(client_id) <= _MAX_ID_CHARS else None
     try:

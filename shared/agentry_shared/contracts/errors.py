@@ -40,11 +40,12 @@ ClientErrorCode = Literal[
     "approval_already_decided",
     "resume_gap",
     "resume_required",
+    "internal",
 ]
 
 CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "invalid_json": "the frame is not JSON",
-    "invalid_frame": "JSON, but not an object",
+    "invalid_frame": "JSON, but not an object, or holding a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)",
     "unknown_type": "`type` missing or not one of the client frames",
     "invalid_message": "a field of the `message` frame is missing, empty, of the wrong type, out of range, or unknown",
     "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, out of range, or unknown",
@@ -62,6 +63,7 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
     "resume_gap": "resume: frames up to a seq expired; the replay goes on with the kept ones",
     "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
+    "internal": "the gateway failed on the frame (a bug, logged): it was not done; the socket stays open",
 }
 
 # Schema failures of a client frame are reported as `invalid_<type>`, by frame type.
