@@ -60,6 +60,7 @@ class ClientSession:
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self._bucket = TokenBucket(shared.frames_per_second, 2 * shared.frames_per_second, self._clock())
+        self._quiet_until = 0.0  # refused frames before this were told `rate_limited` already
         self._claimed: set[str] = set()
         self._subscribed: set[str] = set()
         self._closer: asyncio.Task[None] | None = None
@@ -129,8 +130,9 @@ class ClientSession:
             return
 
     async def _handle(self, data: str | bytes) -> None:
-        if not self._bucket.allow(self._clock()):
-            self._refuse(inbound.error(inbound.RATE_LIMITED, "too many frames; slow down"))
+        now = self._clock()
+        if not self._bucket.allow(now):
+            self._rate_limited(now)
             return
         frame = inbound.parse(data, self._shared.limits)
         if isinstance(frame, ErrorFrame):
@@ -248,6 +250,19 @@ class ClientSession:
             log.warning("subscribe failed", extra={"conversation_id": conversation_id}, exc_info=True)
             raise Rejected(inbound.UNAVAILABLE, "the broker is unavailable; retry") from exc
         self._subscribed.add(conversation_id)
+
+    def _rate_limited(self, now: float) -> None:
+        """One `rate_limited` per window, saying when a frame will be taken again; the other
+        refused frames of the window are dropped unanswered: answering each would fill the
+        send queue and close the socket (1013), which is what the limit is meant to avoid."""
+        if now < self._quiet_until:
+            metrics.CLIENT_FRAMES.labels("rate_limited_silently").inc()
+            return
+        wait = self._bucket.retry_after(now)
+        self._quiet_until = now + wait
+        rate = self._shared.frames_per_second
+        message = f"over GATEWAY_MAX_FRAMES_PER_SECOND ({rate:g}/s); frames sent before retry_after_ms are dropped"
+        self._refuse(inbound.error(inbound.RATE_LIMITED, message, retry_after=wait))
 
     def _refuse(self, frame: ErrorFrame) -> None:
         """Answer a client frame with an error."""

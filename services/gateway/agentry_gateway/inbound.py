@@ -20,6 +20,7 @@ so no string of a client that reaches a reply, a log line or the broker is unenc
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -67,9 +68,16 @@ class Limits:
 
 
 def error(
-    code: ClientErrorCode, message: str, *, id: str | None = None, conversation_id: str | None = None
+    code: ClientErrorCode,
+    message: str,
+    *,
+    id: str | None = None,
+    conversation_id: str | None = None,
+    retry_after: float | None = None,
 ) -> ErrorFrame:
-    return ErrorFrame(code=code, message=message, id=id, conversation_id=conversation_id)
+    """`retry_after` (seconds): when the same frame may succeed, sent rounded up to whole ms."""
+    retry_after_ms = None if retry_after is None else max(1, math.ceil(retry_after * 1000))
+    return ErrorFrame(code=code, message=message, id=id, conversation_id=conversation_id, retry_after_ms=retry_after_ms)
 
 
 def _check_message(frame: SendMessage, limits: Limits) -> tuple[ClientErrorCode, str] | None:

@@ -165,10 +165,12 @@ SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 
 
 class ErrorFrame(BaseModel):
-    """The client sent something wrong; the socket stays open."""
+    """The client sent something wrong; the socket stays open. `retry_after_ms`: a limit
+    was hit, and the same frame may succeed after that long."""
 
     type: Literal["error"] = "error"
     code: ClientErrorCode
     message: str
     conversation_id: str | None = None
     id: str | None = None
+    retry_after_ms: int | None = None
