@@ -45,6 +45,10 @@ class GatewaySettings(CommonSettings):
     # Per socket: at most this many client frames per second (token bucket, burst = 2x).
     gateway_max_frames_per_second: float = Field(default=20.0, gt=0)
     gateway_send_queue_frames: int = Field(default=1024, ge=16)
+    # Per user, counted on each gateway replica (not across replicas): sockets over it are
+    # closed with `socket_limit`. Per socket: conversations followed (message or resume).
+    gateway_max_sockets_per_user: int = Field(default=16, ge=1)
+    gateway_max_followed_conversations: int = Field(default=64, ge=1)
     auth_jwt_secret: SecretStr | None = None
     auth_jwt_audience: str | None = None
 
@@ -138,6 +142,8 @@ class MemorySettings(CommonSettings):
     memory_summary_timeout_seconds: float = Field(default=60.0, gt=0)
     # How long frames stay resumable (a client resuming from older gets `resume_gap`).
     memory_frame_retention_hours: float = Field(default=24.0, gt=0)
+    # Conversations a user may have stored; creating one more is refused (`limit_reached`).
+    memory_max_conversations_per_user: int = Field(default=10_000, ge=1)
 
 
 class OfflineModelSettings(CommonSettings):

@@ -25,7 +25,7 @@ from websockets.protocol import State
 from agentry_gateway import approval, inbound, metrics
 from agentry_gateway.auth import Identity
 from agentry_gateway.fanout import Fanout
-from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
+from agentry_gateway.inbound import FOLLOW_LIMIT, FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
 from agentry_gateway.intake import Intake
 from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.outbox import Offer, Outbox
@@ -45,6 +45,7 @@ class Shared:
     limits: inbound.Limits
     frames_per_second: float
     send_queue_frames: int
+    max_followed: int  # conversations one socket may follow (GATEWAY_MAX_FOLLOWED_CONVERSATIONS)
     fanout: Fanout
     intake: Intake
     memory: MemoryClient
@@ -158,11 +159,13 @@ class ClientSession:
         )
 
     async def _on_message(self, frame: SendMessage) -> None:
+        """Without `conversation_id` a new conversation starts, its id issued here; a client
+        can only name one that exists (memory answers `not_found` and creates nothing)."""
         conversation_id = frame.conversation_id or uuid.uuid4().hex
         scope = self._scope(conversation_id)
         try:
             with bind_context(conversation_id=conversation_id):
-                await self._claim(scope)
+                await self._claim(scope, new=frame.conversation_id is None)
                 await self._subscribe(conversation_id)
                 if self._ws.state is not State.OPEN:
                     # The client left while we claimed: it never saw an acceptance and will
@@ -170,8 +173,10 @@ class ClientSession:
                     return
                 await self._shared.intake.publish(scope, frame.text, frame.id)
         except Rejected as exc:
-            # conversation_id included: a client that did not name one can retry in the same one.
-            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
+            # A new conversation's id once it exists: a client that did not name one can retry
+            # in it. Not before: naming an id memory never created would be `not_found`.
+            known = frame.conversation_id or (conversation_id if conversation_id in self._claimed else None)
+            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=known))
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 
@@ -229,11 +234,15 @@ class ClientSession:
         self._resync.start(conversation_id)
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 
-    async def _claim(self, scope: Scope) -> None:
+    async def _claim(self, scope: Scope, *, new: bool = False) -> None:
         conversation_id = scope.conversation_id
         if conversation_id in self._claimed:
             return
-        created = await self._shared.memory.claim(scope)
+        limit = self._shared.max_followed
+        if len(self._claimed) >= limit:  # every followed conversation was claimed first
+            message = f"this socket follows GATEWAY_MAX_FOLLOWED_CONVERSATIONS ({limit}) conversations; open another"
+            raise Rejected(FOLLOW_LIMIT, message)
+        created = await self._shared.memory.claim(scope, new=new)
         self._claimed.add(conversation_id)
         if created and self._outbox.last_seq(conversation_id) is None:
             # A new conversation: this socket has seen all of it (nothing), so a catch-up

@@ -47,6 +47,9 @@ RESUME_REQUIRED: Final[ClientErrorCode] = "resume_required"
 APPROVAL_EXPIRED: Final[ClientErrorCode] = "approval_expired"
 APPROVAL_ALREADY_DECIDED: Final[ClientErrorCode] = "approval_already_decided"
 INTERNAL: Final[ClientErrorCode] = "internal"
+SOCKET_LIMIT: Final[ClientErrorCode] = "socket_limit"
+FOLLOW_LIMIT: Final[ClientErrorCode] = "follow_limit"
+CONVERSATION_LIMIT: Final[ClientErrorCode] = "conversation_limit"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}

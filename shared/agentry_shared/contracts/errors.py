@@ -41,6 +41,9 @@ ClientErrorCode = Literal[
     "resume_gap",
     "resume_required",
     "internal",
+    "socket_limit",
+    "follow_limit",
+    "conversation_limit",
 ]
 
 CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
@@ -57,13 +60,16 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "rate_limited": "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second",
     "forbidden": "the conversation (or turn, or call) belongs to another user",
     "unavailable": "the broker or memory did not confirm in time: not done, send it again",
-    "not_found": "cancel: no such turn; approve: no such call awaits approval",
+    "not_found": "cancel: no such turn; approve: no such call awaits approval; message, resume: no such conversation",
     "turn_not_active": "cancel: the turn has already ended",
     "approval_expired": "approve: too late, the call was denied",
     "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
     "resume_gap": "resume: frames up to a seq expired; the replay goes on with the kept ones",
     "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
     "internal": "the gateway failed on the frame (a bug, logged): it was not done; the socket stays open",
+    "socket_limit": "the user has GATEWAY_MAX_SOCKETS_PER_USER sockets open on this gateway: this one is closed (1013)",
+    "follow_limit": "this socket follows GATEWAY_MAX_FOLLOWED_CONVERSATIONS conversations: use another socket",
+    "conversation_limit": "the user has MEMORY_MAX_CONVERSATIONS_PER_USER conversations: no new one is created",
 }
 
 # Schema failures of a client frame are reported as `invalid_<type>`, by frame type.
@@ -82,6 +88,7 @@ MemoryFailureCode = Literal[
     "not_found",
     "unsupported",
     "internal",
+    "limit_reached",
 ]
 
 MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
@@ -90,6 +97,7 @@ MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
     "not_found": "no such conversation, turn, tool call or approval",
     "unsupported": "a request this memory version does not implement",
     "internal": "the memory service failed (a bug, or its store); try again",
+    "limit_reached": "a per-user limit (MEMORY_MAX_CONVERSATIONS_PER_USER): nothing was created",
 }
 
 # ---- `turn.failed` frames: the turn ended without an answer (frames.FrameError) --------
@@ -106,6 +114,7 @@ TurnFailureCode = Literal[
     "memory_not_found",
     "memory_unsupported",
     "memory_internal",
+    "memory_limit_reached",
     "cancelled",
     "poison",
     "internal",
@@ -125,6 +134,7 @@ TURN_FAILURE_MEANINGS: Final[dict[TurnFailureCode, str]] = {
     "memory_not_found": "the memory service does not know the conversation or turn",
     "memory_unsupported": "the memory service does not implement a request the turn needs",
     "memory_internal": "the memory service failed, or answered something unexpected",
+    "memory_limit_reached": "the memory service refused to create something past a per-user limit",
     "cancelled": "the user cancelled the turn (a `cancel` frame)",
     "poison": "the turn was dead-lettered: it failed on repeated attempts",
     "internal": "a bug; the logs carry the turn_id",
@@ -137,6 +147,7 @@ MEMORY_TURN_FAILURE: Final[dict[MemoryFailureCode, TurnFailureCode]] = {
     "not_found": "memory_not_found",
     "unsupported": "memory_unsupported",
     "internal": "memory_internal",
+    "limit_reached": "memory_limit_reached",
 }
 
 # ---- tool errors: what the model reads instead of a tool's output (tools.ToolError) ----
@@ -181,6 +192,7 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "not_found": "a memory tool: memory does not know the conversation",
     "unsupported": "a memory tool: memory does not implement this request",
     "internal": "a memory tool: memory failed",
+    "limit_reached": "a memory tool: a per-user limit of memory was reached",
 }
 
 

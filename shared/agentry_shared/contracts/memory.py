@@ -13,10 +13,18 @@ from agentry_shared.contracts.scope import Scope
 
 
 class ClaimConversation(BaseModel):
-    """Create the conversation for this user, or confirm it is theirs."""
+    """Confirm the conversation is this user's (`not_found` if there is none, `forbidden` if
+    another user's); with `new`, create it first: the gateway has just issued its id.
+
+    Only a new, server-issued id is created, so a client cannot squat an id before its
+    owner uses it, nor make conversations (and broker bindings) by naming random ids. A
+    creation past MEMORY_MAX_CONVERSATIONS_PER_USER is `limit_reached`. Before `new`
+    existed every claim created: deploy gateways that send it before memories that read it.
+    """
 
     kind: Literal["memory.claim_conversation"] = "memory.claim_conversation"
     scope: Scope
+    new: bool = False
 
 
 class GetContext(BaseModel):
