@@ -2,6 +2,9 @@
 
 Handlers bind ids once with `bind_context`; every log call below them carries the ids,
 so an operator can follow one turn across services with a single filter on `turn_id`.
+
+Repeated warnings and errors are throttled (`Throttle`): a client repeating a bad frame,
+or a peer failing a thousand times a second, costs one line per interval and a count.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -49,12 +52,64 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False)
+        text = json.dumps(line, ensure_ascii=False)
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a lone surrogate (from a client's JSON): escaped, never a crash
+            text = json.dumps(line)
+        return text
 
 
-def setup_logging(service: str, level: str = "INFO") -> None:
+ThrottleKey = tuple[str, int, str, str | None]
+
+
+class Throttle(logging.Filter):
+    """The same line at most once per `seconds`; the next one shown carries `suppressed`,
+    how many were dropped since.
+
+    "The same line" is logger, level, message template (the `msg` before `%` arguments)
+    and the record's `throttle_key` extra, if any (say, a user id: one noisy user then
+    does not hide another's lines). Only warnings and worse are throttled, and records
+    that bring a `throttle_key`: routine INFO lines (one per turn) always pass.
+    """
+
+    def __init__(
+        self, seconds: float = 10.0, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._clock = clock
+        self._max_keys = max_keys
+        self._shown: dict[ThrottleKey, tuple[float, int]] = {}  # key -> (shown at, suppressed since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        throttle_key = getattr(record, "throttle_key", None)
+        if record.levelno < logging.WARNING and throttle_key is None:
+            return True
+        key = (record.name, record.levelno, str(record.msg), None if throttle_key is None else str(throttle_key))
+        now = self._clock()
+        shown = self._shown.get(key)
+        if shown is not None and now - shown[0] < self.seconds:
+            self._shown[key] = (shown[0], shown[1] + 1)
+            return False
+        if shown is not None and shown[1]:
+            record.suppressed = shown[1]
+        self._shown[key] = (now, 0)
+        if len(self._shown) > self._max_keys:
+            self._forget(now)
+        return True
+
+    def _forget(self, now: float) -> None:
+        """Bounded memory: drop keys whose interval has passed (their counts are lost)."""
+        self._shown = {k: v for k, v in self._shown.items() if now - v[0] < self.seconds}
+        if len(self._shown) > self._max_keys:
+            self._shown.clear()
+
+
+def setup_logging(service: str, level: str = "INFO", *, throttle_seconds: float = 10.0) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(Throttle(throttle_seconds))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -67,6 +67,10 @@ class GatewaySettings(CommonSettings):
     # file, for real deployments; or an HS256 secret (development, tests).
     auth_jwks_url: str | None = None
     auth_jwks_file: Path | None = None
+    # Per user, counted on each gateway replica (not across replicas): sockets over it are
+    # closed with `socket_limit`. Per socket: conversations followed (message or resume).
+    gateway_max_sockets_per_user: int = Field(default=16, ge=1)
+    gateway_max_followed_conversations: int = Field(default=64, ge=1)
     auth_jwt_secret: SecretStr | None = None
     # Checked when set: the token's `iss` must be this, its `aud` must name this.
     auth_jwt_issuer: str | None = None
@@ -199,6 +203,8 @@ class MemorySettings(CommonSettings):
     memory_summary_timeout_seconds: float = Field(default=60.0, gt=0)
     # How long frames stay resumable (a client resuming from older gets `resume_gap`).
     memory_frame_retention_hours: float = Field(default=24.0, gt=0)
+    # Conversations a user may have stored; creating one more is refused (`limit_reached`).
+    memory_max_conversations_per_user: int = Field(default=10_000, ge=1)
 
 
 class OfflineModelSettings(CommonSettings):

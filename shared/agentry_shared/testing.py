@@ -130,7 +130,8 @@ class MemoryStandIn:
     `MemoryFailure(code="invalid")`. What the real memory service does is its own business
     (its own tests); this is the contract the callers rely on:
 
-    - ClaimConversation: the first (tenant, user) to claim a conversation owns it (`owners`).
+    - ClaimConversation: `new` creates the conversation for the claiming (tenant, user)
+      (`owners`); otherwise an unknown one is `not_found` and another user's `forbidden`.
     - GetFrames: serves `frames[conversation][seq]` to the owner; `while_answering` (a
       test's hook) runs after the page is read and before it is sent, so a test can make
       the conversation go on during a replay.
@@ -241,6 +242,8 @@ class MemoryStandIn:
     def _claim_conversation(self, request: ClaimConversation) -> Claimed | MemoryFailure:
         scope = request.scope
         created = scope.conversation_id not in self.owners
+        if created and not request.new:
+            return MemoryFailure(code="not_found", message=f"no conversation {scope.conversation_id}")
         self.owners.setdefault(scope.conversation_id, (scope.tenant_id, scope.user_id))
         if self._owned_by_another(scope):
             return MemoryFailure(code="forbidden", message="not yours")

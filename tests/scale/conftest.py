@@ -72,8 +72,10 @@ async def run_turns(stack: Stack, conversations: int, turns_each: int, text: str
     done: list[Conversation] = []
     todo = list(range(conversations))
 
-    async def client() -> None:
-        async with connect(stack.ws_url, max_size=None) as ws:
+    async def client(n: int) -> None:
+        # One user per socket, as many clients are: one user's sockets are capped
+        # (GATEWAY_MAX_SOCKETS_PER_USER, 16 by default).
+        async with connect(f"{stack.ws_url}?user=scale-{n}", max_size=None) as ws:
             while todo:
                 todo.pop()
                 conversation = Conversation(ws)
@@ -83,7 +85,7 @@ async def run_turns(stack: Stack, conversations: int, turns_each: int, text: str
                 await conversation.until_ended(turns_each)
                 done.append(conversation)
 
-    await asyncio.gather(*(client() for _ in range(sockets)))
+    await asyncio.gather(*(client(n) for n in range(sockets)))
     return done
 
 

@@ -28,7 +28,7 @@ from agentry_gateway.auth import Identity
 from agentry_gateway.authenticator import Authenticator, peer
 from agentry_gateway.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_CLOSE, Expiry
 from agentry_gateway.fanout import Fanout
-from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
+from agentry_gateway.inbound import FOLLOW_LIMIT, FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
 from agentry_gateway.intake import Intake
 from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.outbox import Offer, Outbox
@@ -48,6 +48,7 @@ class Shared:
     limits: inbound.Limits
     frames_per_second: float
     send_queue_frames: int
+    max_followed: int  # conversations one socket may follow (GATEWAY_MAX_FOLLOWED_CONVERSATIONS)
     fanout: Fanout
     intake: Intake
     memory: MemoryClient
@@ -64,6 +65,7 @@ class ClientSession:
         loop = asyncio.get_running_loop()
         self._clock = loop.time
         self._bucket = TokenBucket(shared.frames_per_second, 2 * shared.frames_per_second, self._clock())
+        self._quiet_until = 0.0  # refused frames before this were told `rate_limited` already
         self._claimed: set[str] = set()
         self._subscribed: set[str] = set()
         self._closer: asyncio.Task[None] | None = None
@@ -142,13 +144,21 @@ class ClientSession:
         try:
             while True:
                 data = await self._ws.recv()
-                await self._handle(data)
+                try:
+                    await self._handle(data)
+                except ConnectionClosed:
+                    raise
+                except Exception:
+                    # A bug must cost the frame, not the socket (and not a traceback per frame).
+                    log.exception("client frame handling failed", extra={"throttle_key": self._identity.user_id})
+                    self._refuse(inbound.error(inbound.INTERNAL, "the gateway failed on this frame; it was not done"))
         except ConnectionClosed:
             return
 
     async def _handle(self, data: str | bytes) -> None:
-        if not self._bucket.allow(self._clock()):
-            self._refuse(inbound.error(inbound.RATE_LIMITED, "too many frames; slow down"))
+        now = self._clock()
+        if not self._bucket.allow(now):
+            self._rate_limited(now)
             return
         frame = inbound.parse(data, self._shared.limits)
         if isinstance(frame, ErrorFrame):
@@ -176,11 +186,13 @@ class ClientSession:
         )
 
     async def _on_message(self, frame: SendMessage) -> None:
+        """Without `conversation_id` a new conversation starts, its id issued here; a client
+        can only name one that exists (memory answers `not_found` and creates nothing)."""
         conversation_id = frame.conversation_id or uuid.uuid4().hex
         scope = self._scope(conversation_id)
         try:
             with bind_context(conversation_id=conversation_id):
-                await self._claim(scope)
+                await self._claim(scope, new=frame.conversation_id is None)
                 await self._subscribe(conversation_id)
                 if self._ws.state is not State.OPEN:
                     # The client left while we claimed: it never saw an acceptance and will
@@ -188,8 +200,10 @@ class ClientSession:
                     return
                 await self._shared.intake.publish(scope, frame.text, frame.id)
         except Rejected as exc:
-            # conversation_id included: a client that did not name one can retry in the same one.
-            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
+            # A new conversation's id once it exists: a client that did not name one can retry
+            # in it. Not before: naming an id memory never created would be `not_found`.
+            known = frame.conversation_id or (conversation_id if conversation_id in self._claimed else None)
+            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=known))
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 
@@ -260,11 +274,15 @@ class ClientSession:
         self._resync.start(conversation_id)
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 
-    async def _claim(self, scope: Scope) -> None:
+    async def _claim(self, scope: Scope, *, new: bool = False) -> None:
         conversation_id = scope.conversation_id
         if conversation_id in self._claimed:
             return
-        created = await self._shared.memory.claim(scope)
+        limit = self._shared.max_followed
+        if len(self._claimed) >= limit:  # every followed conversation was claimed first
+            message = f"this socket follows GATEWAY_MAX_FOLLOWED_CONVERSATIONS ({limit}) conversations; open another"
+            raise Rejected(FOLLOW_LIMIT, message)
+        created = await self._shared.memory.claim(scope, new=new)
         self._claimed.add(conversation_id)
         if created and self._outbox.last_seq(conversation_id) is None:
             # A new conversation: this socket has seen all of it (nothing), so a catch-up
@@ -282,6 +300,19 @@ class ClientSession:
             raise Rejected(inbound.UNAVAILABLE, "the broker is unavailable; retry") from exc
         self._subscribed.add(conversation_id)
 
+    def _rate_limited(self, now: float) -> None:
+        """One `rate_limited` per window, saying when a frame will be taken again; the other
+        refused frames of the window are dropped unanswered: answering each would fill the
+        send queue and close the socket (1013), which is what the limit is meant to avoid."""
+        if now < self._quiet_until:
+            metrics.CLIENT_FRAMES.labels("rate_limited_silently").inc()
+            return
+        wait = self._bucket.retry_after(now)
+        self._quiet_until = now + wait
+        rate = self._shared.frames_per_second
+        message = f"over GATEWAY_MAX_FRAMES_PER_SECOND ({rate:g}/s); frames sent before retry_after_ms are dropped"
+        self._refuse(inbound.error(inbound.RATE_LIMITED, message, retry_after=wait))
+
     def _refuse(self, frame: ErrorFrame) -> None:
         """Answer a client frame with an error."""
         metrics.CLIENT_FRAMES.labels(frame.code).inc()
@@ -290,5 +321,11 @@ class ClientSession:
     def _send_error(self, frame: ErrorFrame) -> None:
         if self._closer is not None:
             return
-        if self._outbox.offer_error(frame.model_dump_json(exclude_none=True).encode()) is Offer.OVERFLOW:
+        try:
+            body = frame.model_dump_json(exclude_none=True).encode()
+        except ValueError:  # an unencodable echo (inbound refuses lone surrogates; this is the backstop)
+            log.warning("error frame not encodable; sent without echoes", extra={"throttle_key": frame.code})
+            plain = frame.message.encode(errors="replace").decode()
+            body = ErrorFrame(code=frame.code, message=plain).model_dump_json(exclude_none=True).encode()
+        if self._outbox.offer_error(body) is Offer.OVERFLOW:
             self._overflow()

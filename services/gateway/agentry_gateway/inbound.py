@@ -11,11 +11,16 @@ failures are reported as `invalid_<type>` (so `invalid_message`, `invalid_cancel
 
 Validation is strict: the input is JSON, whose numbers and strings are what they are, so
 `"after_seq": "5"` or `true` is a client bug to report, not something to coerce.
+
+JSON can spell a lone UTF-16 surrogate (`"\\ud800"`), which no UTF-8 text can carry: a
+frame holding one anywhere is refused as `invalid_frame` before anything of it is used,
+so no string of a client that reaches a reply, a log line or the broker is unencodable.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +47,10 @@ RESUME_REQUIRED: Final[ClientErrorCode] = "resume_required"
 APPROVAL_EXPIRED: Final[ClientErrorCode] = "approval_expired"
 APPROVAL_ALREADY_DECIDED: Final[ClientErrorCode] = "approval_already_decided"
 APPROVAL_ARGS_MISMATCH: Final[ClientErrorCode] = "approval_args_mismatch"
+INTERNAL: Final[ClientErrorCode] = "internal"
+SOCKET_LIMIT: Final[ClientErrorCode] = "socket_limit"
+FOLLOW_LIMIT: Final[ClientErrorCode] = "follow_limit"
+CONVERSATION_LIMIT: Final[ClientErrorCode] = "conversation_limit"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
@@ -63,9 +72,16 @@ class Limits:
 
 
 def error(
-    code: ClientErrorCode, message: str, *, id: str | None = None, conversation_id: str | None = None
+    code: ClientErrorCode,
+    message: str,
+    *,
+    id: str | None = None,
+    conversation_id: str | None = None,
+    retry_after: float | None = None,
 ) -> ErrorFrame:
-    return ErrorFrame(code=code, message=message, id=id, conversation_id=conversation_id)
+    """`retry_after` (seconds): when the same frame may succeed, sent rounded up to whole ms."""
+    retry_after_ms = None if retry_after is None else max(1, math.ceil(retry_after * 1000))
+    return ErrorFrame(code=code, message=message, id=id, conversation_id=conversation_id, retry_after_ms=retry_after_ms)
 
 
 def _check_message(frame: SendMessage, limits: Limits) -> tuple[ClientErrorCode, str] | None:
@@ -94,6 +110,18 @@ def _utf8_size_over(text: str, limit: int) -> bool:
 _APPROVE_ECHO = frozenset({"turn_id", "call_id", "args_sha256"})
 
 
+def _has_lone_surrogate(data: str, raw: object) -> bool:
+    """Whether the decoded frame holds a surrogate without its pair. Only a `\\uD800`-`\\uDFFF`
+    escape can make one (a text frame is valid UTF-8), so frames without `\\ud` are not walked."""
+    if "\\ud" not in data and "\\uD" not in data:
+        return False
+    try:
+        json.dumps(raw, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _describe(exc: ValidationError) -> str:
     errors = exc.errors(include_url=False)
     if any(e["type"] == "missing" and e["loc"][0] == "approve" and e["loc"][-1] in _APPROVE_ECHO for e in errors):
@@ -115,6 +143,8 @@ def parse(data: str | bytes, limits: Limits) -> ClientFrame | ErrorFrame:
         return error(INVALID_JSON, "frame is not valid JSON")
     if not isinstance(raw, dict):
         return error(INVALID_FRAME, "frame must be a JSON object")
+    if _has_lone_surrogate(data, raw):
+        return error(INVALID_FRAME, "frame holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its pair)")
     client_id = raw.get("id")
     echo = client_id if isinstance(client_id, str) and len(client_id) <= _MAX_ID_CHARS else None
     try:

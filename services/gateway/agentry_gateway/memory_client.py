@@ -38,7 +38,7 @@ from aio_pika.exceptions import ChannelClosed, ChannelInvalidStateError
 from pydantic import BaseModel, ValidationError
 
 from agentry_gateway import broker
-from agentry_gateway.inbound import FORBIDDEN, NOT_FOUND, UNAVAILABLE, Rejected
+from agentry_gateway.inbound import CONVERSATION_LIMIT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,10 @@ class MemoryClient:
     def close(self) -> None:
         self._started = False
 
-    async def claim(self, scope: Scope) -> bool:
-        """Make the conversation this user's (True: it was created now), or raise `forbidden`."""
-        reply = await self._call(ClaimConversation(scope=scope))
+    async def claim(self, scope: Scope, *, new: bool = False) -> bool:
+        """Check the conversation is this user's (`not_found`, `forbidden`); `new`: create it
+        first (True: it was created now), for an id the gateway has just issued."""
+        reply = await self._call(ClaimConversation(scope=scope, new=new))
         if isinstance(reply, Claimed):
             return reply.created
         raise self._refusal(reply, "claim")
@@ -107,6 +108,8 @@ class MemoryClient:
                 return Rejected(FORBIDDEN, "this conversation belongs to another user")
             if reply.code == "not_found":
                 return Rejected(NOT_FOUND, reply.message or "not found")
+            if reply.code == "limit_reached":
+                return Rejected(CONVERSATION_LIMIT, reply.message or "MEMORY_MAX_CONVERSATIONS_PER_USER reached")
         log.warning("unexpected memory reply", extra={"request": what, "reply": reply.model_dump_json()})
         return Rejected(UNAVAILABLE, "the memory service could not answer; retry")
 

@@ -21,3 +21,8 @@ class TokenBucket:
             self._tokens -= 1.0
             return True
         return False
+
+    def retry_after(self, now: float) -> float:
+        """Seconds until `allow` will take a token (0 if it would now)."""
+        tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        return max(0.0, (1.0 - tokens) / self.rate)

@@ -13,6 +13,7 @@ socket catches up from memory (`resync`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -21,6 +22,7 @@ from weakref import WeakKeyDictionary
 from agentry_shared.bus import Bus
 from agentry_shared.settings import GatewaySettings
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
@@ -63,6 +65,7 @@ class Gateway:
             limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),
             frames_per_second=settings.gateway_max_frames_per_second,
             send_queue_frames=settings.gateway_send_queue_frames,
+            max_followed=settings.gateway_max_followed_conversations,
             fanout=self.fanout,
             intake=self.intake,
             memory=self.memory,
@@ -74,6 +77,7 @@ class Gateway:
             authenticator=self.authenticator,
         )
         self._sessions: set[ClientSession] = set()
+        self._sockets_per_user: dict[tuple[str, str], int] = {}  # this replica's only
         self._attached = False
         self._background: set[asyncio.Task[None]] = set()
         # Identity decided in process_request, picked up by the handler of the same connection;
@@ -197,9 +201,27 @@ class Gateway:
         if identity is None:  # cannot happen: every upgrade went through _process_request
             await ws.close(CloseCode.INTERNAL_ERROR, "no identity")
             return
+        user = (identity.tenant_id, identity.user_id)
+        if self._sockets_per_user.get(user, 0) >= self.settings.gateway_max_sockets_per_user:
+            await self._refuse_socket(ws)
+            return
+        self._sockets_per_user[user] = self._sockets_per_user.get(user, 0) + 1
         session = ClientSession(ws, identity, self._shared)
         self._sessions.add(session)
         try:
             await session.run()
         finally:
             self._sessions.discard(session)
+            self._sockets_per_user[user] -= 1
+            if not self._sockets_per_user[user]:
+                del self._sockets_per_user[user]
+
+    async def _refuse_socket(self, ws: ServerConnection) -> None:
+        """Over GATEWAY_MAX_SOCKETS_PER_USER (on this replica): say so, then close with 1008,
+        not 1013, so a client does not reconnect in a loop; it should close a socket first."""
+        limit = self.settings.gateway_max_sockets_per_user
+        message = f"this user has GATEWAY_MAX_SOCKETS_PER_USER ({limit}) sockets open here; close one first"
+        metrics.CLIENT_FRAMES.labels(inbound.SOCKET_LIMIT).inc()
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(inbound.error(inbound.SOCKET_LIMIT, message).model_dump_json(exclude_none=True))
+            await ws.close(CloseCode.POLICY_VIOLATION, inbound.SOCKET_LIMIT)

@@ -189,6 +189,13 @@ async def assert_silent(ws: ClientConnection, seconds: float = 0.3) -> None:
         await asyncio.wait_for(ws.recv(), seconds)
 
 
+def issued(broker: Broker, user: str, conversation_id: str, tenant: str = "default") -> str:
+    """A conversation memory issued to `user` earlier (as a `message` without
+    `conversation_id` does): a client may name only such ids, never invent one."""
+    broker.memory.owners[conversation_id] = (tenant, user)
+    return conversation_id
+
+
 async def send_message(ws: ClientConnection, text: str = "hello", **fields: Any) -> None:
     await ws.send(json.dumps({"type": "message", "text": text, **fields}))
 

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, send_message
+from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, issued, recv_json, send_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -61,7 +61,7 @@ async def test_turn_published_and_frames_fan_out(broker: Broker, gateway: tuple[
 
         second = await published(broker, b, "me too", conversation_id=conversation)
         assert second.scope == first.scope and second.client_message_id is None
-        other = await published(broker, c, "elsewhere", conversation_id="carol-conv")
+        other = await published(broker, c, "elsewhere")  # carol's own, server-issued
         assert other.scope.user_id == "carol"
 
         for seq in (1, 2):
@@ -75,8 +75,8 @@ async def test_turn_published_and_frames_fan_out(broker: Broker, gateway: tuple[
                 (3, "turn.started"),
             ]
         await assert_silent(c)  # another conversation never sees these
-        await broker.send_frame("carol-conv", 1, "message.accepted")
-        assert (await recv_json(c))["conversation_id"] == "carol-conv"
+        await broker.send_frame(other.scope.conversation_id, 1, "message.accepted")
+        assert (await recv_json(c))["conversation_id"] == other.scope.conversation_id
         await assert_silent(a, 0.1)
         await assert_silent(b, 0.1)
     assert broker.log.empty()
@@ -94,14 +94,14 @@ async def test_frame_is_forwarded_as_received(broker: Broker, gateway: tuple[Gat
 
 async def test_other_users_conversation_is_forbidden(broker: Broker, gateway: tuple[Gateway, str]) -> None:
     async with connect(f"{gateway[1]}?user=owner") as owner, connect(f"{gateway[1]}?user=mallory") as mallory:
-        turn = await published(broker, owner, "mine", conversation_id="owned-1")
-        await send_message(mallory, "let me in", conversation_id="owned-1", id="x1")
+        turn = await published(broker, owner, "mine")
+        await send_message(mallory, "let me in", conversation_id=turn.scope.conversation_id, id="x1")
         error = await recv_json(mallory)
         assert (error["type"], error["code"], error["id"]) == ("error", "forbidden", "x1")
         await broker.send_frame(turn.scope.conversation_id, 1)
         assert (await recv_json(owner))["seq"] == 1
         await assert_silent(mallory)  # never subscribed
-        await published(broker, mallory, "my own", conversation_id="mallory-1")  # still usable
+        await published(broker, mallory, "my own")  # still usable
     assert broker.log.empty()
 
 
@@ -155,14 +155,15 @@ async def test_rate_limited(broker: Broker, start_gateway: StartGateway) -> None
     async with connect(url) as ws:
         for _ in range(6):
             await ws.send("{}")
-        codes = [(await recv_json(ws))["code"] for _ in range(6)]
-        assert codes == ["unknown_type"] * 4 + ["rate_limited"] * 2
+        codes = [(await recv_json(ws))["code"] for _ in range(5)]
+        assert codes == ["unknown_type"] * 4 + ["rate_limited"]
+        await assert_silent(ws, 0.2)  # one notice per window: the 6th frame is dropped unanswered
         await asyncio.sleep(0.6)
         await published(broker, ws, "after a pause")
 
 
 async def test_memory_silent_is_unavailable(broker: Broker, gateway: tuple[Gateway, str]) -> None:
-    broker.memory.late.add("slow-conv")
+    broker.memory.late.add(issued(broker, "dev", "slow-conv"))
     async with connect(gateway[1]) as ws:
         await send_message(ws, "anyone?", conversation_id="slow-conv", id="s1")
         error = await recv_json(ws)
@@ -174,7 +175,7 @@ async def test_memory_silent_is_unavailable(broker: Broker, gateway: tuple[Gatew
 
 async def test_unroutable_turn_is_unavailable(broker: Broker, gateway: tuple[Gateway, str]) -> None:
     """No log queue for the partition (memory never declared it): refuse, don't drop silently."""
-    conversation = "unroutable-1"
+    conversation = issued(broker, "dev", "unroutable-1")
     partition = str(broker.topology.partition(conversation))
     queue = await broker.channel.get_queue(broker.topology.log_queue(int(partition)))
     await queue.unbind(broker.topology.log_exchange, partition)

@@ -50,23 +50,23 @@ async def test_catch_up_after_reconnect_hooks(broker: Broker, start_gateway: Sta
     gateway, url = await start_gateway()
     connection = gateway.bus.connection
     async with connect(f"{url}?user=olga") as ws:
-        await send_message(ws, "before the outage", conversation_id="outage-hooks")
-        await broker.log.next()
-        await broker.send_frame("outage-hooks", 1)
+        await send_message(ws, "before the outage")  # a new conversation: its id is issued
+        conversation = (await broker.log.next()).scope.conversation_id
+        await broker.send_frame(conversation, 1)
         assert await recv_seqs(ws, 1) == [1]
 
         gateway._on_broker_lost(connection, None)
-        await broker.send_frame("outage-hooks", 2, publish=False)  # published during the outage: lost
-        await broker.send_frame("outage-hooks", 3, publish=False)
-        await broker.send_frame("outage-hooks", 4)  # after the reconnect, before the catch-up
+        await broker.send_frame(conversation, 2, publish=False)  # published during the outage: lost
+        await broker.send_frame(conversation, 3, publish=False)
+        await broker.send_frame(conversation, 4)  # after the reconnect, before the catch-up
         await assert_silent(ws)  # held: 2 and 3 come first
 
         gateway._on_broker_back(connection)
         assert await recv_seqs(ws, 3) == [2, 3, 4]
-        await broker.send_frame("outage-hooks", 4)  # a redelivery
-        await broker.send_frame("outage-hooks", 5)
+        await broker.send_frame(conversation, 4)  # a redelivery
+        await broker.send_frame(conversation, 5)
         assert await recv_seqs(ws, 1) == [5]
-    fetches = [r for r in broker.memory.requests_of(GetFrames) if r.scope.conversation_id == "outage-hooks"]
+    fetches = [r for r in broker.memory.requests_of(GetFrames) if r.scope.conversation_id == conversation]
     assert [r.after_seq for r in fetches] == [1]
 
 
@@ -107,19 +107,19 @@ async def test_catch_up_with_memory_down_asks_the_client_to_resume(broker: Broke
     gateway, url = await start_gateway(outage_retry_seconds=1.0)
     connection = gateway.bus.connection
     async with connect(f"{url}?user=mona") as ws:
-        await send_message(ws, "hello", conversation_id="outage-memory-down")
-        await broker.log.next()
-        await broker.send_frame("outage-memory-down", 1)
+        await send_message(ws, "hello")  # a new conversation: its id is issued
+        conversation = (await broker.log.next()).scope.conversation_id
+        await broker.send_frame(conversation, 1)
         assert await recv_seqs(ws, 1) == [1]
         gateway._on_broker_lost(connection, None)
-        broker.memory.late.add("outage-memory-down")
+        broker.memory.late.add(conversation)
         try:
             gateway._on_broker_back(connection)
             error = await recv_json(ws, timeout=10)
-            assert (error["code"], error["conversation_id"]) == ("resume_required", "outage-memory-down")
+            assert (error["code"], error["conversation_id"]) == ("resume_required", conversation)
         finally:
-            broker.memory.late.discard("outage-memory-down")
-        await broker.send_frame("outage-memory-down", 2)
+            broker.memory.late.discard(conversation)
+        await broker.send_frame(conversation, 2)
         assert await recv_seqs(ws, 1) == [2]  # live again
 
 
@@ -128,16 +128,16 @@ async def test_catch_up_waits_for_memory_to_come_back(broker: Broker, start_gate
     gateway, url = await start_gateway()
     connection = gateway.bus.connection
     async with connect(f"{url}?user=lisa") as ws:
-        await send_message(ws, "hello", conversation_id="outage-memory-late")
-        await broker.log.next()
-        await broker.send_frame("outage-memory-late", 1)
+        await send_message(ws, "hello")  # a new conversation: its id is issued
+        conversation = (await broker.log.next()).scope.conversation_id
+        await broker.send_frame(conversation, 1)
         assert await recv_seqs(ws, 1) == [1]
         gateway._on_broker_lost(connection, None)
-        await broker.send_frame("outage-memory-late", 2, publish=False)
-        broker.memory.late.add("outage-memory-late")
+        await broker.send_frame(conversation, 2, publish=False)
+        broker.memory.late.add(conversation)
         gateway._on_broker_back(connection)
         await asyncio.sleep(1.5)  # a few attempts time out
-        broker.memory.late.discard("outage-memory-late")
+        broker.memory.late.discard(conversation)
         assert await recv_seqs(ws, 1) == [2]
 
 
@@ -178,29 +178,29 @@ async def test_reconnect_restores_bindings_and_catches_up(
     broker_proxy.mend()
     gateway, url = await start_gateway(amqp_url=proxy_url)
     async with connect(f"{url}?user=pete") as ws:
-        await send_message(ws, "before", conversation_id="outage-real")
-        await broker.log.next()
-        await broker.send_frame("outage-real", 1)
+        await send_message(ws, "before")  # a new conversation: its id is issued
+        conversation = (await broker.log.next()).scope.conversation_id
+        await broker.send_frame(conversation, 1)
         assert await recv_seqs(ws, 1) == [1]
 
         broker_proxy.cut()
         await wait_ready(gateway, False)
         assert await readyz(url) == 503
         started = time.monotonic()
-        await send_message(ws, "during", conversation_id="outage-real", id="d1")
+        await send_message(ws, "during", conversation_id=conversation, id="d1")
         error = await recv_json(ws)
         assert (error["code"], error["id"]) == ("unavailable", "d1")
         assert time.monotonic() - started < 1.0  # at once, not after a timeout
-        await broker.send_frame("outage-real", 2)  # nobody bound: lost to the gateway
-        await broker.send_frame("outage-real", 3)
+        await broker.send_frame(conversation, 2)  # nobody bound: lost to the gateway
+        await broker.send_frame(conversation, 3)
 
         broker_proxy.mend()
         await wait_ready(gateway, True)
         assert await recv_seqs(ws, 2) == [2, 3]  # caught up from memory
-        await broker.send_frame("outage-real", 4)  # the binding came back with the queue
+        await broker.send_frame(conversation, 4)  # the binding came back with the queue
         assert await recv_seqs(ws, 1) == [4]
-        assert "outage-real" in gateway.fanout.bound
-        await send_message(ws, "after", conversation_id="outage-real")
+        assert conversation in gateway.fanout.bound
+        await send_message(ws, "after", conversation_id=conversation)
         assert (await broker.log.next()).text == "after"
     assert await readyz(url) == 200
 

@@ -106,14 +106,14 @@ async def test_resume_on_a_socket_already_following_restarts_at_after_seq(
     broker: Broker, gateway: tuple[Gateway, str]
 ) -> None:
     async with connect(f"{gateway[1]}?user=fay") as ws:
-        await ws.send(json.dumps({"type": "message", "text": "hi", "conversation_id": "resume-again"}))
-        await broker.log.next()
+        await ws.send(json.dumps({"type": "message", "text": "hi"}))  # a new conversation, id issued
+        conversation = (await broker.log.next()).scope.conversation_id
         for seq in (1, 2, 3):
-            await broker.send_frame("resume-again", seq)
+            await broker.send_frame(conversation, seq)
         assert await recv_seqs(ws, 3) == [1, 2, 3]
-        await resume(ws, "resume-again", 1)
+        await resume(ws, conversation, 1)
         assert await recv_seqs(ws, 2) == [2, 3]  # as asked, although sent before
-        await broker.send_frame("resume-again", 4)
+        await broker.send_frame(conversation, 4)
         assert await recv_seqs(ws, 1) == [4]
 
 

@@ -75,7 +75,7 @@ async def test_a_turn_and_an_event_through_the_broker(start_memory: MemoryFactor
     frames = await memory.listen(topology.frames_exchange, scope.conversation_id)
     turns = await memory.consume_queue(topology.turns_queue(partition))  # memory declared it
 
-    assert await memory.rpc(ClaimConversation(scope=scope)) == Claimed(created=True)
+    assert await memory.rpc(ClaimConversation(scope=scope, new=True)) == Claimed(created=True)
     turn = TurnRequested(scope=scope, turn_id="t1", text="hello", client_message_id="m1", accepted_at=datetime.now(UTC))
     await memory.client.publish(topology.log_exchange, str(partition), encode(turn))
 

@@ -136,7 +136,7 @@ async def test_consumers_and_rpc_come_back_after_the_broker_connection_is_lost(
     await memory.readiness_becomes(503)  # "broker reconnecting"
     # While it is away, a turn waits in its log queue and a request in its RPC queue.
     await send_turn(memory, scope, "during")
-    claim = asyncio.create_task(memory.rpc(ClaimConversation(scope=scope), timeout=30))
+    claim = asyncio.create_task(memory.rpc(ClaimConversation(scope=scope, new=True), timeout=30))
     await asyncio.sleep(1.5)  # a few refused reconnect attempts
     assert not claim.done()
     proxy.mend()

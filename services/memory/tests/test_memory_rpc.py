@@ -72,7 +72,7 @@ async def code(rpc: MemoryRpc, request: BaseModel | bytes) -> str:
 
 
 async def test_a_conversation_through_rpc(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
-    assert await ask(rpc, ClaimConversation(scope=scope)) == Claimed(created=True)
+    assert await ask(rpc, ClaimConversation(scope=scope, new=True)) == Claimed(created=True)
     assert await ask(rpc, ClaimConversation(scope=scope)) == Claimed(created=False)
     await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
     assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=1, state="running")
@@ -156,7 +156,7 @@ async def test_a_completion_must_be_a_tool_completed_of_that_call(rpc: MemoryRpc
 
 
 async def test_failures_are_replies(rpc: MemoryRpc, scope: Scope) -> None:
-    await ask(rpc, ClaimConversation(scope=scope))
+    await ask(rpc, ClaimConversation(scope=scope, new=True))
     mallory = scope.model_copy(update={"user_id": "mallory"})
     assert await code(rpc, ClaimConversation(scope=mallory)) == "forbidden"
     assert await code(rpc, GetFrames(scope=mallory)) == "forbidden"

@@ -44,27 +44,34 @@ ClientErrorCode = Literal[
     "resume_required",
     "token_expired",
     "reauth_refused",
+    "internal",
+    "socket_limit",
+    "follow_limit",
+    "conversation_limit",
 ]
 
 CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "invalid_json": "the frame is not JSON",
-    "invalid_frame": "JSON, but not an object",
+    "invalid_frame": "JSON, but not an object, or holding a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)",
     "unknown_type": "`type` missing or not one of the client frames",
-    "invalid_message": "a field of the `message` frame is missing, empty, of the wrong type, or unknown",
-    "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, or unknown",
-    "invalid_resume": "a field of the `resume` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_message": "a field of the `message` frame is missing, empty, of the wrong type, out of range, or unknown",
+    "invalid_cancel": "a field of the `cancel` frame is missing, empty, of the wrong type, out of range, or unknown",
+    "invalid_resume": "a field of the `resume` frame is missing, empty, of the wrong type, out of range, or unknown",
     "invalid_approve": (
         "a field of the `approve` frame is missing (it must echo `turn_id`, `call_id` and `args_sha256`"
-        " of its `tool.approval_required`), empty, of the wrong type, or unknown"
+        " of its `tool.approval_required`), empty, of the wrong type, out of range, or unknown"
     ),
-    "invalid_reauth": "a field of the `reauth` frame is missing, empty, of the wrong type, or unknown",
+    "invalid_reauth": "a field of the `reauth` frame is missing, empty, of the wrong type, out of range, or unknown",
     "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
     "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
     "binary_not_supported": "a binary frame",
     "rate_limited": "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second",
     "forbidden": "the conversation (or turn, or call) belongs to another user",
     "unavailable": "the broker or memory did not confirm in time: not done, send it again",
-    "not_found": "cancel: no such turn; approve: no such call of that turn (and conversation) awaits approval",
+    "not_found": (
+        "cancel: no such turn; approve: no such call of that turn (and conversation) awaits approval;"
+        " message, resume: no such conversation"
+    ),
     "turn_not_active": "cancel: the turn has already ended",
     "approval_expired": "approve: too late, the call was denied",
     "approval_already_decided": "approve: the call was decided the other way before; that decision stands",
@@ -76,6 +83,10 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "resume_required": "the frames missed during a broker outage could not be fetched: send `resume`",
     "token_expired": "the socket's token expired (no `reauth` in time): the last frame; the socket closes with 4401",
     "reauth_refused": "reauth: the token is invalid, expired, or for another user; the old expiry stands",
+    "internal": "the gateway failed on the frame (a bug, logged): it was not done; the socket stays open",
+    "socket_limit": "the user has GATEWAY_MAX_SOCKETS_PER_USER sockets open on this gateway: this one is closed (1008)",
+    "follow_limit": "this socket follows GATEWAY_MAX_FOLLOWED_CONVERSATIONS conversations: use another socket",
+    "conversation_limit": "the user has MEMORY_MAX_CONVERSATIONS_PER_USER conversations: no new one is created",
 }
 
 # Schema failures of a client frame are reported as `invalid_<type>`, by frame type.
@@ -95,6 +106,7 @@ MemoryFailureCode = Literal[
     "not_found",
     "unsupported",
     "internal",
+    "limit_reached",
 ]
 
 MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
@@ -103,6 +115,7 @@ MEMORY_FAILURE_MEANINGS: Final[dict[MemoryFailureCode, str]] = {
     "not_found": "no such conversation, turn, tool call or approval",
     "unsupported": "a request this memory version does not implement",
     "internal": "the memory service failed (a bug, or its store); try again",
+    "limit_reached": "a per-user limit (MEMORY_MAX_CONVERSATIONS_PER_USER): nothing was created",
 }
 
 # ---- `turn.failed` frames: the turn ended without an answer (frames.FrameError) --------
@@ -119,6 +132,7 @@ TurnFailureCode = Literal[
     "memory_not_found",
     "memory_unsupported",
     "memory_internal",
+    "memory_limit_reached",
     "cancelled",
     "poison",
     "internal",
@@ -138,6 +152,7 @@ TURN_FAILURE_MEANINGS: Final[dict[TurnFailureCode, str]] = {
     "memory_not_found": "the memory service does not know the conversation or turn",
     "memory_unsupported": "the memory service does not implement a request the turn needs",
     "memory_internal": "the memory service failed, or answered something unexpected",
+    "memory_limit_reached": "the memory service refused to create something past a per-user limit",
     "cancelled": "the user cancelled the turn (a `cancel` frame)",
     "poison": "the turn was dead-lettered: it failed on repeated attempts",
     "internal": "a bug; the logs carry the turn_id",
@@ -150,6 +165,7 @@ MEMORY_TURN_FAILURE: Final[dict[MemoryFailureCode, TurnFailureCode]] = {
     "not_found": "memory_not_found",
     "unsupported": "memory_unsupported",
     "internal": "memory_internal",
+    "limit_reached": "memory_limit_reached",
 }
 
 # ---- tool errors: what the model reads instead of a tool's output (tools.ToolError) ----
@@ -194,6 +210,7 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "not_found": "a memory tool: memory does not know the conversation",
     "unsupported": "a memory tool: memory does not implement this request",
     "internal": "a memory tool: memory failed",
+    "limit_reached": "a memory tool: a per-user limit of memory was reached",
 }
 
 

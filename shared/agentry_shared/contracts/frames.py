@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from agentry_shared.contracts.errors import ClientErrorCode, TurnFailureCode
 
+# Every integer a client sends is at most this: exact in a JSON double (JavaScript clients),
+# and far inside SQLite's and BSON's int64, so a store never overflows on a client's number.
+MAX_CLIENT_INT = 2**53
+
 # ---- client -> server -------------------------------------------------------------
 
 
@@ -46,7 +50,7 @@ class Resume(_ClientFrame):
 
     type: Literal["resume"]
     conversation_id: str = _Id
-    after_seq: int = Field(default=0, ge=0)
+    after_seq: int = Field(default=0, ge=0, le=MAX_CLIENT_INT)
     id: str | None = Field(default=None, max_length=128)
 
 
@@ -197,10 +201,12 @@ SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
 
 
 class ErrorFrame(BaseModel):
-    """The client sent something wrong; the socket stays open."""
+    """The client sent something wrong; the socket stays open. `retry_after_ms`: a limit
+    was hit, and the same frame may succeed after that long."""
 
     type: Literal["error"] = "error"
     code: ClientErrorCode
     message: str
     conversation_id: str | None = None
     id: str | None = None
+    retry_after_ms: int | None = None

@@ -8,14 +8,23 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MemoryFailureCode
+from agentry_shared.contracts.frames import MAX_CLIENT_INT
 from agentry_shared.contracts.scope import Scope
 
 
 class ClaimConversation(BaseModel):
-    """Create the conversation for this user, or confirm it is theirs."""
+    """Confirm the conversation is this user's (`not_found` if there is none, `forbidden` if
+    another user's); with `new`, create it first: the gateway has just issued its id.
+
+    Only a new, server-issued id is created, so a client cannot squat an id before its
+    owner uses it, nor make conversations (and broker bindings) by naming random ids. A
+    creation past MEMORY_MAX_CONVERSATIONS_PER_USER is `limit_reached`. Before `new`
+    existed every claim created: deploy gateways that send it before memories that read it.
+    """
 
     kind: Literal["memory.claim_conversation"] = "memory.claim_conversation"
     scope: Scope
+    new: bool = False
 
 
 class GetContext(BaseModel):
@@ -136,7 +145,7 @@ class GetFrames(BaseModel):
 
     kind: Literal["memory.get_frames"] = "memory.get_frames"
     scope: Scope
-    after_seq: int = 0
+    after_seq: int = Field(default=0, ge=0, le=MAX_CLIENT_INT)  # the client's, bounded
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 

@@ -28,7 +28,7 @@ from agentry_memory.rpc.context import CONTEXT_REQUESTS, answer_context_request
 from agentry_memory.rpc.facts import FACT_REQUESTS, answer_fact_request
 from agentry_memory.rpc.tool_calls import TOOL_CALL_REQUESTS, answer_tool_call_request
 from agentry_memory.rpc.turns import TURN_REQUESTS, answer_turn_request
-from agentry_memory.store import Forbidden, Invalid, NotFound, Store
+from agentry_memory.store import Forbidden, Invalid, LimitReached, NotFound, Store
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,13 @@ class MemoryRpc:
         broadcast: Broadcast,
         clock: Callable[[], float] = time.time,
         assembler: ContextAssembler | None = None,
+        max_conversations_per_user: int = 0,
     ) -> None:
         self.store = store
         self.window_messages = window_messages
         self.broadcast = broadcast
         self.clock = clock
+        self.max_conversations_per_user = max_conversations_per_user  # 0: no limit
         # Without one: the last `window_messages` messages, no budget, summary or facts.
         self.assembler = assembler or ContextAssembler(store, window_messages=window_messages)
 
@@ -84,6 +86,10 @@ class MemoryRpc:
             return MemoryFailure(code="not_found", message=str(exc))
         except Invalid as exc:
             return MemoryFailure(code="invalid", message=str(exc))
+        except LimitReached as exc:
+            log.info("memory request over a limit", extra={"kind": request.kind, "reason": str(exc)})
+            limit = self.max_conversations_per_user
+            return MemoryFailure(code="limit_reached", message=f"{exc} (MEMORY_MAX_CONVERSATIONS_PER_USER={limit})")
         except Exception:
             log.exception("memory request failed", extra={"kind": request.kind})
             return MemoryFailure(code="internal", message="the memory service failed; try again")
@@ -91,7 +97,7 @@ class MemoryRpc:
     async def _dispatch(self, request: MemoryRequest | FactRequest) -> MemoryReply | FactReply:
         """Hand the request to its family's handler (one module per family)."""
         if isinstance(request, TURN_REQUESTS):
-            return await answer_turn_request(self.store, request, self.broadcast)
+            return await answer_turn_request(self.store, request, self.broadcast, self.max_conversations_per_user)
         if isinstance(request, CONTEXT_REQUESTS):
             return await answer_context_request(self.store, self.assembler, request)
         if isinstance(request, TOOL_CALL_REQUESTS):

@@ -33,10 +33,14 @@ TurnRequest = ClaimConversation | BeginTurn | CancelTurnRequest | RecordReasonin
 TURN_REQUESTS = (ClaimConversation, BeginTurn, CancelTurnRequest, RecordReasoning)
 
 
-async def answer_turn_request(store: Store, request: TurnRequest, broadcast: Broadcast) -> MemoryReply:
+async def answer_turn_request(
+    store: Store, request: TurnRequest, broadcast: Broadcast, max_conversations: int = 0
+) -> MemoryReply:
     match request:
-        case ClaimConversation(scope=scope):
-            return Claimed(created=await store.claim_conversation(scope))
+        case ClaimConversation(scope=scope, new=new):
+            # Only a new (gateway-issued) id is created; naming an unknown one is `not_found`.
+            created = await store.claim_conversation(scope, create=new, max_conversations=max_conversations)
+            return Claimed(created=created)
         case RecordReasoning(scope=scope, turn_id=turn_id, step=step, text=text):
             await store.record_reasoning(scope, turn_id, step, text)
             return Done()

@@ -17,7 +17,7 @@ from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.memory import ApprovalState, TurnState
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.store.errors import Forbidden, Invalid, NotFound, StoreRefusal
+from agentry_memory.store.errors import Forbidden, Invalid, LimitReached, NotFound, StoreRefusal
 from agentry_memory.store.records import (
     FINISHED,
     TOKEN_WINDOW_SECONDS,
@@ -47,6 +47,7 @@ __all__ = [
     "Forbidden",
     "Invalid",
     "KnowledgeStore",
+    "LimitReached",
     "NotFound",
     "ReasoningStep",
     "Store",
@@ -75,8 +76,13 @@ class ConversationStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def claim_conversation(self, scope: Scope) -> bool:
-        """True if this call created the conversation for scope's tenant and user."""
+    async def claim_conversation(self, scope: Scope, *, create: bool = True, max_conversations: int = 0) -> bool:
+        """True if this call created the conversation for scope's tenant and user.
+
+        `create=False`: only confirm it is theirs (`NotFound` if it does not exist; nothing
+        is created). Creating it when the user already has `max_conversations` (> 0) is
+        `LimitReached` (MongoDB counts without a transaction: racing creations may pass
+        the limit by a few)."""
 
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         """Record a turn (state `queued`) and its user message (position 0); returns its

@@ -15,5 +15,9 @@ class NotFound(StoreRefusal):
     """No such conversation or turn in this scope."""
 
 
+class LimitReached(StoreRefusal):
+    """Creating it would take the user past a limit (MEMORY_MAX_CONVERSATIONS_PER_USER)."""
+
+
 class Invalid(StoreRefusal):
     """The request cannot be stored as it is (e.g. a fact with no words)."""

@@ -12,14 +12,23 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.context.tokens import message_tokens
-from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
 from agentry_memory.store.mongo.base import MongoBase, as_date, conversation_filter, user_filter
 from agentry_memory.store.mongo.schema import Document
 from agentry_memory.store.records import FINISHED, TurnStatus
 
 
 class MongoTurns(MongoBase):
-    async def claim_conversation(self, scope: Scope) -> bool:
+    async def claim_conversation(self, scope: Scope, *, create: bool = True, max_conversations: int = 0) -> bool:
+        """The count and the upsert are two operations: racing creations of one user may
+        pass `max_conversations` by a few (it bounds a flood, not an exact quota)."""
+        if not create:
+            await self._owned(scope)
+            return False
+        if max_conversations > 0 and await self._c("conversations").find_one({"_id": scope.conversation_id}) is None:
+            count = await self._c("conversations").count_documents(user_filter(scope), limit=max_conversations)
+            if count >= max_conversations:
+                raise LimitReached(f"the user has {count} conversations, the most allowed")
         return await self._create_or_owned(scope, time.time())
 
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:

@@ -21,6 +21,8 @@ CREATE TABLE IF NOT EXISTS conversations (
     -- The last seq given out: frames expire, the sequence never restarts.
     last_seq INTEGER NOT NULL DEFAULT 0
 );
+-- MEMORY_MAX_CONVERSATIONS_PER_USER counts a user's conversations on each creation.
+CREATE INDEX IF NOT EXISTS conversations_by_user ON conversations (tenant_id, user_id);
 CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY,
     conversation INTEGER NOT NULL REFERENCES conversations(id),

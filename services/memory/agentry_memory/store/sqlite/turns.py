@@ -12,20 +12,29 @@ from agentry_shared.contracts.memory import TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.tokens import message_tokens
-from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
 from agentry_memory.store.records import FINISHED, TurnStatus
 from agentry_memory.store.sqlite.base import SqliteBase
 
 
 class TurnTables(SqliteBase):
-    async def claim_conversation(self, scope: Scope) -> bool:
-        return await self._run(self._claim_conversation, scope)
+    async def claim_conversation(self, scope: Scope, *, create: bool = True, max_conversations: int = 0) -> bool:
+        return await self._run(self._claim_conversation, scope, create, max_conversations)
 
-    def _claim_conversation(self, scope: Scope) -> bool:
+    def _claim_conversation(self, scope: Scope, create: bool, max_conversations: int) -> bool:
         with self._tx() as db:
             try:
                 self._owned(db, scope)
             except NotFound:
+                if not create:
+                    raise
+                if max_conversations > 0:
+                    (count,) = db.execute(
+                        "SELECT COUNT(*) FROM conversations WHERE tenant_id = ? AND user_id = ?",
+                        (scope.tenant_id, scope.user_id),
+                    ).fetchone()
+                    if count >= max_conversations:
+                        raise LimitReached(f"the user has {count} conversations, the most allowed") from None
                 self._create(db, scope)
                 return True
             return False

@@ -1,0 +1,93 @@
+"""Per-socket and per-user limits: a client that hits one is told which, and when to
+retry if retrying helps; the socket stays usable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from agentry_gateway.server import Gateway
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from services.gateway.tests.conftest import Broker, StartGateway, recv_json, send_message
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def drain(ws: ClientConnection, quiet: float = 0.5) -> list[dict[str, object]]:
+    """Every frame the gateway sends until it has been quiet for `quiet` seconds."""
+    frames = []
+    while True:
+        try:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
+        except TimeoutError:
+            return frames
+
+
+async def test_a_flood_is_rate_limited_not_disconnected(broker: Broker, start_gateway: StartGateway) -> None:
+    _, url = await start_gateway(gateway_max_frames_per_second=20.0, gateway_send_queue_frames=64)
+    async with connect(url + "?user=flooder") as ws:
+        for _ in range(3000):
+            await ws.send("{}")
+        frames = await drain(ws)
+        limited = [f for f in frames if f["code"] == "rate_limited"]
+        assert limited, frames
+        # The first 40 (the burst) are answered, and about one notice per window after.
+        assert len(limited) <= 10, len(limited)
+        assert all(isinstance(f["retry_after_ms"], int) and 0 < f["retry_after_ms"] <= 1000 for f in limited)
+        assert "GATEWAY_MAX_FRAMES_PER_SECOND" in str(limited[0]["message"])
+        await asyncio.sleep(0.2)
+        await send_message(ws, "after the flood", id="after")
+        turn = await broker.log.next()
+        assert turn.text == "after the flood"
+
+
+async def test_naming_an_unknown_conversation_creates_nothing(broker: Broker, gateway: tuple[Gateway, str]) -> None:
+    """Ids are issued by the server: a resume or message naming another id is `not_found`,
+    with no conversation in memory and no binding on the broker."""
+    gw, url = gateway
+    names = [f"squat-{uuid.uuid4().hex}" for _ in range(60)]
+    async with connect(url + "?user=squatter") as ws:
+        for n, name in enumerate(names):
+            resume = {"type": "resume", "conversation_id": name}
+            kind = resume if n % 2 else {"type": "message", "text": "hi", "conversation_id": name}
+            await ws.send(json.dumps({**kind, "id": f"q{n}"}))
+            error = await recv_json(ws)
+            assert (error["code"], error["id"], error["conversation_id"]) == ("not_found", f"q{n}", name)
+    assert not set(names) & set(broker.memory.owners)
+    assert not set(names) & gw.fanout.bound
+    assert broker.log.empty()
+
+
+async def test_followed_conversations_per_socket_are_bounded(broker: Broker, start_gateway: StartGateway) -> None:
+    _, url = await start_gateway(gateway_max_followed_conversations=2)
+    async with connect(url + "?user=follower") as ws:
+        for text in ("one", "two"):
+            await send_message(ws, text)
+            await broker.log.next()
+        await send_message(ws, "three", id="m3")
+        error = await recv_json(ws)
+        assert (error["code"], error["id"]) == ("follow_limit", "m3")
+        assert "GATEWAY_MAX_FOLLOWED_CONVERSATIONS (2)" in error["message"] and "retry_after_ms" not in error
+        assert broker.log.empty()
+
+
+async def test_sockets_per_user_are_bounded(start_gateway: StartGateway) -> None:
+    _, url = await start_gateway(gateway_max_sockets_per_user=2)
+    async with (
+        connect(url + "?user=many"),
+        connect(url + "?user=many"),
+        connect(url + "?user=other"),
+        connect(url + "?user=many") as third,
+    ):
+        error = await recv_json(third)
+        assert error["code"] == "socket_limit" and "GATEWAY_MAX_SOCKETS_PER_USER (2)" in error["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            await third.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    async with connect(url + "?user=many") as again:  # the count went down with the sockets
+        await send_message(again, "")
+        assert (await recv_json(again))["code"] == "invalid_message"

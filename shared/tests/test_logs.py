@@ -1,0 +1,67 @@
+"""The log throttle and the JSON formatter: what reaches the log when lines repeat."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from agentry_shared.logs import JsonFormatter, Throttle
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def record(msg: str = "frame handling failed", level: int = logging.WARNING, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("agentry_gateway.connection", level, __file__, 1, msg, None, None)
+    for name, value in extra.items():
+        setattr(made, name, value)
+    return made
+
+
+def test_the_same_line_passes_once_per_interval_then_says_how_many_were_dropped() -> None:
+    clock = Clock()
+    throttle = Throttle(10.0, clock=clock)
+    passed = [throttle.filter(record()) for _ in range(1000)]
+    assert passed.count(True) == 1
+    clock.now += 10.0
+    later = record()
+    assert throttle.filter(later)
+    assert later.suppressed == 999  # type: ignore[attr-defined]
+    clock.now += 10.0
+    quiet = record()
+    assert throttle.filter(quiet) and not hasattr(quiet, "suppressed")
+
+
+def test_keys_messages_and_levels_are_throttled_apart() -> None:
+    throttle = Throttle(10.0, clock=Clock())
+    assert throttle.filter(record(throttle_key="alice"))
+    assert throttle.filter(record(throttle_key="bob"))
+    assert not throttle.filter(record(throttle_key="alice"))
+    assert throttle.filter(record("another message"))
+    assert throttle.filter(record(level=logging.ERROR))
+
+
+def test_routine_info_lines_are_never_throttled() -> None:
+    throttle = Throttle(10.0, clock=Clock())
+    assert all(throttle.filter(record("turn published", logging.INFO)) for _ in range(100))
+    assert throttle.filter(record("refused", logging.INFO, throttle_key="u"))
+    assert not throttle.filter(record("refused", logging.INFO, throttle_key="u"))
+
+
+def test_memory_stays_bounded() -> None:
+    clock = Clock()
+    throttle = Throttle(1.0, clock=clock, max_keys=10)
+    for user in range(100):
+        throttle.filter(record(throttle_key=str(user)))
+    assert len(throttle._shown) <= 10
+
+
+def test_a_lone_surrogate_in_a_line_is_escaped_not_a_crash() -> None:
+    line = JsonFormatter("gateway").format(record("bad id", id="\ud800"))
+    line.encode()
+    assert json.loads(line)["id"] == "\ud800"
