@@ -55,7 +55,7 @@ def test_every_frame_of_the_models_is_in_the_frames_schema_and_real_frames_valid
     frames = Draft202012Validator(schema)
     good = [
         {"type": "message", "text": "what is 37*91?"},
-        {"type": "approve", "call_id": "call_7", "approved": True, "id": "p-1"},
+        {"type": "approve", "turn_id": "t-1", "call_id": "call_7", "args_sha256": "0" * 64, "approved": True},
         {"type": "message.delta", "conversation_id": "c", "turn_id": "t", "seq": 9, "text": "= 3367."},
         {
             "type": "turn.failed",

@@ -11,7 +11,7 @@ import pytest
 from agentry_client import UnknownFrame, frame_dict, parse_frame
 from agentry_client.client import approve_frame, with_user
 from agentry_client.state import State, identity
-from agentry_shared.contracts.frames import ErrorFrame, MessageDelta, ToolApprovalRequired
+from agentry_shared.contracts.frames import ErrorFrame, MessageDelta, ToolApprovalRequired, arguments_sha256
 
 
 def test_server_frames_parse_into_the_shared_models() -> None:
@@ -42,11 +42,27 @@ def test_the_dev_user_goes_in_the_query_string() -> None:
 
 
 def test_approve_echoes_the_call_it_answers() -> None:
+    digest = arguments_sha256({"path": "a.txt"})
     request = ToolApprovalRequired(
-        conversation_id="c", turn_id="t", seq=5, tool="workspace_write", call_id="call_7", arguments={}, expires_in_ms=1
+        conversation_id="c",
+        turn_id="t",
+        seq=5,
+        tool="workspace_write",
+        call_id="call_7",
+        arguments={"path": "a.txt"},
+        args_sha256=digest,
+        expires_in_ms=1,
     )
     frame = approve_frame(request, True, id="p-1")
-    expected = {"type": "approve", "call_id": "call_7", "approved": True, "id": "p-1"}
+    expected = {
+        "type": "approve",
+        "conversation_id": "c",
+        "turn_id": "t",
+        "call_id": "call_7",
+        "args_sha256": digest,
+        "approved": True,
+        "id": "p-1",
+    }
     assert frame.model_dump(exclude_none=True) == expected
 
 
