@@ -21,10 +21,12 @@ import ctypes
 import os
 import resource
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentry_tool_runner.metrics import observe_start
 from agentry_tool_runner.tools.tool import Limits
 
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
@@ -152,6 +154,7 @@ async def run_child(
     loop = asyncio.get_running_loop()
     as_user: dict[str, Any] = {"user": identity.uid, "group": identity.gid, "extra_groups": []} if identity else {}
     caps = {1: stdout_cap, 2: limits.max_stderr_bytes}
+    started = time.monotonic()
     transport, capture = await loop.subprocess_exec(
         lambda: _Capture(caps),
         *argv,
@@ -165,6 +168,7 @@ async def run_child(
         pass_fds=tuple(pass_fds),
         **as_user,
     )
+    observe_start(argv, started)
     pgid = transport.get_pid()  # a session leader's pid is its process group id
     try:
         pipe = transport.get_pipe_transport(0)
