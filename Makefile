@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_gateway -p agentry_reasoner -p age
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox clean
+.PHONY: run test lint bench install rabbitmq sandbox prometheus clean
 
 install: $(STAMP)
 
@@ -31,10 +31,13 @@ rabbitmq:
 sandbox:
 	@scripts/ensure-sandbox.sh
 
+prometheus:
+	@scripts/ensure-prometheus.sh
+
 run: install rabbitmq sandbox
 	$(BIN)/python scripts/run_all.py
 
-test: install rabbitmq sandbox
+test: install rabbitmq sandbox prometheus
 	$(BIN)/python -m pytest
 
 lint: install
