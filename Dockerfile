@@ -36,7 +36,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 agentry \
     && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/agentry --create-home \
        --shell /usr/sbin/nologin agentry
+# agentry_build_info's git_sha: docker build --build-arg GIT_SHA=$(git rev-parse HEAD)
+ARG GIT_SHA=""
 ENV PATH=/opt/venv/bin:$PATH \
+    AGENTRY_GIT_SHA=${GIT_SHA} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     BIND_HOST=0.0.0.0

@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_gateway -p agent
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox broker-users asyncapi-spec contracts clean
+.PHONY: run test lint bench install rabbitmq sandbox prometheus broker-users asyncapi-spec contracts clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ rabbitmq:
 
 sandbox:
 	@scripts/ensure-sandbox.sh
+
+prometheus:
+	@scripts/ensure-prometheus.sh
 
 run: install rabbitmq sandbox broker-users
 	$(BIN)/python scripts/run_all.py
@@ -48,7 +51,7 @@ asyncapi-spec:
 contracts: install
 	$(BIN)/python scripts/contracts.py
 
-test: install rabbitmq sandbox asyncapi-spec
+test: install rabbitmq sandbox prometheus asyncapi-spec
 	$(BIN)/python -m pytest
 
 lint: install

@@ -31,6 +31,7 @@ from agentry_shared.bus import Bus
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from agentry_gateway import broker
+from agentry_gateway.turn_clock import TURN_CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ class Fanout:
             log.warning("dropped malformed frame", extra={"routing_key": routing_key})
             return 0
         _, seq, frame_type = header
+        TURN_CLOCK.saw(frame_type, body)
         for sink in tuple(sinks):
             try:
                 sink.deliver(routing_key, seq, frame_type, body)

@@ -22,6 +22,7 @@ from aio_pika.exceptions import PublishError
 
 from agentry_gateway import broker, metrics
 from agentry_gateway.inbound import UNAVAILABLE, Rejected
+from agentry_gateway.turn_clock import TURN_CLOCK
 
 log = logging.getLogger(__name__)
 
@@ -83,5 +84,6 @@ class Intake:
                 log.warning("turn publish failed", exc_info=True)
                 raise Rejected(UNAVAILABLE, "the broker is unavailable; retry") from exc
             metrics.TURNS_PUBLISHED.inc()
+            TURN_CLOCK.accepted(turn.turn_id)
             log.info("turn published", extra={"tenant_id": scope.tenant_id, "user_id": scope.user_id})
         return turn.turn_id

@@ -7,6 +7,7 @@ import logging
 
 from agentry_shared.bus import Bus
 from agentry_shared.lifecycle import run_service
+from agentry_shared.metrics import publish_build_info
 from agentry_shared.settings import GatewaySettings
 from agentry_shared.topology import Topology
 
@@ -20,6 +21,7 @@ _BROKER_SHARE = 0.2
 
 async def service(stop: asyncio.Event) -> None:
     settings = GatewaySettings()
+    publish_build_info("gateway")
     topology = Topology(settings.agentry_namespace, settings.agentry_partitions)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="gateway")
     try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import get_args
 
-from prometheus_client import Counter, Gauge
+from agentry_shared.contracts.errors import ClientErrorCode, TurnFailureCode, codes
+from agentry_shared.contracts.frames import SERVER_FRAME_TYPES
+from agentry_shared.metrics import initialise
+from prometheus_client import Counter, Gauge, Histogram
 
 from agentry_gateway.auth import RefusalReason
 
@@ -36,3 +39,26 @@ AUTH_REFUSALS = Counter(
 # Every reason exported from the start at 0, so a rate() or an alert sees the first one.
 for _reason in get_args(RefusalReason):
     AUTH_REFUSALS.labels(_reason)
+
+# ---- what a client waits for, and every label value at 0 from start-up -----------------
+
+TIME_TO_FIRST_TOKEN = Histogram(
+    "agentry_gateway_time_to_first_token_seconds",
+    "From the turn's publish (the message accepted) to its first `message.delta` sent to the "
+    "client, as this gateway sees it.",
+    buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 13, 20, 30, 60),
+)
+TURN_DURATION = Histogram(
+    "agentry_gateway_turn_duration_seconds",
+    "From the turn's publish to its terminal frame (turn.completed, turn.failed), by outcome "
+    "(completed or the turn.failed code).",
+    ["outcome"],
+    buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
+)
+
+FRAME_TYPES = frozenset(SERVER_FRAME_TYPES) | {"error"}
+initialise(CLIENT_FRAMES, {"accepted"} | codes(ClientErrorCode))
+initialise(FRAMES_SENT, FRAME_TYPES)
+initialise(REPLAYS, ("resume", "catchup"), ("ok", "failed", "stalled"))
+initialise(REPLAYED_FRAMES, ("resume", "catchup"))
+initialise(TURN_DURATION, {"completed"} | codes(TurnFailureCode))

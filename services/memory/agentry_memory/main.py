@@ -18,6 +18,7 @@ import logging
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import ControlMessage
 from agentry_shared.lifecycle import run_service
+from agentry_shared.metrics import publish_build_info
 from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
@@ -34,6 +35,7 @@ from agentry_memory.settings import service_settings
 from agentry_memory.store import Store
 from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.sqlite import SqliteStore
+from agentry_memory.store.timing import time_operations
 from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,13 @@ def make_store(settings: MemorySettings) -> Store:
     """MongoDB when MONGODB_URL is set, else the SQLite store in MEMORY_DATA_DIR."""
     local = service_settings(settings)
     if local.mongodb_url is not None:
-        return MongoStore(
+        mongo = MongoStore(
             local.mongodb_url.get_secret_value(),
             local.mongodb_database,
             reasoning_retention_seconds=local.memory_reasoning_retention_days * 86400.0,
         )
-    return SqliteStore(local.memory_data_dir)
+        return time_operations(mongo, "mongodb")
+    return time_operations(SqliteStore(local.memory_data_dir), "sqlite")
 
 
 def make_assembler(store: Store, settings: MemorySettings, summarizer: Summarizer | None) -> ContextAssembler:
@@ -88,6 +91,7 @@ def retention_hours(settings: MemorySettings) -> float:
 async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = None) -> None:
     settings = service_settings(shared_settings)
     topology = Topology.from_settings(settings)
+    publish_build_info("memory")
     store = make_store(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="memory")
     ops: OpsServer | None = None

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any, Final, get_args
+
+from agentry_shared.contracts.errors import MemoryFailureCode, codes
+from agentry_shared.contracts.events import LogEntry
+from agentry_shared.contracts.facts import FactRequest
+from agentry_shared.contracts.memory import MemoryRequest
+from agentry_shared.metrics import initialise
 from prometheus_client import Counter, Gauge, Histogram
+
+
+def kinds_of(union: Any) -> set[str]:
+    """The `kind` values of a discriminated union of contract models."""
+    members = get_args(get_args(union)[0])
+    return {str(model.model_fields["kind"].default) for model in members}
+
+
+RPC_KINDS: Final = {kind.removeprefix("memory.") for kind in kinds_of(MemoryRequest) | kinds_of(FactRequest)} | {
+    "unknown"
+}
+LOG_KINDS: Final = kinds_of(LogEntry)
 
 RPC_REQUESTS = Counter(
     "agentry_memory_rpc_requests_total",
@@ -51,3 +70,19 @@ PARTITIONS_OWNED = Gauge("agentry_memory_partitions_owned", "log.<p> partitions 
 REBALANCES = Counter(
     "agentry_memory_rebalances_total", "Times this replica took or let go of partitions (members joined or left)."
 )
+STORE_OPERATION_DURATION = Histogram(
+    "agentry_memory_store_operation_duration_seconds",
+    "Time of one store operation as memory waits for it (SQLite: its thread's queue included), "
+    "by backend (sqlite, mongodb) and operation (a `Store` method).",
+    ["backend", "operation"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+
+initialise(RPC_REQUESTS, RPC_KINDS, {"ok"} | codes(MemoryFailureCode))
+initialise(RPC_DURATION, RPC_KINDS)
+initialise(LOG_ENTRIES, LOG_KINDS | {"unknown"}, ("ok", "rejected", "handed_back", "unacked"))
+initialise(LOG_ENTRY_DURATION, LOG_KINDS)
+initialise(
+    DEAD_LETTERS, LOG_KINDS | {"unknown"}, ("turn_failed", "already_ended", "refused", "logged", "unreadable", "error")
+)
+initialise(SUMMARIES, ("saved", "superseded", "failed"))

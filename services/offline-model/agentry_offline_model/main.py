@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from agentry_shared.lifecycle import run_service
+from agentry_shared.metrics import publish_build_info
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
 
@@ -18,6 +19,7 @@ def main() -> None:
     settings = OfflineModelSettings()
 
     async def service(stop: asyncio.Event) -> None:
+        publish_build_info("offline-model")
         # In-flight streams get the shutdown grace to finish; slower ones are cut off.
         runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
         await runner.setup()

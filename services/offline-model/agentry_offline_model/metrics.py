@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentry_shared.metrics import initialise
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
@@ -20,3 +21,10 @@ IN_PROGRESS = Gauge(
     "agentry_offline_model_requests_in_progress",
     "Chat completion requests being answered right now.",
 )
+
+initialise(
+    REQUESTS,
+    ("true", "false"),
+    ("ok", "bad_request", "simulated_error", "client_gone", "hang_timeout", "cancelled"),
+)
+initialise(DURATION, ("true", "false"))

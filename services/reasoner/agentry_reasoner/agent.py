@@ -36,7 +36,7 @@ from agentry_reasoner.answer_gate import AnswerGate
 from agentry_reasoner.checkpoint import final_answer, unanswered_calls
 from agentry_reasoner.coalesce import DeltaCoalescer
 from agentry_reasoner.guardrails import check_call, checked_message, tool_error, tool_message
-from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS
+from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS, TOOL_CALLS_PER_TURN
 from agentry_reasoner.model import (
     AnswerReset,
     ContextTooLong,
@@ -136,6 +136,7 @@ class Turn:
             return await self.fail(exc.code, str(exc))
         await self.memory.append(self.produced)
         await self.events.emit(TurnCompleted(text=text, **self.ids))
+        TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=True, text=text)
 
     async def fail(self, code: TurnFailureCode, message: str) -> TurnOutcome:
@@ -143,6 +144,7 @@ class Turn:
         if self.produced:
             await self.memory.append(self.produced)
         await self.events.emit(TurnFailed(error=FrameError(code=code, message=message), **self.ids))
+        TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=False, code=code)
 
     async def _loop(self) -> str:

@@ -7,6 +7,7 @@ import logging
 
 from agentry_shared.bus import Bus
 from agentry_shared.lifecycle import run_service
+from agentry_shared.metrics import publish_build_info
 from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import ReasonerSettings
 from agentry_shared.topology import Topology
@@ -14,24 +15,27 @@ from openai import AsyncOpenAI
 
 from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.handlers import TurnConsumer
+from agentry_reasoner.metrics import watch_model
 from agentry_reasoner.model import GuardedModel, Model, ModelOptions, OpenAIModel
 
 log = logging.getLogger(__name__)
 
 
 def guarded_model(settings: ReasonerSettings, client: AsyncOpenAI) -> GuardedModel:
-    def breaker() -> CircuitBreaker:
-        return CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
+    def breaker(name: str) -> CircuitBreaker:
+        made = CircuitBreaker(settings.llm_breaker_failures, settings.llm_breaker_cooldown_seconds)
+        watch_model(name, lambda: made.state)
+        return made
 
     def model(client: AsyncOpenAI, name: str) -> OpenAIModel:
         return OpenAIModel(client, name, ModelOptions.for_model(settings, name))
 
-    models: list[tuple[Model, CircuitBreaker]] = [(model(client, settings.llm_model), breaker())]
+    models: list[tuple[Model, CircuitBreaker]] = [(model(client, settings.llm_model), breaker(settings.llm_model))]
     if settings.llm_fallback_model:
         fallback_client = client
         if settings.llm_fallback_base_url:
             fallback_client = client.with_options(base_url=settings.llm_fallback_base_url)
-        models.append((model(fallback_client, settings.llm_fallback_model), breaker()))
+        models.append((model(fallback_client, settings.llm_fallback_model), breaker(settings.llm_fallback_model)))
     return GuardedModel(models, retries=settings.llm_max_retries)
 
 
@@ -42,6 +46,7 @@ async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
         name="reasoner",
     )
     await bus.connect()
+    publish_build_info("reasoner")
     client = AsyncOpenAI(
         base_url=settings.openai_base_url,
         api_key=settings.openai_api_key.get_secret_value(),

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from agentry_shared.bus import Bus
 from agentry_shared.lifecycle import run_service
+from agentry_shared.metrics import publish_build_info
 from agentry_shared.ops import OpsServer, build_ops_app
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.topology import Topology
@@ -26,6 +27,7 @@ from agentry_tool_runner.calls.handlers import ToolCallConsumer
 from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.execution.isolation import choose
 from agentry_tool_runner.execution.memory_service import MemoryServiceExecutor
+from agentry_tool_runner.metrics import initialise_tools
 from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ async def service(
     timing: ClaimTiming | None = None,
 ) -> None:
     settings = settings or ToolRunnerSettings()
+    publish_build_info("tool-runner")
     topology = Topology.from_settings(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
     describe_memory = None
@@ -68,7 +71,9 @@ async def service(
     await ops.start()
     try:
         await bus.connect()
-        await consumer.start(served_pools(settings.tool_runner_pools, registry))
+        pools = served_pools(settings.tool_runner_pools, registry)
+        initialise_tools((tool.name, tool.pool) for tool in registry if tool.pool in pools)
+        await consumer.start(pools)
         await consumer.serve_catalog()
         started = True
         log.info("ready", extra={"tools": ",".join(tool.name for tool in registry)})

@@ -42,10 +42,11 @@ async def test_catalog_and_calls_over_the_broker(client: Bus) -> None:
     assert isinstance(catalog, Catalog)
     assert {"calculator", "current_time"} <= {tool.name for tool in catalog.tools}
 
-    before = METRICS.get_sample_value("agentry_tool_calls_total", {"tool": "calculator", "outcome": "ok"}) or 0
+    ok_calls = {"tool": "calculator", "pool": "default", "outcome": "ok"}
+    before = METRICS.get_sample_value("agentry_tool_calls_total", ok_calls) or 0
     results = await asyncio.gather(*(call(client, calculator_call({"expression": "37*91"})) for _ in range(3)))
     assert all((r.ok, r.output, r.tool) == (True, "3367", "calculator") for r in results)
-    after = METRICS.get_sample_value("agentry_tool_calls_total", {"tool": "calculator", "outcome": "ok"})
+    after = METRICS.get_sample_value("agentry_tool_calls_total", ok_calls)
     assert after == before + 3
 
     invalid = await call(client, calculator_call({"expr": "1+1"}))

@@ -198,6 +198,23 @@ ServerFrame = Annotated[
     Field(discriminator="type"),
 ]
 SERVER_FRAME: TypeAdapter[ServerFrame] = TypeAdapter(ServerFrame)
+# Every `type` a server frame can have (for metrics labels and docs).
+SERVER_FRAME_TYPES: frozenset[str] = frozenset(
+    str(model.model_fields["type"].default)
+    for model in (
+        MessageAccepted,
+        TurnStarted,
+        ThinkingStarted,
+        ThinkingFinished,
+        ToolStarted,
+        ToolFinished,
+        ToolApprovalRequired,
+        MessageDelta,
+        MessageReset,
+        TurnCompleted,
+        TurnFailed,
+    )
+)
 
 
 class ErrorFrame(BaseModel):

@@ -20,6 +20,7 @@ from contextlib import aclosing
 from typing import Any, Literal
 
 from agentry_reasoner.breaker import CircuitBreaker
+from agentry_reasoner.metrics import MODEL_FALLBACKS, FallbackReason
 from agentry_reasoner.model.items import (
     AnswerReset,
     HiddenReasoning,
@@ -65,9 +66,13 @@ class GuardedModel:
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
         last_error: ModelUnavailable | None = None
+        passed_over: FallbackReason | None = None  # why the model before this one was not used
         for model, breaker in self.models:
             if not breaker.allow():
+                passed_over = "open"
                 continue
+            if passed_over is not None:
+                MODEL_FALLBACKS.labels(passed_over).inc()
             verdict = _Verdict()
             async with aclosing(self._on_model(model, breaker, messages, tools, verdict)) as items:
                 async for item in items:
@@ -75,6 +80,7 @@ class GuardedModel:
             if verdict.error is None:
                 return
             last_error = verdict.error
+            passed_over = "failed"
         if last_error is not None:
             raise last_error
         raise ModelUnavailable("the model keeps failing; calls are paused for a cool-down (circuit open)")

@@ -29,6 +29,7 @@ from agentry_reasoner.model.items import (
     ToolCall,
     ToolCallsRequested,
 )
+from agentry_reasoner.model.meter import RequestMeter
 from agentry_reasoner.model.options import MaxTokensField, ModelOptions
 from agentry_reasoner.model.provider_errors import from_body, from_sdk
 from agentry_reasoner.model.thinking import Piece, ThinkingSplitter
@@ -64,7 +65,14 @@ class OpenAIModel:
         self._stream_usage = self.options.stream_usage
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
-        reading = _Reading(self.options)
+        with RequestMeter(self._model, messages, tools) as meter:
+            async for item in self._stream(messages, tools, meter):
+                yield item
+
+    async def _stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], meter: RequestMeter
+    ) -> AsyncIterator[StreamItem]:
+        reading = _Reading(self.options, meter)
         try:
             stream = await self._create(messages, tools)
             async with stream:
@@ -124,7 +132,8 @@ class _Reading:
     """One model call's chunks read so far: the thinking split out of `content`, the tool
     calls being assembled, and what the stream has said about its own end."""
 
-    def __init__(self, options: ModelOptions) -> None:
+    def __init__(self, options: ModelOptions, meter: RequestMeter) -> None:
+        self.meter = meter
         self.splitter = ThinkingSplitter(options.think_tags, starts_open=options.starts_open)
         self.calls = ToolCallAccumulator()
         self.finished = self.chose = False
@@ -141,6 +150,8 @@ class _Reading:
                 raise ProviderStreamFailed("the model ended its answer with an error")
             items += self._items_of_delta(choice.delta)
         self.reasoning_tokens = _reasoning_tokens(getattr(chunk, "usage", None)) or self.reasoning_tokens
+        self.meter.chunk(chunk)
+        self.meter.saw(items)
         self.reasoned = self.reasoned or any(isinstance(i, ReasoningDelta) and i.text for i in items)
         return items
 
@@ -154,6 +165,7 @@ class _Reading:
             items.append(HiddenReasoning(self.reasoning_tokens))
         if self.calls:
             items.append(ToolCallsRequested([ToolCall(c.call_id, c.name, c.arguments) for c in self.calls.calls()]))
+        self.meter.saw(items)
         return items
 
     def _items_of_delta(self, delta: Any) -> list[StreamItem]:

@@ -143,8 +143,9 @@ class ToolCallConsumer:
             completed = answered
         completed = completed.model_copy(update={"call_id": request.call_id, "tool": request.tool})
         outcome = "ok" if completed.ok else completed.error.code if completed.error else "failed"
-        TOOL_CALLS.labels(tool=label, outcome=outcome).inc()
-        TOOL_CALL_DURATION.labels(tool=label).observe(time.monotonic() - started)
+        pool = tool.pool if tool is not None else "unknown"
+        TOOL_CALLS.labels(tool=label, pool=pool, outcome=outcome).inc()
+        TOOL_CALL_DURATION.labels(tool=label, pool=pool).observe(time.monotonic() - started)
         log.info(
             "tool call finished",
             extra={"tool": request.tool, "outcome": outcome, "duration_ms": completed.duration_ms},

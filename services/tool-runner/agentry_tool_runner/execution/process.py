@@ -21,9 +21,11 @@ import ctypes
 import os
 import resource
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from agentry_tool_runner.metrics import observe_start
 from agentry_tool_runner.tools.tool import Limits
 
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
@@ -171,6 +173,7 @@ async def run_child(
 ) -> ChildRun:
     loop = asyncio.get_running_loop()
     caps = {1: stdout_cap, 2: limits.max_stderr_bytes}
+    started = time.monotonic()
     transport, capture = await loop.subprocess_exec(
         lambda: _Capture(caps),
         *argv,
@@ -183,6 +186,7 @@ async def run_child(
         preexec_fn=child_setup(limits, limit_processes=limit_processes, identity=identity, cgroup_procs=cgroup_procs),
         pass_fds=tuple(pass_fds),
     )
+    observe_start(argv, started)
     pgid = transport.get_pid()  # a session leader's pid is its process group id
     try:
         pipe = transport.get_pipe_transport(0)
