@@ -28,6 +28,7 @@ from typing import Any
 import aio_pika
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.control import CONTROL_MESSAGE, ApprovalDecided
+from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.partitions import PartitionShare
@@ -83,6 +84,10 @@ class TurnConsumer:
         )
         self._running: dict[str, asyncio.Task[Any]] = {}  # turn_id -> the task running it
         self._cancel_requested: set[str] = set()
+        # Turns whose task may be cancelled for a user's cancel: only while the agent runs.
+        # Cancelled elsewhere (asking memory to begin, a retry's pause), the task would end
+        # without settling its delivery and the partition would stall on it for good.
+        self._cancellable: set[str] = set()
         # Bumped when the broker connection is lost: a delivery from an older generation has
         # been taken back by the broker, and its attempt must stop (see HandedBack).
         self._generation = 0
@@ -170,7 +175,8 @@ class TurnConsumer:
         if task is not None:
             log.info("cancelling turn", extra={"turn_id": control.turn_id})
             self._cancel_requested.add(control.turn_id)
-            task.cancel()
+            if control.turn_id in self._cancellable:
+                task.cancel()  # otherwise the turn sees the request when the agent starts
 
     async def _on_message(self, partition: Partition, message: AbstractIncomingMessage) -> None:
         if partition.draining:
@@ -270,6 +276,18 @@ class TurnConsumer:
             budget=self.budget,
             approvals=BrokerApprovals(self.bus, self.approvals, scope, turn_id),
         )
+        if turn_id in self._cancel_requested:  # asked while the turn was not yet running
+            await turn.fail("cancelled", "The turn was cancelled.")
+            return "cancelled"
+        self._cancellable.add(turn_id)
+        try:
+            return await self._run_agent(request, turn, begun)
+        finally:
+            self._cancellable.discard(turn_id)
+
+    async def _run_agent(self, request: TurnRequested, turn: Turn, begun: TurnBegun) -> str:
+        """The agent loop under the turn's deadline; a user's cancel ends it `cancelled`."""
+        turn_id = request.turn_id
         limit = self.settings.reasoner_turn_deadline_seconds
         # The deadline runs from acceptance, so a resumed turn does not get a fresh one.
         remaining = limit - (datetime.now(UTC) - request.accepted_at).total_seconds()

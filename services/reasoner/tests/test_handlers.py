@@ -1,0 +1,104 @@
+"""The turn consumer on the real broker, with memory played by the test on its RPC queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from agentry_reasoner.handlers import TurnConsumer
+from agentry_reasoner.testing import ScriptedModel
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.control import CancelRequested
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
+from agentry_shared.contracts.frames import TurnFailed
+from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, MemoryFailure, TurnBegun
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.settings import ReasonerSettings
+from agentry_shared.topology import Topology
+from aio_pika.abc import AbstractIncomingMessage
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+class SlowMemory:
+    """Answers BeginTurn only when `release` is set, so the test can act while the
+    reasoner waits on memory; anything else is refused (the turn must not get further)."""
+
+    def __init__(self) -> None:
+        self.begun = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle(self, body: bytes) -> bytes:
+        request = MEMORY_REQUEST.validate_json(body)
+        if isinstance(request, BeginTurn):
+            self.begun.set()
+            await self.release.wait()
+            return encode(TurnBegun(attempt=1, state="running"))
+        return encode(MemoryFailure(code="internal", message=f"not played: {request.kind}"))
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[Bus]:
+    topology = Topology(f"t{uuid.uuid4().hex[:12]}", 1)
+    bus = Bus(AMQP_URL, topology, name="test")
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            for name in [*topology.durable_queues(pools=[]), topology.memory_rpc_queue]:
+                ch = await connection.channel()
+                with contextlib.suppress(aio_pika.exceptions.AMQPError):
+                    await ch.queue_delete(name)
+            ch = await connection.channel()
+            for name in topology.exchanges():
+                await ch.exchange_delete(name)
+        await bus.close()
+
+
+async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> None:
+    """Before: the cancel arrived while the reasoner asked memory to begin the turn; its task
+    was cancelled there, left the delivery unsettled, and the turn never ended (the client
+    waited for ever and the partition stalled behind it)."""
+    topology = bus.topology
+    memory = SlowMemory()
+    rpc = await bus.serve_rpc(topology.memory_rpc_queue, memory.handle)
+    channel = await bus.channel(prefetch=8)
+    log_queue = await bus.declare_work_queue(channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True)
+    frames: asyncio.Queue[EventPosted] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        if isinstance(entry, EventPosted):
+            frames.put_nowait(entry)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    settings = ReasonerSettings(
+        agentry_namespace=topology.namespace, agentry_partitions=1, agentry_heartbeat_seconds=0.2
+    )
+    consumer = TurnConsumer(bus, ScriptedModel([]), settings)
+    await consumer.start()
+    try:
+        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+        turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
+        await bus.publish(topology.turns_exchange, "0", encode(turn))
+        await asyncio.wait_for(memory.begun.wait(), 10)
+        cancel = CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id)
+        await bus.publish(topology.control_exchange, "", encode(cancel), persistent=False)
+        await asyncio.sleep(0.5)  # the broadcast reaches the reasoner while memory holds BeginTurn
+        memory.release.set()
+
+        posted = await asyncio.wait_for(frames.get(), 10)
+        assert isinstance(posted.frame, TurnFailed), posted.frame
+        assert posted.frame.error.code == "cancelled"
+    finally:
+        await consumer.stop(1.0)
+        await rpc.cancel()
