@@ -71,7 +71,9 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
     memory = SlowMemory()
     rpc = await bus.serve_rpc(topology.memory_rpc_queue, memory.handle)
     channel = await bus.channel(prefetch=8)
-    log_queue = await bus.declare_work_queue(channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
     frames: asyncio.Queue[EventPosted] = asyncio.Queue()
 
     async def on_log(message: AbstractIncomingMessage) -> None:
