@@ -71,6 +71,8 @@ class GatewaySettings(CommonSettings):
     # closed with `socket_limit`. Per socket: conversations followed (message or resume).
     gateway_max_sockets_per_user: int = Field(default=16, ge=1)
     gateway_max_followed_conversations: int = Field(default=64, ge=1)
+    # The agent's model name on the OpenAI-compatible endpoint (`GET /v1/models`, `model`).
+    gateway_openai_model_name: str = Field(default="agentry", min_length=1, max_length=128)
     auth_jwt_secret: SecretStr | None = None
     # Checked when set: the token's `iss` must be this, its `aud` must name this.
     auth_jwt_issuer: str | None = None
