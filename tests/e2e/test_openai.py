@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from websockets.asyncio.client import connect
 
 from tests.client import next_frame, send
@@ -20,7 +22,7 @@ MODEL = "agentry"
 HEADER = "x-agentry-conversation-id"
 
 
-def user(text: str) -> list[dict[str, str]]:
+def user(text: str) -> list[ChatCompletionMessageParam]:
     return [{"role": "user", "content": text}]
 
 
@@ -85,12 +87,12 @@ def test_a_conversation_continues_by_header(stack: Stack) -> None:
 
 
 def test_earlier_messages_start_a_new_conversation_as_a_transcript(stack: Stack) -> None:
-    messages = [
+    messages: list[ChatCompletionMessageParam] = [
         {"role": "user", "content": "what is 37*91?"},
         {"role": "assistant", "content": "37*91 = 3367."},
         {"role": "user", "content": "what is 2+2?"},
     ]
-    completion = sync_client(stack).chat.completions.create(model=MODEL, messages=messages)  # type: ignore[arg-type]
+    completion = sync_client(stack).chat.completions.create(model=MODEL, messages=messages)
     assert "4" in (completion.choices[0].message.content or "")
 
 
@@ -141,7 +143,7 @@ async def test_a_dropped_stream_cancels_its_turn(slow_stack: Stack) -> None:
     assert ended["type"] == "turn.failed" and ended["error"]["code"] == "cancelled", ended
 
 
-async def _turn_end(stack: Stack, conversation: str, name: str) -> dict[str, object]:
+async def _turn_end(stack: Stack, conversation: str, name: str) -> dict[str, Any]:
     """The end of the conversation's (only) turn, watched over the WebSocket."""
     async with connect(f"{stack.ws_url}?user={name}") as ws:
         await send(ws, {"type": "resume", "conversation_id": conversation})
