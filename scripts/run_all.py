@@ -19,6 +19,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GRACE_S = 25.0
+# Restart pauses: doubling from FIRST_PAUSE_S for crashes in a row, up to MAX_PAUSE_S. A
+# process that stayed up STABLE_S was not crash-looping: its count starts again from zero.
+FIRST_PAUSE_S = 0.5
+MAX_PAUSE_S = 30.0
+STABLE_S = 30.0
+# Exit status of a service that cannot take its port (agentry_shared.lifecycle): restarting
+# cannot help until the setting is changed.
+EXIT_PORT_IN_USE = 78
+
+
+def restart_pause(crashes_in_a_row: int, uptime: float) -> tuple[float, int]:
+    """(seconds to wait before restarting, crashes in a row counting this one)."""
+    if uptime >= STABLE_S:
+        crashes_in_a_row = 0
+    return min(MAX_PAUSE_S, FIRST_PAUSE_S * 2 ** min(crashes_in_a_row, 6)), crashes_in_a_row + 1
 
 
 @dataclass
@@ -95,10 +110,14 @@ def supervise(services: list[Service], stopping: list[bool]) -> None:
         for s in services:
             if s.process is not None and s.process.poll() is not None:
                 code = s.process.returncode
+                if code == EXIT_PORT_IN_USE:
+                    print(f"[run] {s.name} cannot take its port ({s.port_var}): not restarting it", flush=True)
+                    s.process, s.next_start = None, float("inf")
+                    continue
                 # A process that lived a while gets restarted at once; a crash loop backs off.
-                pause = 0.5 if now - s.started_at > 30 else min(30.0, 0.5 * 2 ** min(s.restarts, 6))
+                pause, s.restarts = restart_pause(s.restarts, now - s.started_at)
                 print(f"[run] {s.name} exited with {code}; restarting in {pause:.1f}s", flush=True)
-                s.process, s.restarts, s.next_start = None, s.restarts + 1, now + pause
+                s.process, s.next_start = None, now + pause
             if s.process is None and now >= s.next_start:
                 s.start()
         if not announced and all(s.ready() for s in services):

@@ -8,8 +8,10 @@ holds, and returns. The process then exits 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from agentry_shared.logs import setup_logging
@@ -17,6 +19,24 @@ from agentry_shared.logs import setup_logging
 log = logging.getLogger(__name__)
 
 Service = Callable[[asyncio.Event], Awaitable[None]]
+
+# The exit status of a service that cannot take its port: a setting to change, not a crash
+# (`scripts/run_all.py` does not restart it).
+EXIT_PORT_IN_USE = 78  # EX_CONFIG
+
+
+class PortInUse(Exception):
+    """The port a service listens on is taken; the message names the variable to change."""
+
+    def __init__(self, variable: str, port: int) -> None:
+        super().__init__(f"{variable} {port} is in use: set {variable} to a free port")
+        self.variable = variable
+        self.port = port
+
+
+def port_in_use(exc: OSError, variable: str, port: int) -> Exception:
+    """`PortInUse` for a bind that failed because the port is taken, else `exc` itself."""
+    return PortInUse(variable, port) if exc.errno == errno.EADDRINUSE else exc
 
 
 def run_service(name: str, service: Service, log_level: str = "INFO") -> None:
@@ -31,4 +51,8 @@ def run_service(name: str, service: Service, log_level: str = "INFO") -> None:
         await service(stop)
         log.info("stopped")
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except PortInUse as exc:
+        log.error(str(exc), extra={"variable": exc.variable, "port": exc.port})
+        sys.exit(EXIT_PORT_IN_USE)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from agentry_shared.lifecycle import port_in_use
+
 ReadinessCheck = Callable[[], tuple[bool, str]]
 
 
@@ -40,13 +42,18 @@ def build_ops_app(ready: ReadinessCheck) -> web.Application:
 class OpsServer:
     """Serves an aiohttp app on host:port until stopped."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, variable: str = "the port setting") -> None:
         self._runner = web.AppRunner(app, access_log=None)
         self._host, self._port = host, port
+        self._variable = variable  # named when the port is taken (`PortInUse`)
 
     async def start(self) -> None:
         await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise port_in_use(exc, self._variable, self._port) from exc
 
     async def stop(self) -> None:
         await self._runner.cleanup()

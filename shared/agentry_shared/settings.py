@@ -27,6 +27,17 @@ def _set_but_blank(name: str) -> bool:
     return value is not None and not value.strip()
 
 
+def _env(name: str) -> str | None:
+    value = next((v for k, v in os.environ.items() if k.upper() == name), None)
+    return value if value and value.strip() else None
+
+
+def offline_model_url() -> str:
+    """The offline model's URL on this machine: OFFLINE_MODEL_PORT (8090 by default), so
+    moving the offline model's port alone moves the default OPENAI_BASE_URL with it."""
+    return f"http://127.0.0.1:{_env('OFFLINE_MODEL_PORT') or 8090}/v1"
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: the broker, the name prefix, logging, its own ops port."""
 
@@ -71,6 +82,8 @@ class GatewaySettings(CommonSettings):
     # closed with `socket_limit`. Per socket: conversations followed (message or resume).
     gateway_max_sockets_per_user: int = Field(default=16, ge=1)
     gateway_max_followed_conversations: int = Field(default=64, ge=1)
+    # The agent's model name on the OpenAI-compatible endpoint (`GET /v1/models`, `model`).
+    gateway_openai_model_name: str = Field(default="agentry", min_length=1, max_length=128)
     auth_jwt_secret: SecretStr | None = None
     # Checked when set: the token's `iss` must be this, its `aud` must name this.
     auth_jwt_issuer: str | None = None
@@ -109,7 +122,8 @@ class GatewaySettings(CommonSettings):
 
 class ReasonerSettings(CommonSettings):
     reasoner_port: int = 8081
-    openai_base_url: str = "http://127.0.0.1:8090/v1"
+    # Unset: the offline model on this machine, at OFFLINE_MODEL_PORT (`offline_model_url`).
+    openai_base_url: str = Field(default_factory=offline_model_url)
     openai_api_key: SecretStr = SecretStr("offline")
     llm_model: str = "agentry-offline"
     # Bound on one model request (connect + whole stream), and how often to retry it.
@@ -197,7 +211,7 @@ class MemorySettings(CommonSettings):
     # Reasoning traces are kept this long for audit, then swept.
     memory_reasoning_retention_days: float = Field(default=30.0, gt=0)
     # The model that writes the rolling summaries (the reasoner's variables and defaults).
-    openai_base_url: str = "http://127.0.0.1:8090/v1"
+    openai_base_url: str = Field(default_factory=offline_model_url)
     openai_api_key: SecretStr = SecretStr("offline")
     llm_model: str = "agentry-offline"
     memory_summary_timeout_seconds: float = Field(default=60.0, gt=0)

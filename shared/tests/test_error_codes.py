@@ -293,7 +293,7 @@ def test_memory_replies_still_parse(raw: str) -> None:
 def test_every_code_named_in_the_docs_is_known() -> None:
     """Every table headed `code` in docs/ and the READMEs, and every "code `x`" in their
     prose, names codes of these sets."""
-    known = CLIENT | TURN | MEMORY | TOOL
+    known = CLIENT | TURN | MEMORY | TOOL | errors.codes(errors.OpenAIErrorCode)
     texts = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md", *sorted(ROOT.glob("services/*/README.md"))]
     prose = re.compile(r"\b(?:error )?codes?(?: is)?\s+`([a-z_]+)`|code=\"([a-z_]+)\"|`error\.code` is `([a-z_]+)`")
     seen: dict[str, str] = {}
@@ -307,3 +307,10 @@ def test_every_code_named_in_the_docs_is_known() -> None:
     assert "poison" in seen and "resume_gap" in seen and "crashed" in seen  # the scan finds codes
     unknown = {(name, code) for code, name in seen.items() if code not in known}
     assert not unknown
+
+
+def test_openai_md_lists_exactly_the_openai_error_codes() -> None:
+    text = (ROOT / "docs" / "openai.md").read_text()
+    section = text.split("## Errors", 1)[1]
+    listed = set(re.findall(r"^\| `([a-z_]+)` \| \d{3} \|", section, flags=re.MULTILINE))
+    assert listed == errors.codes(errors.OpenAIErrorCode)

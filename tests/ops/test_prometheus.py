@@ -210,9 +210,7 @@ def grafana_expanded(expr: str) -> str:
 
 def rule_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load(RULES.read_text())
-    return [
-        (rule.get("alert") or rule["record"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]
-    ]
+    return [(rule.get("alert") or rule["record"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
 
 
 def test_every_dashboard_panel_returns_data(after_turns: Prometheus, broker_plugin: bool) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 from weakref import WeakKeyDictionary
 
 from agentry_shared.bus import Bus
+from agentry_shared.lifecycle import port_in_use
 from agentry_shared.settings import GatewaySettings
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -33,6 +34,8 @@ from agentry_gateway.connection import ClientSession, Shared
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.intake import Intake
 from agentry_gateway.memory_client import MemoryClient
+from agentry_gateway.openai.front import split_connection
+from agentry_gateway.openai.routes import Endpoint, Parts
 from agentry_gateway.resync import Tuning
 from agentry_gateway.routes import WS_PATH, refusal, route
 
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 # multiple of the configured limit, so frames between the two get a `frame_too_large`
 # error frame and the socket stays open.
 HARD_CAP_FACTOR = 4
+# As websockets' own open_timeout: a connection has this long to send its request line.
+OPEN_TIMEOUT = 10.0
 
 
 class Gateway:
@@ -84,6 +89,9 @@ class Gateway:
         # weak, so a handshake that fails after authentication leaves nothing behind.
         self._identities: WeakKeyDictionary[ServerConnection, Identity] = WeakKeyDictionary()
         self._server: Server | None = None
+        self.openai = Endpoint(
+            settings, Parts(self.fanout, self.intake, self.memory, self.authenticator, lambda: broker.connected(bus))
+        )
 
     def ready(self) -> tuple[bool, str]:
         """Ready = the broker is connected (not mid-reconnect) and frames are consumed."""
@@ -101,15 +109,22 @@ class Gateway:
         if self.bus.connection is not None:
             await self._attach()
         hard_cap = HARD_CAP_FACTOR * self.settings.gateway_max_frame_bytes
-        self._server = await serve(
-            self._handle,
-            self.settings.bind_host,
-            self.settings.gateway_port if port is None else port,
-            process_request=self._process_request,
-            max_size=hard_cap,
-            close_timeout=min(5.0, self.settings.shutdown_grace_seconds / 4),
-            server_header=None,
-        )
+        await self.openai.start()
+        port = self.settings.gateway_port if port is None else port
+        try:
+            self._server = await serve(
+                self._handle,
+                self.settings.bind_host,
+                port,
+                process_request=self._process_request,
+                max_size=hard_cap,
+                close_timeout=min(5.0, self.settings.shutdown_grace_seconds / 4),
+                server_header=None,
+                # /v1 (the OpenAI-compatible endpoint) is plain HTTP with bodies: see openai/front.py.
+                create_connection=split_connection(self.openai.protocol, OPEN_TIMEOUT),
+            )
+        except OSError as exc:
+            raise port_in_use(exc, "GATEWAY_PORT", port) from exc
         bound: int = self._server.sockets[0].getsockname()[1]
         log.info(f"serving ws://{self.settings.bind_host}:{bound}{WS_PATH}")
         self._warn_dev_identity()
@@ -176,6 +191,7 @@ class Gateway:
                     await self._server.wait_closed()
             except TimeoutError:
                 log.warning("sockets still open after the grace period")
+        await self.openai.stop(min(5.0, grace / 4))  # open requests end; their turns are cancelled
         for task in tuple(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -134,7 +134,7 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
             assert bus.connection is not None
             return (True, "ok") if bus.connection.connected.is_set() else (False, "broker reconnecting")
 
-        ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.memory_port)
+        ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.memory_port, "MEMORY_PORT")
         await ops.start()
         log.info(
             "memory ready",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from agentry_shared.lifecycle import run_service
+from agentry_shared.lifecycle import port_in_use, run_service
 from agentry_shared.metrics import publish_build_info
 from agentry_shared.settings import OfflineModelSettings
 from aiohttp import web
@@ -24,7 +24,11 @@ def main() -> None:
         runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=settings.shutdown_grace_seconds)
         await runner.setup()
         try:
-            await web.TCPSite(runner, settings.bind_host, settings.offline_model_port).start()
+            port = settings.offline_model_port
+            try:
+                await web.TCPSite(runner, settings.bind_host, port).start()
+            except OSError as exc:
+                raise port_in_use(exc, "OFFLINE_MODEL_PORT", port) from exc
             log.info(
                 "listening",
                 extra={"host": settings.bind_host, "port": settings.offline_model_port},

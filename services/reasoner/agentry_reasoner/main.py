@@ -55,7 +55,9 @@ async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
     )
     consumer = TurnConsumer(bus, guarded_model(settings, client), settings)
     await consumer.start()
-    ops = OpsServer(build_ops_app(lambda: (bus.connected, "broker")), settings.bind_host, settings.reasoner_port)
+    ops = OpsServer(
+        build_ops_app(lambda: (bus.connected, "broker")), settings.bind_host, settings.reasoner_port, "REASONER_PORT"
+    )
     await ops.start()
     log.info("ready", extra={"model": settings.llm_model, "base_url": settings.openai_base_url})
     await stop.wait()

@@ -67,7 +67,7 @@ async def service(
             return False, "stopping"
         return (True, "ok") if bus.connected else (False, "broker disconnected")
 
-    ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.tool_runner_port)
+    ops = OpsServer(build_ops_app(ready), settings.bind_host, settings.tool_runner_port, "TOOL_RUNNER_PORT")
     await ops.start()
     try:
         await bus.connect()

@@ -214,6 +214,44 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
 }
 
 
+# ---- the OpenAI-compatible endpoint (`{"error": {"code": ...}}`, docs/openai.md) -------------
+# Its own refusals; a turn that fails carries its TurnFailureCode as the `code` instead.
+
+OpenAIErrorCode = Literal[
+    "invalid_request",
+    "unsupported_parameter",
+    "model_not_found",
+    "text_too_long",
+    "request_too_large",
+    "invalid_token",
+    "invalid_identity",
+    "forbidden",
+    "not_found",
+    "rate_limited",
+    "concurrency_limit",
+    "conversation_limit",
+    "unavailable",
+    "internal",
+]
+
+OPENAI_ERROR_MEANINGS: Final[dict[OpenAIErrorCode, str]] = {
+    "invalid_request": "400: the body is not a chat request (not JSON, a field of the wrong type, no user message)",
+    "unsupported_parameter": "400: a parameter the agent cannot honour (`n` other than 1, client `tools`)",
+    "model_not_found": "404: `model` is not GATEWAY_OPENAI_MODEL_NAME (GET /v1/models lists it)",
+    "text_too_long": "400: the turn's text is over GATEWAY_MAX_TEXT_CHARS",
+    "request_too_large": "413: the body is over GATEWAY_MAX_FRAME_BYTES",
+    "invalid_token": "401: no token, or a bad or expired one",
+    "invalid_identity": "400: the user or tenant is not a valid id",
+    "forbidden": "403: the conversation belongs to another user",
+    "not_found": "404: no such conversation (ids are issued by the server) or path",
+    "rate_limited": "429: over GATEWAY_MAX_FRAMES_PER_SECOND requests per second for this user; see Retry-After",
+    "concurrency_limit": "429: this user has GATEWAY_MAX_SOCKETS_PER_USER requests open here; see Retry-After",
+    "conversation_limit": "429: the user has MEMORY_MAX_CONVERSATIONS_PER_USER conversations; no new one starts",
+    "unavailable": "503: the broker, memory or the identity provider did not answer: not done, retry",
+    "internal": "500: the gateway failed (a bug, logged): not done",
+}
+
+
 def codes(code_type: Any) -> frozenset[str]:
     """The values of one of the Literal sets above."""
     return frozenset(get_args(code_type))
@@ -231,3 +269,4 @@ _check(MemoryFailureCode, MEMORY_FAILURE_MEANINGS, "MEMORY_FAILURE_MEANINGS")
 _check(TurnFailureCode, TURN_FAILURE_MEANINGS, "TURN_FAILURE_MEANINGS")
 _check(ToolErrorCode, TOOL_ERROR_MEANINGS, "TOOL_ERROR_MEANINGS")
 _check(MemoryFailureCode, MEMORY_TURN_FAILURE, "MEMORY_TURN_FAILURE")
+_check(OpenAIErrorCode, OPENAI_ERROR_MEANINGS, "OPENAI_ERROR_MEANINGS")

@@ -1,0 +1,81 @@
+"""The pure parts of the OpenAI-compatible endpoint: resets, turn text, the request line."""
+
+from __future__ import annotations
+
+import pytest
+from agentry_gateway.openai import request as chat_request
+from agentry_gateway.openai.errors import OpenAIError
+from agentry_gateway.openai.front import wants_http
+from agentry_gateway.openai.translate import Answer
+
+
+def test_deltas_stream_live_and_completion_adds_nothing() -> None:
+    answer = Answer()
+    assert [answer.delta("37*91 "), answer.delta("= 3367")] == ["37*91 ", "= 3367"]
+    assert answer.completed("37*91 = 3367") == ""
+
+
+def test_a_reset_that_repeats_the_text_shows_only_what_is_new() -> None:
+    answer = Answer()
+    answer.delta("one two ")
+    answer.reset()
+    assert answer.delta("one ") == ""
+    assert answer.delta("two three") == "three"
+    assert answer.completed("one two three") == ""
+    assert answer.shown == "one two three"
+
+
+def test_a_reset_to_other_text_shows_it_after_a_blank_line_then_streams() -> None:
+    answer = Answer()
+    answer.delta("Let me compute that.")
+    answer.reset()
+    assert answer.delta("3367") == "\n\n3367"
+    assert answer.delta(" it is") == " it is"
+    assert answer.completed("3367 it is") == ""
+
+
+def test_a_final_text_shorter_than_what_was_shown_is_shown_whole() -> None:
+    answer = Answer()
+    answer.delta("one two three")
+    answer.reset()
+    assert answer.delta("one") == ""
+    assert answer.completed("one") == "\n\none"
+
+
+def _chat(*messages: tuple[str, str]) -> chat_request.ChatRequest:
+    return chat_request.ChatRequest(model="agentry", messages=[{"role": r, "content": c} for r, c in messages])  # type: ignore[misc]
+
+
+def test_earlier_messages_are_quoted_only_for_a_new_conversation() -> None:
+    chat = _chat(("system", "be brief"), ("user", "hi\nthere"), ("assistant", "hello"), ("user", "what is 2+2?"))
+    text = chat_request.turn_text(chat, new_conversation=True, max_chars=1000)
+    assert text == (
+        f"{chat_request.TRANSCRIPT_HEADER}\n> system: be brief\n> user: hi\n> there\n> assistant: hello\n\nwhat is 2+2?"
+    )
+    assert chat_request.turn_text(chat, new_conversation=False, max_chars=1000) == "what is 2+2?"
+
+
+def test_the_oldest_earlier_messages_are_left_out_past_the_limit() -> None:
+    chat = _chat(("user", "a" * 100), ("assistant", "b" * 10), ("user", "q"))
+    text = chat_request.turn_text(chat, new_conversation=True, max_chars=200)
+    assert "a" * 100 not in text and "b" * 10 in text and "1 earlier messages left out" in text
+
+
+def test_the_last_message_must_be_the_users() -> None:
+    with pytest.raises(OpenAIError) as refused:
+        chat_request.turn_text(_chat(("assistant", "hi")), new_conversation=True, max_chars=100)
+    assert (refused.value.status, refused.value.code) == (400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("line", "http"),
+    [
+        (b"POST /v1/chat/completions HTTP/1.1", True),
+        (b"GET /v1/models HTTP/1.1", True),
+        (b"GET /ws?user=a HTTP/1.1", False),
+        (b"GET /v1x HTTP/1.1", False),
+        (b"GET /healthz HTTP/1.1", False),
+    ],
+)
+def test_only_v1_requests_go_to_the_http_app(line: bytes, http: bool) -> None:
+    assert wants_http(line) is http
