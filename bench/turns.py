@@ -22,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 from websockets.asyncio.client import connect
 
 from tests.client import next_frame, send
@@ -54,6 +53,8 @@ CALCULATOR = {
         },
     },
 }
+
+TOOLS: list[Any] = [CALCULATOR]  # the SDK's TypedDicts, as plain JSON
 
 
 def cpu_seconds(pid: int) -> float:
@@ -95,8 +96,12 @@ async def direct_turn(client: AsyncOpenAI, text: str, tool: bool) -> float:
     started = time.perf_counter()
     if tool:
         stream = await client.chat.completions.create(
-            model="agentry-offline", messages=messages, tools=[CALCULATOR], stream=True  # type: ignore[list-item]
+            model="agentry-offline",
+            messages=messages,
+            tools=TOOLS,
+            stream=True,
         )
+        assert isinstance(stream, AsyncStream)
         calls: dict[int, dict[str, str]] = {}
         async for chunk in stream:
             for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
@@ -117,8 +122,12 @@ async def direct_turn(client: AsyncOpenAI, text: str, tool: bool) -> float:
         )
         messages.extend({"role": "tool", "tool_call_id": c["id"], "content": "3367"} for c in calls.values())
     stream = await client.chat.completions.create(
-        model="agentry-offline", messages=messages, tools=[CALCULATOR] if tool else [], stream=True  # type: ignore[list-item]
+        model="agentry-offline",
+        messages=messages,
+        tools=TOOLS if tool else [],
+        stream=True,
     )
+    assert isinstance(stream, AsyncStream)
     first = None
     async for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
@@ -192,8 +201,10 @@ def cpu_table(rows: dict[str, dict[str, float]], direct_cpu: dict[str, float], i
     for label, cpu in rows.items():
         cells = " | ".join(f"{cpu.get(name, 0.0):.1f}" for name in SERVICES)
         print(f"| {label} | {cells} | **{sum(cpu.values()):.1f}** | {direct_cpu[label]:.1f} |")
-    print("\nidle CPU (ms per second, heartbeats and timers; inside the numbers above): " +
-          ", ".join(f"{name} {idle.get(name, 0.0):.1f}" for name in SERVICES))
+    print(
+        "\nidle CPU (ms per second, heartbeats and timers; inside the numbers above): "
+        + ", ".join(f"{name} {idle.get(name, 0.0):.1f}" for name in SERVICES)
+    )
 
 
 async def run() -> None:
@@ -222,15 +233,21 @@ async def run() -> None:
     print(f"{os.cpu_count()} CPUs; load average (1 min) {loadavg:.1f} at the end. CPU: ms per turn, user + system,")
     print("children included, from /proc. REASONER_TOOL_CALLS_PER_MINUTE=0 (the per-user tool limit is off).\n")
     cpu_table(rows, direct_cpu, idle)
-    print("\n| turn | direct SDK first token p50 | Agentry first delta p50 | difference p50 | Agentry p95 | "
-          "whole turn p50 |")
+    print(
+        "\n| turn | direct SDK first token p50 | Agentry first delta p50 | difference p50 | Agentry p95 | "
+        "whole turn p50 |"
+    )
     print("|---|---|---|---|---|---|")
     for label, (firsts, straight, totals) in ttft.items():
         diff = pct(firsts, 0.5) - pct(straight, 0.5)
-        print(f"| {label} | {pct(straight, 0.5):.1f} | {pct(firsts, 0.5):.1f} | **{diff:.1f}** | "
-              f"{pct(firsts, 0.95):.1f} | {pct(totals, 0.5):.1f} |")
-    print(f"\nthroughput: 'hello there' turns, each client {LOAD_TURNS_EACH} turns in its own conversation "
-          "after one warm-up turn\n")
+        print(
+            f"| {label} | {pct(straight, 0.5):.1f} | {pct(firsts, 0.5):.1f} | **{diff:.1f}** | "
+            f"{pct(firsts, 0.95):.1f} | {pct(totals, 0.5):.1f} |"
+        )
+    print(
+        f"\nthroughput: 'hello there' turns, each client {LOAD_TURNS_EACH} turns in its own conversation "
+        "after one warm-up turn\n"
+    )
     print("| clients | turns/s | p50 (ms) | p99 (ms) | p99 / p50 |")
     print("|---|---|---|---|---|")
     for clients, (rate, latencies) in throughput.items():

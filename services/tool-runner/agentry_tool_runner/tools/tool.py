@@ -92,7 +92,7 @@ class Tool:
             raise ValueError(f"tool {self.name}: timeout_seconds must be positive")
         reach = self.requires_sandbox or self.network != "none" or self.workspace != "none" or self.docs
         if self.backend == "worker" and reach:
-            raise ValueError(f"tool {self.name}: only a pure function (requires_sandbox=False, no reach) runs in the worker")
+            raise ValueError(f"tool {self.name}: only a pure function (no sandbox, no reach) runs in the worker")
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """JSON-ready keyword arguments for the implementation; raises ValidationError."""

@@ -54,6 +54,7 @@ class SqliteBase:
         self._db: sqlite3.Connection | None = None
         self._group: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
+        self._grouping = False  # on the store's thread: inside _commit_group's transaction
 
     @property
     def is_open(self) -> bool:
@@ -113,6 +114,7 @@ class SqliteBase:
             raise RuntimeError("store is not open")
         db = self._db
         db.execute("BEGIN IMMEDIATE")
+        self._grouping = True
         try:
             outcomes = [_outcome(op) for op in ops]  # each op's _tx is a savepoint here
             db.execute("COMMIT")
@@ -120,6 +122,8 @@ class SqliteBase:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             return [(False, exc)] * len(ops)
+        finally:
+            self._grouping = False
         return outcomes
 
     def _open(self) -> None:
@@ -182,7 +186,7 @@ class SqliteBase:
         if self._db is None:
             raise RuntimeError("store is not open")
         db = self._db
-        if db.in_transaction:  # inside a group commit (_commit_group)
+        if self._grouping:
             with _savepoint(db):
                 yield db
             return
