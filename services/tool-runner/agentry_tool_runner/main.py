@@ -98,4 +98,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def run(stop: asyncio.Event) -> None:
         await service(stop, settings)
 
-    run_service("tool-runner", run, settings.log_level)
+    run_service("tool-runner", run, settings.log_level, uvloop=False)  # see run_service
