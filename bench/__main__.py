@@ -6,7 +6,7 @@ import asyncio
 import importlib
 import sys
 
-BENCHMARKS: list[str] = ["gateway", "tools", "memory", "scale"]
+BENCHMARKS: list[str] = ["turns", "gateway", "tools", "memory", "scale"]
 
 
 def main() -> None:

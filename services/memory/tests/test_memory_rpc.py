@@ -89,6 +89,16 @@ async def test_a_conversation_through_rpc(rpc: MemoryRpc, store: Store, scope: S
     assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=2, state="running")
 
 
+async def test_begin_turn_answers_the_context_with_it_when_asked(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    begun = await ask(rpc, BeginTurn(scope=scope, turn_id="t1", with_context=True))
+    assert isinstance(begun, TurnBegun) and (begun.attempt, begun.state) == (1, "running")
+    assert begun.context == await ask(rpc, GetContext(scope=scope, turn_id="t1"))
+    await store.append_frame(scope, "t1:end", {"type": "turn.completed", "turn_id": "t1", "text": "ok"})
+    finished = await ask(rpc, BeginTurn(scope=scope, turn_id="t1", with_context=True))
+    assert finished == TurnBegun(attempt=2, state="completed")  # nothing to run: no context
+
+
 async def test_window_setting_bounds_the_context(store: Store, scope: Scope, broadcasts: Broadcasts) -> None:
     rpc = MemoryRpc(store, window_messages=1, broadcast=broadcasts)
     await store.add_turn(scope, "t1", ChatMessage(role="user", content="q1"))

@@ -48,3 +48,23 @@ async def test_concurrent_checkpoints_of_one_turn_leave_one_full_list(store: Sto
     await store.append_messages(scope, "t1", steps)
     context = await store.context(scope, "t1", limit=10)
     assert context.produced == steps
+
+
+async def test_a_refused_write_among_concurrent_ones_fails_alone(store: Store, scope: Scope) -> None:
+    """The SQLite store commits concurrent writes as one group: a refusal in it must undo
+    only itself, and every other write must stand and be answered."""
+    await store.claim_conversation(scope)
+    stranger = scope.model_copy(update={"user_id": "someone-else"})
+
+    async def frame(i: int, who: Scope) -> int:
+        seq, _ = await store.append_frame(who, f"e{i:02}", {"type": "message.delta", "text": str(i)})
+        return seq
+
+    outcomes = await asyncio.gather(
+        *(frame(i, stranger if i % 5 == 0 else scope) for i in range(20)), return_exceptions=True
+    )
+    refused = [o for i, o in enumerate(outcomes) if i % 5 == 0]
+    assert all(isinstance(o, Exception) for o in refused)
+    stored = sorted(o for i, o in enumerate(outcomes) if i % 5 != 0 and isinstance(o, int))
+    assert stored == list(range(1, 17))
+    assert [f["seq"] for f in await store.frames_after(scope, 0, 100)] == list(range(1, 17))

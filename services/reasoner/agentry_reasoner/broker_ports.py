@@ -120,17 +120,22 @@ class BrokerMemory:
         self._bus = bus
         self._scope = scope
         self._turn_id = turn_id
+        self._context: Context | None = None  # came with TurnBegun: no GetContext needed
 
     async def _call(self, request: BaseModel) -> MemoryReply:
         return await memory_call(self._bus, request)
 
     async def begin(self) -> TurnBegun:
-        reply = await self._call(BeginTurn(scope=self._scope, turn_id=self._turn_id))
+        reply = await self._call(BeginTurn(scope=self._scope, turn_id=self._turn_id, with_context=True))
         if not isinstance(reply, TurnBegun):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        self._context = reply.context
         return reply
 
     async def context(self) -> Context:
+        if self._context is not None:
+            context, self._context = self._context, None
+            return context
         reply = await self._call(GetContext(scope=self._scope, turn_id=self._turn_id))
         if not isinstance(reply, Context):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")

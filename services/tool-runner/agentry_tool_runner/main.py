@@ -25,6 +25,7 @@ from agentry_shared.topology import Topology
 from agentry_tool_runner.calls.claims import ClaimTiming
 from agentry_tool_runner.calls.handlers import ToolCallConsumer
 from agentry_tool_runner.execution.executor import Executor
+from agentry_tool_runner.execution.in_worker import InWorkerExecutor
 from agentry_tool_runner.execution.isolation import choose
 from agentry_tool_runner.execution.memory_service import MemoryServiceExecutor
 from agentry_tool_runner.metrics import initialise_tools
@@ -55,6 +56,7 @@ async def service(
         isolation = await choose(settings)
         executor, describe_memory = isolation.executor, isolation.describe_memory
     executor = MemoryServiceExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
+    executor = InWorkerExecutor(executor)  # calculator, current_time: pure functions, no child
     consumer = ToolCallConsumer(
         bus, registry, executor, settings.tool_runner_concurrency, timing=timing, memory=describe_memory
     )
@@ -96,4 +98,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     async def run(stop: asyncio.Event) -> None:
         await service(stop, settings)
 
-    run_service("tool-runner", run, settings.log_level)
+    run_service("tool-runner", run, settings.log_level, uvloop=False)  # see run_service

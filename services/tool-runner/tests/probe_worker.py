@@ -60,7 +60,7 @@ def main() -> None:
     async def run(stop: asyncio.Event) -> None:
         await service(stop, settings, PROBES, executor(), TIMING)
 
-    run_service("tool-runner", run, settings.log_level)
+    run_service("tool-runner", run, settings.log_level, uvloop=False)
 
 
 if __name__ == "__main__":

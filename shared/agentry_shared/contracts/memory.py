@@ -52,6 +52,10 @@ class BeginTurn(BaseModel):
     kind: Literal["memory.begin_turn"] = "memory.begin_turn"
     scope: Scope
     turn_id: str
+    # Also answer the turn's context (`TurnBegun.context`) when it is running: one round
+    # trip instead of BeginTurn then GetContext. A memory without the field ignores it
+    # and answers no context; the reasoner then asks with GetContext.
+    with_context: bool = False
 
 
 class CancelTurnRequest(BaseModel):
@@ -190,6 +194,7 @@ class TurnBegun(BaseModel):
     kind: Literal["memory.turn_begun"] = "memory.turn_begun"
     attempt: int
     state: TurnState  # "running" unless it was cancelled or had already finished
+    context: Context | None = None  # asked for with `BeginTurn.with_context`, for a running turn
 
 
 class TurnCancelAccepted(BaseModel):

@@ -15,7 +15,16 @@ from collections.abc import Callable
 from typing import assert_never
 
 from agentry_shared.contracts.facts import FACT_REQUEST, FactReply, FactRequest
-from agentry_shared.contracts.memory import MEMORY_REQUEST, MemoryFailure, MemoryReply, MemoryRequest
+from agentry_shared.contracts.memory import (
+    MEMORY_REQUEST,
+    BeginTurn,
+    Context,
+    GetContext,
+    MemoryFailure,
+    MemoryReply,
+    MemoryRequest,
+    TurnBegun,
+)
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from pydantic import ValidationError
@@ -97,7 +106,10 @@ class MemoryRpc:
     async def _dispatch(self, request: MemoryRequest | FactRequest) -> MemoryReply | FactReply:
         """Hand the request to its family's handler (one module per family)."""
         if isinstance(request, TURN_REQUESTS):
-            return await answer_turn_request(self.store, request, self.broadcast, self.max_conversations_per_user)
+            reply = await answer_turn_request(self.store, request, self.broadcast, self.max_conversations_per_user)
+            if isinstance(request, BeginTurn) and request.with_context:
+                return await self._with_context(request, reply)
+            return reply
         if isinstance(request, CONTEXT_REQUESTS):
             return await answer_context_request(self.store, self.assembler, request)
         if isinstance(request, TOOL_CALL_REQUESTS):
@@ -107,6 +119,15 @@ class MemoryRpc:
         if isinstance(request, FACT_REQUESTS):
             return await answer_fact_request(self.store, request, self.clock)
         assert_never(request)
+
+    async def _with_context(self, request: BeginTurn, reply: MemoryReply) -> MemoryReply:
+        """A running turn's context in the `TurnBegun` itself (one round trip for both)."""
+        if not isinstance(reply, TurnBegun) or reply.state != "running":
+            return reply
+        context = await answer_context_request(
+            self.store, self.assembler, GetContext(scope=request.scope, turn_id=request.turn_id)
+        )
+        return reply.model_copy(update={"context": context}) if isinstance(context, Context) else reply
 
 
 def _parse(body: bytes) -> MemoryRequest | FactRequest:

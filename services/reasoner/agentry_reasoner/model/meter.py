@@ -54,7 +54,8 @@ class RequestMeter:
 
     def __init__(self, model: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
         self.model = model
-        self.input_chars = len(json.dumps(messages, default=str)) + len(json.dumps(tools, default=str))
+        # Measured only if the server reports no usage: encoding a long conversation is not free.
+        self._request = (messages, tools)
         self.output_chars = 0
         self.usage: tuple[int, int] | None = None
         self.started = time.monotonic()
@@ -72,9 +73,13 @@ class RequestMeter:
             source, (tokens_in, tokens_out) = "usage", self.usage
         else:
             source = "estimate"
-            tokens_in, tokens_out = estimate_tokens(self.input_chars), estimate_tokens(self.output_chars)
+            tokens_in, tokens_out = estimate_tokens(self.input_chars()), estimate_tokens(self.output_chars)
         MODEL_TOKENS.labels(self.model, "input", source).inc(tokens_in)
         MODEL_TOKENS.labels(self.model, "output", source).inc(tokens_out)
+
+    def input_chars(self) -> int:
+        messages, tools = self._request
+        return len(json.dumps(messages, default=str)) + len(json.dumps(tools, default=str))
 
     def chunk(self, chunk: Any) -> None:
         """Keeps the usage a chunk reports (the last one, with include_usage)."""

@@ -93,13 +93,18 @@ class OpenAIModel:
             yield item
 
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self._model, "messages": messages, "stream": True}
+        # The conversation and the tools go in `extra_body`, which the SDK sends as given:
+        # as `messages=` it walks every message against its TypedDicts (`async_transform`),
+        # half the reasoner's CPU on a long conversation (py-spy, docs/benchmarks.md), to
+        # change nothing: our messages are already plain JSON of the wire's shape.
+        body: dict[str, Any] = {"messages": messages}
+        kwargs: dict[str, Any] = {"model": self._model, "messages": [], "stream": True, "extra_body": body}
         if self._stream_usage:
             # The last chunk then carries `usage` (OpenAI, vLLM, llama.cpp, Ollama); servers
             # that do not know the option ignore it (and one that refuses it is asked without).
             kwargs["stream_options"] = {"include_usage": True}
         if tools:
-            kwargs["tools"] = tools
+            body["tools"] = tools
         if self.options.reasoning_effort:
             kwargs["reasoning_effort"] = self.options.reasoning_effort
         if self.options.max_output_tokens:

@@ -28,7 +28,10 @@ WorkspaceAccess = Literal["none", "read", "write"]
 # "child": the implementation runs in a (sandboxed) child process. "memory": the worker
 # calls the implementation to build one memory-service request and returns its reply;
 # for our own tools that only read or write the user's memory, never code of the model's.
-Backend = Literal["child", "memory"]
+# "worker": the worker calls the implementation in a thread (execution/in_worker.py), with
+# its deadline and output cap; only for our own pure functions (no exec/eval, no files,
+# no network, no code of the model's), so `requires_sandbox=False` and no reach declared.
+Backend = Literal["child", "memory", "worker"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class Tool:
             raise ValueError(f"tool {self.name}: params model needs extra='forbid'")
         if self.timeout_seconds <= 0:
             raise ValueError(f"tool {self.name}: timeout_seconds must be positive")
+        reach = self.requires_sandbox or self.network != "none" or self.workspace != "none" or self.docs
+        if self.backend == "worker" and reach:
+            raise ValueError(f"tool {self.name}: only a pure function (no sandbox, no reach) runs in the worker")
 
     def validate_arguments(self, arguments: dict[str, Any]) -> dict[str, Any]:
         """JSON-ready keyword arguments for the implementation; raises ValidationError."""

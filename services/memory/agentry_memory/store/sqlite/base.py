@@ -2,6 +2,12 @@
 
 SQLite has one writer at a time anyway; a single thread makes that explicit, keeps the
 event loop free and lets each method be a plain synchronous transaction.
+
+Group commit: the hot writes (frames, turns, checkpoints, tool-call claims) go through
+`_write`. Those that arrive while the thread is busy run together in one transaction,
+each in a savepoint of its own (one failing rolls back only itself), and one COMMIT (one
+fsync, synchronous=FULL) makes them all durable. No caller hears of its write before
+that commit, so "ack after the effect is stored" holds for each of them.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class SqliteBase:
         self.path = Path(data_dir) / "memory.sqlite3"
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._group: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._grouping = False  # on the store's thread: inside _commit_group's transaction
 
     @property
     def is_open(self) -> bool:
@@ -68,6 +77,54 @@ class SqliteBase:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the next group commit; its result once that group is durable."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._group.append((functools.partial(fn, *args), future))
+        if self._committer is None:
+            self._committer = asyncio.create_task(self._commit_groups())
+        return await future
+
+    async def _commit_groups(self) -> None:
+        try:
+            while self._group:
+                group, self._group = self._group, []
+                outcomes = await self._run(self._commit_group, [op for op, _ in group])
+                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+                    if future.done():
+                        continue  # its caller left; the write stands
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        except BaseException as exc:  # the store closed under us: nobody may wait for ever
+            for _, future in self._group:
+                if not future.done():
+                    future.set_exception(RuntimeError(f"store write abandoned: {exc!r}"))
+            self._group = []
+            raise
+        finally:
+            self._committer = None
+
+    def _commit_group(self, ops: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        if len(ops) == 1:  # its own transaction, as without grouping
+            return [_outcome(ops[0])]
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        self._grouping = True
+        try:
+            outcomes = [_outcome(op) for op in ops]  # each op's _tx is a savepoint here
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return [(False, exc)] * len(ops)
+        finally:
+            self._grouping = False
+        return outcomes
 
     def _open(self) -> None:
         if self._db is not None:
@@ -129,6 +186,10 @@ class SqliteBase:
         if self._db is None:
             raise RuntimeError("store is not open")
         db = self._db
+        if self._grouping:
+            with _savepoint(db):
+                yield db
+            return
         db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         try:
             yield db
@@ -168,3 +229,22 @@ class SqliteBase:
         if row is None:
             raise NotFound(f"no turn {turn_id} in this conversation")
         return int(row[0]), int(row[1])
+
+
+def _outcome(op: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, op()
+    except Exception as exc:
+        return False, exc
+
+
+@contextmanager
+def _savepoint(db: sqlite3.Connection) -> Iterator[None]:
+    db.execute("SAVEPOINT op")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO op")
+        db.execute("RELEASE op")
+        raise
+    db.execute("RELEASE op")

@@ -18,7 +18,7 @@ SWEEP_BATCH = 200
 
 class FrameTables(SqliteBase):
     async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
-        return await self._run(self._append_frame, scope, event_id, frame)
+        return await self._write(self._append_frame, scope, event_id, frame)
 
     def _append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
         now = time.time()

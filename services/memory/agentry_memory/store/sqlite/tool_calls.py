@@ -14,7 +14,7 @@ from agentry_memory.store.sqlite.base import SqliteBase
 
 class ToolCallTables(SqliteBase):
     async def claim_tool_call(self, scope: Scope, turn_id: str, call_id: str, tool: str) -> ToolCall:
-        return await self._run(self._claim_tool_call, scope, turn_id, call_id, tool)
+        return await self._write(self._claim_tool_call, scope, turn_id, call_id, tool)
 
     def _claim_tool_call(self, scope: Scope, turn_id: str, call_id: str, tool: str) -> ToolCall:
         now = time.time()
@@ -35,7 +35,7 @@ class ToolCallTables(SqliteBase):
             return ToolCall("running", claimed_seconds_ago=max(0.0, now - claimed_at))
 
     async def complete_tool_call(self, scope: Scope, turn_id: str, call_id: str, result: dict[str, Any]) -> None:
-        await self._run(self._complete_tool_call, scope, turn_id, call_id, result)
+        await self._write(self._complete_tool_call, scope, turn_id, call_id, result)
 
     def _complete_tool_call(self, scope: Scope, turn_id: str, call_id: str, result: dict[str, Any]) -> None:
         now = time.time()

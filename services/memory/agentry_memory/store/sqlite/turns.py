@@ -40,7 +40,7 @@ class TurnTables(SqliteBase):
             return False
 
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
-        return await self._run(self._add_turn, scope, turn_id, user_message)
+        return await self._write(self._add_turn, scope, turn_id, user_message)
 
     def _add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         with self._tx() as db:
@@ -67,7 +67,7 @@ class TurnTables(SqliteBase):
             return int(index)
 
     async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
-        await self._run(self._append_messages, scope, turn_id, messages)
+        await self._write(self._append_messages, scope, turn_id, messages)
 
     def _append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
         with self._tx() as db:
@@ -89,7 +89,7 @@ class TurnTables(SqliteBase):
             )
 
     async def begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
-        return await self._run(self._begin_turn, scope, turn_id)
+        return await self._write(self._begin_turn, scope, turn_id)
 
     def _begin_turn(self, scope: Scope, turn_id: str) -> tuple[int, TurnState]:
         with self._tx() as db:
@@ -137,7 +137,7 @@ class TurnTables(SqliteBase):
             return before
 
     async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
-        await self._run(self._record_reasoning, scope, turn_id, step, text)
+        await self._write(self._record_reasoning, scope, turn_id, step, text)
 
     def _record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
         with self._tx() as db:

@@ -41,4 +41,5 @@ if in_worker():  # the declaration; the child (no pydantic in the sandbox) skips
         timeout_seconds=5.0,
         limits=Limits(cpu_seconds=2, memory_mib=256, max_output_bytes=1024),
         requires_sandbox=False,  # a pure function of its argument and the clock
+        backend="worker",  # no sandboxed process per call (execution/in_worker.py)
     )
