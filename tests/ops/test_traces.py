@@ -112,7 +112,9 @@ async def test_one_trace_per_turn_across_five_processes(collector: Collector, tm
     finally:
         stack.close()  # SIGTERM: each process exports what it still buffers
     conversation = frames[0]["conversation_id"]
-    (root,) = [s for s in collector.spans if s.name == "turn" and s.attributes["agentry.conversation_id"] == conversation]
+    (root,) = [
+        s for s in collector.spans if s.name == "turn" and s.attributes["agentry.conversation_id"] == conversation
+    ]
     assert root.service == "gateway" and root.parent_id == ""
     spans = [s for s in collector.spans if s.trace_id == root.trace_id]
     assert {s.service for s in spans} == FIVE
