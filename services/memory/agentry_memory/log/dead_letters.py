@@ -60,7 +60,7 @@ class DeadLetterConsumer:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         origin = _origin(message.headers)
         try:
-            with processing(message.headers, message.exchange, message.routing_key):
+            with processing(message.headers, self.bus.topology.dead_letter_exchange, None):
                 kind, outcome = await self.process(message.body, origin)
             DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
         finally:
