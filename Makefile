@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PACKAGES := shared clients/python services/gateway services/reasoner services/tool-runner services/memory services/offline-model
+PACKAGES := shared clients/python tools/admin services/gateway services/reasoner services/tool-runner services/memory services/offline-model
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
-MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
+MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_admin -p agentry_gateway -p agentry_reasoner -p agentry_tool_runner -p agentry_memory -p agentry_offline_model
 # mypy names a file by its nearest base (mypy_path, then the root), so each test folder is
 # checked under the names its imports use: as packages of the root where tests import
 # each other that way (`services.gateway.tests.conftest`, `tests.client`); on their own,
@@ -56,7 +56,7 @@ test: install rabbitmq sandbox prometheus asyncapi-spec
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES) -p clients.python.tests
+	$(BIN)/mypy $(MYPY_PACKAGES) $(MYPY_TEST_PACKAGES) -p clients.python.tests -p tools.admin.tests
 	$(BIN)/mypy scripts/contracts.py
 	for folder in $(MYPY_TEST_FOLDERS); do \
 		MYPYPATH=$$folder $(BIN)/mypy --cache-dir .mypy_cache/$$(basename $$(dirname $$folder)) $$folder || exit 1; \

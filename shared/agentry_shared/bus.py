@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from agentry_shared.access import declared_exchanges
 from agentry_shared.topology import Topology
+from agentry_shared.tracing import processing, sending
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +159,22 @@ class Bus:
         """
         ch = self.publish_channel
         target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
-        message = aio_pika.Message(
-            body,
-            content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
-            reply_to=reply_to,
-            correlation_id=correlation_id,
-            headers=headers or {},
-        )
-        await target.publish(
-            message, routing_key=routing_key, timeout=timeout, mandatory=persistent if mandatory is None else mandatory
-        )
+        headers = dict(headers or {})
+        with sending(exchange, routing_key, headers):  # the trace context goes into the headers
+            message = aio_pika.Message(
+                body,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+                reply_to=reply_to,
+                correlation_id=correlation_id,
+                headers=headers,
+            )
+            await target.publish(
+                message,
+                routing_key=routing_key,
+                timeout=timeout,
+                mandatory=persistent if mandatory is None else mandatory,
+            )
 
     # ---- RPC (direct reply-to) ------------------------------------------------------
 
@@ -197,16 +203,19 @@ class Bus:
         try:
             try:
                 channel = await self._ensure_rpc_channel()
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        body,
-                        content_type="application/json",
-                        reply_to=REPLY_TO,
-                        correlation_id=correlation_id,
-                        expiration=timeout,
-                    ),
-                    routing_key=queue,
-                )
+                headers: dict[str, Any] = {}
+                with sending("", queue, headers):
+                    await channel.default_exchange.publish(
+                        aio_pika.Message(
+                            body,
+                            content_type="application/json",
+                            reply_to=REPLY_TO,
+                            correlation_id=correlation_id,
+                            expiration=timeout,
+                            headers=headers,
+                        ),
+                        routing_key=queue,
+                    )
             except (aiormq.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError) as exc:
                 # The robust connection is reconnecting: to the caller it is "no reply", retryable.
                 raise RpcTimeout(f"broker unavailable for a request to {queue}: {exc}") from exc
@@ -225,14 +234,25 @@ class Bus:
 
         async def on_request(message: AbstractIncomingMessage) -> None:
             async with message.process(requeue=False, ignore_processed=True):
-                try:
-                    reply = await handler(message.body)
-                except Exception:
-                    log.exception("rpc handler failed", extra={"queue": queue_name})
-                    raise
-                if message.reply_to:
+                with processing(message.headers, message.exchange, message.routing_key):
+                    await answer(message)
+
+        async def answer(message: AbstractIncomingMessage) -> None:
+            try:
+                reply = await handler(message.body)
+            except Exception:
+                log.exception("rpc handler failed", extra={"queue": queue_name})
+                raise
+            if message.reply_to:
+                headers: dict[str, Any] = {}
+                with sending("", message.reply_to, headers):
                     await channel.default_exchange.publish(
-                        aio_pika.Message(reply, content_type="application/json", correlation_id=message.correlation_id),
+                        aio_pika.Message(
+                            reply,
+                            content_type="application/json",
+                            correlation_id=message.correlation_id,
+                            headers=headers,
+                        ),
                         routing_key=message.reply_to,
                     )
 

@@ -3,6 +3,10 @@
 A service is an async function that receives a `stop` event: it starts its work, waits
 for the event (SIGTERM or SIGINT), stops taking new work, finishes or hands back what it
 holds, and returns. The process then exits 0.
+
+Every line on stderr is JSON, crashes included: importing this module (every `main.py`
+does, before it reads its settings) already turns an uncaught exception into a JSON line,
+so a service that fails at start-up on a bad setting says so in JSON too.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
-from agentry_shared.logs import setup_logging
+from agentry_shared.logs import log_uncaught, setup_logging
+from agentry_shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,10 @@ Service = Callable[[asyncio.Event], Awaitable[None]]
 # The exit status of a service that cannot take its port: a setting to change, not a crash
 # (`scripts/run_all.py` does not restart it).
 EXIT_PORT_IN_USE = 78  # EX_CONFIG
+
+# Until run_service knows the service's name: the console script's (`agentry-gateway`).
+log_uncaught(Path(sys.argv[0]).stem.removeprefix("agentry-") if sys.argv and sys.argv[0] else "agentry")
+
 
 
 class PortInUse(Exception):
@@ -44,6 +54,7 @@ def run_service(name: str, service: Service, log_level: str = "INFO", *, uvloop:
     message than asyncio's own (docs/benchmarks.md); off for the tool-runner, whose sandbox
     spawning (preexec_fn rlimits, pass_fds, process groups) is tested on asyncio's loop."""
     setup_logging(name, log_level)
+    stop_tracing = setup_tracing(name)
 
     async def _main() -> None:
         stop = asyncio.Event()
@@ -61,6 +72,8 @@ def run_service(name: str, service: Service, log_level: str = "INFO", *, uvloop:
     except PortInUse as exc:
         log.error(str(exc), extra={"variable": exc.variable, "port": exc.port})
         sys.exit(EXIT_PORT_IN_USE)
+    finally:
+        stop_tracing()  # exports the spans still buffered
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -13,10 +13,14 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any
+
+from agentry_shared.tracing import log_ids
 
 _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("log_context", default=None)
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -46,6 +50,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             **(_context.get() or {}),
+            **log_ids(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
@@ -112,7 +117,29 @@ def setup_logging(service: str, level: str = "INFO", *, throttle_seconds: float 
     handler.addFilter(Throttle(throttle_seconds))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    log_uncaught(service)
+    logging.captureWarnings(True)
     root.setLevel(level.upper())
     # Library chatter at INFO would drown the turn logs.
     for noisy in ("aio_pika", "aiormq", "httpx", "httpx2", "openai", "websockets", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_uncaught(service: str) -> None:
+    """A crash (an exception nobody caught, in the main thread or another) is a JSON line
+    too, like every other line on stderr: a log shipper never sees a bare traceback."""
+    formatter = JsonFormatter(service)
+    crash_log = logging.getLogger("agentry.crash")
+
+    def excepthook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        record = crash_log.makeRecord(crash_log.name, logging.CRITICAL, "", 0, "crashed", (), (kind, exc, tb))
+        record.error = f"{kind.__name__}: {exc}"
+        sys.stderr.write(formatter.format(record) + "\n")
+        sys.stderr.flush()
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            excepthook(args.exc_type, args.exc_value, args.exc_traceback)
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_hook

@@ -38,6 +38,27 @@ def offline_model_url() -> str:
     return f"http://127.0.0.1:{_env('OFFLINE_MODEL_PORT') or 8090}/v1"
 
 
+class TracingSettings(BaseSettings):
+    """Whether traces are exported: the OpenTelemetry SDK's own variables, read here only to
+    decide whether to install it (tracing.py). The SDK reads them, and the other OTEL_*
+    variables (service name, headers, sampler), itself."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
+
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_sdk_disabled: bool = False
+    otel_traces_exporter: str = "otlp"
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint is not None and not self.otel_sdk_disabled and self.otel_traces_exporter != "none"
+
+
 class CommonSettings(BaseSettings):
     """What every service needs: the broker, the name prefix, logging, its own ops port."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agentry_shared.bus import Bus
+from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
 from agentry_gateway import broker
@@ -177,6 +178,7 @@ class Fanout:
         # Dispatch before any await: aio-pika starts one task per delivery, in delivery order,
         # so only a synchronous hand-off keeps the broker's order of a conversation's frames.
         try:
-            self.dispatch(message.routing_key or "", message.body)
+            with processing(message.headers, message.exchange, message.routing_key):
+                self.dispatch(message.routing_key or "", message.body)
         finally:
             await message.ack()

@@ -17,6 +17,7 @@ from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
+from agentry_shared.tracing import current_traceparent, new_trace, sending
 from aio_pika.abc import AbstractRobustChannel
 from aio_pika.exceptions import PublishError
 
@@ -51,6 +52,10 @@ class Intake:
 
     async def publish(self, scope: Scope, text: str, client_message_id: str | None) -> str:
         """Publish the turn (broker-confirmed) and return its turn_id."""
+        with new_trace("turn", {"agentry.conversation_id": scope.conversation_id}):  # the turn's trace starts here
+            return await self._publish(scope, text, client_message_id)
+
+    async def _publish(self, scope: Scope, text: str, client_message_id: str | None) -> str:
         channel = self._channel
         if channel is None or not broker.connected(self._bus):
             # Known down: say so now rather than after the timeout (a robust channel waits).
@@ -61,8 +66,8 @@ class Intake:
             text=text,
             client_message_id=client_message_id,
             accepted_at=datetime.now(UTC),
-            # W3C trace context: the turn's trace starts here and rides on every message of it.
-            traceparent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
+            # W3C trace context: the turn's trace rides on every message of it (tracing.py).
+            traceparent=current_traceparent(),
         )
         topology = self._bus.topology
         with bind_context(conversation_id=scope.conversation_id, turn_id=turn.turn_id):
@@ -76,7 +81,8 @@ class Intake:
                 routing_key = str(topology.partition(scope.conversation_id))
                 async with asyncio.timeout(self._publish_timeout):
                     exchange = await channel.get_exchange(topology.log_exchange, ensure=False)
-                    await exchange.publish(message, routing_key=routing_key, mandatory=True)
+                    with sending(topology.log_exchange, routing_key, message.headers):
+                        await exchange.publish(message, routing_key=routing_key, mandatory=True)
             except PublishError as exc:
                 log.error("turn unroutable: no log queue is bound")
                 raise Rejected(UNAVAILABLE, "the conversation log is unavailable; retry") from exc

@@ -41,6 +41,9 @@ class FakeMessage:
     def __init__(self, body: bytes, events: list[str]) -> None:
         self.body, self.events = body, events
         self.channel = FakeChannel(events)
+        # What the consumer reads for its trace span (tracing.processing).
+        self.headers: dict[str, object] = {}
+        self.exchange, self.routing_key = "t.log", "0"
 
     async def ack(self) -> None:
         self.events.append("ack")

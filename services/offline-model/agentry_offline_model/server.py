@@ -20,7 +20,9 @@ from typing import Any
 
 from agentry_shared.ops import build_ops_app
 from agentry_shared.settings import OfflineModelSettings
+from agentry_shared.tracing import serving_http
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from agentry_offline_model.dialects import Dialect, Event, dialect_chunks, dialect_completion, dialect_of, faults_of
 from agentry_offline_model.hang import GAVE_UP, MAX_HANG_S, hang_until_client_leaves
@@ -62,9 +64,22 @@ def build_app(settings: OfflineModelSettings, *, hang_limit_s: float = MAX_HANG_
             request, chunk_delay_s, hang_limit_s, settings.offline_model_dialect, failed_once
         )
 
+    app.middlewares.append(traced)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", list_models)
     return app
+
+
+@web.middleware
+async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The model's requests continue the caller's trace (`traceparent` header); ops
+    routes (/metrics, /healthz) are not traced."""
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    with serving_http(request.headers, request.method, request.path) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        return response
 
 
 async def list_models(_: web.Request) -> web.Response:

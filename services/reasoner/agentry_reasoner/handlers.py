@@ -33,6 +33,7 @@ from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.partitions import PartitionShare
 from agentry_shared.settings import ReasonerSettings
+from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 from pydantic import ValidationError
 
@@ -209,7 +210,10 @@ class TurnConsumer:
     async def _handle(self, message: AbstractIncomingMessage, turn: TurnRequested) -> None:
         task = asyncio.current_task()
         assert task is not None
-        with bind_context(turn_id=turn.turn_id, conversation_id=turn.scope.conversation_id):
+        with (
+            processing(message.headers, message.exchange, message.routing_key, turn.traceparent),
+            bind_context(turn_id=turn.turn_id, conversation_id=turn.scope.conversation_id),
+        ):
             self._running[turn.turn_id] = task
             TURNS_IN_FLIGHT.inc()
             started = time.monotonic()

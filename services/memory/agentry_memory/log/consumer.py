@@ -26,6 +26,7 @@ from agentry_shared.contracts.events import LOG_ENTRY, LogEntry
 from agentry_shared.logs import bind_context
 from agentry_shared.partitions import PartitionShare
 from agentry_shared.settings import CommonSettings
+from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
@@ -154,7 +155,10 @@ class LogConsumer:
             LOG_ENTRIES.labels(kind="unknown", outcome="rejected").inc()
             await _settle(message.reject(requeue=False))
             return True
-        with bind_context(turn_id=entry.turn_id, conversation_id=entry.scope.conversation_id):
+        with (
+            processing(message.headers, message.exchange, message.routing_key, entry.traceparent),
+            bind_context(turn_id=entry.turn_id, conversation_id=entry.scope.conversation_id),
+        ):
             outcome = await self._apply(entry, message.body)
             if outcome == "failed":
                 return False

@@ -18,6 +18,7 @@ from agentry_shared.bus import QUORUM, Bus, Consumer
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
+from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
@@ -59,7 +60,8 @@ class DeadLetterConsumer:
     async def handle(self, message: AbstractIncomingMessage) -> None:
         origin = _origin(message.headers)
         try:
-            kind, outcome = await self.process(message.body, origin)
+            with processing(message.headers, self.bus.topology.dead_letter_exchange, None):
+                kind, outcome = await self.process(message.body, origin)
             DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
         finally:
             try:

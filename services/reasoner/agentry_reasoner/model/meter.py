@@ -69,13 +69,16 @@ class RequestMeter:
         outcome = _outcome(exc)
         MODEL_REQUESTS.labels(self.model, outcome).inc()
         MODEL_REQUEST_SECONDS.labels(self.model).observe(time.monotonic() - self.started)
-        if self.usage is not None:
-            source, (tokens_in, tokens_out) = "usage", self.usage
-        else:
-            source = "estimate"
-            tokens_in, tokens_out = estimate_tokens(self.input_chars()), estimate_tokens(self.output_chars)
+        source = "usage" if self.usage is not None else "estimate"
+        tokens_in, tokens_out = self.tokens()
         MODEL_TOKENS.labels(self.model, "input", source).inc(tokens_in)
         MODEL_TOKENS.labels(self.model, "output", source).inc(tokens_out)
+
+    def tokens(self) -> tuple[int, int]:
+        """(in, out): as the server reported them, else estimated from the characters."""
+        if self.usage is not None:
+            return self.usage
+        return estimate_tokens(self.input_chars()), estimate_tokens(self.output_chars)
 
     def input_chars(self) -> int:
         messages, tools = self._request

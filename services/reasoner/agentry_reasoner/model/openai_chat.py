@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
+from agentry_shared.tracing import inject, model_call, record_usage
 from openai import AsyncOpenAI
 
 from agentry_reasoner.model.items import (
@@ -65,9 +66,10 @@ class OpenAIModel:
         self._stream_usage = self.options.stream_usage
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
-        with RequestMeter(self._model, messages, tools) as meter:
+        with model_call(self._model) as span, RequestMeter(self._model, messages, tools) as meter:
             async for item in self._stream(messages, tools, meter):
                 yield item
+            record_usage(span, *meter.tokens(), estimated=meter.usage is None)
 
     async def _stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], meter: RequestMeter
@@ -99,6 +101,8 @@ class OpenAIModel:
         # change nothing: our messages are already plain JSON of the wire's shape.
         body: dict[str, Any] = {"messages": messages}
         kwargs: dict[str, Any] = {"model": self._model, "messages": [], "stream": True, "extra_body": body}
+        if traced := inject({}):
+            kwargs["extra_headers"] = traced  # the model server continues the turn's trace
         if self._stream_usage:
             # The last chunk then carries `usage` (OpenAI, vLLM, llama.cpp, Ollama); servers
             # that do not know the option ignore it (and one that refuses it is asked without).

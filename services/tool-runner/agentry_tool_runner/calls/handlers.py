@@ -19,6 +19,7 @@ from agentry_shared.bus import Bus, Consumer, encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.tools import Catalog, CatalogRequested, ToolCompleted, ToolRequested
 from agentry_shared.logs import bind_context
+from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from pydantic import ValidationError
 
@@ -116,8 +117,11 @@ class ToolCallConsumer:
             log.warning("malformed tool request dead-lettered", extra={"error": str(exc)[:500]})
             await message.reject(requeue=False)
             return
-        with bind_context(
-            turn_id=request.turn_id, call_id=request.call_id, conversation_id=request.scope.conversation_id
+        with (
+            processing(message.headers, message.exchange, message.routing_key, request.traceparent),
+            bind_context(
+                turn_id=request.turn_id, call_id=request.call_id, conversation_id=request.scope.conversation_id
+            ),
         ):
             completed = await self._answer(request, redelivered=bool(message.redelivered))
             if completed is None:

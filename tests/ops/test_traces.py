@@ -1,0 +1,163 @@
+"""Traces end to end: a calculator turn through all five processes exports one trace over
+OTLP/HTTP, whose consumer spans are children of the publishers' spans across the broker,
+and whose trace id is on the turn's log lines.
+
+The collector is a loopback HTTP server here that decodes each POST /v1/traces with the
+OTLP protobuf the SDK's exporter sends (opentelemetry-proto, installed with the exporter).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from websockets.asyncio.client import connect
+
+from tests.client import answer, converse
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+FIVE = {"gateway", "memory", "reasoner", "tool-runner", "offline-model"}
+
+
+@dataclass(frozen=True)
+class Seen:
+    service: str
+    name: str
+    kind: int
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+
+
+class Collector:
+    """Every span POSTed to /v1/traces, decoded."""
+
+    def __init__(self) -> None:
+        self.spans: list[Seen] = []
+        self.lock = threading.Lock()
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                collector.add(request)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def add(self, request: ExportTraceServiceRequest) -> None:
+        for resource_spans in request.resource_spans:
+            resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {a.key: _value(a.value) for a in span.attributes}
+                    seen = Seen(
+                        resource["service.name"],
+                        span.name,
+                        span.kind,
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex(),
+                        attributes,
+                    )
+                    with self.lock:
+                        self.spans.append(seen)
+
+
+def _value(value: Any) -> Any:
+    field = value.WhichOneof("value")
+    return getattr(value, field) if field else None
+
+
+@pytest.fixture(scope="module")
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    c.thread.start()
+    try:
+        yield c
+    finally:
+        c.server.shutdown()
+
+
+async def test_one_trace_per_turn_across_five_processes(collector: Collector, tmp_path: Path) -> None:
+    stack = Stack(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100")
+    try:
+        stack.start_all()
+        async with connect(stack.ws_url) as ws:
+            frames = await converse(ws, "what is 37*91?")
+        assert "3367" in answer(frames)
+    finally:
+        stack.close()  # SIGTERM: each process exports what it still buffers
+    conversation = frames[0]["conversation_id"]
+    (root,) = [
+        s for s in collector.spans if s.name == "turn" and s.attributes["agentry.conversation_id"] == conversation
+    ]
+    assert root.service == "gateway" and root.parent_id == ""
+    spans = [s for s in collector.spans if s.trace_id == root.trace_id]
+    assert {s.service for s in spans} == FIVE
+    by_id = {s.span_id: s for s in spans}
+    ns = stack.namespace
+
+    def parent_of(consumer: Seen) -> Seen:
+        return by_id[consumer.parent_id]
+
+    def hop(service: str, name: str) -> Seen:
+        found = [s for s in spans if s.service == service and s.name == name]
+        assert found, (service, name, sorted({(s.service, s.name) for s in spans}))
+        return found[0]
+
+    # Across the broker: a consumer's parent is the publisher's span, in the publishing process.
+    for consumer_service, destination, producer_service in [
+        ("memory", f"{ns}.log", "gateway"),
+        ("reasoner", f"{ns}.turns", "memory"),
+        ("tool-runner", f"{ns}.tools.default", "reasoner"),  # over the default exchange: the queue
+        ("gateway", f"{ns}.frames", "memory"),
+    ]:
+        consumer = hop(consumer_service, f"process {destination}")
+        assert consumer.kind == ProtoSpan.SPAN_KIND_CONSUMER
+        assert consumer.attributes["messaging.system"] == "rabbitmq"
+        producer = parent_of(consumer)
+        assert (producer.service, producer.name, producer.kind) == (
+            producer_service,
+            f"send {destination}",
+            ProtoSpan.SPAN_KIND_PRODUCER,
+        )
+    # The model call, over HTTP: the offline model's server span is the chat span's child.
+    chats = [s for s in spans if s.service == "reasoner" and s.name.startswith("chat ")]
+    assert chats and all(s.kind == ProtoSpan.SPAN_KIND_CLIENT for s in chats)
+    assert all(s.attributes["gen_ai.usage.input_tokens"] > 0 for s in chats)
+    assert chats[0].attributes["gen_ai.request.model"] == "agentry-offline"
+    served = [s for s in spans if s.service == "offline-model"]
+    assert served and {parent_of(s).span_id for s in served} <= {c.span_id for c in chats}
+    assert served[0].kind == ProtoSpan.SPAN_KIND_SERVER
+    # The turn's log lines carry its trace id (memory says nothing of a turn that went well).
+    turn_id = frames[0]["turn_id"]
+    for name in ("gateway", "reasoner", "tool-runner"):
+        (log_path,) = stack.workdir.glob(f"{name}-*.log")
+        lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+        of_turn = [line for line in lines if line.get("turn_id") == turn_id]
+        assert of_turn, name
+        assert {line.get("trace_id") for line in of_turn} == {root.trace_id}, name

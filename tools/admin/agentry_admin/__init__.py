@@ -1,0 +1,1 @@
+"""`agentry-admin`: what an operator does to a running namespace, over the broker."""
