@@ -28,7 +28,8 @@ WorkspaceAccess = Literal["none", "read", "write"]
 # "child": the implementation runs in a (sandboxed) child process. "memory": the worker
 # calls the implementation to build one memory-service request and returns its reply;
 # for our own tools that only read or write the user's memory, never code of the model's.
-Backend = Literal["child", "memory"]
+# "mcp": a tool of an MCP server, called over the worker's connection to it (tools/mcp/).
+Backend = Literal["child", "memory", "mcp"]
 
 
 @dataclass(frozen=True)
