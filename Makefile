@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_admin -p agentry
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox prometheus broker-users asyncapi-spec contracts clean
+.PHONY: run test lint bench install rabbitmq sandbox prometheus broker-users asyncapi-spec mcp-everything contracts clean
 
 install: $(STAMP)
 
@@ -47,11 +47,15 @@ broker-users: install
 asyncapi-spec:
 	@scripts/ensure-asyncapi-spec.sh
 
+# The reference MCP server (npm @modelcontextprotocol/server-everything), for the MCP tests.
+mcp-everything:
+	@scripts/ensure-mcp-everything.sh
+
 # docs/contracts/: JSON Schema of every frame and the AsyncAPI document, from the models.
 contracts: install
 	$(BIN)/python scripts/contracts.py
 
-test: install rabbitmq sandbox prometheus asyncapi-spec
+test: install rabbitmq sandbox prometheus asyncapi-spec mcp-everything
 	$(BIN)/python -m pytest
 
 lint: install

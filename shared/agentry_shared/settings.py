@@ -211,6 +211,8 @@ class ToolRunnerSettings(CommonSettings):
     # Cap each call's memory with a cgroup of its own where the host allows it (else, or
     # when off, with fewer processes and a lower RLIMIT_AS); see docs/tools.md.
     tool_runner_cgroups: bool = True
+    # The MCP servers file (JSON or YAML, see docs/tools.md "MCP servers"); unset: none.
+    tool_runner_mcp_config: Path | None = None
 
 
 class MemorySettings(CommonSettings):

@@ -27,6 +27,7 @@ from agentry_offline_model.intents import match_intent
 from agentry_offline_model.reply import REASONING_SENTINEL, Reply, ToolCall
 from agentry_offline_model.safety import looks_like_tool_output
 from agentry_offline_model.summary import is_summary_request, summarize
+from agentry_offline_model.timezones import time_in_city
 
 __all__ = ["MAX_DELAY_S", "REASONING_SENTINEL", "Reply", "ToolCall", "reply_to"]
 
@@ -112,6 +113,10 @@ def _tool_calls(user_text: str, offered: Set[str], reasoning: list[str]) -> list
         return [("calculator", {"expression": e}) for e in expressions]
     if expressions:
         reasoning.append("It contains arithmetic, but no calculator tool is offered. ")
+    city = time_in_city(user_text, offered)
+    if city is not None:
+        reasoning.append(f"It asks for the time in a city, so {city[0]} fits. ")
+        return [city]
     lowered = user_text.lower().replace("\u2019", "'")
     if "current_time" in offered and any(cue in lowered for cue in _TIME_CUES):
         reasoning.append("It asks for the time or date, so the current_time tool fits. ")

@@ -192,3 +192,13 @@ def test_model_hang_hook_keeps_the_reply() -> None:
     reply = reply_to([user("[[model-hang]] what is 2+2")], TOOLS)
     assert reply.hang and [c.name for c in reply.tool_calls] == ["calculator"]
     assert not reply_to([user("fine")]).hang
+
+
+def test_time_in_a_city_calls_the_mcp_time_tool_when_offered() -> None:
+    reply = reply_to([user("What time is it in Tokyo?")], [*TOOLS, tool("time__get_current_time")])
+    assert [call.name for call in reply.tool_calls] == ["time__get_current_time"]
+    assert args(reply) == [{"timezone": "Asia/Tokyo"}]
+    # Not offered: the built-in current_time answers; an unknown city: no zone is guessed.
+    assert [call.name for call in reply_to([user("What time is it in Tokyo?")], TOOLS).tool_calls] == ["current_time"]
+    unknown = reply_to([user("what time is it in Atlantis?")], [tool("time__get_current_time")])
+    assert unknown.tool_calls == []

@@ -27,8 +27,11 @@ from agentry_tool_runner.calls.handlers import ToolCallConsumer
 from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.execution.in_worker import InWorkerExecutor
 from agentry_tool_runner.execution.isolation import choose
+from agentry_tool_runner.execution.mcp import McpExecutor, McpHub, stdio_for
 from agentry_tool_runner.execution.memory_service import MemoryServiceExecutor
 from agentry_tool_runner.metrics import initialise_tools
+from agentry_tool_runner.tools.mcp import config as mcp_config
+from agentry_tool_runner.tools.mcp.catalog import McpRegistry
 from agentry_tool_runner.tools.registry import REGISTRY, Registry
 
 log = logging.getLogger(__name__)
@@ -51,10 +54,15 @@ async def service(
     publish_build_info("tool-runner")
     topology = Topology.from_settings(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="tool-runner")
-    describe_memory = None
+    describe_memory, isolation = None, None
     if executor is None:  # tries the sandbox once; logs and reports what it found
         isolation = await choose(settings)
         executor, describe_memory = isolation.executor, isolation.describe_memory
+    hub: McpHub | None = None
+    if settings.tool_runner_mcp_config is not None:  # tools of MCP servers (tools/mcp/, execution/mcp.py)
+        hub = McpHub(mcp_config.load(settings.tool_runner_mcp_config), stdio_for(isolation))
+        registry = McpRegistry(registry, hub.config, lambda: hub)
+        executor = McpExecutor(hub, executor)
     executor = MemoryServiceExecutor(bus, executor)  # remember / recall / tasks: one memory RPC each
     executor = InWorkerExecutor(executor)  # calculator, current_time: pure functions, no child
     consumer = ToolCallConsumer(
@@ -74,6 +82,8 @@ async def service(
     try:
         await bus.connect()
         pools = served_pools(settings.tool_runner_pools, registry)
+        if hub is not None:
+            await hub.start(pools)
         initialise_tools((tool.name, tool.pool) for tool in registry if tool.pool in pools)
         await consumer.start(pools)
         await consumer.serve_catalog()
@@ -83,6 +93,8 @@ async def service(
         log.info("stopping: finishing tool calls in hand")
         await consumer.stop(settings.shutdown_grace_seconds)
     finally:
+        if hub is not None:
+            await hub.stop()
         await bus.close()
         await ops.stop()
 

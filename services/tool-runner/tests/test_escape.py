@@ -13,11 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import agentry_tool_runner
@@ -288,3 +291,46 @@ async def test_without_cgroups_fewer_processes_keep_the_call_under_its_cap(
             "[t.start() for t in ts]; [t.join() for t in ts]; print('threads ok')"
         )
         assert program(await ask(worker, "python", {"code": threads}))["stdout"] == "threads ok\n"
+
+
+async def test_an_mcp_stdio_server_is_contained(start_real_worker: RealWorkerFactory) -> None:
+    """A hostile MCP server (stdio, in the sandbox with the worker's packages mounted) finds
+    no broker, none of the worker's environment but what was configured for it, no host."""
+    folder = Path(tempfile.mkdtemp(prefix="agentry-hostile-mcp-"))
+    folder.chmod(0o755)
+    shutil.copy(Path(__file__).with_name("hostile_mcp_server.py"), folder / "hostile_mcp_server.py")
+    (folder / "hostile_mcp_server.py").chmod(0o644)
+    server = {
+        "command": "python",
+        "args": ["/opt/hostile/hostile_mcp_server.py"],
+        "python_packages": True,
+        "mounts": [{"source": str(folder), "target": "/opt/hostile"}],
+        "env": {"GIVEN_TO_IT": "configured"},
+        "side_effect": "read_only",
+    }
+    config = folder / "mcp.json"
+    config.write_text(json.dumps({"mcpServers": {"hostile": server}}))
+    config.chmod(0o644)
+    try:
+        async with start_real_worker(TOOL_RUNNER_MCP_CONFIG=str(config)) as worker:
+            request = ToolRequested(
+                scope=scope("u1"),
+                turn_id=f"turn-{uuid.uuid4().hex}",
+                call_id="call-hostile",
+                tool="hostile__probe",
+                arguments={},
+                deadline=time.time() + 60,
+            )
+            body = await worker.bus.request(worker.bus.topology.tool_queue("default"), encode(request), timeout=30)
+            reply = TOOL_REPLY.validate_json(body)
+            assert isinstance(reply, ToolCompleted) and reply.ok, reply
+            report = json.loads(reply.output)
+            assert SECRET not in reply.output
+            assert report["environ"]["GIVEN_TO_IT"] == "configured"
+            assert "AMQP_URL" not in report["environ"] and "AGENTRY_TEST_SECRET" not in report["environ"]
+            assert report["broker"].startswith("refused")
+            assert report["shadow"].startswith("refused")
+            assert report["uid"] != 0
+            assert len(report["processes"]) <= 3  # bwrap's init, prlimit's exec, nothing of the host
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -204,7 +204,7 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "crashed": "the tool's process died by a signal, exited without a result, or could not start",
     "cancelled": "the turn was cancelled; the call was stopped",
     "interrupted": "a destructive call whose runner died while running it: it may or may not have taken effect",
-    "unavailable": "not run: memory did not answer",
+    "unavailable": "not run: memory did not answer, or the tool's MCP server is down or not connected",
     "invalid": "a memory tool: memory refused the request as invalid",
     "forbidden": "a memory tool: the conversation belongs to another user",
     "not_found": "a memory tool: memory does not know the conversation",

@@ -69,11 +69,10 @@ class ToolCallConsumer:
         log.info("consuming tool calls", extra={"pools": ",".join(pools)})
 
     async def serve_catalog(self) -> None:
-        body = encode(Catalog(tools=self.registry.descriptors(self.memory)))
-
         async def answer(request: bytes) -> bytes:
             CatalogRequested.model_validate_json(request)  # garbage is logged and dropped
-            return body
+            # Built per request: MCP servers come and go, and change their tools.
+            return encode(Catalog(tools=self.registry.descriptors(self.memory)))
 
         self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)
 

@@ -31,7 +31,8 @@ WorkspaceAccess = Literal["none", "read", "write"]
 # "worker": the worker calls the implementation in a thread (execution/in_worker.py), with
 # its deadline and output cap; only for our own pure functions (no exec/eval, no files,
 # no network, no code of the model's), so `requires_sandbox=False` and no reach declared.
-Backend = Literal["child", "memory", "worker"]
+# "mcp": a tool of an MCP server, called over the worker's connection to it (tools/mcp/).
+Backend = Literal["child", "memory", "worker", "mcp"]
 
 
 @dataclass(frozen=True)
