@@ -39,7 +39,7 @@ def members(union: object) -> list[type[BaseModel]]:
 
 
 CLIENT_FRAMES = members(frames.ClientFrame)
-SERVER_FRAMES: list[type[BaseModel]] = [*members(frames.ServerFrame), frames.ErrorFrame]
+SERVER_FRAMES: list[type[BaseModel]] = [*members(frames.ServerFrame), frames.ConversationList, frames.ErrorFrame]
 # Bus messages by what carries them; their `kind` tells them apart on the wire.
 BUS: dict[str, list[type[BaseModel]]] = {
     "log": members(events.LogEntry),

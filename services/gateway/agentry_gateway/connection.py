@@ -15,7 +15,16 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from agentry_shared.contracts.frames import Approve, CancelTurn, ClientFrame, ErrorFrame, Reauth, Resume, SendMessage
+from agentry_shared.contracts.frames import (
+    Approve,
+    CancelTurn,
+    ClientFrame,
+    ErrorFrame,
+    ListConversations,
+    Reauth,
+    Resume,
+    SendMessage,
+)
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from websockets.asyncio.server import ServerConnection
@@ -26,6 +35,7 @@ from websockets.protocol import State
 from agentry_gateway import approval, inbound, metrics
 from agentry_gateway.auth import Identity
 from agentry_gateway.authenticator import Authenticator, peer
+from agentry_gateway.conversations import conversation_list
 from agentry_gateway.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_CLOSE, Expiry
 from agentry_gateway.fanout import Fanout
 from agentry_gateway.inbound import FOLLOW_LIMIT, FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
@@ -179,6 +189,8 @@ class ClientSession:
                 await self._on_approve(frame)
             case Reauth():
                 await self._on_reauth(frame)
+            case ListConversations():
+                await self._on_list_conversations(frame)
 
     def _scope(self, conversation_id: str) -> Scope:
         return Scope(
@@ -255,6 +267,19 @@ class ClientSession:
             self._refuse(refusal)
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _on_list_conversations(self, frame: ListConversations) -> None:
+        try:
+            answer = await conversation_list(self._shared.memory, self._identity, frame)
+        except Rejected as exc:
+            self._refuse(inbound.error(exc.code, exc.message, id=frame.id))
+            return
+        metrics.CLIENT_FRAMES.labels("accepted").inc()
+        if (
+            self._closer is None
+            and self._outbox.offer_reply(answer.type, answer.model_dump_json().encode()) is Offer.OVERFLOW
+        ):
+            self._overflow()
 
     async def _on_resume(self, frame: Resume) -> None:
         """Claim, hold live frames, subscribe, then replay in a task of its own (`resync`)."""

@@ -1,4 +1,5 @@
-"""The gateway's requests to the memory service: claim, cancel, fetch frames, decide approvals.
+"""The gateway's requests to the memory service: claim, cancel, fetch frames, decide
+approvals, list a user's conversations.
 
 Every failure becomes `Rejected` with the error code the client gets; the socket stays
 open. Waits are bounded, and while the broker is known to be down the answer is
@@ -8,7 +9,7 @@ client would hang instead of hearing that it should retry.
 Requests go through `Bus.request`, whose reply consumer is restored with its robust
 channel after a reconnect (tested through a cut TCP relay in `tests/test_outage.py`). A
 request that meets a channel being closed or restored is sent again within the same
-deadline; every request here is idempotent (claim, cancel, read frames, decide approval:
+deadline; every request here is idempotent (claim, cancel, read frames or the list, decide approval:
 deciding again the same way gets the same answer).
 """
 
@@ -19,16 +20,18 @@ import logging
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout, encode
-from agentry_shared.contracts.frames import Approve
+from agentry_shared.contracts.frames import Approve, ConversationSummary
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     Approval,
     CancelTurnRequest,
     ClaimConversation,
     Claimed,
+    Conversations,
     DecideApproval,
     Frames,
     GetFrames,
+    ListConversations,
     MemoryFailure,
     MemoryReply,
     TurnCancelAccepted,
@@ -100,6 +103,13 @@ class MemoryClient:
         if isinstance(reply, Frames):
             return reply.frames
         raise self._refusal(reply, "get_frames")
+
+    async def conversations(self, tenant_id: str, user_id: str, limit: int) -> list[ConversationSummary]:
+        """The user's conversations, the most recently active first, at most `limit`."""
+        reply = await self._call(ListConversations(tenant_id=tenant_id, user_id=user_id, limit=limit))
+        if isinstance(reply, Conversations):
+            return reply.conversations
+        raise self._refusal(reply, "list_conversations")
 
     @staticmethod
     def _refusal(reply: MemoryReply, what: str) -> Rejected:

@@ -56,7 +56,7 @@ TURN_DURATION = Histogram(
     buckets=(0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600),
 )
 
-FRAME_TYPES = frozenset(SERVER_FRAME_TYPES) | {"error"}
+FRAME_TYPES = frozenset(SERVER_FRAME_TYPES) | {"error", "conversations"}
 initialise(CLIENT_FRAMES, {"accepted"} | codes(ClientErrorCode))
 initialise(FRAMES_SENT, FRAME_TYPES)
 initialise(REPLAYS, ("resume", "catchup"), ("ok", "failed", "stalled"))

@@ -52,6 +52,10 @@ class Outbox:
     def offer_error(self, body: bytes) -> Offer:
         return self._put(("error", body))
 
+    def offer_reply(self, frame_type: str, body: bytes) -> Offer:
+        """A frame that answers this socket only (no conversation, no seq: never deduped)."""
+        return self._put((frame_type, body))
+
     def last_seq(self, conversation_id: str) -> int | None:
         """The highest seq of the conversation queued so far (None: none, and none expected)."""
         return self._last_seq.get(conversation_id)

@@ -16,6 +16,7 @@ from agentry_shared.ops import metrics_response_body
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from agentry_gateway import webpage
 from agentry_gateway.auth import AuthError
 
 WS_PATH = "/ws"
@@ -52,6 +53,8 @@ def route(request: Request, ready: Readiness) -> Response | None:
     if path == "/metrics":
         body, content_type = metrics_response_body()
         return response(200, body, content_type)
+    if (web := webpage.page(path, request.headers.get("Host"))) is not None:
+        return response(200, web.body, web.content_type, web.headers)
     if path != WS_PATH:
         return json_response(404, {"error": "not_found", "message": f"no such path; sockets open on {WS_PATH}"})
     return None

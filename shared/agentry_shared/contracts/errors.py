@@ -29,6 +29,7 @@ ClientErrorCode = Literal[
     "invalid_resume",
     "invalid_approve",
     "invalid_reauth",
+    "invalid_list_conversations",
     "text_too_long",
     "frame_too_large",
     "binary_not_supported",
@@ -62,6 +63,9 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
         " of its `tool.approval_required`), empty, of the wrong type, out of range, or unknown"
     ),
     "invalid_reauth": "a field of the `reauth` frame is missing, empty, of the wrong type, out of range, or unknown",
+    "invalid_list_conversations": (
+        "a field of the `list_conversations` frame is of the wrong type, out of range (`limit` 1 to 200), or unknown"
+    ),
     "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
     "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
     "binary_not_supported": "a binary frame",
@@ -96,6 +100,7 @@ INVALID_CLIENT_FRAME: Final[dict[str, ClientErrorCode]] = {
     "resume": "invalid_resume",
     "approve": "invalid_approve",
     "reauth": "invalid_reauth",
+    "list_conversations": "invalid_list_conversations",
 }
 
 # ---- memory RPC failures (memory.MemoryFailure) ------------------------------------------

@@ -82,11 +82,21 @@ class Reauth(_ClientFrame):
     id: str | None = Field(default=None, max_length=128)
 
 
+class ListConversations(_ClientFrame):
+    """The user's conversations, newest activity first: answered by a `conversations` frame."""
+
+    type: Literal["list_conversations"]
+    limit: int = Field(default=50, ge=1, le=200)
+    id: str | None = Field(default=None, max_length=128)
+
+
 # What an `approve` without the fields of its `tool.approval_required` frame is told.
 APPROVE_ECHO_HINT = "approve must echo turn_id, call_id and args_sha256 from its tool.approval_required frame"
 
 
-ClientFrame = Annotated[SendMessage | CancelTurn | Resume | Approve | Reauth, Field(discriminator="type")]
+ClientFrame = Annotated[
+    SendMessage | CancelTurn | Resume | Approve | Reauth | ListConversations, Field(discriminator="type")
+]
 CLIENT_FRAME = TypeAdapter(ClientFrame)
 
 # ---- server -> client -------------------------------------------------------------
@@ -215,6 +225,29 @@ SERVER_FRAME_TYPES: frozenset[str] = frozenset(
         TurnFailed,
     )
 )
+
+
+# At most this many characters of a conversation's first user message make its title.
+TITLE_CHARS = 80
+
+
+class ConversationSummary(BaseModel):
+    """One conversation of a user: times are Unix seconds; `title` is the start of its first
+    user message (at most TITLE_CHARS characters, "…" ending a cut one; empty before any)."""
+
+    conversation_id: str
+    created_at: float
+    last_activity_at: float  # the latest of its creation, its newest turn's start and end
+    title: str = ""
+
+
+class ConversationList(BaseModel):
+    """The answer to `list_conversations`, to that socket only: not part of any
+    conversation's log, so it has no `seq` (like `error`)."""
+
+    type: Literal["conversations"] = "conversations"
+    conversations: list[ConversationSummary]
+    id: str | None = None
 
 
 class ErrorFrame(BaseModel):

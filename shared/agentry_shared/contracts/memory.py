@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MemoryFailureCode
-from agentry_shared.contracts.frames import MAX_CLIENT_INT
+from agentry_shared.contracts.frames import MAX_CLIENT_INT, ConversationSummary
 from agentry_shared.contracts.scope import Scope
 
 
@@ -153,6 +153,16 @@ class GetFrames(BaseModel):
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
+class ListConversations(BaseModel):
+    """A user's conversations, the most recently active first, at most `limit` (for the
+    web page's list; `frames.ConversationSummary` says what each holds)."""
+
+    kind: Literal["memory.list_conversations"] = "memory.list_conversations"
+    tenant_id: str
+    user_id: str
+    limit: int = Field(default=50, ge=1, le=200)
+
+
 MemoryRequest = Annotated[
     ClaimConversation
     | GetContext
@@ -166,7 +176,8 @@ MemoryRequest = Annotated[
     | RequestApproval
     | DecideApproval
     | GetApproval
-    | TakeToolToken,
+    | TakeToolToken
+    | ListConversations,
     Field(discriminator="kind"),
 ]
 MEMORY_REQUEST: TypeAdapter[MemoryRequest] = TypeAdapter(MemoryRequest)
@@ -242,6 +253,11 @@ class ToolToken(BaseModel):
     retry_after_seconds: float = 0.0
 
 
+class Conversations(BaseModel):
+    kind: Literal["memory.conversations"] = "memory.conversations"
+    conversations: list[ConversationSummary]
+
+
 class MemoryFailure(BaseModel):
     """The request failed; `code` says why (see `errors.MEMORY_FAILURE_MEANINGS`)."""
 
@@ -260,6 +276,7 @@ MemoryReply = Annotated[
     | ToolCallClaimed
     | Approval
     | ToolToken
+    | Conversations
     | MemoryFailure,
     Field(discriminator="kind"),
 ]

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
+from agentry_shared.contracts.frames import ConversationSummary
 from agentry_shared.contracts.memory import ApprovalState, TurnState
 from agentry_shared.contracts.scope import Scope
 
@@ -32,6 +33,7 @@ from agentry_memory.store.records import (
     ToolCall,
     TurnContext,
     TurnStatus,
+    conversation_title,
     drop_orphan_tools,
     final_state,
     token_window,
@@ -59,6 +61,7 @@ __all__ = [
     "ToolCall",
     "TurnContext",
     "TurnStatus",
+    "conversation_title",
     "drop_orphan_tools",
     "final_state",
     "token_window",
@@ -83,6 +86,12 @@ class ConversationStore(Protocol):
         is created). Creating it when the user already has `max_conversations` (> 0) is
         `LimitReached` (MongoDB counts without a transaction: racing creations may pass
         the limit by a few)."""
+
+    async def list_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[ConversationSummary]:
+        """The user's conversations (never another tenant's or user's), the most recently
+        active first (`last_activity_at`: the latest of the creation, the newest turn's
+        start and its end; ties by id, descending), at most `limit`; each titled by its
+        first user message (`conversation_title`)."""
 
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         """Record a turn (state `queued`) and its user message (position 0); returns its

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
-from agentry_shared.contracts.frames import arguments_sha256
+from agentry_shared.contracts.frames import TITLE_CHARS, arguments_sha256
 from agentry_shared.contracts.memory import ApprovalState, TurnState
 
 FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
@@ -166,3 +166,13 @@ def drop_orphan_tools(messages: list[StoredMessage]) -> list[StoredMessage]:
     while start < len(messages) and messages[start].message.role == "tool":
         start += 1
     return messages[start:]
+
+
+def conversation_title(body: str | None) -> str:
+    """A conversation's title from its first user message as stored (JSON of a ChatMessage):
+    the text on one line, cut to TITLE_CHARS characters with "…" (empty before any message)."""
+    if body is None:
+        return ""
+    content = ChatMessage.model_validate_json(body).content or ""
+    text = " ".join(content.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"

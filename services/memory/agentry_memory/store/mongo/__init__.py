@@ -9,11 +9,14 @@ from __future__ import annotations
 from agentry_memory.store.mongo.admin import MongoAdmin
 from agentry_memory.store.mongo.approvals import MongoApprovals
 from agentry_memory.store.mongo.context import MongoContext
+from agentry_memory.store.mongo.conversations import MongoConversations
 from agentry_memory.store.mongo.facts import MongoFacts
 from agentry_memory.store.mongo.frames import MongoFrames
 from agentry_memory.store.mongo.tool_calls import MongoToolCalls
 from agentry_memory.store.mongo.turns import MongoTurns
 
 
-class MongoStore(MongoTurns, MongoContext, MongoFrames, MongoToolCalls, MongoApprovals, MongoFacts, MongoAdmin):
+class MongoStore(
+    MongoTurns, MongoConversations, MongoContext, MongoFrames, MongoToolCalls, MongoApprovals, MongoFacts, MongoAdmin
+):
     """`Store` on the MongoDB database `database` at `url`; indexes are created on open."""

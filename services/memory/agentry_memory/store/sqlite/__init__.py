@@ -11,11 +11,14 @@ from __future__ import annotations
 from agentry_memory.store.sqlite.admin import AdminTables
 from agentry_memory.store.sqlite.approvals import ApprovalTables
 from agentry_memory.store.sqlite.context import ContextTables
+from agentry_memory.store.sqlite.conversations import ConversationTables
 from agentry_memory.store.sqlite.facts import FactTables
 from agentry_memory.store.sqlite.frames import FrameTables
 from agentry_memory.store.sqlite.tool_calls import ToolCallTables
 from agentry_memory.store.sqlite.turns import TurnTables
 
 
-class SqliteStore(TurnTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables):
+class SqliteStore(
+    TurnTables, ConversationTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables
+):
     """`Store` on SQLite in `data_dir / "memory.sqlite3"` (WAL, fsync on commit)."""

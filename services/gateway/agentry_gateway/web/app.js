@@ -1,0 +1,369 @@
+// Agentry's web chat page: one WebSocket (docs/protocol.md), no framework, no build step.
+// Everything that comes from a frame is rendered with textContent, never as HTML.
+"use strict";
+
+const params = new URLSearchParams(location.search);
+const hash = new URLSearchParams(location.hash.slice(1));
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  ws: null,
+  retry: 0, // reconnect attempts since the last open socket
+  current: null, // the conversation shown; null: a new one starts with the next message
+  pendingNew: null, // client id of the message that starts a new conversation
+  conversations: new Map(), // id -> {lastSeq, followed, el, turns: Map turn_id -> turn}
+  pendingUser: new Map(), // client message id -> the user bubble shown before it was accepted
+  approvals: [], // tool.approval_required frames waiting for the dialog
+  nextId: 1,
+};
+
+function socketUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const query = new URLSearchParams();
+  // A token goes in the page's fragment (#token=…), which the browser never sends to a
+  // server; the socket can only carry it in its query (browsers set no WebSocket headers).
+  if (hash.get("token")) query.set("token", hash.get("token"));
+  else if (params.get("user")) query.set("user", params.get("user"));
+  const suffix = query.toString() ? "?" + query.toString() : "";
+  return `${scheme}//${location.host}/ws${suffix}`;
+}
+
+function clientId(prefix) {
+  return `${prefix}-${state.nextId++}`;
+}
+
+function send(frame) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(frame));
+    return true;
+  }
+  notice("not connected: reconnecting…");
+  return false;
+}
+
+function notice(text) {
+  $("notice").textContent = text;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// ---- connection ------------------------------------------------------------------------
+
+function connect() {
+  setConnection("connecting", "connecting…");
+  const ws = new WebSocket(socketUrl());
+  state.ws = ws;
+  ws.addEventListener("open", () => {
+    state.retry = 0;
+    setConnection("open", "connected");
+    notice("");
+    send({ type: "list_conversations", id: clientId("l") });
+    // Catch up on every conversation this page follows, from the last seq it has.
+    for (const [id, conversation] of state.conversations) {
+      if (conversation.followed) resume(id, conversation.lastSeq);
+    }
+  });
+  ws.addEventListener("message", (event) => {
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    onFrame(frame);
+  });
+  ws.addEventListener("close", () => {
+    if (state.ws !== ws) return;
+    state.ws = null;
+    const delay = Math.min(5000, 250 * 2 ** state.retry++);
+    setConnection("closed", `disconnected: retrying in ${(delay / 1000).toFixed(1)} s`);
+    setTimeout(connect, delay);
+  });
+}
+
+function setConnection(stateName, text) {
+  const node = $("connection");
+  node.dataset.state = stateName;
+  node.textContent = text;
+}
+
+function resume(conversationId, afterSeq) {
+  send({ type: "resume", conversation_id: conversationId, after_seq: afterSeq, id: clientId("r") });
+}
+
+// ---- frames ----------------------------------------------------------------------------
+
+function onFrame(frame) {
+  if (frame.type === "conversations") return renderList(frame.conversations || []);
+  if (frame.type === "error") return onError(frame);
+  if (typeof frame.conversation_id !== "string") return;
+  const conversation = conversationOf(frame.conversation_id);
+  conversation.followed = true; // the socket gets only frames of conversations it follows
+  if (typeof frame.seq === "number") {
+    if (frame.seq <= conversation.lastSeq) return; // already shown
+    conversation.lastSeq = frame.seq;
+  }
+  if (frame.type === "message.accepted") return onAccepted(conversation, frame);
+  if (!frame.turn_id) return;
+  const turn = turnOf(conversation, frame.turn_id);
+  const handler = HANDLERS[frame.type];
+  if (handler) handler(turn, frame);
+}
+
+const HANDLERS = {
+  "turn.started": (turn) => setStatus(turn, "running", "working…"),
+  "thinking.started": (turn) => {
+    turn.thinking.hidden = false;
+    turn.thinking.classList.add("active");
+    turn.thinking.textContent = "Thinking";
+  },
+  "thinking.finished": (turn, frame) => {
+    turn.thinking.classList.remove("active");
+    turn.thinking.textContent = `Thought for ${((frame.elapsed_ms || 0) / 1000).toFixed(1)} s`;
+  },
+  "tool.approval_required": (turn, frame) => {
+    setChip(turn, frame.call_id, frame.tool, "waiting", "awaiting approval");
+    askApproval(frame);
+  },
+  "tool.started": (turn, frame) => setChip(turn, frame.call_id, frame.tool, "running", "running"),
+  "tool.finished": (turn, frame) => {
+    const outcome = frame.ok ? "done" : "failed";
+    setChip(turn, frame.call_id, frame.tool, outcome, outcome);
+    dropApproval(frame.turn_id, frame.call_id);
+  },
+  "message.delta": (turn, frame) => {
+    turn.answer.textContent += frame.text || "";
+  },
+  "message.reset": (turn) => {
+    turn.answer.textContent = "";
+  },
+  "turn.completed": (turn, frame) => {
+    turn.answer.textContent = frame.text || "";
+    endTurn(turn, "completed", "");
+  },
+  "turn.failed": (turn, frame) => {
+    const error = frame.error || {};
+    endTurn(turn, "failed", `failed (${error.code}): ${error.message || ""}`);
+  },
+};
+
+function onAccepted(conversation, frame) {
+  if (frame.id && frame.id === state.pendingNew) {
+    state.pendingNew = null;
+    const fresh = state.conversations.get(null);
+    if (fresh) {
+      // The new conversation's transcript so far becomes this id's.
+      conversation.el.replaceWith(fresh.el);
+      conversation.el = fresh.el;
+      fresh.el.dataset.conversationId = frame.conversation_id;
+      state.conversations.delete(null);
+    }
+    conversation.followed = true;
+    show(frame.conversation_id);
+    send({ type: "list_conversations", id: clientId("l") });
+  }
+  const bubble = frame.id ? state.pendingUser.get(frame.id) : undefined;
+  if (bubble) {
+    bubble.dataset.accepted = "true";
+    state.pendingUser.delete(frame.id);
+  }
+}
+
+function onError(frame) {
+  notice(`${frame.code}: ${frame.message}`);
+  if (frame.id && frame.id === state.pendingNew) state.pendingNew = null;
+}
+
+// ---- conversations and turns -----------------------------------------------------------
+
+function conversationOf(id) {
+  let conversation = state.conversations.get(id);
+  if (!conversation) {
+    const node = el("div", "transcript");
+    node.dataset.conversationId = id === null ? "" : id;
+    node.hidden = id !== state.current;
+    $("transcripts").append(node);
+    conversation = { lastSeq: 0, followed: false, el: node, turns: new Map() };
+    state.conversations.set(id, conversation);
+  }
+  return conversation;
+}
+
+function turnOf(conversation, turnId) {
+  let turn = conversation.turns.get(turnId);
+  if (!turn) {
+    const node = el("div", "turn");
+    node.dataset.turnId = turnId;
+    const thinking = el("div", "thinking");
+    thinking.hidden = true;
+    const chips = el("div", "chips");
+    const answer = el("div", "answer");
+    const footer = el("div", "status");
+    const cancel = el("button", "cancel", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => send({ type: "cancel", turn_id: turnId, id: clientId("c") }));
+    node.append(thinking, chips, answer, footer, cancel);
+    conversation.el.append(node);
+    turn = { turnId, node, thinking, chips, answer, footer, cancel, chipsById: new Map() };
+    conversation.turns.set(turnId, turn);
+  }
+  return turn;
+}
+
+function setStatus(turn, stateName, text) {
+  turn.footer.dataset.state = stateName;
+  turn.footer.textContent = text;
+}
+
+function endTurn(turn, stateName, text) {
+  setStatus(turn, stateName, text);
+  turn.thinking.classList.remove("active");
+  turn.cancel.remove();
+  turn.node.dataset.state = stateName;
+  for (const approval of state.approvals.filter((a) => a.turn_id === turn.turnId)) {
+    dropApproval(approval.turn_id, approval.call_id);
+  }
+}
+
+function setChip(turn, callId, tool, stateName, label) {
+  let chip = turn.chipsById.get(callId);
+  if (!chip) {
+    chip = el("span", "chip");
+    chip.dataset.callId = callId;
+    turn.chips.append(chip);
+    turn.chipsById.set(callId, chip);
+  }
+  chip.dataset.state = stateName;
+  chip.dataset.tool = tool;
+  chip.textContent = `${tool}: ${label}`;
+}
+
+function show(id) {
+  state.current = id;
+  for (const [key, conversation] of state.conversations) conversation.el.hidden = key !== id;
+  for (const button of document.querySelectorAll("#conversations button")) {
+    button.setAttribute("aria-current", String(button.dataset.conversationId === id));
+  }
+}
+
+function open(id) {
+  const conversation = conversationOf(id);
+  show(id);
+  if (!conversation.followed) {
+    conversation.followed = true;
+    resume(id, conversation.lastSeq);
+  }
+}
+
+function renderList(conversations) {
+  const list = $("conversations");
+  list.replaceChildren();
+  for (const item of conversations) {
+    const button = el("button");
+    button.type = "button";
+    button.dataset.conversationId = item.conversation_id;
+    button.setAttribute("aria-current", String(item.conversation_id === state.current));
+    button.append(el("span", "title", item.title || "(untitled)"));
+    const when = el("time", "", new Date(item.last_activity_at * 1000).toLocaleString());
+    when.dateTime = new Date(item.last_activity_at * 1000).toISOString();
+    button.append(when);
+    button.addEventListener("click", () => open(item.conversation_id));
+    const li = el("li");
+    li.append(button);
+    list.append(li);
+  }
+}
+
+// ---- approvals -------------------------------------------------------------------------
+
+function askApproval(frame) {
+  if (!frame.args_sha256) return; // stored before digests existed: long expired
+  const key = (a) => a.turn_id === frame.turn_id && a.call_id === frame.call_id;
+  if (!state.approvals.some(key)) state.approvals.push(frame);
+  showNextApproval();
+}
+
+function dropApproval(turnId, callId) {
+  state.approvals = state.approvals.filter((a) => !(a.turn_id === turnId && a.call_id === callId));
+  const dialog = $("approval");
+  if (dialog.open && dialog.dataset.turnId === turnId && dialog.dataset.callId === callId) dialog.close();
+  showNextApproval();
+}
+
+function showNextApproval() {
+  const dialog = $("approval");
+  if (dialog.open || state.approvals.length === 0) return;
+  const frame = state.approvals[0];
+  dialog.dataset.turnId = frame.turn_id;
+  dialog.dataset.callId = frame.call_id;
+  $("approval-tool").textContent = frame.tool;
+  $("approval-arguments").textContent = JSON.stringify(frame.arguments, null, 2);
+  const seconds = Math.round((frame.expires_in_ms || 0) / 1000);
+  $("approval-expiry").textContent = `No answer within ${seconds} s means denied.`;
+  dialog.showModal();
+}
+
+function decide(approved) {
+  const frame = state.approvals.shift();
+  $("approval").close();
+  if (frame) {
+    send({
+      type: "approve",
+      conversation_id: frame.conversation_id,
+      turn_id: frame.turn_id,
+      call_id: frame.call_id,
+      args_sha256: frame.args_sha256,
+      approved,
+      id: clientId("p"),
+    });
+  }
+  showNextApproval();
+}
+
+// ---- the composer ----------------------------------------------------------------------
+
+function submit(event) {
+  event.preventDefault();
+  const text = $("text").value;
+  if (!text.trim()) return;
+  const id = clientId("m");
+  const frame = { type: "message", text, id };
+  if (state.current !== null) frame.conversation_id = state.current;
+  else if (state.pendingNew) return notice("wait: the new conversation is starting");
+  if (!send(frame)) return;
+  if (state.current === null) state.pendingNew = id;
+  const bubble = el("div", "user", text);
+  conversationOf(state.current).el.append(bubble);
+  state.pendingUser.set(id, bubble);
+  $("text").value = "";
+}
+
+function startNew() {
+  state.pendingNew = null;
+  const fresh = state.conversations.get(null);
+  if (fresh) {
+    fresh.el.remove();
+    state.conversations.delete(null);
+  }
+  conversationOf(null);
+  show(null);
+  $("text").focus();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("composer").addEventListener("submit", submit);
+  $("text").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) submit(event);
+  });
+  $("new-conversation").addEventListener("click", startNew);
+  $("approve").addEventListener("click", () => decide(true));
+  $("deny").addEventListener("click", () => decide(false));
+  $("approval").addEventListener("cancel", (event) => event.preventDefault()); // Esc decides nothing
+  conversationOf(null);
+  connect();
+});

@@ -1,0 +1,180 @@
+"""The web chat page in a real browser (Debian's chromium driven by Playwright) against a
+real stack: streaming, thinking, tool chips, approval, cancel, a gateway restart survived
+by resuming, the conversation list, and no reasoning text anywhere in the page.
+
+The browser comes from apt (`scripts/ensure-browser.sh`, run by `make test`); Playwright
+never downloads one. A screenshot of each step is saved under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from agentry_offline_model.reply import REASONING_SENTINEL
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("AGENTRY_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-quic",
+]
+WAIT_MS = 30_000
+# What the offline model streams as reasoning_content (rules.py, answers.py): none of it
+# may reach the page, since the gateway never sends reasoning text.
+REASONING_TEXTS = (
+    REASONING_SENTINEL,
+    "The user wrote",
+    "I will make",
+    "tool result",
+    "Each one succeeded",
+    "I will state the results",
+)
+COUNT_TO = 40
+LAST_TURN = ".transcript:not([hidden]) .turn:last-child"
+
+
+@pytest.fixture(scope="module")
+def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Slow enough chunks (120 ms) to see the thinking indicator and to restart the gateway
+    mid-answer."""
+    s = Stack(Path(tmp_path_factory.mktemp("webstack")), OFFLINE_MODEL_CHUNK_DELAY_MS="120")
+    try:
+        s.start_all()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (make test does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=WAIT_MS)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class Steps:
+    """Screenshots numbered in the order taken."""
+
+    def __init__(self, page: Page, folder: Path) -> None:
+        self.page, self.folder, self.count = page, folder, 0
+
+    def shot(self, name: str) -> None:
+        self.count += 1
+        self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{name}.png"), full_page=True)
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#text", text)
+    page.press("#text", "Enter")
+
+
+def test_the_web_page_end_to_end(web_stack: Stack, browser: Browser, tmp_path: Path) -> None:
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    console_errors: list[str] = []
+    page.on("console", lambda message: console_errors.append(message.text) if message.type == "error" else None)
+    steps = Steps(page, tmp_path)
+    port = web_stack.ports["gateway"]
+    user = f"web-{uuid.uuid4().hex[:8]}"
+    try:
+        page.goto(f"http://127.0.0.1:{port}/?user={user}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        steps.shot("connected")
+
+        # A question: thinking, a calculator chip, the streamed answer.
+        send(page, "what is 37*91?")
+        expect(page.locator(".thinking.active").first).to_be_visible()
+        steps.shot("thinking")
+        expect(page.locator('.chip[data-tool="calculator"]').first).to_be_visible()
+        steps.shot("calculator-chip")
+        turn = page.locator(".turn").last
+        expect(turn).to_have_attribute("data-state", "completed")
+        expect(turn.locator(".answer")).to_contain_text("3367")
+        expect(page.locator('.chip[data-tool="calculator"]').first).to_have_attribute("data-state", "done")
+        steps.shot("answer")
+
+        # A destructive call: the approval dialog, echoing turn_id, call_id, args_sha256.
+        page.click("#new-conversation")
+        send(page, 'save "2+2=4" to notes.txt')
+        dialog = page.locator("#approval")
+        expect(dialog).to_be_visible()
+        expect(page.locator("#approval-tool")).to_have_text("workspace_write")
+        expect(page.locator("#approval-arguments")).to_contain_text("notes.txt")
+        steps.shot("approval")
+        page.click("#approve")
+        expect(dialog).to_be_hidden()
+        chip = page.locator(f'{LAST_TURN} .chip[data-tool="workspace_write"]')
+        expect(chip).to_have_attribute("data-state", "done")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        steps.shot("approved")
+
+        # Cancel a long answer.
+        page.click("#new-conversation")
+        send(page, "count to 400")
+        expect(page.locator(f"{LAST_TURN} .answer")).to_contain_text("3 4")
+        page.click(f"{LAST_TURN} .cancel")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "failed")
+        expect(page.locator(f"{LAST_TURN} .status")).to_contain_text("cancelled")
+        steps.shot("cancelled")
+
+        # The gateway restarts mid-answer: the page reconnects and resumes after its last seq.
+        page.click("#new-conversation")
+        send(page, f"count to {COUNT_TO}")
+        expect(page.locator(f"{LAST_TURN} .answer")).to_contain_text("3 4")
+        (gateway,) = web_stack.replicas("gateway")
+        web_stack.terminate(gateway)
+        expect(page.locator("#connection")).not_to_have_attribute("data-state", "open")
+        steps.shot("gateway-down")
+        web_stack.wait_ready(web_stack.start("gateway", port=port))
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        counted = " ".join(str(n) for n in range(1, COUNT_TO + 1))
+        expect(page.locator(f"{LAST_TURN} .answer")).to_have_text(counted)  # no gap, no duplicate
+        steps.shot("resumed")
+
+        # The list: every conversation, newest activity first; opening one replays it.
+        titles = page.locator("#conversations .title")
+        expect(titles).to_have_text(
+            [f"count to {COUNT_TO}", "count to 400", 'save "2+2=4" to notes.txt', "what is 37*91?"]
+        )
+        page.click("#conversations button >> text=what is 37*91?")
+        expect(page.locator(".transcript:not([hidden]) .answer")).to_contain_text("3367")
+        steps.shot("conversation-list")
+
+        # Another browser of the same user: the list, and a conversation replayed from its start.
+        other = context.new_page()
+        other.goto(f"http://127.0.0.1:{port}/?user={user}")
+        other.click("#conversations button >> text=what is 37*91?")
+        expect(other.locator(".transcript:not([hidden]) .answer")).to_contain_text("3367")
+        expect(other.locator('.transcript:not([hidden]) .chip[data-tool="calculator"]')).to_have_attribute(
+            "data-state", "done"
+        )
+        other.screenshot(path=str(tmp_path / "12-second-page-replayed.png"), full_page=True)
+        html = page.content() + other.content()
+        leaked = [text for text in REASONING_TEXTS if text in html]
+        assert not leaked, f"reasoning text in the page: {leaked}"
+        assert not [e for e in console_errors if re.search("Content.Security.Policy|Refused", e)], console_errors
+    finally:
+        steps.shot("last")
+        context.close()
