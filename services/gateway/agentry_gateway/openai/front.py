@@ -50,12 +50,12 @@ class SplitConnection(ServerConnection):
         self._sniff_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._raw = transport
+        # uvloop's TCP transport has every method of asyncio.Transport without subclassing it.
+        self._raw = cast(asyncio.Transport, transport)
         self._sniffed = bytearray()
         # websockets' open_timeout starts only with its handshake: a client that sends
         # nothing would otherwise hold the connection for ever.
-        self._sniff_deadline = asyncio.get_running_loop().call_later(self.sniff_timeout, transport.abort)
+        self._sniff_deadline = asyncio.get_running_loop().call_later(self.sniff_timeout, self._raw.abort)
 
     def data_received(self, data: bytes) -> None:
         if self._sniffed is None:
