@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
-from agentry_shared.contracts.memory import ApprovalState, TurnState
+from agentry_shared.contracts.memory import TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.store.errors import Forbidden, Invalid, LimitReached, NotFound, StoreRefusal
@@ -152,8 +152,9 @@ class ConversationStore(Protocol):
         """Keep a pending approval of (conversation, turn, call_id) with the digest of its
         arguments (`frames.arguments_sha256`); asking again changes nothing."""
 
-    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
-        """The approval's state (`pending` past its `expires_at` reads `expired`); None if never asked."""
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
+        """The approval as it stands, with the digest of the arguments it was asked for
+        (`pending` past its `expires_at` reads `expired`); None if never asked."""
 
     async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         """Decide the approval of `answer.call_id` in turn `answer.turn_id`, and nothing else.
