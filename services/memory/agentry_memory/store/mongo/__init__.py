@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agentry_memory.store.mongo.admin import MongoAdmin
 from agentry_memory.store.mongo.approvals import MongoApprovals
+from agentry_memory.store.mongo.budgets import MongoBudgets
 from agentry_memory.store.mongo.context import MongoContext
 from agentry_memory.store.mongo.facts import MongoFacts
 from agentry_memory.store.mongo.frames import MongoFrames
@@ -15,5 +16,7 @@ from agentry_memory.store.mongo.tool_calls import MongoToolCalls
 from agentry_memory.store.mongo.turns import MongoTurns
 
 
-class MongoStore(MongoTurns, MongoContext, MongoFrames, MongoToolCalls, MongoApprovals, MongoFacts, MongoAdmin):
+class MongoStore(
+    MongoTurns, MongoContext, MongoFrames, MongoToolCalls, MongoApprovals, MongoBudgets, MongoFacts, MongoAdmin
+):
     """`Store` on the MongoDB database `database` at `url`; indexes are created on open."""

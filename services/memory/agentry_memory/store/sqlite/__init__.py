@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentry_memory.store.sqlite.admin import AdminTables
 from agentry_memory.store.sqlite.approvals import ApprovalTables
+from agentry_memory.store.sqlite.budgets import BudgetTables
 from agentry_memory.store.sqlite.context import ContextTables
 from agentry_memory.store.sqlite.facts import FactTables
 from agentry_memory.store.sqlite.frames import FrameTables
@@ -17,5 +18,7 @@ from agentry_memory.store.sqlite.tool_calls import ToolCallTables
 from agentry_memory.store.sqlite.turns import TurnTables
 
 
-class SqliteStore(TurnTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables):
+class SqliteStore(
+    TurnTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, BudgetTables, FactTables, AdminTables
+):
     """`Store` on SQLite in `data_dir / "memory.sqlite3"` (WAL, fsync on commit)."""
