@@ -23,7 +23,8 @@ TOKENS_PER_DAY = 1  # any turn uses it up: the next is refused
 
 
 def budget_stack(workdir: Path, **budgets: int) -> Iterator[Stack]:
-    s = Stack(workdir, **{name: str(value) for name, value in budgets.items()})
+    env: dict[str, str] = {name: str(value) for name, value in budgets.items()}
+    s = Stack(workdir, per_service=None, **env)
     try:
         s.start_all()
         yield s
