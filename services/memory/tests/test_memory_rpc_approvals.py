@@ -1,4 +1,4 @@
-"""Approvals and tool rate limits through MemoryRpc: what the reasoner and gateway see."""
+"""Approvals, tool rate limits and turn budgets through MemoryRpc: what the reasoner and gateway see."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ from agentry_shared.contracts.control import ApprovalDecided, ControlMessage
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
+    AdmitTurn,
     Approval,
     DecideApproval,
     Done,
     GetApproval,
     MemoryFailure,
     MemoryReply,
+    RecordUsage,
     RequestApproval,
     TakeToolToken,
     ToolToken,
+    TurnAdmission,
+    TurnBudgets,
 )
 from agentry_shared.contracts.scope import Scope
 from pydantic import BaseModel
@@ -206,3 +210,22 @@ async def test_an_approve_must_name_its_turn_and_digest(rpc: MemoryRpc, scope: S
     reply = await ask(rpc, wrong_conversation)
     assert isinstance(reply, MemoryFailure) and reply.code == "not_found"
     assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == decided(scope, "pending")
+
+
+async def test_turn_budgets_through_the_rpc(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
+    """What the gateway sees: AdmitTurn answers a TurnAdmission; RecordUsage counts tokens."""
+    budgets = TurnBudgets(user_turns_per_minute=1, user_tokens_per_day=10)
+    assert await ask(rpc, AdmitTurn(scope=scope, turn_id="n1", budgets=budgets)) == TurnAdmission(allowed=True)
+    refused = await ask(rpc, AdmitTurn(scope=scope, turn_id="n2", budgets=budgets))
+    assert isinstance(refused, TurnAdmission) and not refused.allowed
+    assert (refused.code, refused.limit) == ("rate_limited", "BUDGET_USER_TURNS_PER_MINUTE")
+    assert await ask(rpc, RecordUsage(scope=scope, turn_id="n1", tokens=10)) == Done()
+    clock.now += TOKEN_WINDOW_SECONDS
+    spent = await ask(rpc, AdmitTurn(scope=scope, turn_id="n2", budgets=budgets))
+    assert isinstance(spent, TurnAdmission) and spent.code == "budget_exceeded" and spent.retry_after_seconds > 0
+    mallory = scope.model_copy(update={"user_id": "mallory"})
+    reply = await ask(rpc, AdmitTurn(scope=mallory, turn_id="m1", budgets=budgets))
+    assert isinstance(reply, MemoryFailure) and reply.code == "forbidden"
+    bad = await rpc.handle(b'{"kind": "memory.admit_turn", "budgets": {"user_turns_per_minute": -1}}')
+    failure = MEMORY_REPLY.validate_json(bad)
+    assert isinstance(failure, MemoryFailure) and failure.code == "invalid"
