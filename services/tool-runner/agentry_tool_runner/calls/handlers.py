@@ -71,7 +71,12 @@ class ToolCallConsumer:
         body = encode(Catalog(tools=self.registry.descriptors(self.memory)))
 
         async def answer(request: bytes) -> bytes:
-            CatalogRequested.model_validate_json(request)  # garbage is logged and dropped
+            # The catalog is the same for every request: a malformed one is logged and still
+            # answered, so a caller is never left waiting out its timeout.
+            try:
+                CatalogRequested.model_validate_json(request)
+            except ValidationError:
+                log.warning("malformed catalog request answered anyway", extra={"bytes": len(request)})
             return body
 
         self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)
