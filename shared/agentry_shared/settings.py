@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentry_shared.contracts.memory import TurnBudgets
+
 # RFC 7518 3.2: an HS256 key is at least as long as the hash (32 bytes).
 MIN_JWT_SECRET_BYTES = 32
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -83,6 +85,25 @@ class CommonSettings(BaseSettings):
     bind_host: str = "127.0.0.1"
     # Seconds a SIGTERM'd service may spend finishing the work it holds.
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    # Turn budgets (0: off), per user and per tenant, counted by memory for every replica.
+    # The gateway refuses a `message` over one; the reasoner reports model tokens only
+    # while a tokens budget is on: give the gateway and the reasoner the same values.
+    budget_user_turns_per_minute: int = Field(default=0, ge=0)
+    budget_tenant_turns_per_minute: int = Field(default=0, ge=0)
+    budget_user_concurrent_turns: int = Field(default=0, ge=0)
+    budget_tenant_concurrent_turns: int = Field(default=0, ge=0)
+    budget_user_tokens_per_day: int = Field(default=0, ge=0)
+    budget_tenant_tokens_per_day: int = Field(default=0, ge=0)
+
+    def turn_budgets(self) -> TurnBudgets:
+        return TurnBudgets(
+            user_turns_per_minute=self.budget_user_turns_per_minute,
+            tenant_turns_per_minute=self.budget_tenant_turns_per_minute,
+            user_concurrent_turns=self.budget_user_concurrent_turns,
+            tenant_concurrent_turns=self.budget_tenant_concurrent_turns,
+            user_tokens_per_day=self.budget_user_tokens_per_day,
+            tenant_tokens_per_day=self.budget_tenant_tokens_per_day,
+        )
 
 
 class GatewaySettings(CommonSettings):

@@ -31,9 +31,11 @@ from agentry_shared.contracts.memory import (
     DecideApproval,
     Done,
     Frames,
+    GetApproval,
     GetFrames,
     MemoryFailure,
     MemoryRequest,
+    RequestApproval,
     ToolCallClaimed,
     TurnCancelAccepted,
     TurnState,
@@ -141,6 +143,10 @@ class MemoryStandIn:
       wins; `expired` stays expired). Unknown call, or one of another turn or conversation
       than named: `not_found`; another user's: `forbidden`; no turn_id or args_sha256:
       `invalid`. Another digest: nothing is recorded, the reply carries the kept one.
+    - RequestApproval: keeps a pending approval with its arguments' digest; asking
+      again (whatever the arguments) keeps the first, as memory does.
+    - GetApproval: the call's state and kept digest, read as the reasoner reads them;
+      `pending` without a digest for a call never asked (or of another turn).
     - ClaimToolCall / CompleteToolCall: tool-call claims in `claims` (see `seed`, `kept`):
       the first claim and the first result win.
 
@@ -209,22 +215,24 @@ class MemoryStandIn:
         self.requests.append(request)
         if self._key(request) in self.late:
             await asyncio.sleep(self.late_by)
-        reply: BaseModel
-        if isinstance(request, ClaimConversation):
-            reply = self._claim_conversation(request)
-        elif isinstance(request, GetFrames):
-            reply = await self._frames(request)
-        elif isinstance(request, CancelTurnRequest):
-            reply = self._cancel(request)
-        elif isinstance(request, DecideApproval):
-            reply = self._decide(request)
-        elif isinstance(request, ClaimToolCall):
-            reply = self._claim_tool_call(request)
-        elif isinstance(request, CompleteToolCall):
-            reply = self._complete_tool_call(request)
-        else:
-            reply = MemoryFailure(code="invalid", message=f"the stand-in does not answer {request.kind}")
-        return encode(reply)
+        if isinstance(request, GetFrames):
+            return encode(await self._frames(request))
+        return encode(self._reply(request))
+
+    def _reply(self, request: MemoryRequest) -> BaseModel:
+        handlers: dict[type[Any], Callable[[Any], BaseModel]] = {
+            ClaimConversation: self._claim_conversation,
+            CancelTurnRequest: self._cancel,
+            DecideApproval: self._decide,
+            RequestApproval: self._request_approval,
+            GetApproval: self._approval,
+            ClaimToolCall: self._claim_tool_call,
+            CompleteToolCall: self._complete_tool_call,
+        }
+        handler = handlers.get(type(request))
+        if handler is None:
+            return MemoryFailure(code="invalid", message=f"the stand-in does not answer {request.kind}")
+        return handler(request)
 
     @staticmethod
     def _key(request: MemoryRequest) -> str | None:
@@ -286,6 +294,24 @@ class MemoryStandIn:
             call_id=request.call_id,
             state=pending.state,
             args_sha256=pending.args_sha256,
+        )
+
+    def _request_approval(self, request: RequestApproval) -> Done:
+        scope, digest = request.scope, arguments_sha256(request.arguments)
+        kept = StoredApproval(scope.conversation_id, request.turn_id, scope.user_id, tenant_id=scope.tenant_id)
+        kept.args_sha256 = digest
+        self.approvals.setdefault(request.call_id, kept)
+        return Done()
+
+    def _approval(self, request: GetApproval) -> Approval:
+        kept = self.approvals.get(request.call_id)
+        found = kept is not None and kept.turn_id == request.turn_id
+        return Approval(
+            conversation_id=request.scope.conversation_id,
+            turn_id=request.turn_id,
+            call_id=request.call_id,
+            state=kept.state if kept is not None and found else "pending",
+            args_sha256=kept.args_sha256 if kept is not None and found else None,
         )
 
     def _claim_tool_call(self, request: ClaimToolCall) -> ToolCallClaimed:

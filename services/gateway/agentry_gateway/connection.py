@@ -215,7 +215,9 @@ class ClientSession:
             # A new conversation's id once it exists: a client that did not name one can retry
             # in it. Not before: naming an id memory never created would be `not_found`.
             known = frame.conversation_id or (conversation_id if conversation_id in self._claimed else None)
-            self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=known))
+            self._refuse(
+                inbound.error(exc.code, exc.message, id=frame.id, conversation_id=known, retry_after=exc.retry_after)
+            )
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
 

@@ -51,6 +51,7 @@ INTERNAL: Final[ClientErrorCode] = "internal"
 SOCKET_LIMIT: Final[ClientErrorCode] = "socket_limit"
 FOLLOW_LIMIT: Final[ClientErrorCode] = "follow_limit"
 CONVERSATION_LIMIT: Final[ClientErrorCode] = "conversation_limit"
+BUDGET_EXCEEDED: Final[ClientErrorCode] = "budget_exceeded"
 
 _MAX_ID_CHARS = 128  # as SendMessage.id: an id we would not accept is not echoed either
 _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
@@ -59,10 +60,11 @@ _BAD_TAG = {"union_tag_invalid", "union_tag_not_found"}
 class Rejected(Exception):
     """A client request is refused with this error code; the socket stays open."""
 
-    def __init__(self, code: ClientErrorCode, message: str) -> None:
+    def __init__(self, code: ClientErrorCode, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code: ClientErrorCode = code
         self.message = message
+        self.retry_after = retry_after  # seconds until the same request may succeed
 
 
 @dataclass(frozen=True)

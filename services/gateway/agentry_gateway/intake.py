@@ -1,5 +1,7 @@
 """Publishing an accepted client message as a turn on the bus (after the claim).
 
+With a turn budget on (`BUDGET_*`), memory admits the turn first: over budget it is
+`Rejected(rate_limited | budget_exceeded)` with `retry_after`, and nothing is published.
 Every broker failure becomes `Rejected(unavailable)`: the message was NOT accepted and the
 client may send it again. The gateway never answers `message.accepted` itself; the memory
 service does, after it has stored the turn and assigned its seq.
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.memory import TurnBudgets
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
@@ -23,6 +26,7 @@ from aio_pika.exceptions import PublishError
 
 from agentry_gateway import broker, metrics
 from agentry_gateway.inbound import UNAVAILABLE, Rejected
+from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.turn_clock import TURN_CLOCK
 
 log = logging.getLogger(__name__)
@@ -31,9 +35,18 @@ __all__ = ["Intake", "Rejected"]
 
 
 class Intake:
-    def __init__(self, bus: Bus, *, publish_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        publish_timeout: float = 5.0,
+        memory: MemoryClient | None = None,
+        budgets: TurnBudgets | None = None,
+    ) -> None:
         self._bus = bus
         self._publish_timeout = publish_timeout
+        self._memory = memory
+        self._budgets = budgets if budgets is not None and budgets.any else None
         self._channel: AbstractRobustChannel | None = None
 
     async def start(self) -> None:
@@ -60,9 +73,13 @@ class Intake:
         if channel is None or not broker.connected(self._bus):
             # Known down: say so now rather than after the timeout (a robust channel waits).
             raise Rejected(UNAVAILABLE, "the broker is unavailable; retry")
+        turn_id = uuid.uuid4().hex
+        if self._budgets is not None and self._memory is not None:
+            with bind_context(conversation_id=scope.conversation_id, turn_id=turn_id):
+                await self._memory.admit(scope, turn_id, self._budgets)
         turn = TurnRequested(
             scope=scope,
-            turn_id=uuid.uuid4().hex,
+            turn_id=turn_id,
             text=text,
             client_message_id=client_message_id,
             accepted_at=datetime.now(UTC),

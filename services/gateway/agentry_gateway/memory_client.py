@@ -23,6 +23,7 @@ from agentry_shared.bus import Bus, RpcTimeout, encode
 from agentry_shared.contracts.frames import Approve, ConversationSummary
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
+    AdmitTurn,
     Approval,
     CancelTurnRequest,
     ClaimConversation,
@@ -34,6 +35,8 @@ from agentry_shared.contracts.memory import (
     ListConversations,
     MemoryFailure,
     MemoryReply,
+    TurnAdmission,
+    TurnBudgets,
     TurnCancelAccepted,
 )
 from agentry_shared.contracts.scope import Scope
@@ -41,7 +44,15 @@ from aio_pika.exceptions import ChannelClosed, ChannelInvalidStateError
 from pydantic import BaseModel, ValidationError
 
 from agentry_gateway import broker
-from agentry_gateway.inbound import CONVERSATION_LIMIT, FORBIDDEN, NOT_FOUND, UNAVAILABLE, Rejected
+from agentry_gateway.inbound import (
+    BUDGET_EXCEEDED,
+    CONVERSATION_LIMIT,
+    FORBIDDEN,
+    NOT_FOUND,
+    RATE_LIMITED,
+    UNAVAILABLE,
+    Rejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +82,17 @@ class MemoryClient:
         if isinstance(reply, Claimed):
             return reply.created
         raise self._refusal(reply, "claim")
+
+    async def admit(self, scope: Scope, turn_id: str, budgets: TurnBudgets) -> None:
+        """Count the turn against the user's and the tenant's budgets, or refuse it
+        (`rate_limited`, `budget_exceeded`, with when to retry) before it is published."""
+        reply = await self._call(AdmitTurn(scope=scope, turn_id=turn_id, budgets=budgets))
+        if not isinstance(reply, TurnAdmission):
+            raise self._refusal(reply, "admit_turn")
+        if not reply.allowed:
+            code = BUDGET_EXCEEDED if reply.code == "budget_exceeded" else RATE_LIMITED
+            message = f"over {reply.limit}: the message was not accepted; send it again after retry_after_ms"
+            raise Rejected(code, message, retry_after=reply.retry_after_seconds)
 
     async def cancel(self, tenant_id: str, user_id: str, turn_id: str) -> TurnCancelAccepted:
         """Ask memory to cancel a turn; it broadcasts the cancel to the reasoners itself."""

@@ -63,8 +63,8 @@ class Gateway:
         self.settings = settings
         self.bus = bus
         self.fanout = Fanout(bus)
-        self.intake = Intake(bus, publish_timeout=publish_timeout)
         self.memory = MemoryClient(bus, timeout=memory_timeout)
+        self.intake = Intake(bus, publish_timeout=publish_timeout, memory=self.memory, budgets=settings.turn_budgets())
         self.authenticator = Authenticator(verifier_from(settings), settings.auth_jwt_leeway_seconds)
         self._shared = Shared(
             limits=inbound.Limits(settings.gateway_max_frame_bytes, settings.gateway_max_text_chars),

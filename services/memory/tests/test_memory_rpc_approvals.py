@@ -1,4 +1,4 @@
-"""Approvals and tool rate limits through MemoryRpc: what the reasoner and gateway see."""
+"""Approvals, tool rate limits and turn budgets through MemoryRpc: what the reasoner and gateway see."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ from agentry_shared.contracts.control import ApprovalDecided, ControlMessage
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
+    AdmitTurn,
     Approval,
     DecideApproval,
     Done,
     GetApproval,
     MemoryFailure,
     MemoryReply,
+    RecordUsage,
     RequestApproval,
     TakeToolToken,
     ToolToken,
+    TurnAdmission,
+    TurnBudgets,
 )
 from agentry_shared.contracts.scope import Scope
 from pydantic import BaseModel
@@ -81,7 +85,7 @@ def approval(scope: Scope, state: str, turn_id: str = "t1", call_id: str = "c1",
 
 
 def decided(scope: Scope, state: str, turn_id: str = "t1") -> Approval:
-    """The reply to a DecideApproval of `request`'s call."""
+    """The reply to a DecideApproval or a GetApproval of `request`'s call: with its digest."""
     return approval(scope, state, turn_id, digest=SHOWN)
 
 
@@ -105,14 +109,14 @@ async def test_the_reasoner_asks_and_the_user_approves(
     rpc: MemoryRpc, scope: Scope, control: Control, clock: Clock
 ) -> None:
     get = GetApproval(scope=scope, turn_id="t1", call_id="c1")
-    assert await ask(rpc, get) == approval(scope, "pending")  # never asked reads pending
+    assert await ask(rpc, get) == approval(scope, "pending")  # never asked reads pending, no digest
     assert await ask(rpc, request(scope, clock)) == Done()
-    assert await ask(rpc, get) == approval(scope, "pending")
+    assert await ask(rpc, get) == decided(scope, "pending")
     assert await ask(rpc, decide(True)) == decided(scope, "approved")
     assert control.sent == [
         ApprovalDecided(conversation_id=scope.conversation_id, turn_id="t1", call_id="c1", approved=True)
     ]
-    assert await ask(rpc, get) == approval(scope, "approved")
+    assert await ask(rpc, get) == decided(scope, "approved")
     assert await ask(rpc, decide(False)) == decided(scope, "approved")  # decided already: as it is, not broadcast
     assert len(control.sent) == 1
 
@@ -130,7 +134,7 @@ async def test_too_late_is_expired_and_nobody_is_told(
 ) -> None:
     await ask(rpc, request(scope, clock, timeout=120))
     clock.now += 121
-    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "expired")
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == decided(scope, "expired")
     assert await ask(rpc, decide(True)) == decided(scope, "expired")
     assert control.sent == []  # the reasoner stopped waiting at the same deadline
 
@@ -152,7 +156,7 @@ async def test_decisions_are_scoped_to_the_user(rpc: MemoryRpc, scope: Scope, cl
     mallory = scope.model_copy(update={"user_id": "mallory"})
     reply = await ask(rpc, GetApproval(scope=mallory, turn_id="t1", call_id="c1"))
     assert isinstance(reply, MemoryFailure) and reply.code == "forbidden"
-    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "pending")
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == decided(scope, "pending")
 
 
 async def test_tool_tokens_per_minute(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
@@ -181,7 +185,7 @@ async def test_an_approve_decides_only_the_named_turns_call(
     await ask(rpc, request(other, clock).model_copy(update={"turn_id": "t2"}))
     approve_first = decide(True, conversation_id=scope.conversation_id)
     assert await ask(rpc, approve_first) == decided(scope, "approved")
-    assert await ask(rpc, GetApproval(scope=other, turn_id="t2", call_id="c1")) == approval(other, "pending", "t2")
+    assert await ask(rpc, GetApproval(scope=other, turn_id="t2", call_id="c1")) == decided(other, "pending", "t2")
     assert [(m.conversation_id, m.turn_id) for m in control.sent] == [(scope.conversation_id, "t1")]
 
 
@@ -192,7 +196,7 @@ async def test_an_approve_for_other_arguments_is_not_recorded(
     other_args = arguments_sha256({"path": "important.txt"})
     assert await ask(rpc, decide(True, args_sha256=other_args)) == decided(scope, "pending")
     assert control.sent == []
-    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "pending")
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == decided(scope, "pending")
 
 
 async def test_an_approve_must_name_its_turn_and_digest(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
@@ -205,4 +209,23 @@ async def test_an_approve_must_name_its_turn_and_digest(rpc: MemoryRpc, scope: S
     wrong_conversation = decide(True, conversation_id=scope.conversation_id + "-x")
     reply = await ask(rpc, wrong_conversation)
     assert isinstance(reply, MemoryFailure) and reply.code == "not_found"
-    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == approval(scope, "pending")
+    assert await ask(rpc, GetApproval(scope=scope, turn_id="t1", call_id="c1")) == decided(scope, "pending")
+
+
+async def test_turn_budgets_through_the_rpc(rpc: MemoryRpc, scope: Scope, clock: Clock) -> None:
+    """What the gateway sees: AdmitTurn answers a TurnAdmission; RecordUsage counts tokens."""
+    budgets = TurnBudgets(user_turns_per_minute=1, user_tokens_per_day=10)
+    assert await ask(rpc, AdmitTurn(scope=scope, turn_id="n1", budgets=budgets)) == TurnAdmission(allowed=True)
+    refused = await ask(rpc, AdmitTurn(scope=scope, turn_id="n2", budgets=budgets))
+    assert isinstance(refused, TurnAdmission) and not refused.allowed
+    assert (refused.code, refused.limit) == ("rate_limited", "BUDGET_USER_TURNS_PER_MINUTE")
+    assert await ask(rpc, RecordUsage(scope=scope, turn_id="n1", tokens=10)) == Done()
+    clock.now += TOKEN_WINDOW_SECONDS
+    spent = await ask(rpc, AdmitTurn(scope=scope, turn_id="n2", budgets=budgets))
+    assert isinstance(spent, TurnAdmission) and spent.code == "budget_exceeded" and spent.retry_after_seconds > 0
+    mallory = scope.model_copy(update={"user_id": "mallory"})
+    reply = await ask(rpc, AdmitTurn(scope=mallory, turn_id="m1", budgets=budgets))
+    assert isinstance(reply, MemoryFailure) and reply.code == "forbidden"
+    bad = await rpc.handle(b'{"kind": "memory.admit_turn", "budgets": {"user_turns_per_minute": -1}}')
+    failure = MEMORY_REPLY.validate_json(bad)
+    assert isinstance(failure, MemoryFailure) and failure.code == "invalid"

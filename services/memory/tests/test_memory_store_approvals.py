@@ -32,6 +32,11 @@ def answer(
     return ApprovalAnswer(tenant, user, turn_id, call_id, digest, approved, conversation_id)
 
 
+async def state_of(store: Store, scope: Scope, turn_id: str, call_id: str, now: float) -> str | None:
+    found = await store.approval(scope, turn_id, call_id, now)
+    return None if found is None else found.state
+
+
 async def turn(store: Store, scope: Scope, turn_id: str = "t1") -> None:
     await store.add_turn(scope, turn_id, ChatMessage(role="user", content="delete it"))
 
@@ -39,35 +44,35 @@ async def turn(store: Store, scope: Scope, turn_id: str = "t1") -> None:
 async def test_an_approval_is_pending_until_decided_once(store: Store, scope: Scope) -> None:
     await turn(store, scope)
     now = time.time()
-    assert await store.approval(scope, "t1", "c1", now) is None
+    assert await state_of(store, scope, "t1", "c1", now) is None
     await store.request_approval(scope, "t1", "c1", "workspace_write", {"path": "a"}, LATER)
     await store.request_approval(scope, "t1", "c1", "workspace_write", {"path": "a"}, LATER + 60)  # redelivered
-    assert await store.approval(scope, "t1", "c1", now) == "pending"
+    assert await state_of(store, scope, "t1", "c1", now) == "pending"
     decided = await store.decide_approval(answer("t1", "c1", True, {"path": "a"}), now)
     assert decided == ApprovalRecord(scope.conversation_id, "t1", "c1", "approved", changed=True, args_sha256=PATH_A)
     again = await store.decide_approval(answer("t1", "c1", False, {"path": "a"}), now)  # a second click: nothing
     assert again == ApprovalRecord(scope.conversation_id, "t1", "c1", "approved", changed=False, args_sha256=PATH_A)
-    assert await store.approval(scope, "t1", "c1", now) == "approved"
+    assert await state_of(store, scope, "t1", "c1", now) == "approved"
     await store.request_approval(scope, "t1", "c1", "workspace_write", {"path": "a"}, LATER)  # keeps the decision
-    assert await store.approval(scope, "t1", "c1", LATER + 10) == "approved"
+    assert await state_of(store, scope, "t1", "c1", LATER + 10) == "approved"
 
 
 async def test_a_denial_is_kept(store: Store, scope: Scope) -> None:
     await turn(store, scope)
     await store.request_approval(scope, "t1", "c1", "python", {}, LATER)
     assert (await store.decide_approval(answer("t1", "c1", False), time.time())).state == "denied"
-    assert await store.approval(scope, "t1", "c1", time.time()) == "denied"
+    assert await state_of(store, scope, "t1", "c1", time.time()) == "denied"
 
 
 async def test_past_its_expiry_an_approval_is_expired_and_cannot_be_given(store: Store, scope: Scope) -> None:
     await turn(store, scope)
     expires = time.time() + 5
     await store.request_approval(scope, "t1", "c1", "python", {}, expires)
-    assert await store.approval(scope, "t1", "c1", expires - 1) == "pending"
-    assert await store.approval(scope, "t1", "c1", expires + 1) == "expired"
+    assert await state_of(store, scope, "t1", "c1", expires - 1) == "pending"
+    assert await state_of(store, scope, "t1", "c1", expires + 1) == "expired"
     late = await store.decide_approval(answer("t1", "c1", True), expires + 1)
     assert (late.state, late.changed) == ("expired", False)
-    assert await store.approval(scope, "t1", "c1", expires - 1) == "expired"  # recorded, not only computed
+    assert await state_of(store, scope, "t1", "c1", expires - 1) == "expired"  # recorded, not only computed
 
 
 async def test_a_decision_applies_only_to_the_named_turns_call(store: Store, scope: Scope) -> None:
@@ -80,15 +85,15 @@ async def test_a_decision_applies_only_to_the_named_turns_call(store: Store, sco
     await store.request_approval(other, "t2", "call_0", "python", {}, LATER)  # same model call id, newer
     decided = await store.decide_approval(answer("t1", "call_0", True), time.time())
     assert (decided.conversation_id, decided.turn_id, decided.state) == (scope.conversation_id, "t1", "approved")
-    assert await store.approval(other, "t2", "call_0", time.time()) == "pending"
+    assert await state_of(store, other, "t2", "call_0", time.time()) == "pending"
     with pytest.raises(NotFound):  # the turn is not of the conversation named
         await store.decide_approval(answer("t2", "call_0", True, conversation_id=scope.conversation_id), time.time())
-    assert await store.approval(other, "t2", "call_0", time.time()) == "pending"
+    assert await state_of(store, other, "t2", "call_0", time.time()) == "pending"
     named = await store.decide_approval(
         answer("t2", "call_0", False, conversation_id=other.conversation_id), time.time()
     )
     assert (named.conversation_id, named.state) == (other.conversation_id, "denied")
-    assert await store.approval(scope, "t1", "call_0", time.time()) == "approved"
+    assert await state_of(store, scope, "t1", "call_0", time.time()) == "approved"
 
 
 async def test_an_answer_for_other_arguments_decides_nothing(store: Store, scope: Scope) -> None:
@@ -98,7 +103,7 @@ async def test_an_answer_for_other_arguments_decides_nothing(store: Store, scope
     for other_args in ({"path": "b", "text": "ü"}, {"path": "a"}, {}):
         refused = await store.decide_approval(answer("t1", "c1", True, other_args), time.time())
         assert refused == ApprovalRecord(scope.conversation_id, "t1", "c1", "pending", args_sha256=shown)
-    assert await store.approval(scope, "t1", "c1", time.time()) == "pending"
+    assert await state_of(store, scope, "t1", "c1", time.time()) == "pending"
     decided = await store.decide_approval(answer("t1", "c1", True, {"path": "a", "text": "ü"}), time.time())
     assert (decided.state, decided.changed) == ("approved", True)
 
@@ -123,7 +128,7 @@ async def test_approvals_are_scoped(store: Store, scope: Scope) -> None:
             await attempt
     with pytest.raises(NotFound):
         await store.request_approval(scope, "nope", "c2", "python", {}, LATER)
-    assert await store.approval(scope, "t1", "c1", time.time()) == "pending"
+    assert await state_of(store, scope, "t1", "c1", time.time()) == "pending"
 
 
 async def test_tool_tokens_count_in_fixed_windows(store: Store, scope: Scope) -> None:
@@ -155,3 +160,13 @@ async def test_no_limit_is_always_allowed_and_tokens_are_scoped(store: Store, sc
         assert await store.take_tool_token(scope, "python", 0, time.time()) == TokenTaken(True)
     with pytest.raises(Forbidden):
         await store.take_tool_token(scope.model_copy(update={"user_id": "mallory"}), "python", 1, time.time())
+
+
+async def test_an_approval_reads_back_with_its_arguments_digest(store: Store, scope: Scope) -> None:
+    """The reasoner compares it: a resumed turn reusing the call id for new arguments is not approved."""
+    await turn(store, scope)
+    await store.request_approval(scope, "t1", "c1", "workspace_write", {"path": "a"}, LATER)
+    await store.request_approval(scope, "t1", "c1", "workspace_write", {"path": "b"}, LATER)  # the first stays
+    await store.decide_approval(answer("t1", "c1", True, {"path": "a"}), time.time())
+    found = await store.approval(scope, "t1", "c1", time.time())
+    assert found == ApprovalRecord(scope.conversation_id, "t1", "c1", "approved", args_sha256=PATH_A)

@@ -284,7 +284,7 @@ class Turn:
         return result
 
     async def _approved(self, call: ToolCall, tool: ToolDescriptor, arguments: dict[str, Any]) -> bool:
-        decided = await self.approvals.decision(call.call_id)
+        decided = await self.approvals.decision(call.call_id, arguments)
         if decided is not None:
             return decided
         timeout = self.budget.approval_timeout_s

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from agentry_shared.bus import Bus
+from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import (
     Approval,
     GetApproval,
@@ -57,18 +58,25 @@ class BrokerApprovals:
         self._scope = scope
         self._turn_id = turn_id
 
-    async def _state(self, call_id: str) -> str:
+    async def _state(self, call_id: str, digest: str) -> str:
+        """The call's approval state; `denied` when it was asked for other arguments.
+
+        A resumed turn's model may reuse a call id with new arguments: the decision kept
+        under that id was about the arguments the user saw, never these."""
         reply = await memory_call(self._bus, GetApproval(scope=self._scope, turn_id=self._turn_id, call_id=call_id))
         if not isinstance(reply, Approval):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
+        if reply.args_sha256 is not None and reply.args_sha256 != digest:
+            return "denied"
         return reply.state
 
-    async def decision(self, call_id: str) -> bool | None:
-        state = await self._state(call_id)
+    async def decision(self, call_id: str, arguments: dict[str, Any]) -> bool | None:
+        state = await self._state(call_id, arguments_sha256(arguments))
         return {"approved": True, "denied": False, "expired": False}.get(state)
 
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
         deadline = time.time() + timeout_s
+        digest = arguments_sha256(arguments)
         await memory_call(
             self._bus,
             RequestApproval(
@@ -82,12 +90,12 @@ class BrokerApprovals:
         )
         try:
             while (left := deadline - time.time()) > 0:
-                heard = await self._board.wait(self._turn_id, call_id, min(POLL_S, left))
-                if heard is not None:
-                    return heard
-                state = await self._state(call_id)
+                state = await self._state(call_id, digest)
                 if state != "pending":
                     return state == "approved"
-            return await self._state(call_id) == "approved"  # memory says expired past the deadline
+                heard = await self._board.wait(self._turn_id, call_id, min(POLL_S, left))
+                if heard is not None:  # memory kept these arguments' digest (checked above)
+                    return heard
+            return await self._state(call_id, digest) == "approved"  # memory says expired past the deadline
         finally:
             self._board.forget(self._turn_id, call_id)

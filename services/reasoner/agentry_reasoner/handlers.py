@@ -28,7 +28,7 @@ from typing import Any
 import aio_pika
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.control import CONTROL_MESSAGE, ApprovalDecided
-from agentry_shared.contracts.memory import TurnBegun
+from agentry_shared.contracts.memory import RecordUsage, TurnBegun
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.partitions import PartitionShare
@@ -39,9 +39,18 @@ from pydantic import ValidationError
 
 from agentry_reasoner.agent import Budget, Turn, TurnAborted
 from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
-from agentry_reasoner.broker_ports import BrokerEvents, BrokerMemory, BrokerTools, CatalogCache, HandedBack
+from agentry_reasoner.broker_ports import (
+    BrokerEvents,
+    BrokerMemory,
+    BrokerTools,
+    CatalogCache,
+    HandedBack,
+    memory_call,
+)
 from agentry_reasoner.metrics import PARTITIONS_OWNED, REBALANCES, TURN_SECONDS, TURNS, TURNS_IN_FLIGHT
 from agentry_reasoner.model import Model
+from agentry_reasoner.ports import Events
+from agentry_reasoner.usage import TURN_TOKENS, TokenTally, UsageReporting
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +269,15 @@ class TurnConsumer:
         scope, turn_id = request.scope, request.turn_id
         memory = BrokerMemory(self.bus, scope, turn_id)
         begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
-        events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent, still_ours)
+        events: Events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent, still_ours)
+        if self.settings.turn_budgets().counts_tokens:
+            tally = TokenTally()
+            TURN_TOKENS.set(tally)  # this task's context: the turn's model requests count here
+
+            async def report(tokens: int) -> object:
+                return await memory_call(self.bus, RecordUsage(scope=scope, turn_id=turn_id, tokens=tokens))
+
+            events = UsageReporting(events, tally, report)
         turn = Turn(
             conversation_id=scope.conversation_id,
             turn_id=turn_id,

@@ -41,8 +41,9 @@ class Tools(Protocol):
 class Approvals(Protocol):
     """The user's say on destructive calls; decisions outlive a reasoner crash."""
 
-    async def decision(self, call_id: str) -> bool | None:
-        """A decision already taken (a resumed turn asks before asking the user again)."""
+    async def decision(self, call_id: str, arguments: dict[str, Any]) -> bool | None:
+        """A decision already taken (a resumed turn asks before asking the user again); one
+        taken for other arguments under the same call id is `False`, never `True`."""
 
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
         """Wait for the user's answer; no answer within `timeout_s` means denied."""

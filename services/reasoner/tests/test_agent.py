@@ -72,7 +72,7 @@ class RecordingPorts:
         self.tokens_left -= 1
         return 0.0 if self.tokens_left >= 0 else 42.0
 
-    async def decision(self, call_id: str) -> bool | None:
+    async def decision(self, call_id: str, arguments: dict[str, Any]) -> bool | None:
         return self.earlier_decision
 
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:

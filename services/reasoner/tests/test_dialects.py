@@ -235,7 +235,7 @@ class Ports:
         self.results.append(result)
         return result
 
-    async def decision(self, call_id: str) -> bool | None:
+    async def decision(self, call_id: str, arguments: dict[str, Any]) -> bool | None:
         return True
 
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:

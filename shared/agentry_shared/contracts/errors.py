@@ -49,6 +49,7 @@ ClientErrorCode = Literal[
     "socket_limit",
     "follow_limit",
     "conversation_limit",
+    "budget_exceeded",
 ]
 
 CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
@@ -69,7 +70,10 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "text_too_long": "`text` is over GATEWAY_MAX_TEXT_CHARS",
     "frame_too_large": "the frame is over GATEWAY_MAX_FRAME_BYTES",
     "binary_not_supported": "a binary frame",
-    "rate_limited": "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second",
+    "rate_limited": (
+        "more than GATEWAY_MAX_FRAMES_PER_SECOND frames per second; or a `message` over a turn budget"
+        " (BUDGET_*_TURNS_PER_MINUTE, BUDGET_*_CONCURRENT_TURNS): not accepted, retry after `retry_after_ms`"
+    ),
     "forbidden": "the conversation (or turn, or call) belongs to another user",
     "unavailable": "the broker or memory did not confirm in time: not done, send it again",
     "not_found": (
@@ -91,6 +95,10 @@ CLIENT_ERROR_MEANINGS: Final[dict[ClientErrorCode, str]] = {
     "socket_limit": "the user has GATEWAY_MAX_SOCKETS_PER_USER sockets open on this gateway: this one is closed (1008)",
     "follow_limit": "this socket follows GATEWAY_MAX_FOLLOWED_CONVERSATIONS conversations: use another socket",
     "conversation_limit": "the user has MEMORY_MAX_CONVERSATIONS_PER_USER conversations: no new one is created",
+    "budget_exceeded": (
+        "message: the user or tenant used its model tokens of the day (BUDGET_*_TOKENS_PER_DAY): not accepted;"
+        " `retry_after_ms` until the day (UTC) ends"
+    ),
 }
 
 # Schema failures of a client frame are reported as `invalid_<type>`, by frame type.

@@ -134,6 +134,48 @@ class TakeToolToken(BaseModel):
     per_minute: int
 
 
+class TurnBudgets(BaseModel):
+    """The turn budgets (settings `BUDGET_*`), 0 meaning off. Turns per minute count in
+    fixed one-minute windows, tokens per day in UTC days; concurrent turns are admitted
+    turns that have not finished."""
+
+    user_turns_per_minute: int = Field(default=0, ge=0)
+    tenant_turns_per_minute: int = Field(default=0, ge=0)
+    user_concurrent_turns: int = Field(default=0, ge=0)
+    tenant_concurrent_turns: int = Field(default=0, ge=0)
+    user_tokens_per_day: int = Field(default=0, ge=0)
+    tenant_tokens_per_day: int = Field(default=0, ge=0)
+
+    @property
+    def any(self) -> bool:
+        return any(value > 0 for value in self.model_dump().values())
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.user_tokens_per_day > 0 or self.tenant_tokens_per_day > 0
+
+
+class AdmitTurn(BaseModel):
+    """The gateway asks, before publishing a turn, whether the user and the tenant are
+    within their budgets; admitted, the turn is counted (once per `turn_id`: asking again
+    admits it again and counts nothing). Memory keeps the counts, so every replica shares them."""
+
+    kind: Literal["memory.admit_turn"] = "memory.admit_turn"
+    scope: Scope
+    turn_id: str
+    budgets: TurnBudgets
+
+
+class RecordUsage(BaseModel):
+    """The model tokens a turn used (input and output, from the model's `usage`), counted
+    against the user's and the tenant's tokens of the day."""
+
+    kind: Literal["memory.record_usage"] = "memory.record_usage"
+    scope: Scope
+    turn_id: str
+    tokens: int = Field(ge=0)
+
+
 class RecordReasoning(BaseModel):
     """The model's reasoning for one step of a turn: kept for audit, never shown to users."""
 
@@ -177,7 +219,9 @@ MemoryRequest = Annotated[
     | DecideApproval
     | GetApproval
     | TakeToolToken
-    | ListConversations,
+    | ListConversations
+    | AdmitTurn
+    | RecordUsage,
     Field(discriminator="kind"),
 ]
 MEMORY_REQUEST: TypeAdapter[MemoryRequest] = TypeAdapter(MemoryRequest)
@@ -256,6 +300,16 @@ class ToolToken(BaseModel):
 class Conversations(BaseModel):
     kind: Literal["memory.conversations"] = "memory.conversations"
     conversations: list[ConversationSummary]
+class TurnAdmission(BaseModel):
+    """Reply to AdmitTurn. Refused: `code` is `rate_limited` (turns per minute, concurrent
+    turns) or `budget_exceeded` (tokens per day), `limit` the setting that refused it, and
+    `retry_after_seconds` when the same turn may be admitted."""
+
+    kind: Literal["memory.turn_admission"] = "memory.turn_admission"
+    allowed: bool
+    code: Literal["rate_limited", "budget_exceeded"] | None = None
+    limit: str | None = None
+    retry_after_seconds: float = 0.0
 
 
 class MemoryFailure(BaseModel):
@@ -277,6 +331,7 @@ MemoryReply = Annotated[
     | Approval
     | ToolToken
     | Conversations
+    | TurnAdmission
     | MemoryFailure,
     Field(discriminator="kind"),
 ]

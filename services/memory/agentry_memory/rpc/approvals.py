@@ -39,7 +39,11 @@ async def answer_approval_request(
             # whether a resumed turn was already decided, and only acts on a decision.
             known = await store.approval(scope, turn_id, call_id, clock())
             return Approval(
-                conversation_id=scope.conversation_id, turn_id=turn_id, call_id=call_id, state=known or "pending"
+                conversation_id=scope.conversation_id,
+                turn_id=turn_id,
+                call_id=call_id,
+                state=known.state if known else "pending",
+                args_sha256=known.args_sha256 if known else None,
             )
         case DecideApproval():
             return await _decide(store, request, broadcast, clock)

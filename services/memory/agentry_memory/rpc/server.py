@@ -1,7 +1,7 @@
 """Answers memory requests: every one scoped, every failure a reply, never a crash.
 
 This module parses, dispatches to the family handlers (turns, context, tool_calls,
-approvals, conversations, facts) and turns store refusals into failure replies. The requests with an
+approvals, budgets, conversations, facts) and turns store refusals into failure replies. The requests with an
 effect beyond the store, a cancel and an approval's decision, are broadcast through a
 callable given by the wiring (`Broadcast`), so this core needs no broker to be tested;
 the clock is injected for the same reason.
@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from agentry_memory.context.assembler import ContextAssembler
 from agentry_memory.metrics import RPC_DURATION, RPC_REQUESTS
 from agentry_memory.rpc.approvals import APPROVAL_REQUESTS, answer_approval_request
+from agentry_memory.rpc.budgets import BUDGET_REQUESTS, answer_budget_request
 from agentry_memory.rpc.common import Broadcast, first_error
 from agentry_memory.rpc.context import CONTEXT_REQUESTS, answer_context_request
 from agentry_memory.rpc.conversations import CONVERSATION_REQUESTS, answer_conversation_request
@@ -119,6 +120,8 @@ class MemoryRpc:
             return await answer_approval_request(self.store, request, self.broadcast, self.clock)
         if isinstance(request, CONVERSATION_REQUESTS):
             return await answer_conversation_request(self.store, request)
+        if isinstance(request, BUDGET_REQUESTS):
+            return await answer_budget_request(self.store, request, self.clock)
         if isinstance(request, FACT_REQUESTS):
             return await answer_fact_request(self.store, request, self.clock)
         assert_never(request)

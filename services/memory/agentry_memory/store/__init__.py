@@ -15,13 +15,14 @@ from typing import Any, Protocol
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.frames import ConversationSummary
-from agentry_shared.contracts.memory import ApprovalState, TurnState
+from agentry_shared.contracts.memory import TurnBudgets, TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.store.errors import Forbidden, Invalid, LimitReached, NotFound, StoreRefusal
 from agentry_memory.store.records import (
     FINISHED,
     TOKEN_WINDOW_SECONDS,
+    Admission,
     ApprovalAnswer,
     ApprovalRecord,
     Fact,
@@ -42,6 +43,7 @@ from agentry_memory.store.records import (
 __all__ = [
     "FINISHED",
     "TOKEN_WINDOW_SECONDS",
+    "Admission",
     "ApprovalAnswer",
     "ApprovalRecord",
     "ConversationStore",
@@ -161,8 +163,9 @@ class ConversationStore(Protocol):
         """Keep a pending approval of (conversation, turn, call_id) with the digest of its
         arguments (`frames.arguments_sha256`); asking again changes nothing."""
 
-    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
-        """The approval's state (`pending` past its `expires_at` reads `expired`); None if never asked."""
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
+        """The approval as it stands, with the digest of the arguments it was asked for
+        (`pending` past its `expires_at` reads `expired`); None if never asked."""
 
     async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         """Decide the approval of `answer.call_id` in turn `answer.turn_id`, and nothing else.
@@ -177,6 +180,18 @@ class ConversationStore(Protocol):
         """Count a call of `tool` by scope's tenant and user in the current fixed window
         (`token_window`), atomically, for every replica; refused past `per_minute`, with the
         seconds until the window ends. `per_minute` <= 0 is no limit (nothing is counted)."""
+
+    async def admit_turn(self, scope: Scope, turn_id: str, budgets: TurnBudgets, now: float) -> Admission:
+        """Admit one more turn of scope's user if the user and the tenant are within
+        `budgets` (0: off): tokens used today (`budget_exceeded`, until the UTC day ends),
+        admitted turns not finished, turns admitted this minute (`rate_limited`). Admitted,
+        it counts for every replica; a `turn_id` admitted before is admitted again and
+        counted once. A turn counts as running until its final frame is sequenced, one the
+        log has not recorded yet for `ADMISSION_GRACE_SECONDS`. MongoDB checks and counts
+        without a transaction: racing admissions may pass a budget by a few."""
+
+    async def record_usage(self, scope: Scope, tokens: int, now: float) -> None:
+        """Count model tokens against scope's user's and tenant's tokens of the day."""
 
     async def record_reasoning(self, scope: Scope, turn_id: str, step: int, text: str) -> None:
         """Keep a step's reasoning for audit (replacing an earlier record of the same step)."""

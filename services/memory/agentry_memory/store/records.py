@@ -9,7 +9,7 @@ from typing import Any, Literal
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.frames import TITLE_CHARS, arguments_sha256
-from agentry_shared.contracts.memory import ApprovalState, TurnState
+from agentry_shared.contracts.memory import ApprovalState, TurnBudgets, TurnState
 
 FINISHED: frozenset[TurnState] = frozenset({"completed", "failed", "cancelled"})
 
@@ -114,6 +114,73 @@ TOKEN_WINDOW_SECONDS = 60.0
 def token_window(now: float) -> float:
     """The start of the fixed window `now` falls in: every replica computes the same one."""
     return now - now % TOKEN_WINDOW_SECONDS
+
+
+# Turn budgets: turns per minute count in the fixed windows of TOKEN_WINDOW_SECONDS, tokens
+# in UTC days. An admitted turn counts as running until it finishes, for at most
+# ADMISSION_LIFETIME_SECONDS; one the log has not recorded yet (on its way, or never
+# published) for ADMISSION_GRACE_SECONDS.
+DAY_SECONDS = 86_400.0
+ADMISSION_GRACE_SECONDS = 60.0
+ADMISSION_LIFETIME_SECONDS = 3_600.0
+CONCURRENCY_RETRY_SECONDS = 1.0  # when a turn will end is unknown: try again about then
+TENANT = ""  # the user_id of a tenant's own counts
+
+BudgetCode = Literal["rate_limited", "budget_exceeded"]
+
+
+def day_window(now: float) -> float:
+    return now - now % DAY_SECONDS
+
+
+@dataclass(frozen=True)
+class Admission:
+    """AdmitTurn's answer: refused with the code, the setting that refused, and when to retry."""
+
+    allowed: bool
+    code: BudgetCode | None = None
+    limit: str | None = None
+    retry_after_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BudgetLevel:
+    """The budgets of one payer: the user (`owner` its user_id) or the tenant (`TENANT`)."""
+
+    name: Literal["USER", "TENANT"]
+    owner: str
+    turns_per_minute: int
+    concurrent_turns: int
+    tokens_per_day: int
+
+
+def budget_levels(user_id: str, budgets: TurnBudgets) -> list[BudgetLevel]:
+    return [
+        BudgetLevel(
+            "USER", user_id, budgets.user_turns_per_minute, budgets.user_concurrent_turns, budgets.user_tokens_per_day
+        ),
+        BudgetLevel(
+            "TENANT",
+            TENANT,
+            budgets.tenant_turns_per_minute,
+            budgets.tenant_concurrent_turns,
+            budgets.tenant_tokens_per_day,
+        ),
+    ]
+
+
+def over_budget(level: BudgetLevel, turns: int, running: int, tokens: int, now: float) -> Admission | None:
+    """The refusal of one more turn for a payer that used `turns` this minute, has `running`
+    turns and used `tokens` today; None if it may start."""
+    if 0 < level.tokens_per_day <= tokens:
+        wait = day_window(now) + DAY_SECONDS - now
+        return Admission(False, "budget_exceeded", f"BUDGET_{level.name}_TOKENS_PER_DAY", wait)
+    if 0 < level.concurrent_turns <= running:
+        return Admission(False, "rate_limited", f"BUDGET_{level.name}_CONCURRENT_TURNS", CONCURRENCY_RETRY_SECONDS)
+    if 0 < level.turns_per_minute <= turns:
+        wait = token_window(now) + TOKEN_WINDOW_SECONDS - now
+        return Admission(False, "rate_limited", f"BUDGET_{level.name}_TURNS_PER_MINUTE", wait)
+    return None
 
 
 def final_state(frame: dict[str, Any]) -> TurnState | None:

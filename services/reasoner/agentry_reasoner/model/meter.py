@@ -1,5 +1,5 @@
 """What one model request costs, for the metrics: its duration, its time to first token,
-and its tokens in and out.
+and its tokens in and out (also counted for the turn's tokens budget: `usage`).
 
 Tokens come from the `usage` the server reports on the last chunk (asked for with
 `stream_options.include_usage`); a server that reports none is estimated at four
@@ -29,6 +29,7 @@ from agentry_reasoner.model.items import (
     TextDelta,
     ToolCallsRequested,
 )
+from agentry_reasoner.usage import count_tokens
 
 CHARS_PER_TOKEN = 4
 
@@ -73,6 +74,7 @@ class RequestMeter:
         tokens_in, tokens_out = self.tokens()
         MODEL_TOKENS.labels(self.model, "input", source).inc(tokens_in)
         MODEL_TOKENS.labels(self.model, "output", source).inc(tokens_out)
+        count_tokens(tokens_in + tokens_out)
 
     def tokens(self) -> tuple[int, int]:
         """(in, out): as the server reported them, else estimated from the characters."""

@@ -70,8 +70,12 @@ class ToolCallConsumer:
 
     async def serve_catalog(self) -> None:
         async def answer(request: bytes) -> bytes:
-            CatalogRequested.model_validate_json(request)  # garbage is logged and dropped
-            # Built per request: MCP servers come and go, and change their tools.
+            # Built per request: MCP servers come and go, and change their tools. A malformed
+            # request is logged and still answered, so a caller never waits out its timeout.
+            try:
+                CatalogRequested.model_validate_json(request)
+            except ValidationError:
+                log.warning("malformed catalog request answered anyway", extra={"bytes": len(request)})
             return encode(Catalog(tools=self.registry.descriptors(self.memory)))
 
         self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)

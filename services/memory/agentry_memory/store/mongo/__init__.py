@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from agentry_memory.store.mongo.admin import MongoAdmin
 from agentry_memory.store.mongo.approvals import MongoApprovals
+from agentry_memory.store.mongo.budgets import MongoBudgets
 from agentry_memory.store.mongo.context import MongoContext
 from agentry_memory.store.mongo.conversations import MongoConversations
 from agentry_memory.store.mongo.facts import MongoFacts
@@ -17,6 +18,14 @@ from agentry_memory.store.mongo.turns import MongoTurns
 
 
 class MongoStore(
-    MongoTurns, MongoConversations, MongoContext, MongoFrames, MongoToolCalls, MongoApprovals, MongoFacts, MongoAdmin
+    MongoTurns,
+    MongoConversations,
+    MongoContext,
+    MongoFrames,
+    MongoToolCalls,
+    MongoApprovals,
+    MongoBudgets,
+    MongoFacts,
+    MongoAdmin,
 ):
     """`Store` on the MongoDB database `database` at `url`; indexes are created on open."""

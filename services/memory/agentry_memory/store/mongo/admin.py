@@ -20,6 +20,8 @@ ERASE_ORDER = [
     "facts",
     "tasks",
     "tool_tokens",
+    "budget_counts",
+    "turn_admissions",
 ]
 
 

@@ -47,7 +47,7 @@ class MongoApprovals(MongoBase):
                 upsert=True,
             )
 
-    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
         await self._turn(scope, turn_id)
         found = await self._c("approvals").find_one(
             {**conversation_filter(scope), "turn_id": turn_id, "call_id": call_id}
@@ -55,7 +55,9 @@ class MongoApprovals(MongoBase):
         if found is None:
             return None
         state = cast(ApprovalState, found["state"])
-        return "expired" if state == "pending" and now > float(found["expires_at"]) else state
+        shown: ApprovalState = "expired" if state == "pending" and now > float(found["expires_at"]) else state
+        digest = kept_digest(found.get("args_sha256"), str(found["arguments"]))
+        return ApprovalRecord(scope.conversation_id, turn_id, call_id, shown, args_sha256=digest)
 
     async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         approvals = self._c("approvals")

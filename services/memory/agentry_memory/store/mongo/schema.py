@@ -53,6 +53,14 @@ def indexes(reasoning_retention_seconds: float) -> dict[str, list[IndexModel]]:
             unique("window", *USER, ("tool", ASCENDING), ("window_start", ASCENDING)),
             IndexModel([("expires", ASCENDING)], name="retention", expireAfterSeconds=0),
         ],
+        "budget_counts": [
+            unique("window", *USER, ("counter", ASCENDING), ("window_start", ASCENDING)),
+            IndexModel([("expires", ASCENDING)], name="retention", expireAfterSeconds=0),
+        ],
+        "turn_admissions": [
+            IndexModel([*USER, ("admitted_at", ASCENDING)], name="by_user"),
+            IndexModel([("expires", ASCENDING)], name="retention", expireAfterSeconds=0),
+        ],
         "summaries": [IndexModel(USER, name="by_user")],
         "facts": [
             unique("fact", *USER, ("key", ASCENDING)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from agentry_memory.store.sqlite.admin import AdminTables
 from agentry_memory.store.sqlite.approvals import ApprovalTables
+from agentry_memory.store.sqlite.budgets import BudgetTables
 from agentry_memory.store.sqlite.context import ContextTables
 from agentry_memory.store.sqlite.conversations import ConversationTables
 from agentry_memory.store.sqlite.facts import FactTables
@@ -19,6 +20,14 @@ from agentry_memory.store.sqlite.turns import TurnTables
 
 
 class SqliteStore(
-    TurnTables, ConversationTables, ContextTables, FrameTables, ToolCallTables, ApprovalTables, FactTables, AdminTables
+    TurnTables,
+    ConversationTables,
+    ContextTables,
+    FrameTables,
+    ToolCallTables,
+    ApprovalTables,
+    BudgetTables,
+    FactTables,
+    AdminTables,
 ):
     """`Store` on SQLite in `data_dir / "memory.sqlite3"` (WAL, fsync on commit)."""

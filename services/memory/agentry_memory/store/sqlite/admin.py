@@ -49,6 +49,8 @@ ERASE: list[tuple[str, str]] = [
     ("facts", "DELETE FROM facts WHERE tenant_id = :tenant AND user_id = :user"),
     ("tasks", "DELETE FROM tasks WHERE tenant_id = :tenant AND user_id = :user"),
     ("tool_tokens", "DELETE FROM tool_tokens WHERE tenant_id = :tenant AND user_id = :user"),
+    ("budget_counts", "DELETE FROM budget_counts WHERE tenant_id = :tenant AND user_id = :user"),
+    ("turn_admissions", "DELETE FROM turn_admissions WHERE tenant_id = :tenant AND user_id = :user"),
 ]
 SWEEP_BATCH = 1000
 

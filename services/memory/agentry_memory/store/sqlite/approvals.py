@@ -47,21 +47,24 @@ class ApprovalTables(SqliteBase):
                 (conversation, turn_id, call_id, tool, body, arguments_sha256(arguments), time.time(), expires_at),
             )
 
-    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
+    async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
         return await self._run(self._approval, scope, turn_id, call_id, now)
 
-    def _approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalState | None:
+    def _approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
         with self._tx(write=False) as db:
             conversation = self._owned(db, scope)
             self._turn(db, conversation, turn_id)
             row = db.execute(
-                "SELECT state, expires_at FROM approvals WHERE conversation = ? AND turn_id = ? AND call_id = ?",
+                "SELECT state, expires_at, args_sha256, arguments FROM approvals "
+                "WHERE conversation = ? AND turn_id = ? AND call_id = ?",
                 (conversation, turn_id, call_id),
             ).fetchone()
         if row is None:
             return None
-        state, expires_at = row
-        return "expired" if state == "pending" and now > expires_at else cast(ApprovalState, state)
+        state, expires_at, stored, arguments = row
+        shown: ApprovalState = "expired" if state == "pending" and now > expires_at else cast(ApprovalState, state)
+        digest = kept_digest(stored, arguments)
+        return ApprovalRecord(scope.conversation_id, turn_id, call_id, shown, args_sha256=digest)
 
     async def decide_approval(self, answer: ApprovalAnswer, now: float) -> ApprovalRecord:
         return await self._run(self._decide_approval, answer, now)

@@ -96,6 +96,24 @@ CREATE TABLE IF NOT EXISTS tool_tokens (
     used INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, user_id, tool)
 );
+-- Turn budgets: one row per user (user_id '' for the whole tenant) and counter ('turns' in
+-- the current minute, 'tokens' of the current UTC day): the current window and its count.
+CREATE TABLE IF NOT EXISTS budget_counts (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    counter TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    used INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, counter)
+);
+-- Turns the gateway admitted: the concurrent ones are those not finished yet.
+CREATE TABLE IF NOT EXISTS turn_admissions (
+    turn_id TEXT PRIMARY KEY,
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    admitted_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS turn_admissions_by_user ON turn_admissions (tenant_id, user_id, admitted_at);
 CREATE TABLE IF NOT EXISTS summaries (
     conversation INTEGER PRIMARY KEY REFERENCES conversations(id),
     text TEXT NOT NULL,
