@@ -163,6 +163,7 @@ class McpExecutor:
 
     async def _attempts(self, tool: McpTool, connection: ServerConnection, arguments: dict[str, Any]) -> ToolCompleted:
         """Once; once more on the next connection when the server was lost and the tool may run twice."""
+        generation = connection.generation
         try:
             return to_completed(tool, await connection.call(tool, arguments))
         except ServerLost as lost:
@@ -170,7 +171,7 @@ class McpExecutor:
             if tool.side_effect == "destructive":
                 message = "the MCP server stopped during the call; it may or may not have taken effect"
                 return failure(tool.name, "interrupted", message)
-        await connection.wait_up()
+        await connection.wait_up(newer_than=generation)
         try:
             return to_completed(tool, await connection.call(tool, arguments))
         except ServerLost:

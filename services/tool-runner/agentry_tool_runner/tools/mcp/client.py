@@ -228,9 +228,14 @@ class ServerConnection:
         log.warning("MCP server did not stop after a cancel; ending it", extra={"server": self.name})
         self.give_up("did not answer after a cancelled call")
 
-    async def wait_up(self) -> None:
-        """Until the connection is up again (the caller bounds the wait)."""
-        await self._up.wait()
+    async def wait_up(self, newer_than: int = -1) -> None:
+        """Until the connection is up on a session newer than generation `newer_than` (the
+        caller bounds the wait): right after a loss the old session may still look up."""
+        while True:
+            await self._up.wait()
+            if self.generation > newer_than:
+                return
+            await asyncio.sleep(0.05)
 
 
 Runner = Callable[[asyncio.Event], Awaitable[None]]
