@@ -43,9 +43,12 @@ def parser() -> argparse.ArgumentParser:
     parts.add_argument("--seconds", type=float, default=3.0, help="how long to listen to heartbeats")
     convs = sub.add_parser("conversations", help="a user's conversations").add_subparsers(dest="action", required=True)
     export = convs.add_parser("export", help="one conversation's frames as JSON")
-    convs.add_parser("list", help="(pending: needs memory's ListConversations)")
+    listed = convs.add_parser("list", help="a user's conversations, the most recently active first")
     for flag in ("--tenant", "--user", "--conversation"):
         export.add_argument(flag, required=flag != "--tenant", default="default" if flag == "--tenant" else None)
+    listed.add_argument("--tenant", default="default")
+    listed.add_argument("--user", required=True)
+    listed.add_argument("--limit", type=int, default=50, help="at most this many (1 to 200)")
     ns = sub.add_parser("namespace", help="the namespace itself").add_subparsers(dest="action", required=True)
     delete = ns.add_parser("delete", help="delete its queues and exchanges")
     delete.add_argument("--yes", action="store_true", help="yes, drop every message they hold")
@@ -76,11 +79,11 @@ async def _partitions(args: argparse.Namespace, settings: CommonSettings, topolo
 
 
 async def _conversations(args: argparse.Namespace, settings: CommonSettings, topology: Topology) -> Any:
-    if args.action == "list":
-        raise SystemExit("conversations list needs memory's ListConversations request (not on this build yet)")
     bus = Bus(settings.amqp_url.get_secret_value(), topology, "admin")
     await bus.connect()
     try:
+        if args.action == "list":
+            return await conversations.listing(bus, args.tenant, args.user, args.limit)
         return await conversations.export(
             bus, Scope(tenant_id=args.tenant, user_id=args.user, conversation_id=args.conversation)
         )

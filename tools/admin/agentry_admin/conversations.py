@@ -1,15 +1,12 @@
-"""One conversation's frame log as JSON, read over memory's RPC (`GetFrames`, page by page).
-
-Listing a user's conversations needs memory's `ListConversations` request, which is not
-on this branch yet: `conversations list` says so rather than guess.
-"""
+"""A user's conversations (`ListConversations`) and one conversation's frame log as JSON
+(`GetFrames`, page by page), read over memory's RPC like every other service does."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.memory import MEMORY_REPLY, Frames, GetFrames
+from agentry_shared.contracts.memory import MEMORY_REPLY, Conversations, Frames, GetFrames, ListConversations
 from agentry_shared.contracts.scope import Scope
 
 PAGE = 1000
@@ -39,3 +36,13 @@ async def export(bus: Bus, scope: Scope, *, timeout: float = 10.0) -> dict[str, 
         "conversation_id": scope.conversation_id,
         "frames": frames,
     }
+
+
+async def listing(bus: Bus, tenant_id: str, user_id: str, limit: int, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The user's conversations, the most recently active first (at most `limit`)."""
+    request = ListConversations(tenant_id=tenant_id, user_id=user_id, limit=limit)
+    body = await bus.request(bus.topology.memory_rpc_queue, encode(request), timeout=timeout)
+    reply = MEMORY_REPLY.validate_json(body)
+    if not isinstance(reply, Conversations):
+        raise ExportFailed(reply.model_dump_json())
+    return [c.model_dump(mode="json") for c in reply.conversations]

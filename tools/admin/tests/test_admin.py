@@ -153,3 +153,13 @@ async def test_export_a_conversation(stack: Stack) -> None:
     assert exported["conversation_id"] == conversation
     assert "message.accepted" in types and types[-1] == "turn.completed"
     assert [f["seq"] for f in exported["frames"]] == sorted(f["seq"] for f in exported["frames"])
+
+
+async def test_list_a_users_conversations(stack: Stack) -> None:
+    async with connect(stack.ws_url + "?user=lister") as ws:
+        first = (await converse(ws, "hello there"))[0]["conversation_id"]
+        second = (await converse(ws, "what is 37*91?"))[0]["conversation_id"]
+    listed = await asyncio.to_thread(admin, "conversations", "list", "--user", "lister", namespace=stack.namespace)
+    assert [c["conversation_id"] for c in listed] == [second, first]  # the most recently active first
+    others = await asyncio.to_thread(admin, "conversations", "list", "--user", "nobody", namespace=stack.namespace)
+    assert others == []
