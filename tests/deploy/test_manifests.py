@@ -649,3 +649,11 @@ def test_docker_compose_config() -> None:
         [*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_promtool_test() -> None:
+    rules = load(K8S / "prometheus" / "agentry-rules.yaml")[0]
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"] if "alert" in rule}
+    tests = load(K8S / "prometheus" / "agentry-rules.test.yaml")[0]["tests"]
+    tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", []) if case["exp_alerts"]}
+    assert alerts - tested == set(), f"alerts without a firing test: {sorted(alerts - tested)}"
