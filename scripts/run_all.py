@@ -125,6 +125,8 @@ def supervise(services: list[Service], stopping: list[bool]) -> None:
             gateway = services[-1]
             print(
                 f"\n[run] Agentry is up. Connect a WebSocket client to ws://127.0.0.1:{gateway.port}/ws\n"
+                f"[run] chat in a browser: http://127.0.0.1:{gateway.port}/  "
+                f"OpenAI-compatible: http://127.0.0.1:{gateway.port}/v1\n"
                 f"[run] health: http://127.0.0.1:{gateway.port}/healthz  metrics: http://127.0.0.1:{gateway.port}/metrics\n"
                 "[run] Ctrl-C stops every service.\n",
                 flush=True,
