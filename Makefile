@@ -49,11 +49,11 @@ broker-users: install
 
 # The official AsyncAPI schemas, to validate docs/contracts/asyncapi.yaml in the tests.
 asyncapi-spec:
-	@scripts/ensure-asyncapi-spec.sh
+	@scripts/ensure-npm-package.sh @asyncapi/specs 6.11.1
 
 # The reference MCP server (npm @modelcontextprotocol/server-everything), for the MCP tests.
 mcp-everything:
-	@scripts/ensure-mcp-everything.sh
+	@scripts/ensure-npm-package.sh @modelcontextprotocol/server-everything 2026.8.31
 
 # docs/contracts/: JSON Schema of every frame and the AsyncAPI document, from the models.
 contracts: install
