@@ -102,7 +102,7 @@ async def broker_round_trip(workspaces: Path) -> list[float]:
                 arguments={"expression": "37*91"},
                 deadline=time.time() + 30,
             )
-            body = await bus.request(topology.tool_queue("default"), encode(request), timeout=10)
+            body = await bus.request(topology.tool_pool("default"), encode(request), timeout=10)
             reply = TOOL_REPLY.validate_json(body)
             assert isinstance(reply, ToolCompleted) and reply.output == "3367", reply
 

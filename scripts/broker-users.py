@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from agentry_shared.access import SERVICES, Service, permissions, user_name
+from agentry_shared.access import SERVICES, Service, permissions, topic_permissions, user_name
 from agentry_shared.topology import Topology
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -83,6 +83,8 @@ def ensure(namespace: str, env_file: Path, base_url: str) -> dict[str, str]:
             rabbitmqctl("add_user", user, stdin=password + "\n")
         p = permissions(topology, service)
         rabbitmqctl("set_permissions", "-p", vhost, user, p.configure, p.write, p.read)
+        tp = topic_permissions(topology, service)
+        rabbitmqctl("set_topic_permissions", "-p", vhost, user, tp.exchange, tp.write, tp.read)
         urls[env_key(service)] = service_url(base_url, user, password)
     env_file.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -112,6 +114,12 @@ def commands(namespace: str, vhost: str) -> str:
             " ".join(shlex.quote(a) for a in ("rabbitmqctl", "set_permissions", "-p", vhost, user))
             + " "
             + " ".join(shlex.quote(r) for r in (p.configure, p.write, p.read))
+        )
+        tp = topic_permissions(topology, service)
+        lines.append(
+            " ".join(shlex.quote(a) for a in ("rabbitmqctl", "set_topic_permissions", "-p", vhost, user, tp.exchange))
+            + " "
+            + " ".join(shlex.quote(r) for r in (tp.write, tp.read))
         )
     return "\n".join(lines)
 

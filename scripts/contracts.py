@@ -165,7 +165,7 @@ def bus_channels() -> dict[str, tuple[str, Schema, str, list[str]]]:
         "toolsExchange": (
             t.tools_exchange,
             amqp("routingKey", exchange=t.tools_exchange),
-            "Routing key: the tool pool; the reply goes to `reply_to`.",
+            "Routing key: the tool pool, or `catalog`; the reply goes to the caller's `reply_to` queue.",
             ["tools"],
         ),
         "toolsQueue": (
@@ -177,19 +177,27 @@ def bus_channels() -> dict[str, tuple[str, Schema, str, list[str]]]:
         "catalogQueue": (
             t.tool_catalog_queue,
             amqp("queue", queue=t.tool_catalog_queue),
-            "The tool catalog, asked by the reasoner (default exchange, reply to `reply_to`).",
+            "The tool catalog, asked by the reasoner (tools exchange, routing key `catalog`; reply to `reply_to`).",
             ["catalog"],
+        ),
+        "memoryExchange": (
+            t.memory_exchange,
+            amqp("routingKey", exchange=t.memory_exchange),
+            "Requests to the memory service, routing key `rpc`; reply to `reply_to`.",
+            ["memoryRpc"],
         ),
         "memoryRpc": (
             t.memory_rpc_queue,
             amqp("queue", queue=t.memory_rpc_queue),
-            "Requests to the memory service (default exchange, reply to `reply_to`).",
+            "Requests to the memory service, shared by its replicas.",
             ["memoryRpc"],
         ),
         "replies": (
-            "amq.rabbitmq.reply-to",
-            amqp("queue", queue="amq.rabbitmq.reply-to"),
-            "RabbitMQ direct reply-to: answers to RPC requests, matched by `correlation_id`.",
+            t.replies_exchange,
+            amqp("routingKey", exchange=t.replies_exchange, kind="topic"),
+            "Answers to RPC requests. Routing key: the caller's `reply_to`, its own exclusive queue"
+            " `<namespace>.replies.<service>.<uuid>` bound by that name; matched by `correlation_id`."
+            " Nothing uses the default exchange.",
             ["toolReplies", "memoryReplies"],
         ),
         "controlExchange": (
@@ -231,7 +239,8 @@ OPERATIONS = [
     ("requestTool", "send", "toolsExchange", "The reasoner asks for a tool call.", None),
     ("runTool", "receive", "toolsQueue", "A tool-runner runs it.", None),
     ("requestCatalog", "send", "catalogQueue", "The reasoner fetches the tool catalog.", None),
-    ("requestMemory", "send", "memoryRpc", "The gateway, reasoner and tool-runner ask memory.", None),
+    ("requestMemory", "send", "memoryExchange", "The gateway, reasoner and tool-runner ask memory.", None),
+    ("answerMemory", "receive", "memoryRpc", "A memory replica answers.", None),
     ("reply", "send", "replies", "RPC answers of the tool-runner and memory.", None),
     ("broadcastControl", "send", "controlExchange", "Memory broadcasts cancels; the gateway approval decisions.", None),
     ("heartbeat", "send", "membersExchange", "Every replica of memory and the reasoner beats.", None),

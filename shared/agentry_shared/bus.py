@@ -2,13 +2,20 @@
 
 aio-pika directly rather than FastStream: our consumers need single-active-consumer
 partition queues with per-conversation ordering, per-gateway bindings made and dropped
-as sockets come and go, and RPC over direct reply-to; all are one call here.
+as sockets come and go, and RPC; all are one call here.
+
+RPC never uses the default exchange (it reaches every queue by name, so the right to
+write to it is the right to post anywhere): a request goes to its server's exchange
+(`RpcTarget`), the reply through the namespace's `replies` exchange to the caller's own
+exclusive, auto-delete reply queue, bound by its own name. Each service's broker user may
+then write only to the exchanges of the servers it calls (`access.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,13 +33,12 @@ from aio_pika.abc import (
 from pydantic import BaseModel
 
 from agentry_shared.access import declared_exchanges
-from agentry_shared.topology import Topology
+from agentry_shared.topology import RpcTarget, Topology
 from agentry_shared.tracing import processing, sending
 
 log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
-REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class RpcTimeout(Exception):
@@ -64,6 +70,9 @@ class Bus:
         self.connection: AbstractRobustConnection | None = None
         self._publish_channel: AbstractRobustChannel | None = None
         self._rpc_channel: AbstractRobustChannel | None = None
+        # Named by the client, not the server: a robust channel re-declares it under the
+        # same name after a reconnect, so requests in flight keep a valid reply_to.
+        self.reply_queue = topology.reply_queue(re.sub(r"[^A-Za-z0-9_-]", "-", name), uuid.uuid4().hex)
         self._pending: dict[str, asyncio.Future[bytes]] = {}
         self._rpc_lock = asyncio.Lock()
         self._restored = False
@@ -112,8 +121,9 @@ class Bus:
         t = self.topology
         ch = self.publish_channel
         declared = declared_exchanges(t, self.name)
+        kinds = {t.control_exchange: ExchangeType.FANOUT, t.replies_exchange: ExchangeType.TOPIC}
         for name in declared:
-            kind = ExchangeType.FANOUT if name == t.control_exchange else ExchangeType.DIRECT
+            kind = kinds.get(name, ExchangeType.DIRECT)
             await ch.declare_exchange(name, kind, durable=True)
         if t.dead_letter_exchange in declared:
             dead = await ch.declare_queue(t.dead_letter_queue, durable=True, arguments=QUORUM)
@@ -157,8 +167,9 @@ class Bus:
         Persistent (work) messages are mandatory by default: if no queue is bound, this raises
         `aio_pika.exceptions.PublishError`. Transient broadcasts (frames) may find no listener.
         """
-        ch = self.publish_channel
-        target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
+        if not exchange:
+            raise ValueError("the default exchange is not used (see access.py); name an exchange")
+        target = await self.publish_channel.get_exchange(exchange, ensure=False)
         headers = dict(headers or {})
         with sending(exchange, routing_key, headers):  # the trace context goes into the headers
             message = aio_pika.Message(
@@ -176,16 +187,17 @@ class Bus:
                 mandatory=persistent if mandatory is None else mandatory,
             )
 
-    # ---- RPC (direct reply-to) ------------------------------------------------------
+    # ---- RPC ------------------------------------------------------------------------
 
     async def _ensure_rpc_channel(self) -> AbstractRobustChannel:
         async with self._rpc_lock:
-            # A robust channel restores itself (and, because the reply-to pseudo-queue is
-            # declared through it, its consumer) after a reconnect: never replace it.
+            # A robust channel restores itself, and the reply queue, its binding and its
+            # consumer declared through it, after a reconnect: never replace it.
             if self._rpc_channel is None:
                 assert self.connection is not None, "connect() first"
                 channel: AbstractRobustChannel = await self.connection.channel()
-                queue = await channel.declare_queue(REPLY_TO, passive=True)
+                queue = await channel.declare_queue(self.reply_queue, exclusive=True, auto_delete=True)
+                await queue.bind(self.topology.replies_exchange, routing_key=self.reply_queue)
                 await queue.consume(self._on_reply, no_ack=True)
                 self._rpc_channel = channel
             return self._rpc_channel
@@ -195,42 +207,65 @@ class Bus:
         if future is not None and not future.done():
             future.set_result(message.body)
 
-    async def request(self, queue: str, body: bytes, *, timeout: float = 10.0) -> bytes:
-        """Send to a queue and wait for the reply; raises RpcTimeout."""
+    async def request(self, target: RpcTarget, body: bytes, *, timeout: float = 10.0) -> bytes:
+        """Send to an RPC server and wait for the reply; raises RpcTimeout."""
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
             try:
                 channel = await self._ensure_rpc_channel()
+                exchange = await channel.get_exchange(target.exchange, ensure=False)
                 headers: dict[str, Any] = {}
-                with sending("", queue, headers):
-                    await channel.default_exchange.publish(
+                with sending(target.exchange, target.routing_key, headers):
+                    await exchange.publish(
                         aio_pika.Message(
                             body,
                             content_type="application/json",
-                            reply_to=REPLY_TO,
+                            reply_to=self.reply_queue,
                             correlation_id=correlation_id,
                             expiration=timeout,
                             headers=headers,
                         ),
-                        routing_key=queue,
+                        routing_key=target.routing_key,
                     )
             except (aiormq.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError) as exc:
                 # The robust connection is reconnecting: to the caller it is "no reply", retryable.
-                raise RpcTimeout(f"broker unavailable for a request to {queue}: {exc}") from exc
+                raise RpcTimeout(f"broker unavailable for a request to {target.queue}: {exc}") from exc
             return await asyncio.wait_for(future, timeout)
         except TimeoutError as exc:
-            raise RpcTimeout(f"no reply from {queue} within {timeout}s") from exc
+            raise RpcTimeout(f"no reply from {target.queue} within {timeout}s") from exc
         finally:
             self._pending.pop(correlation_id, None)
 
+    async def reply(self, request: AbstractIncomingMessage, body: bytes) -> None:
+        """Answer `request` through the replies exchange (confirmed, transient). A reply_to
+        that is not a reply queue of this namespace is dropped with a warning: publishing
+        outside what the user may write would close the channel."""
+        await self._reply(self.publish_channel, request, body)
+
+    async def _reply(self, channel: AbstractRobustChannel, request: AbstractIncomingMessage, body: bytes) -> None:
+        reply_to = request.reply_to or ""
+        if not self.topology.is_reply_queue(reply_to):
+            log.warning("request without a valid reply_to; no reply", extra={"reply_to": reply_to[:200]})
+            return
+        exchange = await channel.get_exchange(self.topology.replies_exchange, ensure=False)
+        headers: dict[str, Any] = {}
+        with sending(self.topology.replies_exchange, reply_to, headers):
+            await exchange.publish(
+                aio_pika.Message(
+                    body, content_type="application/json", correlation_id=request.correlation_id, headers=headers
+                ),
+                routing_key=reply_to,
+            )
+
     async def serve_rpc(
-        self, queue_name: str, handler: Callable[[bytes], Awaitable[bytes]], *, prefetch: int = 32
+        self, target: RpcTarget, handler: Callable[[bytes], Awaitable[bytes]], *, prefetch: int = 32
     ) -> Consumer:
         """Answer requests on a shared durable queue; replicas share the load."""
         channel = await self.channel(prefetch)
-        queue = await channel.declare_queue(queue_name, durable=True)
+        queue = await channel.declare_queue(target.queue, durable=True)
+        await queue.bind(target.exchange, routing_key=target.routing_key)
 
         async def on_request(message: AbstractIncomingMessage) -> None:
             async with message.process(requeue=False, ignore_processed=True):
@@ -241,19 +276,8 @@ class Bus:
             try:
                 reply = await handler(message.body)
             except Exception:
-                log.exception("rpc handler failed", extra={"queue": queue_name})
+                log.exception("rpc handler failed", extra={"queue": target.queue})
                 raise
-            if message.reply_to:
-                headers: dict[str, Any] = {}
-                with sending("", message.reply_to, headers):
-                    await channel.default_exchange.publish(
-                        aio_pika.Message(
-                            reply,
-                            content_type="application/json",
-                            correlation_id=message.correlation_id,
-                            headers=headers,
-                        ),
-                        routing_key=message.reply_to,
-                    )
+            await self._reply(channel, message, reply)
 
         return Consumer(queue, await queue.consume(on_request))

@@ -171,7 +171,7 @@ class MemoryStandIn:
 
     async def start(self) -> None:
         """Consume the memory RPC queue of the bus's namespace."""
-        self._consumer = await self.bus.serve_rpc(self.bus.topology.memory_rpc_queue, self.answer)
+        self._consumer = await self.bus.serve_rpc(self.bus.topology.memory_rpc, self.answer)
 
     async def stop(self) -> None:
         if self._consumer is not None:

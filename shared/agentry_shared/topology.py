@@ -6,8 +6,9 @@ The path of a turn through the broker:
     memory  --TurnRequested--> turns.<p> (reasoner: one turn per conversation at a time)
     reasoner --EventPosted--> log.<p>    (memory: assigns seq, stores, fans out)
     memory  --ServerFrame-->  frames     (routing key = conversation_id; gateways bind)
-    reasoner --ToolRequested--> tools.<pool> (tool-runner; reply to the caller)
-    anyone  --MemoryRequest--> memory.rpc, --CatalogRequested--> tools.catalog
+    reasoner --ToolRequested--> tools    (routing key = pool: tool-runner; reply to the caller)
+    anyone  --MemoryRequest--> memory    (memory.rpc), reasoner --CatalogRequested--> tools (tools.catalog)
+    server  --reply-->        replies    (routing key = the caller's own replies.<name>.<uuid> queue)
     replicas --Heartbeat--> members       (routing key = role: who is alive, who owns what)
     memory  --CancelRequested--> control (fanout: every reasoner and tool-runner)
     dead    <-- work messages that failed `x-delivery-limit` times (memory tells the user)
@@ -16,20 +17,38 @@ The path of a turn through the broker:
 partition of a conversation, so each conversation has exactly one writer of its event
 sequence and one reasoner at a time, whatever the number of replicas. Which replica
 subscribes to which partition is decided by `partitions/` (each does its share).
+
+Nothing goes through the default exchange: it reaches every queue by name, so a service
+allowed to write to it could post into any queue (docs/deploy.md, "Broker users"). Each
+RPC goes through the exchange of its callee, each reply through `replies`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from agentry_shared.settings import CommonSettings
+
+# The tail of a reply queue's name: `<client name>.<hex uuid>`.
+REPLY_NAME = r"[A-Za-z0-9_-]+\.[0-9a-f]+"
 
 
 def partition_of(conversation_id: str, partitions: int) -> int:
     """Stable across processes and restarts (unlike hash())."""
     digest = hashlib.blake2b(conversation_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % partitions
+
+
+@dataclass(frozen=True)
+class RpcTarget:
+    """Where requests to one RPC server go: published to `exchange` with `routing_key`,
+    they reach the shared `queue` its replicas serve."""
+
+    queue: str
+    exchange: str
+    routing_key: str
 
 
 @dataclass(frozen=True)
@@ -72,6 +91,16 @@ class Topology:
         return f"{self.namespace}.members"
 
     @property
+    def memory_exchange(self) -> str:
+        """Requests to the memory service (routing key `rpc`)."""
+        return f"{self.namespace}.memory"
+
+    @property
+    def replies_exchange(self) -> str:
+        """Topic: RPC replies, routing key = the caller's reply queue (`reply_queue`)."""
+        return f"{self.namespace}.replies"
+
+    @property
     def dead_letter_exchange(self) -> str:
         return f"{self.namespace}.dead"
 
@@ -86,6 +115,27 @@ class Topology:
     @property
     def tool_catalog_queue(self) -> str:
         return f"{self.namespace}.tools.catalog"
+
+    @property
+    def memory_rpc(self) -> RpcTarget:
+        return RpcTarget(self.memory_rpc_queue, self.memory_exchange, "rpc")
+
+    @property
+    def tool_catalog(self) -> RpcTarget:
+        return RpcTarget(self.tool_catalog_queue, self.tools_exchange, "catalog")
+
+    def tool_pool(self, pool: str) -> RpcTarget:
+        """Tool calls of `pool`: its tool-runners consume `tool_queue(pool)`."""
+        return RpcTarget(self.tool_queue(pool), self.tools_exchange, pool)
+
+    def reply_queue(self, client: str, unique: str) -> str:
+        """A caller's exclusive reply queue; its name is also its binding key on `replies`."""
+        return f"{self.namespace}.replies.{client}.{unique}"
+
+    def is_reply_queue(self, name: str) -> bool:
+        """What a server may answer to: a reply queue of this namespace, nothing else."""
+        prefix = re.escape(f"{self.namespace}.replies.")
+        return re.fullmatch(prefix + REPLY_NAME, name) is not None
 
     def log_queue(self, partition: int) -> str:
         return f"{self.namespace}.log.{partition}"
@@ -118,5 +168,7 @@ class Topology:
             self.tools_exchange,
             self.control_exchange,
             self.members_exchange,
+            self.memory_exchange,
+            self.replies_exchange,
             self.dead_letter_exchange,
         ]

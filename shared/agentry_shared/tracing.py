@@ -36,7 +36,6 @@ from agentry_shared.settings import TracingSettings
 log = logging.getLogger(__name__)
 
 TRACER = trace.get_tracer("agentry")
-REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 def setup_tracing(service: str, settings: TracingSettings | None = None) -> Callable[[], None]:
@@ -112,9 +111,6 @@ def sending(exchange: str, routing_key: str, headers: dict[str, Any]) -> Iterato
         "messaging.destination.name": destination,
         "messaging.rabbitmq.destination.routing_key": routing_key,
     }
-    if routing_key.startswith(REPLY_TO):
-        attributes["messaging.destination.name"] = destination = REPLY_TO
-        attributes["messaging.destination.temporary"] = True
     with TRACER.start_as_current_span(f"send {destination}", kind=SpanKind.PRODUCER, attributes=attributes):
         propagate.inject(headers)
         yield

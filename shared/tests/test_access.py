@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from agentry_shared.access import SERVICES, Service, declared_exchanges, permissions
+from agentry_shared.access import SERVICES, Service, declared_exchanges, permissions, topic_permissions
+from agentry_shared.bus import Bus
 from agentry_shared.topology import Topology
 
 T = Topology("ns-1", partitions=4)
@@ -16,12 +17,22 @@ def allowed(service: Service, kind: str, name: str) -> bool:
     return re.fullmatch(getattr(permissions(T, service), kind), name) is not None
 
 
+def reply_key_allowed(service: Service, kind: str, key: str) -> bool:
+    return re.fullmatch(getattr(topic_permissions(T, service), kind), key) is not None
+
+
 # (service, permission, resource name): what each service does at run time.
 NEEDED = [
     ("gateway", "write", T.log_exchange),
     ("gateway", "read", T.frames_exchange),
     ("gateway", "configure", f"ns-1.gateway.{HEX}"),
-    ("gateway", "write", "amq.default"),
+    ("gateway", "write", T.memory_exchange),
+    ("gateway", "configure", T.reply_queue("gateway", HEX)),
+    ("gateway", "read", T.reply_queue("gateway", HEX)),
+    ("gateway", "read", T.replies_exchange),
+    ("reasoner", "write", T.memory_exchange),
+    ("reasoner", "write", T.tools_exchange),
+    ("reasoner", "configure", T.reply_queue("reasoner", HEX)),
     ("reasoner", "read", T.turns_queue(3)),
     ("reasoner", "configure", T.turns_queue(3)),
     ("reasoner", "write", T.log_exchange),
@@ -36,17 +47,34 @@ NEEDED = [
     ("memory", "write", T.control_exchange),
     ("memory", "read", T.dead_letter_queue),
     ("memory", "read", T.memory_rpc_queue),
+    ("memory", "read", T.memory_exchange),
+    ("memory", "write", T.replies_exchange),
     ("memory", "configure", "ns-1.members.memory.memory-0123456789ab"),
     ("tool-runner", "read", T.tool_queue("sandbox")),
     ("tool-runner", "configure", T.tool_queue("network")),
     ("tool-runner", "read", T.tool_catalog_queue),
     ("tool-runner", "read", T.control_exchange),
     ("tool-runner", "configure", f"ns-1.tool-runner.{HEX}"),
-    ("tool-runner", "write", "amq.default"),
+    ("tool-runner", "write", T.memory_exchange),
+    ("tool-runner", "write", T.replies_exchange),
+    ("tool-runner", "read", T.tools_exchange),
+    ("tool-runner", "configure", T.reply_queue("tool-runner", HEX)),
     ("tool-runner", "write", T.dead_letter_exchange),
 ]
 
 REFUSED = [
+    # the default exchange reaches every queue by name: nobody writes to it
+    *((service, "write", "amq.default") for service in SERVICES),
+    *((service, "write", "") for service in SERVICES),
+    ("tool-runner", "write", T.tools_exchange),
+    ("tool-runner", "configure", T.reply_queue("reasoner", HEX)),
+    ("gateway", "write", T.tools_exchange),
+    ("gateway", "write", T.replies_exchange),
+    ("gateway", "read", T.memory_exchange),
+    ("gateway", "configure", T.reply_queue("reasoner", HEX)),
+    ("reasoner", "write", T.replies_exchange),
+    ("memory", "read", T.replies_exchange),
+    ("memory", "configure", T.reply_queue("memory", HEX)),
     ("tool-runner", "write", T.log_exchange),
     ("tool-runner", "write", T.turns_exchange),
     ("tool-runner", "read", T.frames_exchange),
@@ -94,3 +122,37 @@ def test_every_exchange_and_shared_queue_belongs_to_someone() -> None:
 
 def test_a_bus_with_another_name_declares_everything() -> None:
     assert set(declared_exchanges(T, "test-client")) == set(T.exchanges())
+
+
+REPLY_KEYS = [
+    # (service, kind, routing key on the replies exchange, allowed)
+    ("memory", "write", T.reply_queue("gateway", HEX), True),
+    ("memory", "write", T.reply_queue("admin", HEX), True),
+    ("tool-runner", "write", T.reply_queue("reasoner", HEX), True),
+    ("memory", "write", "other.replies.gateway." + HEX, False),
+    ("memory", "write", T.log_queue(0), False),
+    ("gateway", "write", T.reply_queue("gateway", HEX), False),
+    ("gateway", "read", T.reply_queue("gateway", HEX), True),
+    ("gateway", "read", T.reply_queue("reasoner", HEX), False),
+    ("gateway", "read", "#", False),
+    ("tool-runner", "read", T.reply_queue("tool-runner", HEX), True),
+    ("tool-runner", "read", T.reply_queue("reasoner", "*"), False),
+    ("memory", "read", T.reply_queue("memory", HEX), False),
+]
+
+
+@pytest.mark.parametrize(("service", "kind", "key", "expected"), REPLY_KEYS)
+def test_only_servers_reply_and_each_caller_hears_only_its_own_replies(
+    service: Service, kind: str, key: str, expected: bool
+) -> None:
+    assert reply_key_allowed(service, kind, key) is expected
+
+
+def test_a_bus_names_its_reply_queue_as_its_permissions_expect() -> None:
+    for service in SERVICES:
+        bus = Bus("amqp://unused/", T, name=service)
+        assert T.is_reply_queue(bus.reply_queue)
+        if service != "memory":
+            assert allowed(service, "configure", bus.reply_queue)
+            assert reply_key_allowed(service, "read", bus.reply_queue)
+        assert reply_key_allowed("memory", "write", bus.reply_queue)

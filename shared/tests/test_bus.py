@@ -52,9 +52,9 @@ async def test_rpc_request_and_reply(bus: Bus, topology: Topology) -> None:
     async def shout(body: bytes) -> bytes:
         return body.upper()
 
-    server = await bus.serve_rpc(topology.memory_rpc_queue, shout)
+    server = await bus.serve_rpc(topology.memory_rpc, shout)
     try:
-        replies = await asyncio.gather(*(bus.request(topology.memory_rpc_queue, f"r{i}".encode()) for i in range(20)))
+        replies = await asyncio.gather(*(bus.request(topology.memory_rpc, f"r{i}".encode()) for i in range(20)))
         assert replies == [f"R{i}".encode() for i in range(20)]  # each caller gets its own reply
     finally:
         await server.cancel()
@@ -68,15 +68,15 @@ async def test_rpc_without_a_reply_times_out(bus: Bus, topology: Topology) -> No
         calls += 1
         raise RuntimeError("boom")
 
-    server = await bus.serve_rpc(topology.memory_rpc_queue, broken)
+    server = await bus.serve_rpc(topology.memory_rpc, broken)
     try:
         with pytest.raises(RpcTimeout):
-            await bus.request(topology.memory_rpc_queue, b"x", timeout=0.5)
+            await bus.request(topology.memory_rpc, b"x", timeout=0.5)
         assert calls == 1  # dropped, not requeued to fail again and again
     finally:
         await server.cancel()
     with pytest.raises(RpcTimeout):  # nobody serves the queue now
-        await bus.request(topology.memory_rpc_queue, b"x", timeout=0.3)
+        await bus.request(topology.memory_rpc, b"x", timeout=0.3)
 
 
 @pytest.fixture
@@ -111,20 +111,20 @@ async def test_after_a_lost_connection_consumers_and_rpc_come_back(
         async def echo(body: bytes) -> bytes:
             return b"echo " + body
 
-        await flaky.serve_rpc(topology.tool_catalog_queue, echo)
-        assert await flaky.request(topology.tool_catalog_queue, b"before") == b"echo before"
+        await flaky.serve_rpc(topology.tool_catalog, echo)
+        assert await flaky.request(topology.tool_catalog, b"before") == b"echo before"
 
         proxy.cut()
         await wait_connected(flaky, False)
         with pytest.raises(RpcTimeout):  # while down: "no reply", at once, retryable
-            await flaky.request(topology.tool_catalog_queue, b"during", timeout=2)
+            await flaky.request(topology.tool_catalog, b"during", timeout=2)
         proxy.mend()
         await wait_connected(flaky, True)
 
         await bus.publish(topology.turns_exchange, "1", b"after")  # the queue's consumer came back
         assert (await asyncio.wait_for(received.get(), 5)).body == b"after"
-        assert await bus.request(topology.tool_catalog_queue, b"x") == b"echo x"  # its RPC server too
-        assert await flaky.request(topology.tool_catalog_queue, b"y") == b"echo y"  # and its replies
+        assert await bus.request(topology.tool_catalog, b"x") == b"echo x"  # its RPC server too
+        assert await flaky.request(topology.tool_catalog, b"y") == b"echo y"  # and its replies
         await flaky.publish(topology.turns_exchange, "1", b"confirmed again")
         assert (await asyncio.wait_for(received.get(), 5)).body == b"confirmed again"
     finally:

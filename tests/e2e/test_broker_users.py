@@ -85,7 +85,7 @@ async def test_the_tool_runner_cannot_post_turns_or_read_frames(users: tuple[Top
         await memory.declare_work_queue(
             await memory.channel(1), t.log_queue(0), t.log_exchange, "0", single_active=True
         )
-        await memory.serve_rpc(t.memory_rpc_queue, _echo)
+        await memory.serve_rpc(t.memory_rpc, _echo)
         for action in (listen_to_frames, consume_the_log, read_memory_requests, delete_the_log):
             assert await refused(url, action), action.__name__
     finally:
@@ -108,26 +108,25 @@ async def test_the_tool_runner_can_do_its_work(users: tuple[Topology, dict[str, 
     for bus in (memory, runner, reasoner):
         await bus.connect()
     try:
-        await memory.serve_rpc(t.memory_rpc_queue, _echo)
+        await memory.serve_rpc(t.memory_rpc, _echo)
         # its pool queue (quorum, dead-lettering), the catalog, and the control broadcast
         await runner.declare_work_queue(
             await runner.channel(4), t.tool_queue("python"), t.tools_exchange, "python", single_active=False
         )
-        await runner.serve_rpc(t.tool_catalog_queue, _echo)
+        await runner.serve_rpc(t.tool_catalog, _echo)
         control = await (await runner.channel(4)).declare_queue(
             f"{t.namespace}.tool-runner.{uuid.uuid4().hex}", exclusive=True
         )
         await control.bind(t.control_exchange, routing_key="")
-        # replies to a caller through direct reply-to (the default exchange)
-        assert await reasoner.request(t.tool_catalog_queue, b"catalog?") == b"echo:catalog?"
+        # replies to a caller through the replies exchange
+        assert await reasoner.request(t.tool_catalog, b"catalog?") == b"echo:catalog?"
         # and asks memory itself (claims, the memory tools)
-        assert await runner.request(t.memory_rpc_queue, b"claim?") == b"echo:claim?"
+        assert await runner.request(t.memory_rpc, b"claim?") == b"echo:claim?"
     finally:
         for bus in (reasoner, runner, memory):
             await bus.close()
 
 
-@pytest.mark.xfail(strict=True, reason="write on amq.default reaches every queue by name (docs/deploy.md)")
 async def test_the_default_exchange_does_not_reach_the_log(users: tuple[Topology, dict[str, str]]) -> None:
     t, urls = users
     memory = Bus(urls["memory"], t, name="memory")
@@ -143,3 +142,24 @@ async def test_the_default_exchange_does_not_reach_the_log(users: tuple[Topology
         assert await refused(urls["tool-runner"], through_the_default_exchange)
     finally:
         await memory.close()
+
+
+async def test_the_tool_runner_cannot_hear_other_replies_or_call_tools(users: tuple[Topology, dict[str, str]]) -> None:
+    t, urls = users
+    url = urls["tool-runner"]
+
+    async def bind_to(key: str) -> Callable[[AbstractChannel], Awaitable[object]]:
+        async def action(channel: AbstractChannel) -> object:
+            queue = await channel.declare_queue(t.reply_queue("tool-runner", uuid.uuid4().hex), exclusive=True)
+            return await queue.bind(t.replies_exchange, routing_key=key)
+
+        return action
+
+    async def call_a_tool(channel: AbstractChannel) -> object:
+        tools = await channel.get_exchange(t.tools_exchange, ensure=False)
+        return await tools.publish(aio_pika.Message(b"{}"), routing_key="python")
+
+    assert await refused(url, await bind_to(t.reply_queue("reasoner", uuid.uuid4().hex)))
+    assert await refused(url, await bind_to("#"))
+    assert await refused(url, call_a_tool)
+    assert not await refused(url, await bind_to(t.reply_queue("tool-runner", uuid.uuid4().hex)))

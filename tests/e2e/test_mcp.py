@@ -44,7 +44,7 @@ async def test_the_time_in_tokyo_comes_from_the_mcp_server(mcp_stack: Stack) -> 
     await bus.connect()
     try:
         asked = CatalogRequested().model_dump_json().encode()
-        reply = TOOL_REPLY.validate_json(await bus.request(bus.topology.tool_catalog_queue, asked, timeout=10))
+        reply = TOOL_REPLY.validate_json(await bus.request(bus.topology.tool_catalog, asked, timeout=10))
     finally:
         await bus.close()
     assert isinstance(reply, Catalog)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from agentry_shared.topology import Topology
+from agentry_shared.topology import RpcTarget, Topology
 from agentry_tool_runner.tools.registry import REGISTRY
 from websockets.asyncio.client import connect
 
@@ -58,12 +58,14 @@ def dead_letters(stack: Stack) -> float:
     return sum(float(m) for m in re.findall(r"^agentry_memory_dead_letters_total\{[^}]*\} (\S+)$", text, re.M))
 
 
-async def rpc_replies(channel: aio_pika.abc.AbstractChannel, queue: str) -> list[bytes]:
-    """Each body sent as a request to `queue`; the reply to each (every request must get one)."""
-    replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+async def rpc_replies(channel: aio_pika.abc.AbstractChannel, topology: Topology, target: RpcTarget) -> list[bytes]:
+    """Each body sent as a request to `target`; the reply to each (every request must get one)."""
+    replies = await channel.declare_queue(topology.reply_queue("fuzz", uuid.uuid4().hex), exclusive=True)
+    await replies.bind(topology.replies_exchange, routing_key=replies.name)
+    exchange = await channel.get_exchange(target.exchange, ensure=False)
     for n, body in enumerate(BODIES):
         request = aio_pika.Message(body, reply_to=replies.name, correlation_id=str(n))
-        await channel.default_exchange.publish(request, routing_key=queue)
+        await exchange.publish(request, routing_key=target.routing_key)
     got: list[bytes] = []
     async with replies.iterator() as incoming:
         async with asyncio.timeout(20):
@@ -97,8 +99,8 @@ async def test_malformed_messages_in_every_queue_kill_no_service(fuzz_stack: Sta
             await control.publish(aio_pika.Message(body), routing_key="")
             for role in PORT_VARS:
                 await members.publish(aio_pika.Message(body), routing_key=role)
-        memory_replies = await rpc_replies(channel, topology.memory_rpc_queue)
-        catalog_replies = await rpc_replies(channel, topology.tool_catalog_queue)
+        memory_replies = await rpc_replies(channel, topology, topology.memory_rpc)
+        catalog_replies = await rpc_replies(channel, topology, topology.tool_catalog)
 
     assert all(json.loads(reply)["kind"] == "memory.failure" for reply in memory_replies), memory_replies
     assert all("tools" in json.loads(reply) for reply in catalog_replies)

@@ -133,7 +133,7 @@ async def test_one_trace_per_turn_across_five_processes(collector: Collector, tm
     for consumer_service, destination, producer_service in [
         ("memory", f"{ns}.log", "gateway"),
         ("reasoner", f"{ns}.turns", "memory"),
-        ("tool-runner", f"{ns}.tools.default", "reasoner"),  # over the default exchange: the queue
+        ("tool-runner", f"{ns}.tools", "reasoner"),
         ("gateway", f"{ns}.frames", "memory"),
     ]:
         consumer = hop(consumer_service, f"process {destination}")

@@ -40,6 +40,7 @@ from agentry_shared.contracts.memory import (
     TurnCancelAccepted,
 )
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.topology import RpcTarget
 from aio_pika.exceptions import ChannelClosed, ChannelInvalidStateError
 from pydantic import BaseModel, ValidationError
 
@@ -148,11 +149,11 @@ class MemoryClient:
     async def _call(self, request: BaseModel) -> MemoryReply:
         if not self._started or not broker.connected(self._bus):
             raise Rejected(UNAVAILABLE, "the broker is unavailable; retry")
-        queue, body = self._bus.topology.memory_rpc_queue, encode(request)
+        target, body = self._bus.topology.memory_rpc, encode(request)
         try:
             # The outer bound also covers a broker that drops while we wait (request would block).
             async with asyncio.timeout(self._timeout + 1.0):
-                raw = await self._send(queue, body)
+                raw = await self._send(target, body)
             return MEMORY_REPLY.validate_json(raw)
         except (RpcTimeout, TimeoutError) as exc:
             log.warning("the memory service did not answer", extra={"kind": getattr(request, "kind", None)})
@@ -164,10 +165,10 @@ class MemoryClient:
             log.warning("memory request failed", exc_info=True)
             raise Rejected(UNAVAILABLE, "the broker is unavailable; retry") from exc
 
-    async def _send(self, queue: str, body: bytes) -> bytes:
+    async def _send(self, target: RpcTarget, body: bytes) -> bytes:
         for attempt in range(1, _ATTEMPTS + 1):
             try:
-                return await self._bus.request(queue, body, timeout=self._timeout)
+                return await self._bus.request(target, body, timeout=self._timeout)
             except (ChannelClosed, ChannelInvalidStateError):
                 if attempt == _ATTEMPTS:
                     raise

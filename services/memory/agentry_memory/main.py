@@ -119,7 +119,7 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
             assembler=make_assembler(store, settings, summarizer),
             max_conversations_per_user=settings.memory_max_conversations_per_user,
         )
-        rpc = await bus.serve_rpc(topology.memory_rpc_queue, in_flight.wrap(rpc_core.handle))
+        rpc = await bus.serve_rpc(topology.memory_rpc, in_flight.wrap(rpc_core.handle))
         await consumer.start()
         await dead_letters.start()
         sweeper.start()

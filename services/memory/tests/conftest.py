@@ -141,7 +141,7 @@ class MemoryUnderTest:
         await wait_readiness(self.settings.memory_port, status, timeout)
 
     async def rpc(self, request: BaseModel, timeout: float = 10.0) -> MemoryReply:
-        body = await self.client.request(self.topology.memory_rpc_queue, encode(request), timeout=timeout)
+        body = await self.client.request(self.topology.memory_rpc, encode(request), timeout=timeout)
         return MEMORY_REPLY.validate_json(body)
 
     async def listen(self, exchange: str, routing_key: str) -> asyncio.Queue[bytes]:

@@ -123,7 +123,7 @@ async def memory(tmp_path: Path) -> AsyncIterator[tuple[MemoryProcess, Bus]]:
 
 async def rpc(client: Bus, request: BaseModel) -> Any:
     """A shared memory reply, or one of the fact replies (their own union for now)."""
-    body = await client.request(client.topology.memory_rpc_queue, encode(request), timeout=10)
+    body = await client.request(client.topology.memory_rpc, encode(request), timeout=10)
     try:
         return MEMORY_REPLY.validate_json(body)
     except ValidationError:

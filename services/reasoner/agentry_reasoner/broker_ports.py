@@ -104,9 +104,7 @@ async def memory_call(bus: Bus, request: BaseModel, *, accept_unsupported: bool 
     `memory_<why>`), which the consumer retries in place. `accept_unsupported` hands back an
     `unsupported` failure instead (a memory version without that request)."""
     try:
-        body = await bus.request(
-            bus.topology.memory_rpc_queue, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
-        )
+        body = await bus.request(bus.topology.memory_rpc, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S)
     except RpcTimeout as exc:
         raise TurnAborted("memory_unavailable", "The memory service did not answer in time.") from exc
     reply = MEMORY_REPLY.validate_json(body)
@@ -164,7 +162,7 @@ class CatalogCache:
                 return self._tools
             try:
                 body = await self._bus.request(
-                    self._bus.topology.tool_catalog_queue, CatalogRequested().model_dump_json().encode(), timeout=3.0
+                    self._bus.topology.tool_catalog, CatalogRequested().model_dump_json().encode(), timeout=3.0
                 )
             except RpcTimeout:
                 log.warning("no tool-runner answered the catalog request; this turn runs without tools")
@@ -219,7 +217,7 @@ class BrokerTools:
         )
         try:
             body = await self._bus.request(
-                self._bus.topology.tool_queue(tool.pool), request.model_dump_json().encode(), timeout=timeout
+                self._bus.topology.tool_pool(tool.pool), request.model_dump_json().encode(), timeout=timeout
             )
         except RpcTimeout:
             return ToolCompleted(

@@ -69,7 +69,7 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
     waited for ever and the partition stalled behind it)."""
     topology = bus.topology
     memory = SlowMemory()
-    rpc = await bus.serve_rpc(topology.memory_rpc_queue, memory.handle)
+    rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
     channel = await bus.channel(prefetch=8)
     log_queue = await bus.declare_work_queue(
         channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True

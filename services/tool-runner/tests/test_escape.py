@@ -55,7 +55,7 @@ async def ask(
         arguments=arguments,
         deadline=time.time() + 60,
     )
-    body = await worker.bus.request(worker.bus.topology.tool_queue(declared.pool), encode(request), timeout=30)
+    body = await worker.bus.request(worker.bus.topology.tool_pool(declared.pool), encode(request), timeout=30)
     reply = TOOL_REPLY.validate_json(body)
     assert isinstance(reply, ToolCompleted)
     return reply
@@ -321,7 +321,7 @@ async def test_an_mcp_stdio_server_is_contained(start_real_worker: RealWorkerFac
                 arguments={},
                 deadline=time.time() + 60,
             )
-            body = await worker.bus.request(worker.bus.topology.tool_queue("default"), encode(request), timeout=30)
+            body = await worker.bus.request(worker.bus.topology.tool_pool("default"), encode(request), timeout=30)
             reply = TOOL_REPLY.validate_json(body)
             assert isinstance(reply, ToolCompleted) and reply.ok, reply
             report = json.loads(reply.output)

@@ -29,7 +29,7 @@ def calculator_call(arguments: dict[str, object], tool: str = "calculator", dead
 
 
 async def call(bus: Bus, body: bytes) -> ToolCompleted:
-    reply = TOOL_REPLY.validate_json(await bus.request(bus.topology.tool_queue("default"), body, timeout=15))
+    reply = TOOL_REPLY.validate_json(await bus.request(bus.topology.tool_pool("default"), body, timeout=15))
     assert isinstance(reply, ToolCompleted)
     assert reply.call_id == ToolRequested.model_validate_json(body).call_id
     return reply
@@ -37,7 +37,7 @@ async def call(bus: Bus, body: bytes) -> ToolCompleted:
 
 async def test_catalog_and_calls_over_the_broker(client: Bus) -> None:
     catalog = TOOL_REPLY.validate_json(
-        await client.request(client.topology.tool_catalog_queue, encode(CatalogRequested()), timeout=10)
+        await client.request(client.topology.tool_catalog, encode(CatalogRequested()), timeout=10)
     )
     assert isinstance(catalog, Catalog)
     assert {"calculator", "current_time"} <= {tool.name for tool in catalog.tools}
@@ -57,7 +57,7 @@ async def test_catalog_and_calls_over_the_broker(client: Bus) -> None:
     assert late.error is not None and late.error.code == "deadline_exceeded"
 
     # A body that is not a ToolRequested goes to the dead-letter queue, unanswered.
-    await client.publish("", client.topology.tool_queue("default"), b'{"kind": "nonsense"}')
+    await client.publish(client.topology.tools_exchange, "default", b'{"kind": "nonsense"}')
     channel = await client.channel(prefetch=1)
     dead = await channel.get_queue(client.topology.dead_letter_queue, ensure=False)
     for _ in range(50):

@@ -127,14 +127,14 @@ async def ask(worker: RealWorker, tool: str, arguments: dict[str, Any], turn_id:
         arguments=arguments,
         deadline=time.time() + 60,
     )
-    body = await worker.bus.request(worker.bus.topology.tool_queue("default"), encode(request), timeout=40)
+    body = await worker.bus.request(worker.bus.topology.tool_pool("default"), encode(request), timeout=40)
     reply = TOOL_REPLY.validate_json(body)
     assert isinstance(reply, ToolCompleted)
     return reply
 
 
 async def catalog(worker: RealWorker) -> Catalog:
-    body = await worker.bus.request(worker.bus.topology.tool_catalog_queue, encode(CatalogRequested()), timeout=10)
+    body = await worker.bus.request(worker.bus.topology.tool_catalog, encode(CatalogRequested()), timeout=10)
     reply = TOOL_REPLY.validate_json(body)
     assert isinstance(reply, Catalog)
     return reply
@@ -196,9 +196,7 @@ async def test_a_server_killed_mid_call(worker: RealWorker, prefix: str, expecte
     """Destructive (the default): `interrupted`, never re-run. Idempotent: run again on the
     restarted server."""
     before = set(server_pids("server-everything/dist/index.js stdio"))
-    pending = asyncio.create_task(
-        ask(worker, f"{prefix}__trigger-long-running-operation", {"duration": 2, "steps": 2})
-    )
+    pending = asyncio.create_task(ask(worker, f"{prefix}__trigger-long-running-operation", {"duration": 2, "steps": 2}))
     await asyncio.sleep(0.7)
     busy = [pid for pid in server_pids("server-everything/dist/index.js stdio")]
     assert busy, "no stdio server process found"

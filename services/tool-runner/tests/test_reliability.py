@@ -38,7 +38,7 @@ def request(tool: str, path: Path, seconds: float = 0.0, turn_id: str | None = N
 
 
 async def call(bus: Bus, asked: ToolRequested, timeout: float = 20) -> ToolCompleted:
-    body = await bus.request(bus.topology.tool_queue("default"), encode(asked), timeout=timeout)
+    body = await bus.request(bus.topology.tool_pool("default"), encode(asked), timeout=timeout)
     reply = TOOL_REPLY.validate_json(body)
     assert isinstance(reply, ToolCompleted)
     assert (reply.call_id, reply.tool) == (asked.call_id, asked.tool)

@@ -33,8 +33,8 @@ async def ask(bus: Bus, tool: str, arguments: dict[str, Any], user: str = "u1", 
         arguments=arguments,
         deadline=time.time() + 60,
     )
-    queue = bus.topology.tool_queue(POOLS.get(tool, "default"))
-    reply = TOOL_REPLY.validate_json(await bus.request(queue, encode(request), timeout=timeout))
+    target = bus.topology.tool_pool(POOLS.get(tool, "default"))
+    reply = TOOL_REPLY.validate_json(await bus.request(target, encode(request), timeout=timeout))
     assert isinstance(reply, ToolCompleted)
     return reply
 
@@ -46,7 +46,7 @@ def code(reply: ToolCompleted) -> str | None:
 async def test_the_catalog_lists_every_tool(sandbox_worker: RealWorker) -> None:
     bus = sandbox_worker.bus
     catalog = TOOL_REPLY.validate_json(
-        await bus.request(bus.topology.tool_catalog_queue, encode(CatalogRequested()), timeout=10)
+        await bus.request(bus.topology.tool_catalog, encode(CatalogRequested()), timeout=10)
     )
     assert isinstance(catalog, Catalog)
     tools = {tool.name: (tool.pool, tool.side_effect) for tool in catalog.tools}

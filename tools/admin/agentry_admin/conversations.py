@@ -21,9 +21,7 @@ async def export(bus: Bus, scope: Scope, *, timeout: float = 10.0) -> dict[str, 
     after = 0
     while True:
         request = GetFrames(scope=scope, after_seq=after, limit=PAGE)
-        reply = MEMORY_REPLY.validate_json(
-            await bus.request(bus.topology.memory_rpc_queue, encode(request), timeout=timeout)
-        )
+        reply = MEMORY_REPLY.validate_json(await bus.request(bus.topology.memory_rpc, encode(request), timeout=timeout))
         if not isinstance(reply, Frames):
             raise ExportFailed(reply.model_dump_json())
         frames += reply.frames
@@ -41,7 +39,7 @@ async def export(bus: Bus, scope: Scope, *, timeout: float = 10.0) -> dict[str, 
 async def listing(bus: Bus, tenant_id: str, user_id: str, limit: int, *, timeout: float = 10.0) -> list[dict[str, Any]]:
     """The user's conversations, the most recently active first (at most `limit`)."""
     request = ListConversations(tenant_id=tenant_id, user_id=user_id, limit=limit)
-    body = await bus.request(bus.topology.memory_rpc_queue, encode(request), timeout=timeout)
+    body = await bus.request(bus.topology.memory_rpc, encode(request), timeout=timeout)
     reply = MEMORY_REPLY.validate_json(body)
     if not isinstance(reply, Conversations):
         raise ExportFailed(reply.model_dump_json())

@@ -87,10 +87,10 @@ class ClaimClient:
 
     async def _ask(self, request: BaseModel) -> MemoryReply | None:
         timeout = self.timing.memory_timeout
-        queue = self.bus.topology.memory_rpc_queue
+        target = self.bus.topology.memory_rpc
         try:
             # The outer bound also covers opening the RPC channel while the connection is down.
-            raw = await asyncio.wait_for(self.bus.request(queue, encode(request), timeout=timeout), timeout + 1)
+            raw = await asyncio.wait_for(self.bus.request(target, encode(request), timeout=timeout), timeout + 1)
             return MEMORY_REPLY.validate_json(raw)
         except (RpcTimeout, TimeoutError):
             log.warning("memory did not answer", extra={"timeout": timeout})

@@ -1,7 +1,7 @@
 """The broker side: tool calls from `tools.<pool>` queues, cancels, and the catalog RPC.
 
 Calls run as tasks so one slow tool does not hold up the others (lifecycle.py bounds how
-many children run). Replies go to the caller's direct reply-to queue with its correlation id,
+many children run). Replies go to the caller's reply queue (the replies exchange) with its correlation id,
 after the result is kept in memory; the request is acked last. If the reply or the ack
 fails (the connection dropped), that is logged and the broker redelivers the request:
 its kept result (`done`) is then replied to the new delivery.
@@ -78,7 +78,7 @@ class ToolCallConsumer:
                 log.warning("malformed catalog request answered anyway", extra={"bytes": len(request)})
             return encode(Catalog(tools=self.registry.descriptors(self.memory)))
 
-        self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog_queue, answer)
+        self._catalog_rpc = await self.bus.serve_rpc(self.bus.topology.tool_catalog, answer)
 
     async def stop(self, grace: float) -> None:
         """Stop taking calls, give running ones `grace` seconds, then kill what is left."""
@@ -164,16 +164,7 @@ class ToolCallConsumer:
         the redelivered request is answered from the kept result (or by this runner, if the
         call is still in hand here)."""
         try:
-            if message.reply_to:
-                await self.bus.publish(
-                    "",
-                    message.reply_to,
-                    encode(completed),
-                    persistent=False,
-                    correlation_id=message.correlation_id,
-                )
-            else:
-                log.warning("tool request without reply_to; result dropped")
+            await self.bus.reply(message, encode(completed))
         except Exception as exc:
             log.error("could not publish the tool result", extra={"error": repr(exc)[:300]})
         try:

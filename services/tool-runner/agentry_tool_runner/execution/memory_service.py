@@ -61,7 +61,7 @@ class MemoryServiceExecutor:
         request: BaseModel = build(scope, **tool.validate_arguments(arguments))
         try:
             body = await self._bus.request(
-                self._bus.topology.memory_rpc_queue, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
+                self._bus.topology.memory_rpc, request.model_dump_json().encode(), timeout=MEMORY_TIMEOUT_S
             )
         except RpcTimeout:
             return done(False, error=ToolError(code="unavailable", message="the memory service did not answer"))
