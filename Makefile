@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_admin -p agentry
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox prometheus browser broker-users asyncapi-spec mcp-everything contracts clean
+.PHONY: run test lint bench install rabbitmq sandbox prometheus browser broker-users broker-permissions asyncapi-spec mcp-everything contracts clean
 
 install: $(STAMP)
 
@@ -46,6 +46,12 @@ run: install rabbitmq sandbox broker-users
 broker-users: install
 	@if command -v rabbitmqctl >/dev/null 2>&1; then $(BIN)/python scripts/broker-users.py ensure; \
 	else rm -f data/broker-users.env; echo "no rabbitmqctl here: every service uses AMQP_URL" >&2; fi
+
+# k8s/base/broker-permissions.json: every service's broker permissions, from access.py
+# (tests/deploy fails when it differs). The users themselves are made at deploy time:
+# scripts/broker-users.py compose (docker compose) or k8s-secret (docs/deploy.md).
+broker-permissions: install
+	$(BIN)/python scripts/broker-users.py permissions --namespace agentry --out k8s/base/broker-permissions.json
 
 # The official AsyncAPI schemas, to validate docs/contracts/asyncapi.yaml in the tests.
 asyncapi-spec:

@@ -185,3 +185,16 @@ def declared_exchanges(topology: Topology, name: str) -> tuple[str, ...]:
 
 def user_name(namespace: str, service: Service) -> str:
     return f"{namespace}-{service}"
+
+
+def definitions(topology: Topology, vhost: str = "/") -> dict[str, list[dict[str, str]]]:
+    """The permissions of every service of `topology`'s namespace as a RabbitMQ definitions
+    document (`load_definitions`, `POST /api/definitions`): no users, no secrets, so it is
+    committed (k8s/base, compose/) and the tests compare it with this function."""
+    users = {service: user_name(topology.namespace, service) for service in SERVICES}
+    return {
+        "permissions": [{"user": users[s], "vhost": vhost, **vars(permissions(topology, s))} for s in SERVICES],
+        "topic_permissions": [
+            {"user": users[s], "vhost": vhost, **vars(topic_permissions(topology, s))} for s in SERVICES
+        ],
+    }

@@ -10,8 +10,12 @@ promtool, docker-compose) when they are installed, an honest skip when they are 
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
 import importlib
+import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -23,6 +27,8 @@ from typing import Any
 
 import pytest
 from agentry_shared import settings as settings_module
+from agentry_shared.access import SERVICES as BROKER_SERVICES
+from agentry_shared.access import definitions, user_name
 from agentry_shared.settings import (
     CommonSettings,
     GatewaySettings,
@@ -189,7 +195,8 @@ def test_kustomizations_name_files_that_exist() -> None:
             assert target.is_file() or (target / "kustomization.yaml").is_file(), f"{target} is named but missing"
     listed = set(kustomization(BASE)["resources"])
     # The Secret template is left out on purpose: apply -k must never overwrite real secrets.
-    unlisted = {p.name for p in BASE.glob("*.yaml")} - listed - {"kustomization.yaml", "secret.example.yaml"}
+    templates = {"secret.example.yaml", "broker-users.example.yaml"}
+    unlisted = {p.name for p in BASE.glob("*.yaml")} - listed - {"kustomization.yaml", *templates}
     assert not unlisted, f"files in k8s/base not in its kustomization: {unlisted}"
 
 
@@ -224,12 +231,76 @@ def test_secret_refs_resolve() -> None:
     for name, deployment in deployments().items():
         for item in the_container(deployment).get("env", []):
             ref = item.get("valueFrom", {}).get("secretKeyRef")
-            if ref is None:
+            if ref is None or item["name"] == "AMQP_URL":  # its own user: the next test
                 continue
             assert ref["name"] == secret["metadata"]["name"], name
             assert ref["key"] == item["name"], f"{name}: {item['name']} from key {ref['key']}"
             if not ref.get("optional", False):
                 assert ref["key"] in secret["stringData"], f"{name} requires {ref['key']}, not in the template"
+
+
+def broker_env_key(component: str) -> str:
+    return "AMQP_URL_" + component.upper().replace("-", "_")
+
+
+def test_each_deployment_uses_its_own_broker_user() -> None:
+    """AMQP_URL from its own key of the broker-users Secret, required (no pod without it);
+    the template and the generator have exactly those keys."""
+    template = load(BASE / "broker-users.example.yaml")[0]
+    namespace = config()["AGENTRY_NAMESPACE"]
+    keys = {broker_env_key(s) for s in BROKER_SERVICES}
+    assert set(template["stringData"]) == {*keys, "users.json", "RABBITMQ_MANAGEMENT_URL"}
+    for service in BROKER_SERVICES:
+        assert template["stringData"][broker_env_key(service)].startswith(f"amqp://{user_name(namespace, service)}:")
+    for name, deployment in deployments().items():
+        component = pod_labels(deployment)["app.kubernetes.io/component"]
+        env = {item["name"]: item for item in the_container(deployment).get("env", [])}
+        if component not in BROKER_SERVICES:
+            assert "AMQP_URL" not in env, name  # the offline model has no broker user
+            continue
+        ref = env["AMQP_URL"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": template["metadata"]["name"], "key": broker_env_key(component)}, name
+    generated = json.loads(broker_users_script().k8s_secret(namespace, "broker:5672", "/", "http://a:b@broker:15672"))
+    assert set(generated["stringData"]) == set(template["stringData"])
+    users = json.loads(generated["stringData"]["users.json"])["users"]
+    assert {u["name"] for u in users} == {user_name(namespace, s) for s in BROKER_SERVICES}
+
+
+def test_broker_permissions_are_those_of_access_py() -> None:
+    """The committed permissions the Job imports: regenerate with `make broker-permissions`."""
+    committed = json.loads((BASE / "broker-permissions.json").read_text())
+    topology = Topology(config()["AGENTRY_NAMESPACE"], int(config()["AGENTRY_PARTITIONS"]))
+    assert committed == definitions(topology, "/"), "stale: run `make broker-permissions`"
+    assert {p["user"] for p in committed["permissions"]} == {user_name(topology.namespace, s) for s in BROKER_SERVICES}
+    # Nobody writes to the default exchange (it reaches every queue by name).
+    assert not any(re.fullmatch(p["write"], name) for p in committed["permissions"] for name in ("", "amq.default"))
+    (generator,) = kustomization(BASE)["configMapGenerator"]
+    assert generator == {"name": "agentry-broker-permissions", "files": ["broker-permissions.json"]}
+
+
+def test_the_broker_users_job_imports_users_then_permissions() -> None:
+    (job,) = of_kind(base_resources(), "Job").values()
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    assert mounts["/broker/users"]["secret"]["secretName"] == "agentry-broker-users"
+    assert mounts["/broker/permissions"]["configMap"]["name"] == "agentry-broker-permissions"
+    script = container["args"][0]
+    assert script.index("/broker/users/users.json") < script.index("/broker/permissions/broker-permissions.json")
+    assert "--fail" in script and "set -eu" in script
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+
+
+@functools.cache
+def broker_users_script() -> Any:
+    spec = importlib.util.spec_from_file_location("broker_users", ROOT / "scripts" / "broker-users.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("name", sorted(deployments()))
@@ -382,7 +453,9 @@ def test_tool_runner_pools_and_their_keda_queues() -> None:
         assert trigger["type"] == "rabbitmq"
         assert trigger["metadata"]["queueName"] == topology.tool_queue(pools[target])
         auth = auths[trigger["authenticationRef"]["name"]]
-        assert auth["spec"]["secretTargetRef"] == [{"parameter": "host", "name": "agentry-secrets", "key": "AMQP_URL"}]
+        # As the tool-runner's own user, which may look at its pool queues.
+        host = {"parameter": "host", "name": "agentry-broker-users", "key": "AMQP_URL_TOOL_RUNNER"}
+        assert auth["spec"]["secretTargetRef"] == [host]
 
 
 def test_network_policies_deny_by_default_and_keep_tools_inside() -> None:
@@ -394,7 +467,7 @@ def test_network_policies_deny_by_default_and_keep_tools_inside() -> None:
         if p["spec"]["podSelector"] == {} and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ]
     assert deny and not any("ingress" in p["spec"] or "egress" in p["spec"] for p in deny)
-    found = deployments()
+    found = {**deployments(), **of_kind(resources, "Job")}
     for name, policy in policies.items():
         if policy["spec"]["podSelector"]:
             assert any(selects(policy["spec"]["podSelector"], pod_labels(d)) for d in found.values()), (
@@ -431,7 +504,7 @@ def test_compose_services_and_settings() -> None:
         unknown = set(env) - SETTINGS
         assert not unknown, f"{name}: environment variables no settings class reads: {sorted(unknown)}"
         assert env["BIND_HOST"] == "0.0.0.0"
-        assert "@rabbitmq:5672/" in env["AMQP_URL"]
+        assert "AMQP_URL" not in env, f"{name}: its own user's AMQP_URL comes from its env_file"
         assert (ROOT / service["build"]["dockerfile"]).is_file()
         if name != "offline-model":  # the only service without a broker connection
             assert "rabbitmq" in service["depends_on"], name
@@ -616,7 +689,7 @@ def test_kubernetes_validate_strict() -> None:
     else:
         # Without kubectl the files are validated one by one, without kustomize's namespace.
         docs = base_resources()
-    docs += load(BASE / "secret.example.yaml")
+    docs += load(BASE / "secret.example.yaml") + load(BASE / "broker-users.example.yaml")
     assert len(docs) > 20
     for version in sorted({OLDEST_KUBERNETES, kubernetes_validate.latest_version()}):
         for doc in docs:
@@ -632,6 +705,47 @@ def test_promtool_rules_and_rule_tests() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_compose_gives_each_service_its_own_broker_user(tmp_path: Path) -> None:
+    """Each service's env_file holds the AMQP_URL of its own user; the broker loads the
+    users and exactly access.py's permissions at boot, from the same generated folder."""
+    services = compose()["services"]
+    namespace = compose()["x-agentry-env"]["AGENTRY_NAMESPACE"]
+    for name, service in agentry_compose_services().items():
+        if name == "offline-model":
+            assert "env_file" not in service
+            continue
+        own = "tool-runner" if name.startswith("tool-runner") else name
+        assert service["env_file"] == f"data/compose/{own}.env", name
+    assert set(services["rabbitmq"]["volumes"]) >= {
+        "./data/compose/rabbitmq.conf:/etc/rabbitmq/conf.d/20-agentry.conf:ro",
+        "./data/compose/definitions.json:/etc/rabbitmq/definitions.json:ro",
+    }
+    assert not any(k.startswith("RABBITMQ_DEFAULT") for k in services["rabbitmq"].get("environment", {}))
+    script = broker_users_script()
+    script.compose(namespace, tmp_path)
+    assert (tmp_path / "rabbitmq.conf").read_text().strip() == "load_definitions = /etc/rabbitmq/definitions.json"
+    loaded = json.loads((tmp_path / "definitions.json").read_text())
+    granted = definitions(Topology(namespace, 1), "/")
+    admin = f"{namespace}-admin"
+    assert [p for p in loaded["permissions"] if p["user"] != admin] == granted["permissions"]
+    assert loaded["topic_permissions"] == granted["topic_permissions"]
+    assert loaded["vhosts"] == [{"name": "/"}]
+    hashes = {u["name"]: u for u in loaded["users"]}
+    for user in BROKER_SERVICES:
+        url = script.read_env(tmp_path / f"{user}.env")["AMQP_URL"]
+        parts = script.urlsplit(url)
+        assert (parts.username, parts.hostname, parts.port) == (user_name(namespace, user), "rabbitmq", 5672)
+        assert hashes[parts.username]["tags"] == []
+        stored = base64.b64decode(hashes[parts.username]["password_hash"])
+        assert stored[4:] == hashlib.sha256(stored[:4] + parts.password.encode()).digest()
+        assert (tmp_path / f"{user}.env").stat().st_mode & 0o077 == 0
+    assert hashes[admin]["tags"] == ["administrator"]
+    # Run again: the passwords are kept (the broker's stored hashes stay valid).
+    before = (tmp_path / "gateway.env").read_text()
+    script.compose(namespace, tmp_path)
+    assert (tmp_path / "gateway.env").read_text() == before
+
+
 def compose_command() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
@@ -641,14 +755,24 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def test_docker_compose_config() -> None:
+def test_docker_compose_config(tmp_path: Path) -> None:
     command = compose_command()
     if command is None:
         pytest.skip("neither docker-compose nor `docker compose` is installed (apt-get install docker-compose)")
+    # In a copy, with the generated broker users (their env files must exist), never in ROOT/data.
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "docker-compose.yml").write_text(COMPOSE_FILE.read_text())
+    broker_users_script().compose("agentry", project / "data" / "compose")
     result = subprocess.run(
-        [*command, "-f", str(COMPOSE_FILE), "config", "-q"], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*command, "-f", "docker-compose.yml", "config", "-q"], cwd=project, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    (project / "data" / "compose" / "gateway.env").unlink()  # fail closed: no users, no stack
+    result = subprocess.run(
+        [*command, "-f", "docker-compose.yml", "config", "-q"], cwd=project, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
 
 
 def test_every_alert_has_a_promtool_test() -> None:

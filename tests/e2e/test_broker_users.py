@@ -7,9 +7,14 @@ credentials itself.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiormq
@@ -18,7 +23,7 @@ from agentry_shared.bus import Bus
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from tests.stack import AMQP_URL, broker_users, delete_broker_users, delete_namespace
+from tests.stack import AMQP_URL, ROOT, broker_users, delete_broker_users, delete_namespace
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 2
@@ -163,3 +168,54 @@ async def test_the_tool_runner_cannot_hear_other_replies_or_call_tools(users: tu
     assert await refused(url, await bind_to("#"))
     assert await refused(url, call_a_tool)
     assert not await refused(url, await bind_to(t.reply_queue("tool-runner", uuid.uuid4().hex)))
+
+
+def broker_users_script() -> Any:
+    spec = importlib.util.spec_from_file_location("broker_users", ROOT / "scripts" / "broker-users.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_definitions_docker_compose_loads_make_working_users(tmp_path: Path) -> None:
+    """What `broker-users.py compose` writes, imported into a real broker (without the vhost
+    and the administrator, which a shared test broker already has): the password hashes
+    let each service in, and the permissions are those of access.py."""
+    broker = urlsplit(AMQP_URL)
+    if broker.path not in ("", "/"):
+        pytest.skip("the compose definitions are for the vhost /")
+    topology = Topology(f"t{uuid.uuid4().hex[:12]}", PARTITIONS)
+    script = broker_users_script()
+    script.compose(topology.namespace, tmp_path / "compose", host=f"{broker.hostname}:{broker.port or 5672}")
+    document = json.loads((tmp_path / "compose" / "definitions.json").read_text())
+    admin = f"{topology.namespace}-admin"
+    imported = {
+        "users": [u for u in document["users"] if u["name"] != admin],
+        "permissions": [p for p in document["permissions"] if p["user"] != admin],
+        "topic_permissions": document["topic_permissions"],
+    }
+    # On standard input: rabbitmqctl may run as the broker's user, who cannot read tmp_path.
+    command = ["rabbitmqctl", "-q", "import_definitions", "--format", "json"]
+    subprocess.run(command, input=json.dumps(imported), text=True, check=True)
+    urls = {s: script.read_env(tmp_path / "compose" / f"{s}.env")["AMQP_URL"] for s in ("gateway", "memory")}
+    urls["tool-runner"] = script.read_env(tmp_path / "compose" / "tool-runner.env")["AMQP_URL"]
+    operator = Bus(AMQP_URL, topology, name="test-admin")
+    await operator.connect()
+    memory = Bus(urls["memory"], topology, name="memory")
+    gateway = Bus(urls["gateway"], topology, name="gateway")
+    try:
+        for bus in (memory, gateway):
+            await bus.connect()
+        await memory.serve_rpc(topology.memory_rpc, _echo)
+        assert await gateway.request(topology.memory_rpc, b"hello?") == b"echo:hello?"
+
+        async def through_the_default_exchange(channel: AbstractChannel) -> object:
+            return await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=topology.log_queue(0))
+
+        assert await refused(urls["tool-runner"], through_the_default_exchange)
+    finally:
+        for bus in (gateway, memory, operator):
+            await bus.close()
+        delete_broker_users(topology.namespace)
+        await delete_namespace(topology.namespace, PARTITIONS)
