@@ -257,6 +257,7 @@ class Bus:
                     body, content_type="application/json", correlation_id=request.correlation_id, headers=headers
                 ),
                 routing_key=reply_to,
+                timeout=10.0,
             )
 
     async def serve_rpc(
