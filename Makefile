@@ -15,7 +15,7 @@ MYPY_PACKAGES := -p agentry_shared -p agentry_client -p agentry_admin -p agentry
 MYPY_TEST_PACKAGES := -p shared.tests -p services.gateway.tests -p services.reasoner.tests -p tests -p bench
 MYPY_TEST_FOLDERS := services/tool-runner/tests services/memory/tests services/offline-model/tests
 
-.PHONY: run test lint bench install rabbitmq sandbox prometheus browser broker-users broker-permissions asyncapi-spec mcp-everything contracts clean
+.PHONY: run test lint bench install rabbitmq sandbox prometheus compose-cli browser broker-users broker-permissions asyncapi-spec mcp-everything contracts clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ sandbox:
 
 prometheus:
 	@scripts/ensure-prometheus.sh
+
+# Debian's docker-compose (the CLI only), to check docker-compose.yml as Compose reads it.
+compose-cli:
+	@scripts/ensure-docker-compose.sh
 
 # Debian's chromium, which Playwright drives in the web page's tests (never a download of its own).
 browser:
@@ -65,7 +69,7 @@ mcp-everything:
 contracts: install
 	$(BIN)/python scripts/contracts.py
 
-test: install rabbitmq sandbox prometheus asyncapi-spec mcp-everything browser
+test: install rabbitmq sandbox prometheus compose-cli asyncapi-spec mcp-everything browser
 	$(BIN)/python -m pytest
 
 lint: install
