@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agentry_shared.bus import Bus, RpcTimeout
@@ -22,6 +22,7 @@ from agentry_shared.contracts.memory import (
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    StepReasoning,
     TakeToolToken,
     ToolToken,
     TurnBegun,
@@ -141,8 +142,9 @@ class BrokerMemory:
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
         return reply
 
-    async def append(self, messages: list[ChatMessage]) -> None:
-        await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages))
+    async def append(self, messages: list[ChatMessage], reasoning: Mapping[int, str] | None = None) -> None:
+        steps = [StepReasoning(step=step, text=text) for step, text in (reasoning or {}).items()]
+        await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages, reasoning=steps))
 
     async def record_reasoning(self, step: int, text: str) -> None:
         await self._call(RecordReasoning(scope=self._scope, turn_id=self._turn_id, step=step, text=text))
