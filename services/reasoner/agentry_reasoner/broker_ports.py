@@ -11,7 +11,7 @@ from typing import Any
 from agentry_shared.bus import Bus, RpcTimeout
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MEMORY_TURN_FAILURE
-from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
@@ -52,7 +52,12 @@ class HandedBack(Exception):
 
 
 class BrokerEvents:
-    """Publishes a turn's frames to its conversation's log partition, one at a time, in order.
+    """Publishes a turn's frames to its conversation's log partition, in order, without
+    waiting for each confirm: one entry is in flight at a time, and the frames emitted
+    meanwhile go together in the next (`EventsPosted`), so a turn is a few log entries and
+    the agent loop never waits on the broker. `flush` waits until everything emitted is
+    confirmed: the turn is acked only after it. A publish that failed is raised by the
+    next `emit` or by `flush`.
 
     Event ids make redelivery harmless: memory keeps the first seq of an id. `turn.started`
     and the terminal frame have one id per turn, so however many attempts a turn takes
@@ -76,28 +81,74 @@ class BrokerEvents:
         self._traceparent = traceparent
         self._routing_key = str(bus.topology.partition(scope.conversation_id))
         self._next = 0
-        self._lock = asyncio.Lock()
+        self._ready: list[PostedEvent] = []  # emitted, not yet published
+        self._sender: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     async def emit(self, frame: ServerFrame) -> None:
-        async with self._lock:
-            if not self._still_ours():
-                raise HandedBack(self._turn_id)
-            self._next += 1
-            if frame.type == "turn.started":
-                event_id = f"{self._turn_id}:started"
-            elif frame.type in ("turn.completed", "turn.failed"):
-                event_id = f"{self._turn_id}:end"
-            else:
-                event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
-            event = EventPosted(
-                scope=self._scope,
-                turn_id=self._turn_id,
-                event_id=event_id,
-                frame=frame,
-                traceparent=self._traceparent,
+        self._raise_failure()
+        if not self._still_ours():
+            raise HandedBack(self._turn_id)
+        self._next += 1
+        if frame.type == "turn.started":
+            event_id = f"{self._turn_id}:started"
+        elif frame.type in ("turn.completed", "turn.failed"):
+            event_id = f"{self._turn_id}:end"
+        else:
+            event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
+        self._ready.append(PostedEvent(event_id=event_id, frame=frame))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+
+    async def flush(self) -> None:
+        """Returns once every frame emitted so far is confirmed by the broker."""
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+        self._raise_failure()
+
+    async def close(self) -> None:
+        """Stop publishing (the attempt ended without `flush`, or failed)."""
+        self._ready.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _send(self) -> None:
+        try:
+            while self._ready:
+                if not self._still_ours():
+                    raise HandedBack(self._turn_id)
+                batch, self._ready = self._ready, []
+                await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, self._entry(batch))
+        except Exception as exc:
+            self._failure = exc
+            self._ready.clear()
+        finally:
+            self._sender = None
+
+    def _entry(self, batch: list[PostedEvent]) -> bytes:
+        if len(batch) == 1:  # the single-frame kind every memory version reads
+            [one] = batch
+            return (
+                EventPosted(
+                    scope=self._scope,
+                    turn_id=self._turn_id,
+                    event_id=one.event_id,
+                    frame=one.frame,
+                    traceparent=self._traceparent,
+                )
+                .model_dump_json()
+                .encode()
             )
-            body = event.model_dump_json().encode()
-            await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, body)
+        return (
+            EventsPosted(scope=self._scope, turn_id=self._turn_id, events=batch, traceparent=self._traceparent)
+            .model_dump_json()
+            .encode()
+        )
 
 
 async def memory_call(bus: Bus, request: BaseModel, *, accept_unsupported: bool = False) -> MemoryReply:
