@@ -169,6 +169,8 @@ class Turn:
             return resumed_answer
         pending = unanswered_calls(self.produced)
         if pending:
+            # Asked again: the tool-runners kept the results of those that ran.
+            self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced) - len(pending)
             await self._run_and_record(pending, by_name)
         self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced)
         for step in range(sum(m.role == "assistant" for m in self.produced), self.budget.max_steps):
@@ -212,10 +214,12 @@ class Turn:
                 history = shorter
 
     async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:
+        """The results go with the next checkpoint (the next step's calls or the answer), not
+        one of their own: until then the tool-runners keep them by call id, so a resumed
+        turn asks again and gets them without running anything twice."""
         results = await self._run_tools(calls, by_name)
         for call, result in zip(calls, results, strict=True):
             self.produced.append(ChatMessage(role="tool", tool_call_id=call.call_id, content=tool_message(result)))
-        await self.checkpoint()
 
     async def _model_step(
         self, step: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from agentry_shared.bus import Bus, RpcTimeout
 from agentry_shared.contracts.chat import ChatMessage
@@ -51,13 +52,20 @@ class HandedBack(Exception):
     publish nothing more; the redelivered turn is resumed from its checkpoint."""
 
 
+# Frames that go out at once; the others wait up to `linger_s` for company.
+URGENT: Final = frozenset({"message.delta", "message.reset", "tool.approval_required", "turn.completed", "turn.failed"})
+
+
 class BrokerEvents:
     """Publishes a turn's frames to its conversation's log partition, in order, without
     waiting for each confirm: one entry is in flight at a time, and the frames emitted
     meanwhile go together in the next (`EventsPosted`), so a turn is a few log entries and
-    the agent loop never waits on the broker. `flush` waits until everything emitted is
-    confirmed: the turn is acked only after it. A publish that failed is raised by the
-    next `emit` or by `flush`.
+    the agent loop never waits on the broker. Answer text, a reset, an approval request
+    and the turn's end go at once (with whatever waits before them); the other frames
+    (turn and thinking started, tool progress) wait up to `linger_s` for the next, so the
+    frames of a quick model step or tool call share one entry. `flush` waits until
+    everything emitted is confirmed: the turn is acked only after it. A publish that
+    failed is raised by the next `emit` or by `flush`.
 
     Event ids make redelivery harmless: memory keeps the first seq of an id. `turn.started`
     and the terminal frame have one id per turn, so however many attempts a turn takes
@@ -72,8 +80,11 @@ class BrokerEvents:
         attempt: int,
         traceparent: str | None,
         still_ours: Callable[[], bool] = lambda: True,
+        linger_s: float = 0.0,
     ) -> None:
         self._bus = bus
+        self._linger = linger_s
+        self._urgent = asyncio.Event()
         self._attempt = attempt
         self._still_ours = still_ours
         self._scope = scope
@@ -97,11 +108,14 @@ class BrokerEvents:
         else:
             event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
         self._ready.append(PostedEvent(event_id=event_id, frame=frame))
+        if frame.type in URGENT:
+            self._urgent.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
 
     async def flush(self) -> None:
         """Returns once every frame emitted so far is confirmed by the broker."""
+        self._urgent.set()
         if self._sender is not None:
             await asyncio.shield(self._sender)
         self._raise_failure()
@@ -120,6 +134,10 @@ class BrokerEvents:
     async def _send(self) -> None:
         try:
             while self._ready:
+                if self._linger > 0 and not self._urgent.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), self._linger)
+                self._urgent.clear()
                 if not self._still_ours():
                     raise HandedBack(self._turn_id)
                 batch, self._ready = self._ready, []

@@ -269,7 +269,15 @@ class TurnConsumer:
         scope, turn_id = request.scope, request.turn_id
         memory = BrokerMemory(self.bus, scope, turn_id)
         begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
-        sender = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent, still_ours)
+        sender = BrokerEvents(
+            self.bus,
+            scope,
+            turn_id,
+            begun.attempt,
+            request.traceparent,
+            still_ours,
+            linger_s=self.budget.delta_interval_s,  # as long as answer text may wait
+        )
         try:
             outcome = await self._run_turn(request, memory, begun, sender)
             await sender.flush()  # the turn is acked only once every frame is confirmed

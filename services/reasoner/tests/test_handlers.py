@@ -17,7 +17,7 @@ from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
-from agentry_shared.contracts.frames import MessageDelta, TurnFailed
+from agentry_shared.contracts.frames import MessageDelta, ThinkingStarted, TurnFailed, TurnStarted
 from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, MemoryFailure, TurnBegun
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -156,3 +156,35 @@ async def test_frames_of_a_turn_handed_back_are_not_published(bus: Bus) -> None:
         await events.flush()
     with pytest.raises(HandedBack):
         await events.emit(MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text="y"))
+
+
+async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along(bus: Bus) -> None:
+    topology = bus.topology
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
+    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        inbox.put_nowait(entry)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    ids = {"conversation_id": scope.conversation_id, "turn_id": "t1"}
+    events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
+    await events.emit(TurnStarted(**ids))
+    await events.emit(ThinkingStarted(step=0, **ids))
+    await asyncio.sleep(0.3)
+    assert inbox.empty()  # lingering
+    await events.emit(MessageDelta(text="hi", **ids))
+    entry = await asyncio.wait_for(inbox.get(), 5)  # the answer text took them along, at once
+    assert isinstance(entry, EventsPosted)
+    assert [e.frame.type for e in entry.events] == ["turn.started", "thinking.started", "message.delta"]
+    await events.emit(ThinkingStarted(step=1, **ids))
+    await asyncio.wait_for(events.flush(), 5)  # flush does not linger either
+    entry = await asyncio.wait_for(inbox.get(), 5)
+    assert isinstance(entry, EventPosted) and entry.frame.type == "thinking.started"
