@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pytest
+from agentry_reasoner.agent import FrameIds
 from agentry_reasoner.broker_ports import BrokerEvents, HandedBack
 from agentry_reasoner.handlers import TurnConsumer
 from agentry_reasoner.testing import ScriptedModel
@@ -174,7 +175,7 @@ async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along
 
     await log_queue.consume(on_log)
     scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
-    ids = {"conversation_id": scope.conversation_id, "turn_id": "t1"}
+    ids = FrameIds(conversation_id=scope.conversation_id, turn_id="t1")
     events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
     await events.emit(TurnStarted(**ids))
     await events.emit(ThinkingStarted(step=0, **ids))
