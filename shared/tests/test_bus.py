@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from agentry_shared.bus import Bus, RpcTimeout
@@ -81,7 +82,7 @@ async def test_rpc_without_a_reply_times_out(bus: Bus, topology: Topology) -> No
 
 @pytest.fixture
 async def proxy() -> AsyncIterator[CuttableProxy]:
-    relay = CuttableProxy(("127.0.0.1", 5672))
+    relay = CuttableProxy(("127.0.0.1", urlsplit(AMQP_URL).port or 5672))
     await relay.start()
     try:
         yield relay
@@ -102,7 +103,7 @@ async def test_after_a_lost_connection_consumers_and_rpc_come_back(
 ) -> None:
     """`connected` follows the connection, and once it is back the same Bus consumes,
     publishes and makes RPC calls again without the service doing anything."""
-    url = AMQP_URL.replace(":5672/", f":{proxy.port}/") + "?reconnect_interval=0.3"
+    url = AMQP_URL.replace(f":{urlsplit(AMQP_URL).port or 5672}/", f":{proxy.port}/") + "?reconnect_interval=0.3"
     flaky = Bus(url, topology, name="shared-tests-flaky")
     await flaky.connect()
     try:

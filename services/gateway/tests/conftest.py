@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -32,7 +34,8 @@ from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from websockets.asyncio.client import ClientConnection
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+BROKER_PORT = urlsplit(AMQP_URL).port or 5672
 PARTITIONS = 4
 CLAIM_TIMEOUT = 0.5
 
@@ -206,7 +209,7 @@ async def broker_proxy() -> AsyncIterator[CuttableProxy]:
     through it are refused, then `cut()` drops them all (a broker outage, as the gateway
     sees it). The broker sees the cut as the client going away, so it deletes that
     connection's exclusive queues, exactly as when the broker itself restarts."""
-    proxy = CuttableProxy(("127.0.0.1", 5672))
+    proxy = CuttableProxy(("127.0.0.1", BROKER_PORT))
     await proxy.start()
     proxy.cut()
     yield proxy

@@ -9,7 +9,7 @@ import pytest
 from agentry_memory.log.sequencer import ConversationLog
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden
-from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted, PostedEvent
 from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -73,6 +73,29 @@ async def test_events_get_consecutive_seqs_and_redelivery_keeps_its_seq(store: S
     assert seqs == [2, 3, 4]
     assert redelivered == outs[1]
     assert [f["seq"] for f in await store.frames_after(scope, 0, 10)] == [1, 2, 3, 4]
+
+
+async def test_a_batch_of_events_is_sequenced_in_order_and_redelivery_keeps_its_seqs(
+    store: Store, scope: Scope
+) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1"))
+    [single] = await log.ingest(delta(scope, "t1", "t1:1", "a"))
+    done = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="abc")
+    events = [
+        PostedEvent(event_id="t1:1", frame=delta(scope, "t1", "t1:1", "a").frame),  # seen before: keeps seq 2
+        PostedEvent(event_id="t1:2", frame=delta(scope, "t1", "t1:2", "b").frame),
+        PostedEvent(event_id="t1:3", frame=delta(scope, "t1", "t1:3", "c").frame),
+        PostedEvent(event_id="t1:end", frame=done),
+    ]
+    body = EventsPosted(scope=scope, turn_id="t1", events=events).model_dump_json().encode()
+    outs = await log.ingest(LOG_ENTRY.validate_json(body))
+    assert [json.loads(out.body)["seq"] for out in outs] == [2, 3, 4, 5]
+    assert outs[0] == single
+    assert [json.loads(out.body).get("text") for out in outs] == ["a", "b", "c", "abc"]
+    assert await log.ingest(LOG_ENTRY.validate_json(body)) == outs  # redelivered: the same frames
+    assert [f["seq"] for f in await store.frames_after(scope, 0, 10)] == [1, 2, 3, 4, 5]
+    assert (await store.turn_status(scope, "t1")).state == "completed"
 
 
 async def test_event_frame_is_published_as_sent_with_its_seq(store: Store, scope: Scope) -> None:

@@ -8,10 +8,12 @@ connection through it and refuses new ones for a while, as a broker restart woul
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import pytest
 from agentry_shared.bus import encode
@@ -107,7 +109,7 @@ async def test_a_dead_turn_memory_never_saw_is_accepted_then_failed(start_memory
 @pytest.fixture
 async def proxy() -> AsyncIterator[CuttableProxy]:
     """Requested before `start_memory`, so the service stops before the relay closes."""
-    relay = CuttableProxy(("127.0.0.1", 5672))
+    relay = CuttableProxy(("127.0.0.1", urlsplit(os.environ.get("AMQP_URL", "amqp://127.0.0.1:5672/")).port or 5672))
     await relay.start()
     yield relay
     await relay.close()

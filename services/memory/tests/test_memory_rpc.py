@@ -27,6 +27,7 @@ from agentry_shared.contracts.memory import (
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    StepReasoning,
     TakeToolToken,
     ToolCallClaimed,
     TurnBegun,
@@ -87,6 +88,23 @@ async def test_a_conversation_through_rpc(rpc: MemoryRpc, store: Store, scope: S
     frames = await ask(rpc, GetFrames(scope=scope, after_seq=0))
     assert isinstance(frames, Frames) and [f["seq"] for f in frames.frames] == [1]
     assert await ask(rpc, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=2, state="running")
+
+
+async def test_a_checkpoint_carries_the_reasoning_of_its_steps(rpc: MemoryRpc, store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.record_reasoning(scope, "t1", 0, "an earlier attempt")
+    answer = [ChatMessage(role="assistant", content="hello")]
+    steps = [StepReasoning(step=1, text="then answer"), StepReasoning(step=0, text="greet back")]
+    assert await ask(rpc, AppendMessages(scope=scope, turn_id="t1", messages=answer, reasoning=steps)) == Done()
+    assert await store.reasoning(scope, "t1") == ["greet back", "then answer"]
+    context = await ask(rpc, GetContext(scope=scope, turn_id="t1"))
+    assert isinstance(context, Context) and context.produced == answer
+    # A request without the field (an older reasoner) still parses and records none.
+    old = (
+        b'{"kind":"memory.append_messages","scope":%s,"turn_id":"t1","messages":[]}' % scope.model_dump_json().encode()
+    )
+    assert await ask(rpc, old) == Done()
+    assert await store.reasoning(scope, "t1") == ["greet back", "then answer"]
 
 
 async def test_begin_turn_answers_the_context_with_it_when_asked(rpc: MemoryRpc, store: Store, scope: Scope) -> None:

@@ -116,6 +116,7 @@ class Turn:
         self.approvals = approvals
         self.slots = asyncio.Semaphore(budget.max_parallel_tool_calls)
         self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
+        self.unrecorded: dict[int, str] = {}  # steps' reasoning, sent with the next checkpoint
         self.tool_calls_made = 0
 
     async def run(self, begun: TurnBegun) -> TurnOutcome:
@@ -134,7 +135,7 @@ class Turn:
             return await self.fail(exc.code, str(exc))
         except (ModelUnavailable, ModelError) as exc:
             return await self.fail(exc.code, str(exc))
-        await self.memory.append(self.produced)
+        await self.checkpoint()
         await self.events.emit(TurnCompleted(text=text, **self.ids))
         TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=True, text=text)
@@ -142,10 +143,18 @@ class Turn:
     async def fail(self, code: TurnFailureCode, message: str) -> TurnOutcome:
         log.warning("turn failed", extra={"code": code, "reason": message})
         if self.produced:
-            await self.memory.append(self.produced)
+            await self.checkpoint()
+        for step, reasoning in self.unrecorded.items():  # nothing produced to go with it
+            await self.memory.record_reasoning(step, reasoning)
+        self.unrecorded = {}
         await self.events.emit(TurnFailed(error=FrameError(code=code, message=message), **self.ids))
         TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=False, code=code)
+
+    async def checkpoint(self) -> None:
+        """Store what the turn produced so far, with the reasoning not yet recorded."""
+        reasoning, self.unrecorded = self.unrecorded, {}
+        await self.memory.append(self.produced, reasoning)
 
     async def _loop(self) -> str:
         context = await self.memory.context()
@@ -160,6 +169,8 @@ class Turn:
             return resumed_answer
         pending = unanswered_calls(self.produced)
         if pending:
+            # Asked again: the tool-runners kept the results of those that ran.
+            self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced) - len(pending)
             await self._run_and_record(pending, by_name)
         self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced)
         for step in range(sum(m.role == "assistant" for m in self.produced), self.budget.max_steps):
@@ -177,7 +188,7 @@ class Turn:
                     ],
                 )
             )
-            await self.memory.append(self.produced)  # the calls are fixed before any runs
+            await self.checkpoint()  # the calls are fixed before any runs
             await self._run_and_record(calls, by_name)
         raise TurnAborted(
             "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."
@@ -203,10 +214,12 @@ class Turn:
                 history = shorter
 
     async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:
+        """The results go with the next checkpoint (the next step's calls or the answer), not
+        one of their own: until then the tool-runners keep them by call id, so a resumed
+        turn asks again and gets them without running anything twice."""
         results = await self._run_tools(calls, by_name)
         for call, result in zip(calls, results, strict=True):
             self.produced.append(ChatMessage(role="tool", tool_call_id=call.call_id, content=tool_message(result)))
-        await self.memory.append(self.produced)
 
     async def _model_step(
         self, step: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -225,7 +238,7 @@ class Turn:
         finally:
             await state.coalescer.close()
         if state.audit_text():
-            await self.memory.record_reasoning(step, state.audit_text())
+            self.unrecorded[step] = state.audit_text()  # goes with the step's checkpoint
         return "".join(state.text), state.calls
 
     def _call_id(self, step: int, index: int) -> str:

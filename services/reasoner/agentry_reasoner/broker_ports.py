@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from agentry_shared.bus import Bus, RpcTimeout
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MEMORY_TURN_FAILURE
-from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
@@ -22,6 +23,7 @@ from agentry_shared.contracts.memory import (
     MemoryFailure,
     MemoryReply,
     RecordReasoning,
+    StepReasoning,
     TakeToolToken,
     ToolToken,
     TurnBegun,
@@ -50,8 +52,20 @@ class HandedBack(Exception):
     publish nothing more; the redelivered turn is resumed from its checkpoint."""
 
 
+# Frames that go out at once; the others wait up to `linger_s` for company.
+URGENT: Final = frozenset({"message.delta", "message.reset", "tool.approval_required", "turn.completed", "turn.failed"})
+
+
 class BrokerEvents:
-    """Publishes a turn's frames to its conversation's log partition, one at a time, in order.
+    """Publishes a turn's frames to its conversation's log partition, in order, without
+    waiting for each confirm: one entry is in flight at a time, and the frames emitted
+    meanwhile go together in the next (`EventsPosted`), so a turn is a few log entries and
+    the agent loop never waits on the broker. Answer text, a reset, an approval request
+    and the turn's end go at once (with whatever waits before them); the other frames
+    (turn and thinking started, tool progress) wait up to `linger_s` for the next, so the
+    frames of a quick model step or tool call share one entry. `flush` waits until
+    everything emitted is confirmed: the turn is acked only after it. A publish that
+    failed is raised by the next `emit` or by `flush`.
 
     Event ids make redelivery harmless: memory keeps the first seq of an id. `turn.started`
     and the terminal frame have one id per turn, so however many attempts a turn takes
@@ -66,8 +80,11 @@ class BrokerEvents:
         attempt: int,
         traceparent: str | None,
         still_ours: Callable[[], bool] = lambda: True,
+        linger_s: float = 0.0,
     ) -> None:
         self._bus = bus
+        self._linger = linger_s
+        self._urgent = asyncio.Event()
         self._attempt = attempt
         self._still_ours = still_ours
         self._scope = scope
@@ -75,28 +92,81 @@ class BrokerEvents:
         self._traceparent = traceparent
         self._routing_key = str(bus.topology.partition(scope.conversation_id))
         self._next = 0
-        self._lock = asyncio.Lock()
+        self._ready: list[PostedEvent] = []  # emitted, not yet published
+        self._sender: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
 
     async def emit(self, frame: ServerFrame) -> None:
-        async with self._lock:
-            if not self._still_ours():
-                raise HandedBack(self._turn_id)
-            self._next += 1
-            if frame.type == "turn.started":
-                event_id = f"{self._turn_id}:started"
-            elif frame.type in ("turn.completed", "turn.failed"):
-                event_id = f"{self._turn_id}:end"
-            else:
-                event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
-            event = EventPosted(
-                scope=self._scope,
-                turn_id=self._turn_id,
-                event_id=event_id,
-                frame=frame,
-                traceparent=self._traceparent,
+        self._raise_failure()
+        if not self._still_ours():
+            raise HandedBack(self._turn_id)
+        self._next += 1
+        if frame.type == "turn.started":
+            event_id = f"{self._turn_id}:started"
+        elif frame.type in ("turn.completed", "turn.failed"):
+            event_id = f"{self._turn_id}:end"
+        else:
+            event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
+        self._ready.append(PostedEvent(event_id=event_id, frame=frame))
+        if frame.type in URGENT:
+            self._urgent.set()
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+
+    async def flush(self) -> None:
+        """Returns once every frame emitted so far is confirmed by the broker."""
+        self._urgent.set()
+        if self._sender is not None:
+            await asyncio.shield(self._sender)
+        self._raise_failure()
+
+    async def close(self) -> None:
+        """Stop publishing (the attempt ended without `flush`, or failed)."""
+        self._ready.clear()
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _send(self) -> None:
+        try:
+            while self._ready:
+                if self._linger > 0 and not self._urgent.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._urgent.wait(), self._linger)
+                self._urgent.clear()
+                if not self._still_ours():
+                    raise HandedBack(self._turn_id)
+                batch, self._ready = self._ready, []
+                await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, self._entry(batch))
+        except Exception as exc:
+            self._failure = exc
+            self._ready.clear()
+        finally:
+            self._sender = None
+
+    def _entry(self, batch: list[PostedEvent]) -> bytes:
+        if len(batch) == 1:  # the single-frame kind every memory version reads
+            [one] = batch
+            return (
+                EventPosted(
+                    scope=self._scope,
+                    turn_id=self._turn_id,
+                    event_id=one.event_id,
+                    frame=one.frame,
+                    traceparent=self._traceparent,
+                )
+                .model_dump_json()
+                .encode()
             )
-            body = event.model_dump_json().encode()
-            await self._bus.publish(self._bus.topology.log_exchange, self._routing_key, body)
+        return (
+            EventsPosted(scope=self._scope, turn_id=self._turn_id, events=batch, traceparent=self._traceparent)
+            .model_dump_json()
+            .encode()
+        )
 
 
 async def memory_call(bus: Bus, request: BaseModel, *, accept_unsupported: bool = False) -> MemoryReply:
@@ -139,8 +209,9 @@ class BrokerMemory:
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")
         return reply
 
-    async def append(self, messages: list[ChatMessage]) -> None:
-        await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages))
+    async def append(self, messages: list[ChatMessage], reasoning: Mapping[int, str] | None = None) -> None:
+        steps = [StepReasoning(step=step, text=text) for step, text in (reasoning or {}).items()]
+        await self._call(AppendMessages(scope=self._scope, turn_id=self._turn_id, messages=messages, reasoning=steps))
 
     async def record_reasoning(self, step: int, text: str) -> None:
         await self._call(RecordReasoning(scope=self._scope, turn_id=self._turn_id, step=step, text=text))

@@ -269,7 +269,25 @@ class TurnConsumer:
         scope, turn_id = request.scope, request.turn_id
         memory = BrokerMemory(self.bus, scope, turn_id)
         begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
-        events: Events = BrokerEvents(self.bus, scope, turn_id, begun.attempt, request.traceparent, still_ours)
+        sender = BrokerEvents(
+            self.bus,
+            scope,
+            turn_id,
+            begun.attempt,
+            request.traceparent,
+            still_ours,
+            linger_s=self.budget.delta_interval_s,  # as long as answer text may wait
+        )
+        try:
+            outcome = await self._run_turn(request, memory, begun, sender)
+            await sender.flush()  # the turn is acked only once every frame is confirmed
+            return outcome
+        finally:
+            await sender.close()
+
+    async def _run_turn(self, request: TurnRequested, memory: BrokerMemory, begun: TurnBegun, sender: Events) -> str:
+        scope, turn_id = request.scope, request.turn_id
+        events: Events = sender
         if self.settings.turn_budgets().counts_tokens:
             tally = TokenTally()
             TURN_TOKENS.set(tally)  # this task's context: the turn's model requests count here

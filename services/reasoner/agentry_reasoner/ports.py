@@ -6,6 +6,7 @@ The broker-backed implementations live in `broker_ports.py`; tests pass their ow
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agentry_shared.contracts.chat import ChatMessage
@@ -23,10 +24,12 @@ class Memory(Protocol):
     async def context(self) -> Context:
         """The conversation window and what this turn already produced (its checkpoint)."""
 
-    async def append(self, messages: list[ChatMessage]) -> None:
-        """Checkpoint: every message the turn has produced so far (overwrites)."""
+    async def append(self, messages: list[ChatMessage], reasoning: Mapping[int, str] | None = None) -> None:
+        """Checkpoint: every message the turn has produced so far (overwrites), with the
+        reasoning of the steps since the last one (for the audit record), in one request."""
 
-    async def record_reasoning(self, step: int, text: str) -> None: ...
+    async def record_reasoning(self, step: int, text: str) -> None:
+        """The audit record of a step with no checkpoint to go with (the turn failed)."""
 
 
 class Tools(Protocol):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from agentry_reasoner.agent import Budget, Turn
@@ -59,8 +60,9 @@ class RecordingPorts:
     async def context(self) -> Context:
         return Context(messages=list(self.history), produced=list(self.produced))
 
-    async def append(self, messages: list[ChatMessage]) -> None:
+    async def append(self, messages: list[ChatMessage], reasoning: Mapping[int, str] | None = None) -> None:
         self.appended = list(messages)  # a checkpoint replaces the previous one
+        self.reasoning.update(reasoning or {})
 
     async def record_reasoning(self, step: int, text: str) -> None:
         self.reasoning[step] = text

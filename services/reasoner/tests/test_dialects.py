@@ -9,7 +9,7 @@ failure is a model error or a retry, never `internal`.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import openai
@@ -218,8 +218,8 @@ class Ports:
     async def context(self) -> Context:
         return Context(messages=list(self.history))
 
-    async def append(self, messages: list[ChatMessage]) -> None:
-        pass
+    async def append(self, messages: list[ChatMessage], reasoning: Mapping[int, str] | None = None) -> None:
+        self.reasoning.update(reasoning or {})
 
     async def record_reasoning(self, step: int, text: str) -> None:
         self.reasoning[step] = text

@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 
 import aio_pika
 import pytest
+from agentry_reasoner.agent import FrameIds
+from agentry_reasoner.broker_ports import BrokerEvents, HandedBack
 from agentry_reasoner.handlers import TurnConsumer
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import CancelRequested
-from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
-from agentry_shared.contracts.frames import TurnFailed
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
+from agentry_shared.contracts.frames import MessageDelta, ThinkingStarted, TurnFailed, TurnStarted
 from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, MemoryFailure, TurnBegun
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -104,3 +106,86 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
     finally:
         await consumer.stop(1.0)
         await rpc.cancel()
+
+
+async def test_frames_go_out_in_order_batched_while_an_entry_is_in_flight(bus: Bus) -> None:
+    """emit does not wait for the broker: what is emitted while one entry waits for its
+    confirm goes in the next entry, in order; flush returns once all are confirmed."""
+    topology = bus.topology
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    events = BrokerEvents(bus, scope, "t1", 1, None)
+    for i in range(20):
+        await events.emit(MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text=str(i)))
+        if i == 0:
+            await asyncio.sleep(0)  # the sender takes the first frame alone
+    await events.flush()
+    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        inbox.put_nowait(entry)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    posted: list[tuple[str, object]] = []
+    entries = 0
+    while len(posted) < 20:
+        entry = await asyncio.wait_for(inbox.get(), 5)
+        entries += 1
+        batch = entry.events if isinstance(entry, EventsPosted) else [entry]
+        posted += [(e.event_id, e.frame) for e in batch]
+    assert [frame.text for _, frame in posted if isinstance(frame, MessageDelta)] == [str(i) for i in range(20)]
+    assert [event_id for event_id, _ in posted] == [f"t1:1:{i}" for i in range(1, 21)]
+    assert 1 < entries < 20  # the first alone, the rest batched behind its confirm
+    await asyncio.sleep(0.3)
+    assert inbox.empty()
+    await events.close()
+
+
+async def test_frames_of_a_turn_handed_back_are_not_published(bus: Bus) -> None:
+    ours = True
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    events = BrokerEvents(bus, scope, "t1", 1, None, still_ours=lambda: ours)
+    await events.emit(MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text="x"))
+    ours = False  # the connection dropped before the sender ran
+    with pytest.raises(HandedBack):
+        await events.flush()
+    with pytest.raises(HandedBack):
+        await events.emit(MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text="y"))
+
+
+async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along(bus: Bus) -> None:
+    topology = bus.topology
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
+    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        inbox.put_nowait(entry)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    ids = FrameIds(conversation_id=scope.conversation_id, turn_id="t1")
+    events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
+    await events.emit(TurnStarted(**ids))
+    await events.emit(ThinkingStarted(step=0, **ids))
+    await asyncio.sleep(0.3)
+    assert inbox.empty()  # lingering
+    await events.emit(MessageDelta(text="hi", **ids))
+    entry = await asyncio.wait_for(inbox.get(), 5)  # the answer text took them along, at once
+    assert isinstance(entry, EventsPosted)
+    assert [e.frame.type for e in entry.events] == ["turn.started", "thinking.started", "message.delta"]
+    await events.emit(ThinkingStarted(step=1, **ids))
+    await asyncio.wait_for(events.flush(), 5)  # flush does not linger either
+    entry = await asyncio.wait_for(inbox.get(), 5)
+    assert isinstance(entry, EventPosted) and entry.frame.type == "thinking.started"

@@ -22,6 +22,26 @@ class EventPosted(BaseModel):
     traceparent: str | None = None
 
 
+class PostedEvent(BaseModel):
+    """One event of an `EventsPosted`: what an `EventPosted` holds apart from its scope."""
+
+    event_id: str
+    frame: ServerFrame
+
+
+class EventsPosted(BaseModel):
+    """Several events of one turn, in order, in one log entry: the frames a reasoner had
+    ready while its previous entry was being confirmed. Sequenced in order and stored in
+    one commit; otherwise the same as posting each as an `EventPosted`. A memory older
+    than this kind dead-letters it: deploy memories before reasoners that send it."""
+
+    kind: Literal["events.posted"] = "events.posted"
+    scope: Scope
+    turn_id: str
+    events: list[PostedEvent] = Field(min_length=1)
+    traceparent: str | None = None
+
+
 # What the conversation log consumes, in order, per partition.
-LogEntry = Annotated[TurnRequested | EventPosted, Field(discriminator="kind")]
+LogEntry = Annotated[TurnRequested | EventPosted | EventsPosted, Field(discriminator="kind")]
 LOG_ENTRY: TypeAdapter[LogEntry] = TypeAdapter(LogEntry)

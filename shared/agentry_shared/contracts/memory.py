@@ -35,14 +35,27 @@ class GetContext(BaseModel):
     turn_id: str
 
 
+class StepReasoning(BaseModel):
+    """One step's reasoning, for the audit record (never shown to users)."""
+
+    step: int
+    text: str
+
+
 class AppendMessages(BaseModel):
     """Every message the turn has produced so far after the user's (the full list, not an
-    increment): stored at positions 1..n, so a retry or a later checkpoint overwrites."""
+    increment): stored at positions 1..n, so a retry or a later checkpoint overwrites.
+
+    `reasoning` carries the audit record of the steps since the last checkpoint, so a
+    step costs one round trip instead of two (as `RecordReasoning` each). A memory older
+    than the field ignores it: deploy memories that read it before reasoners that send it.
+    """
 
     kind: Literal["memory.append_messages"] = "memory.append_messages"
     scope: Scope
     turn_id: str
     messages: list[ChatMessage]
+    reasoning: list[StepReasoning] = []
 
 
 class BeginTurn(BaseModel):
@@ -300,6 +313,8 @@ class ToolToken(BaseModel):
 class Conversations(BaseModel):
     kind: Literal["memory.conversations"] = "memory.conversations"
     conversations: list[ConversationSummary]
+
+
 class TurnAdmission(BaseModel):
     """Reply to AdmitTurn. Refused: `code` is `rate_limited` (turns per minute, concurrent
     turns) or `budget_exceeded` (tokens per day), `limit` the setting that refused it, and

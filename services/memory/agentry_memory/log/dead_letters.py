@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from agentry_shared.bus import QUORUM, Bus, Consumer
-from agentry_shared.contracts.events import LOG_ENTRY, EventPosted
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.tracing import processing
@@ -81,6 +81,12 @@ class DeadLetterConsumer:
                 log.error(
                     "an event was dead-lettered: its frame could not be sequenced",
                     extra={**origin, "event_id": entry.event_id, "frame_type": entry.frame.type},
+                )
+                return entry.kind, "logged"
+            if isinstance(entry, EventsPosted):
+                log.error(
+                    "events were dead-lettered: their frames could not be sequenced",
+                    extra={**origin, "event_ids": [e.event_id for e in entry.events]},
                 )
                 return entry.kind, "logged"
             return entry.kind, await self._fail_turn(entry, origin)

@@ -14,7 +14,7 @@ from typing import Final
 from agentry_shared.bus import encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import TurnFailureCode
-from agentry_shared.contracts.events import EventPosted, LogEntry
+from agentry_shared.contracts.events import EventPosted, EventsPosted, LogEntry
 from agentry_shared.contracts.frames import FrameError, MessageAccepted, ServerFrame, TurnFailed
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -49,6 +49,8 @@ class ConversationLog:
         """`body` is the entry as received: a turn is forwarded byte for byte when given."""
         if isinstance(entry, EventPosted):
             return [await self._sequence(entry.scope, entry.turn_id, entry.event_id, entry.frame)]
+        if isinstance(entry, EventsPosted):
+            return await self._sequence_all(entry.scope, entry.turn_id, [(e.event_id, e.frame) for e in entry.events])
         return await self._turn(entry, body)
 
     async def _turn(self, turn: TurnRequested, body: bytes | None) -> list[Outbound]:
@@ -100,16 +102,32 @@ class ConversationLog:
         return await self._sequence(turn.scope, turn.turn_id, f"{turn.turn_id}:accepted", accepted)
 
     async def _sequence(self, scope: Scope, turn_id: str, event_id: str, frame: ServerFrame) -> Outbound:
+        [out] = await self._sequence_all(scope, turn_id, [(event_id, frame)])
+        return out
+
+    async def _sequence_all(self, scope: Scope, turn_id: str, events: list[tuple[str, ServerFrame]]) -> list[Outbound]:
+        """Give each event the next seq (its first one if seen before), in order, in one commit."""
         # The routing key is the scope's conversation: the frame must not claim another one.
         # A frame without a turn_id gets the entry's, so the store can tell which turn ends.
-        frame = frame.model_copy(update={"conversation_id": scope.conversation_id, "turn_id": frame.turn_id or turn_id})
-        seq, created = await self.store.append_frame(scope, event_id, frame.model_dump(mode="json"))
-        if created:
-            FRAMES_APPENDED.inc()
-        sequenced = frame.model_copy(update={"seq": seq})
-        return Outbound(
-            exchange=self.topology.frames_exchange,
-            routing_key=scope.conversation_id,
-            body=sequenced.model_dump_json().encode(),
-            persistent=False,
+        frames = [
+            frame.model_copy(update={"conversation_id": scope.conversation_id, "turn_id": frame.turn_id or turn_id})
+            for _, frame in events
+        ]
+        stored = await self.store.append_frames(
+            scope,
+            [(event_id, frame.model_dump(mode="json")) for (event_id, _), frame in zip(events, frames, strict=True)],
         )
+        outbound = []
+        for frame, (seq, created) in zip(frames, stored, strict=True):
+            if created:
+                FRAMES_APPENDED.inc()
+            sequenced = frame.model_copy(update={"seq": seq})
+            outbound.append(
+                Outbound(
+                    exchange=self.topology.frames_exchange,
+                    routing_key=scope.conversation_id,
+                    body=sequenced.model_dump_json().encode(),
+                    persistent=False,
+                )
+            )
+        return outbound

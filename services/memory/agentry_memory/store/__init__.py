@@ -145,6 +145,10 @@ class ConversationStore(Protocol):
         same transaction; a frame naming an unknown turn is kept and finishes nothing.
         """
 
+    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+        """`append_frame` for each (event_id, frame), in order, in one commit where the
+        backend has transactions (the embedded store): one fsync for a batch of frames."""
+
     async def frames_after(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Stored frames with seq > after_seq, ascending, at most `limit`, without gaps."""
 

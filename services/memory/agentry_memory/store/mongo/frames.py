@@ -41,6 +41,9 @@ class MongoFrames(MongoBase):
             )
         return seq, new
 
+    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+        return [await self.append_frame(scope, event_id, frame) for event_id, frame in frames]
+
     async def _insert_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
         frames = self._c("frames")
         where = conversation_filter(scope)

@@ -20,6 +20,17 @@ class FrameTables(SqliteBase):
     async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
         return await self._write(self._append_frame, scope, event_id, frame)
 
+    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+        return await self._write(self._append_frames, scope, frames)
+
+    def _append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+        with self._tx():  # one transaction (or one savepoint of a group); each frame nests in it
+            grouping, self._grouping = self._grouping, True
+            try:
+                return [self._append_frame(scope, event_id, frame) for event_id, frame in frames]
+            finally:
+                self._grouping = grouping
+
     def _append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
         now = time.time()
         with self._tx() as db:
