@@ -25,8 +25,27 @@ except OSError:
 PY
 }
 
+# A broker can accept TCP and still never answer (out of file handles, see below): then
+# the tests would hang, so say it instead.
+handshakes() {
+  python3 - "$host" "$port" <<'PY'
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as s:
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        sys.exit(0 if s.recv(1) == b"\x01" else 1)  # a method frame: Connection.Start
+except OSError:
+    sys.exit(1)
+PY
+}
+
 if answers; then
-  exit 0
+  if handshakes; then exit 0; fi
+  echo "RabbitMQ on $host:$port accepts connections but does not answer the AMQP handshake" \
+    "within 10 s (a local broker started with a low open-files limit does this once its" \
+    "file handles run out: see 'Max open files' in /proc/<its pid>/limits). Restart it" \
+    "(rabbitmqctl stop, then make rabbitmq) or fix AMQP_URL." >&2
+  exit 1
 fi
 case "$host" in
   127.0.0.1|localhost|::1) ;;
@@ -45,9 +64,19 @@ mkdir -p /etc/rabbitmq
 if [ ! -f /etc/rabbitmq/rabbitmq.conf ]; then
   printf 'listeners.tcp.default = 127.0.0.1:%s\n' "$port" > /etc/rabbitmq/rabbitmq.conf
 fi
+# RabbitMQ sizes its file-handle budget from the open-files limit it starts with (about
+# 90 % of it, shared by sockets and every queue's files). Debian's wrapper starts it with
+# `su rabbitmq`, whose login limits give 1024: a broker that has served a few hundred test
+# queues then stops accepting connections (each new one waits for a handle that never
+# frees). Systemd would give it 65536; we start it as the rabbitmq user with its soft
+# limit raised as far as its hard limit allows.
 echo "Starting RabbitMQ on 127.0.0.1:$port..." >&2
-RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port" \
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$port"
+if [ "$(id -u)" = 0 ] && id -u rabbitmq >/dev/null 2>&1; then
+  su rabbitmq -s /bin/sh -c 'ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec rabbitmq-server -detached'
+else
   rabbitmq-server -detached
+fi
 for _ in $(seq 1 120); do
   if answers; then echo "RabbitMQ is up." >&2; exit 0; fi
   sleep 0.5
