@@ -17,12 +17,14 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
     ExchangeType,
 )
+from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from agentry_shared.access import declared_exchanges
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
 REPLY_TO = "amq.rabbitmq.reply-to"
+JSON = "application/json"
+PERSISTENT, TRANSIENT = 2, 1  # AMQP delivery modes
 
 
 class RpcTimeout(Exception):
@@ -52,6 +56,28 @@ class Consumer:
 
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
+
+
+async def basic_publish(
+    channel: AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    mandatory: bool,
+    timeout: float | None = None,
+) -> None:
+    """What `Exchange.publish` does, minus its `aio_pika.Message`: building one (a lock
+    check per attribute, enum and timestamp conversions) then its properties cost ~30 us,
+    on every message of a turn in every service; `Basic.Properties` directly ~3 us.
+    Confirms, `mandatory` returns (`on_return_raises`) and nacks are aiormq's, unchanged."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory, timeout=timeout
+    )
 
 
 class Bus:
@@ -157,23 +183,23 @@ class Bus:
         Persistent (work) messages are mandatory by default: if no queue is bound, this raises
         `aio_pika.exceptions.PublishError`. Transient broadcasts (frames) may find no listener.
         """
-        ch = self.publish_channel
-        target = ch.default_exchange if exchange == "" else await ch.get_exchange(exchange, ensure=False)
-        headers = dict(headers or {})
+        headers = dict(headers) if headers else {}
         with sending(exchange, routing_key, headers):  # the trace context goes into the headers
-            message = aio_pika.Message(
-                body,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            properties = Basic.Properties(
+                content_type=JSON,
+                delivery_mode=PERSISTENT if persistent else TRANSIENT,
                 reply_to=reply_to,
                 correlation_id=correlation_id,
                 headers=headers,
             )
-            await target.publish(
-                message,
-                routing_key=routing_key,
-                timeout=timeout,
+            await basic_publish(
+                self.publish_channel,
+                exchange,
+                routing_key,
+                body,
+                properties,
                 mandatory=persistent if mandatory is None else mandatory,
+                timeout=timeout,
             )
 
     # ---- RPC (direct reply-to) ------------------------------------------------------
@@ -205,17 +231,15 @@ class Bus:
                 channel = await self._ensure_rpc_channel()
                 headers: dict[str, Any] = {}
                 with sending("", queue, headers):
-                    await channel.default_exchange.publish(
-                        aio_pika.Message(
-                            body,
-                            content_type="application/json",
-                            reply_to=REPLY_TO,
-                            correlation_id=correlation_id,
-                            expiration=timeout,
-                            headers=headers,
-                        ),
-                        routing_key=queue,
+                    properties = Basic.Properties(
+                        content_type=JSON,
+                        delivery_mode=TRANSIENT,
+                        reply_to=REPLY_TO,
+                        correlation_id=correlation_id,
+                        expiration=str(int(timeout * 1000)),
+                        headers=headers,
                     )
+                    await basic_publish(channel, "", queue, body, properties, mandatory=True)
             except (aiormq.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError) as exc:
                 # The robust connection is reconnecting: to the caller it is "no reply", retryable.
                 raise RpcTimeout(f"broker unavailable for a request to {queue}: {exc}") from exc
@@ -246,14 +270,12 @@ class Bus:
             if message.reply_to:
                 headers: dict[str, Any] = {}
                 with sending("", message.reply_to, headers):
-                    await channel.default_exchange.publish(
-                        aio_pika.Message(
-                            reply,
-                            content_type="application/json",
-                            correlation_id=message.correlation_id,
-                            headers=headers,
-                        ),
-                        routing_key=message.reply_to,
+                    properties = Basic.Properties(
+                        content_type=JSON,
+                        delivery_mode=TRANSIENT,
+                        correlation_id=message.correlation_id,
+                        headers=headers,
                     )
+                    await basic_publish(channel, "", message.reply_to, reply, properties, mandatory=True)
 
         return Consumer(queue, await queue.consume(on_request))

@@ -300,6 +300,8 @@ class ToolToken(BaseModel):
 class Conversations(BaseModel):
     kind: Literal["memory.conversations"] = "memory.conversations"
     conversations: list[ConversationSummary]
+
+
 class TurnAdmission(BaseModel):
     """Reply to AdmitTurn. Refused: `code` is `rate_limited` (turns per minute, concurrent
     turns) or `budget_exceeded` (tokens per day), `limit` the setting that refused it, and
