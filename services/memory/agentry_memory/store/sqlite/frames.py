@@ -8,7 +8,7 @@ from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.store.records import final_state
+from agentry_memory.store.records import EncodedFrame
 from agentry_memory.store.sqlite.base import SqliteBase
 
 # Conversations whose expired frames one sweep transaction deletes: small enough that the
@@ -17,10 +17,11 @@ SWEEP_BATCH = 200
 
 
 class FrameTables(SqliteBase):
-    async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
-        return await self._write(self._append_frame, scope, event_id, frame)
+    async def append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame | dict[str, Any]) -> tuple[int, bool]:
+        encoded = frame if isinstance(frame, EncodedFrame) else EncodedFrame.of(frame)
+        return await self._write(self._append_frame, scope, event_id, encoded)
 
-    def _append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
+    def _append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame) -> tuple[int, bool]:
         now = time.time()
         with self._tx() as db:
             conversation = self._owned(db, scope)
@@ -36,9 +37,9 @@ class FrameTables(SqliteBase):
             ).fetchone()
             db.execute(
                 "INSERT INTO frames (conversation, seq, event_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                (conversation, seq, event_id, json.dumps({**frame, "seq": seq}, ensure_ascii=False), now),
+                (conversation, seq, event_id, frame.with_seq(seq).decode(), now),
             )
-            state, turn_id = final_state(frame), frame.get("turn_id")
+            state, turn_id = frame.final_state, frame.turn_id
             if state is not None and turn_id:
                 db.execute(
                     "UPDATE turns SET state = ?, finished_at = ?, finished_by = ? "
