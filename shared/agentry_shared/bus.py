@@ -24,12 +24,14 @@ from typing import Any
 import aio_pika
 import aiormq
 from aio_pika.abc import (
+    AbstractChannel,
     AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
     ExchangeType,
 )
+from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from agentry_shared.access import declared_exchanges
@@ -39,6 +41,8 @@ from agentry_shared.tracing import processing, sending
 log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
+JSON = "application/json"
+PERSISTENT, TRANSIENT = 2, 1  # AMQP delivery modes
 
 
 class RpcTimeout(Exception):
@@ -58,6 +62,28 @@ class Consumer:
 
 def encode(model: BaseModel) -> bytes:
     return model.model_dump_json().encode()
+
+
+async def basic_publish(
+    channel: AbstractChannel,
+    exchange: str,
+    routing_key: str,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    mandatory: bool,
+    timeout: float | None = None,
+) -> None:
+    """What `Exchange.publish` does, minus its `aio_pika.Message`: building one (a lock
+    check per attribute, enum and timestamp conversions) then its properties cost ~30 us,
+    on every message of a turn in every service; `Basic.Properties` directly ~3 us.
+    Confirms, `mandatory` returns (`on_return_raises`) and nacks are aiormq's, unchanged."""
+    if channel.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        body, exchange=exchange, routing_key=routing_key, properties=properties, mandatory=mandatory, timeout=timeout
+    )
 
 
 class Bus:
@@ -169,22 +195,23 @@ class Bus:
         """
         if not exchange:
             raise ValueError("the default exchange is not used (see access.py); name an exchange")
-        target = await self.publish_channel.get_exchange(exchange, ensure=False)
-        headers = dict(headers or {})
+        headers = dict(headers) if headers else {}
         with sending(exchange, routing_key, headers):  # the trace context goes into the headers
-            message = aio_pika.Message(
-                body,
-                content_type="application/json",
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT,
+            properties = Basic.Properties(
+                content_type=JSON,
+                delivery_mode=PERSISTENT if persistent else TRANSIENT,
                 reply_to=reply_to,
                 correlation_id=correlation_id,
                 headers=headers,
             )
-            await target.publish(
-                message,
-                routing_key=routing_key,
-                timeout=timeout,
+            await basic_publish(
+                self.publish_channel,
+                exchange,
+                routing_key,
+                body,
+                properties,
                 mandatory=persistent if mandatory is None else mandatory,
+                timeout=timeout,
             )
 
     # ---- RPC ------------------------------------------------------------------------
@@ -215,20 +242,17 @@ class Bus:
         try:
             try:
                 channel = await self._ensure_rpc_channel()
-                exchange = await channel.get_exchange(target.exchange, ensure=False)
                 headers: dict[str, Any] = {}
                 with sending(target.exchange, target.routing_key, headers):
-                    await exchange.publish(
-                        aio_pika.Message(
-                            body,
-                            content_type="application/json",
-                            reply_to=self.reply_queue,
-                            correlation_id=correlation_id,
-                            expiration=timeout,
-                            headers=headers,
-                        ),
-                        routing_key=target.routing_key,
+                    properties = Basic.Properties(
+                        content_type=JSON,
+                        delivery_mode=TRANSIENT,
+                        reply_to=self.reply_queue,
+                        correlation_id=correlation_id,
+                        expiration=str(int(timeout * 1000)),
+                        headers=headers,
                     )
+                    await basic_publish(channel, target.exchange, target.routing_key, body, properties, mandatory=True)
             except (aiormq.exceptions.ChannelInvalidStateError, aio_pika.exceptions.AMQPError) as exc:
                 # The robust connection is reconnecting: to the caller it is "no reply", retryable.
                 raise RpcTimeout(f"broker unavailable for a request to {target.queue}: {exc}") from exc
@@ -249,15 +273,13 @@ class Bus:
         if not self.topology.is_reply_queue(reply_to):
             log.warning("request without a valid reply_to; no reply", extra={"reply_to": reply_to[:200]})
             return
-        exchange = await channel.get_exchange(self.topology.replies_exchange, ensure=False)
         headers: dict[str, Any] = {}
         with sending(self.topology.replies_exchange, reply_to, headers):
-            await exchange.publish(
-                aio_pika.Message(
-                    body, content_type="application/json", correlation_id=request.correlation_id, headers=headers
-                ),
-                routing_key=reply_to,
-                timeout=10.0,
+            properties = Basic.Properties(
+                content_type=JSON, delivery_mode=TRANSIENT, correlation_id=request.correlation_id, headers=headers
+            )
+            await basic_publish(
+                channel, self.topology.replies_exchange, reply_to, body, properties, mandatory=True, timeout=10.0
             )
 
     async def serve_rpc(

@@ -34,7 +34,6 @@ EXIT_PORT_IN_USE = 78  # EX_CONFIG
 log_uncaught(Path(sys.argv[0]).stem.removeprefix("agentry-") if sys.argv and sys.argv[0] else "agentry")
 
 
-
 class PortInUse(Exception):
     """The port a service listens on is taken; the message names the variable to change."""
 

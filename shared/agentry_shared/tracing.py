@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
@@ -103,6 +104,12 @@ def sending(exchange: str, routing_key: str, headers: dict[str, Any]) -> Iterato
     if not trace.get_current_span().get_span_context().is_valid:
         yield
         return
+    if not _sdk_installed():
+        # What the no-op tracer's span would do, without building one per message: it is
+        # the current span again, so only its context goes into the headers.
+        propagate.inject(headers)
+        yield
+        return
     destination = exchange or routing_key
     attributes: dict[str, str | bool] = {
         "messaging.system": "rabbitmq",
@@ -126,6 +133,17 @@ def processing(
     if "traceparent" not in carrier and traceparent:
         carrier = {"traceparent": traceparent}
     parent = propagate.extract(carrier, context=Context())
+    if not _sdk_installed():
+        # The no-op tracer's CONSUMER span is the publisher's span itself, made current:
+        # the same context (trace id in the log lines and in what we publish), per message
+        # without the span machinery.
+        span = trace.get_current_span(parent)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield span
+        finally:
+            otel_context.detach(token)
+        return
     destination = exchange or routing_key or ""
     attributes = {
         "messaging.system": "rabbitmq",

@@ -6,11 +6,19 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.log.sequencer import ConversationLog, encode_frame
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted, PostedEvent
-from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
+from agentry_shared.contracts.frames import (
+    FrameError,
+    MessageAccepted,
+    MessageDelta,
+    ServerFrame,
+    ToolApprovalRequired,
+    TurnCompleted,
+    TurnFailed,
+)
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
@@ -130,3 +138,28 @@ async def test_two_conversations_count_seq_separately(store: Store, scope: Scope
     [a, _] = await log.ingest(turn(scope, "ta"))
     [b, _] = await log.ingest(turn(other, "tb"))
     assert json.loads(a.body)["seq"] == json.loads(b.body)["seq"] == 1
+
+
+FRAMES = [
+    MessageAccepted(conversation_id="other", id="m1"),
+    MessageDelta(conversation_id="c", turn_id="t", text='é "quoted"\n\u2028'),
+    ToolApprovalRequired(
+        conversation_id="c", turn_id="t", tool="rm", call_id="k", arguments={"a": [1, None]}, expires_in_ms=5
+    ),
+    TurnFailed(conversation_id="c", error=FrameError(code="cancelled", message="stop")),
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=lambda f: f.type)
+def test_a_frame_is_encoded_once_as_its_own_json_with_the_seq(frame: ServerFrame) -> None:
+    encoded = encode_frame(frame, "c", frame.turn_id or "t0")
+    expected = frame.model_copy(update={"conversation_id": "c", "turn_id": frame.turn_id or "t0", "seq": 17})
+    assert encoded.with_seq(17) == expected.model_dump_json().encode()
+    assert encoded.final_state == ("cancelled" if frame.type == "turn.failed" else None)
+
+
+async def test_the_store_keeps_the_bytes_that_go_out(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1"))
+    [out] = await log.ingest(delta(scope, "t1", "e1", "ünïcode"))
+    assert (await store.frames_after(scope, 1, 10))[0] == json.loads(out.body)

@@ -21,7 +21,7 @@ from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
 
 from agentry_memory.metrics import FRAMES_APPENDED
-from agentry_memory.store import FINISHED, Store
+from agentry_memory.store import FINISHED, EncodedFrame, Store
 from agentry_memory.store.errors import NotFound, StoreRefusal
 
 log = logging.getLogger(__name__)
@@ -107,27 +107,39 @@ class ConversationLog:
 
     async def _sequence_all(self, scope: Scope, turn_id: str, events: list[tuple[str, ServerFrame]]) -> list[Outbound]:
         """Give each event the next seq (its first one if seen before), in order, in one commit."""
-        # The routing key is the scope's conversation: the frame must not claim another one.
-        # A frame without a turn_id gets the entry's, so the store can tell which turn ends.
-        frames = [
-            frame.model_copy(update={"conversation_id": scope.conversation_id, "turn_id": frame.turn_id or turn_id})
-            for _, frame in events
-        ]
-        stored = await self.store.append_frames(
-            scope,
-            [(event_id, frame.model_dump(mode="json")) for (event_id, _), frame in zip(events, frames, strict=True)],
-        )
+        encoded = [(key, encode_frame(frame, scope.conversation_id, frame.turn_id or turn_id)) for key, frame in events]
+        stored = await self.store.append_frames(scope, list(encoded))
         outbound = []
-        for frame, (seq, created) in zip(frames, stored, strict=True):
+        for (_, frame), (seq, created) in zip(encoded, stored, strict=True):
             if created:
                 FRAMES_APPENDED.inc()
-            sequenced = frame.model_copy(update={"seq": seq})
             outbound.append(
                 Outbound(
                     exchange=self.topology.frames_exchange,
                     routing_key=scope.conversation_id,
-                    body=sequenced.model_dump_json().encode(),
+                    body=frame.with_seq(seq),  # the bytes the store kept
                     persistent=False,
                 )
             )
         return outbound
+
+
+_HEAD: Final = {"conversation_id", "turn_id"}
+_NOT_TAIL: Final = {"conversation_id", "turn_id", "seq"}
+
+
+def encode_frame(frame: ServerFrame, conversation_id: str, turn_id: str | None) -> EncodedFrame:
+    """The frame's JSON, once, with the scope's conversation (the routing key is the
+    scope's: a frame must not claim another conversation) and the entry's turn_id if it
+    has none (so the store can tell which turn ends); the store gives it its seq.
+    `EncodedFrame.with_seq(seq)` equals the frame's own `model_dump_json()` with that seq."""
+    if frame.conversation_id != conversation_id or frame.turn_id != turn_id:
+        frame = frame.model_copy(update={"conversation_id": conversation_id, "turn_id": turn_id})
+    error = frame.error.code if isinstance(frame, TurnFailed) else None
+    return EncodedFrame(
+        head=frame.__pydantic_serializer__.to_json(frame, include=_HEAD)[1:-1],
+        tail=frame.__pydantic_serializer__.to_json(frame, exclude=_NOT_TAIL)[1:-1],
+        type=frame.type,
+        turn_id=turn_id,
+        error_code=error,
+    )

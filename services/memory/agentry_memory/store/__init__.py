@@ -25,6 +25,7 @@ from agentry_memory.store.records import (
     Admission,
     ApprovalAnswer,
     ApprovalRecord,
+    EncodedFrame,
     Fact,
     ReasoningStep,
     StoredMessage,
@@ -47,6 +48,7 @@ __all__ = [
     "ApprovalAnswer",
     "ApprovalRecord",
     "ConversationStore",
+    "EncodedFrame",
     "Fact",
     "Forbidden",
     "Invalid",
@@ -135,8 +137,9 @@ class ConversationStore(Protocol):
     async def complete_tool_call(self, scope: Scope, turn_id: str, call_id: str, result: dict[str, Any]) -> None:
         """Keep the call's result; a second completion keeps the first result."""
 
-    async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
-        """Give the frame the conversation's next seq and keep it (with `seq` set).
+    async def append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame | dict[str, Any]) -> tuple[int, bool]:
+        """Give the frame the conversation's next seq and keep it (with `seq` set): an
+        `EncodedFrame` is kept as `frame.with_seq(seq)`, byte for byte (a dict is encoded).
 
         Returns (seq, True); for an event_id seen before, (its first seq, False) and nothing
         is stored. Seqs of a conversation are 1, 2, 3, ... without gaps, and never reused,
@@ -145,7 +148,9 @@ class ConversationStore(Protocol):
         same transaction; a frame naming an unknown turn is kept and finishes nothing.
         """
 
-    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+    async def append_frames(
+        self, scope: Scope, frames: list[tuple[str, EncodedFrame | dict[str, Any]]]
+    ) -> list[tuple[int, bool]]:
         """`append_frame` for each (event_id, frame), in order, in one commit where the
         backend has transactions (the embedded store): one fsync for a batch of frames."""
 

@@ -185,12 +185,47 @@ def over_budget(level: BudgetLevel, turns: int, running: int, tokens: int, now: 
 
 def final_state(frame: dict[str, Any]) -> TurnState | None:
     """The state a turn ends in when this frame is sequenced; None if it does not end one."""
-    if frame.get("type") == "turn.completed":
+    error = frame.get("error") or {}
+    return _final_state(frame.get("type"), error.get("code"))
+
+
+def _final_state(frame_type: object, error_code: object) -> TurnState | None:
+    if frame_type == "turn.completed":
         return "completed"
-    if frame.get("type") == "turn.failed":
-        error = frame.get("error") or {}
-        return "cancelled" if error.get("code") == "cancelled" else "failed"
+    if frame_type == "turn.failed":
+        return "cancelled" if error_code == "cancelled" else "failed"
     return None
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A server frame encoded once, before it has a seq: the store keeps `with_seq(seq)`
+    and the sequencer publishes the very same bytes (one JSON encoding per frame, not one
+    for the store and one for the fan-out).
+
+    `head` and `tail` are the JSON members (`"key":value,...`, no braces) that go before
+    and after `seq`; `with_seq` joins them into the frame's JSON object."""
+
+    head: bytes
+    tail: bytes
+    type: str
+    turn_id: str | None
+    error_code: str | None = None
+
+    def with_seq(self, seq: int) -> bytes:
+        members = b'%s,"seq":%d' % (self.head, seq) if self.head else b'"seq":%d' % seq
+        return b"{%s,%s}" % (members, self.tail) if self.tail else b"{%s}" % members
+
+    @property
+    def final_state(self) -> TurnState | None:
+        return _final_state(self.type, self.error_code)
+
+    @classmethod
+    def of(cls, frame: dict[str, Any]) -> EncodedFrame:
+        """From a frame as a dict (tests, tools): its keys other than `seq`, then `seq`."""
+        body = json.dumps({k: v for k, v in frame.items() if k != "seq"}, ensure_ascii=False, separators=(",", ":"))
+        error = frame.get("error") or {}
+        return cls(body.encode()[1:-1], b"", str(frame.get("type")), frame.get("turn_id"), error.get("code"))
 
 
 @dataclass(frozen=True)

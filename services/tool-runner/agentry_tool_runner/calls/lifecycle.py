@@ -132,7 +132,9 @@ class Calls:
     async def _act(self, call: Call, tool: Tool, claim: ToolCallClaimed | None, decision: Decision) -> ToolCompleted:
         request = call.request
         TOOL_CALL_CLAIMS.labels(decision=decision.action).inc()
-        log.info("claim decided", extra={"decision": decision.action, "why": decision.why})
+        # The usual case (a fresh claim, so it runs) is one line per call: debug; the rest are news.
+        level = logging.DEBUG if decision.why == "claimed" else logging.INFO
+        log.log(level, "claim decided", extra={"decision": decision.action, "why": decision.why})
         if decision.action == "reply_kept" and claim is not None:
             return kept_result(claim).model_copy(update={"call_id": request.call_id, "tool": request.tool})
         if decision.action == "run":

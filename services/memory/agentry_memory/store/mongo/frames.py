@@ -20,20 +20,21 @@ from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.store.mongo.base import MongoBase, conversation_filter
-from agentry_memory.store.records import FINISHED, final_state
+from agentry_memory.store.records import FINISHED, EncodedFrame
 
 SEQ_ATTEMPTS = 20
 
 
 class MongoFrames(MongoBase):
-    async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
+    async def append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame | dict[str, Any]) -> tuple[int, bool]:
         """The turn a final frame ends is updated after the frame is stored, on a redelivery
         too (conditionally, so only the first final frame counts): a crash between the two
         writes is repaired when the entry comes back."""
+        encoded = frame if isinstance(frame, EncodedFrame) else EncodedFrame.of(frame)
         await self._owned(scope)
         async with self._appending.hold(scope.conversation_id):
-            seq, new = await self._insert_frame(scope, event_id, frame)
-        state, turn_id = final_state(frame), frame.get("turn_id")
+            seq, new = await self._insert_frame(scope, event_id, encoded)
+        state, turn_id = encoded.final_state, encoded.turn_id
         if state is not None and turn_id:
             await self._c("turns").update_one(
                 {"_id": turn_id, **conversation_filter(scope), "state": {"$nin": list(FINISHED)}},
@@ -41,10 +42,12 @@ class MongoFrames(MongoBase):
             )
         return seq, new
 
-    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+    async def append_frames(
+        self, scope: Scope, frames: list[tuple[str, EncodedFrame | dict[str, Any]]]
+    ) -> list[tuple[int, bool]]:
         return [await self.append_frame(scope, event_id, frame) for event_id, frame in frames]
 
-    async def _insert_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
+    async def _insert_frame(self, scope: Scope, event_id: str, frame: EncodedFrame) -> tuple[int, bool]:
         frames = self._c("frames")
         where = conversation_filter(scope)
         for _ in range(SEQ_ATTEMPTS):
@@ -53,7 +56,7 @@ class MongoFrames(MongoBase):
                 return int(existing["seq"]), False
             last = await frames.find_one(where, {"seq": 1}, sort=[("seq", DESCENDING)])
             seq = (int(last["seq"]) if last else 0) + 1
-            body = json.dumps({**frame, "seq": seq}, ensure_ascii=False)
+            body = frame.with_seq(seq).decode()
             try:
                 await frames.insert_one(
                     {**where, "seq": seq, "event_id": event_id, "body": body, "created_at": time.time()}

@@ -8,7 +8,7 @@ from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.store.records import final_state
+from agentry_memory.store.records import EncodedFrame
 from agentry_memory.store.sqlite.base import SqliteBase
 
 # Conversations whose expired frames one sweep transaction deletes: small enough that the
@@ -17,13 +17,17 @@ SWEEP_BATCH = 200
 
 
 class FrameTables(SqliteBase):
-    async def append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
-        return await self._write(self._append_frame, scope, event_id, frame)
+    async def append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame | dict[str, Any]) -> tuple[int, bool]:
+        encoded = frame if isinstance(frame, EncodedFrame) else EncodedFrame.of(frame)
+        return await self._write(self._append_frame, scope, event_id, encoded)
 
-    async def append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
-        return await self._write(self._append_frames, scope, frames)
+    async def append_frames(
+        self, scope: Scope, frames: list[tuple[str, EncodedFrame | dict[str, Any]]]
+    ) -> list[tuple[int, bool]]:
+        encoded = [(event_id, f if isinstance(f, EncodedFrame) else EncodedFrame.of(f)) for event_id, f in frames]
+        return await self._write(self._append_frames, scope, encoded)
 
-    def _append_frames(self, scope: Scope, frames: list[tuple[str, dict[str, Any]]]) -> list[tuple[int, bool]]:
+    def _append_frames(self, scope: Scope, frames: list[tuple[str, EncodedFrame]]) -> list[tuple[int, bool]]:
         with self._tx():  # one transaction (or one savepoint of a group); each frame nests in it
             grouping, self._grouping = self._grouping, True
             try:
@@ -31,7 +35,7 @@ class FrameTables(SqliteBase):
             finally:
                 self._grouping = grouping
 
-    def _append_frame(self, scope: Scope, event_id: str, frame: dict[str, Any]) -> tuple[int, bool]:
+    def _append_frame(self, scope: Scope, event_id: str, frame: EncodedFrame) -> tuple[int, bool]:
         now = time.time()
         with self._tx() as db:
             conversation = self._owned(db, scope)
@@ -47,9 +51,9 @@ class FrameTables(SqliteBase):
             ).fetchone()
             db.execute(
                 "INSERT INTO frames (conversation, seq, event_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                (conversation, seq, event_id, json.dumps({**frame, "seq": seq}, ensure_ascii=False), now),
+                (conversation, seq, event_id, frame.with_seq(seq).decode(), now),
             )
-            state, turn_id = final_state(frame), frame.get("turn_id")
+            state, turn_id = frame.final_state, frame.turn_id
             if state is not None and turn_id:
                 db.execute(
                     "UPDATE turns SET state = ?, finished_at = ?, finished_by = ? "
