@@ -32,6 +32,14 @@ from agentry_shared.tracing import processing, sending
 log = logging.getLogger(__name__)
 
 QUORUM = {"x-queue-type": "quorum"}
+# `<ns>.dead.handled`: what memory handled, kept for operators but bounded (the oldest go
+# first, none older than 14 days), so a storm of dead letters cannot fill the broker.
+HANDLED_DEAD_LETTERS: dict[str, Any] = {
+    **QUORUM,
+    "x-max-length": 10_000,
+    "x-overflow": "drop-head",
+    "x-message-ttl": 14 * 24 * 3600 * 1000,
+}
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
