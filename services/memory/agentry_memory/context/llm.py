@@ -21,6 +21,7 @@ import re
 
 from agentry_shared.tracing import inject, model_call, record_usage
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
 
 from agentry_memory.context.tokens import count_tokens
 
@@ -53,9 +54,11 @@ class OpenAISummaryModel:
             flat = " ".join(previous.split())
             lines.append(flat if flat.lower().startswith("summary:") else f"Summary: {flat}")
         lines.append(transcript)
-        messages = [
-            {"role": "system", "content": SUMMARY_PROMPT.format(words=self.max_words)},
-            {"role": "user", "content": "\n".join(lines)},
+        system = SUMMARY_PROMPT.format(words=self.max_words)
+        user = "\n".join(lines)
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
         ]
         with model_call(self.model) as span:
             span.set_attribute("agentry.model.purpose", "summary")
@@ -67,7 +70,7 @@ class OpenAISummaryModel:
             if usage is not None:
                 record_usage(span, usage.prompt_tokens, usage.completion_tokens)
             else:
-                estimate = sum(count_tokens(m["content"]) for m in messages)
+                estimate = count_tokens(system) + count_tokens(user)
                 record_usage(span, estimate, count_tokens(content or ""), estimated=True)
         text = without_thinking(content) if content else None
         if not text or not text.strip():
