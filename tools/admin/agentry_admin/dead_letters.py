@@ -15,7 +15,6 @@ A crash between the confirm and the ack leaves a duplicate, never a gap.
 Why not get-and-requeue (close the channel without acking): quorum queues count that as a
 delivery, and with RabbitMQ 4's default delivery limit (20) a dead letter listed twenty
 times would be dropped: the dead queue has nowhere else to send it.
-
 """
 
 from __future__ import annotations
