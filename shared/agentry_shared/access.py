@@ -130,6 +130,7 @@ def _own(topology: Topology, service: Service) -> Grants:
                 re.escape(t.turns_queue(0)).removesuffix("0") + _PARTITION,
                 re.escape(t.memory_rpc_queue),
                 re.escape(t.dead_letter_queue),
+                re.escape(t.handled_dead_letter_queue),
                 rf"{ns}\.members\.memory\.{_NAME}",
             ),
             answers=True,

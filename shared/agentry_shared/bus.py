@@ -43,6 +43,14 @@ log = logging.getLogger(__name__)
 QUORUM = {"x-queue-type": "quorum"}
 JSON = "application/json"
 PERSISTENT, TRANSIENT = 2, 1  # AMQP delivery modes
+# `<ns>.dead.handled`: what memory handled, kept for operators but bounded (the oldest go
+# first, none older than 14 days), so a storm of dead letters cannot fill the broker.
+HANDLED_DEAD_LETTERS: dict[str, Any] = {
+    **QUORUM,
+    "x-max-length": 10_000,
+    "x-overflow": "drop-head",
+    "x-message-ttl": 14 * 24 * 3600 * 1000,
+}
 
 
 class RpcTimeout(Exception):

@@ -12,6 +12,7 @@ The path of a turn through the broker:
     replicas --Heartbeat--> members       (routing key = role: who is alive, who owns what)
     memory  --CancelRequested--> control (fanout: every reasoner and tool-runner)
     dead    <-- work messages that failed `x-delivery-limit` times (memory tells the user)
+    dead.handled <-- memory: each dead letter it handled, kept for operators (bounded)
 
 `log.<p>` and `turns.<p>` are quorum queues with single-active-consumer and the same
 partition of a conversation, so each conversation has exactly one writer of its event
@@ -109,6 +110,11 @@ class Topology:
         return f"{self.namespace}.dead"
 
     @property
+    def handled_dead_letter_queue(self) -> str:
+        """Dead letters memory has handled, kept (bounded) so agentry-admin lists them too."""
+        return f"{self.namespace}.dead.handled"
+
+    @property
     def memory_rpc_queue(self) -> str:
         return f"{self.namespace}.memory.rpc"
 
@@ -158,6 +164,7 @@ class Topology:
             self.memory_rpc_queue,
             self.tool_catalog_queue,
             self.dead_letter_queue,
+            self.handled_dead_letter_queue,
         ]
 
     def exchanges(self) -> list[str]:

@@ -46,6 +46,8 @@ NEEDED = [
     ("memory", "write", T.frames_exchange),
     ("memory", "write", T.control_exchange),
     ("memory", "read", T.dead_letter_queue),
+    ("memory", "configure", T.handled_dead_letter_queue),
+    ("memory", "write", "amq.default"),  # keeps what it handled in dead.handled, by name
     ("memory", "read", T.memory_rpc_queue),
     ("memory", "read", T.memory_exchange),
     ("memory", "write", T.replies_exchange),
@@ -81,6 +83,8 @@ REFUSED = [
     ("tool-runner", "read", T.log_queue(0)),
     ("tool-runner", "read", T.memory_rpc_queue),
     ("tool-runner", "read", T.dead_letter_queue),
+    ("tool-runner", "read", T.handled_dead_letter_queue),
+    ("reasoner", "read", T.handled_dead_letter_queue),
     ("tool-runner", "configure", T.log_exchange),
     ("tool-runner", "configure", f"ns-1.gateway.{HEX}"),
     ("gateway", "write", T.turns_exchange),

@@ -39,7 +39,7 @@ def test_partition_is_in_range_and_follows_the_topology() -> None:
 def test_names_are_distinct_and_inside_the_namespace() -> None:
     topology = Topology("ns1", 4)
     queues = topology.durable_queues(["default", "sandbox"])
-    assert len(queues) == len(set(queues)) == 4 + 4 + 2 + 3
+    assert len(queues) == len(set(queues)) == 4 + 4 + 2 + 4  # memory.rpc, tools.catalog, dead, dead.handled
     assert all(name.startswith("ns1.") for name in [*queues, *topology.exchanges()])
     other = Topology("ns2", 4)
     assert not set(queues) & set(other.durable_queues(["default", "sandbox"]))

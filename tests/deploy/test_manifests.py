@@ -48,6 +48,7 @@ BASE = K8S / "base"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 RULES = K8S / "prometheus" / "agentry-rules.yaml"
 RULES_TEST = K8S / "prometheus" / "agentry-rules.test.yaml"
+COMPOSE_PROMETHEUS = K8S / "prometheus" / "prometheus-compose.yml"
 UID = 10001
 POOLS = {"default", "sandbox", "network"}
 # bubblewrap needs user namespaces and a fresh /proc, which a container's defaults refuse
@@ -526,6 +527,80 @@ def test_compose_services_and_settings() -> None:
     assert ours["gateway"]["ports"] == ["127.0.0.1:8080:8080"]
 
 
+def _mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> the repository file a compose service bind-mounts there."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("./"):
+            found[target] = (ROOT / source).resolve()
+    return found
+
+
+def test_compose_prometheus_scrapes_every_service_and_the_broker() -> None:
+    """The `prometheus` service loads k8s/prometheus's compose config and alert rules, and
+    that config scrapes each Agentry service of compose on the port its settings give it
+    (every container of it: DNS A records) and RabbitMQ's plugin per object."""
+    services = compose()["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:v2.")
+    assert prometheus["ports"] == ["127.0.0.1:9090:9090"]
+    flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in prometheus["command"])
+    config_path = Path(flags["config.file"])
+    mounts = _mounts(prometheus)
+    assert mounts[str(config_path)] == COMPOSE_PROMETHEUS
+    config = load(COMPOSE_PROMETHEUS)[0]
+    # rule_files are relative to the config file: the same name beside it, in the repository and in the container.
+    for rule_file in config["rule_files"]:
+        assert mounts[str(config_path.parent / rule_file)] == (COMPOSE_PROMETHEUS.parent / rule_file).resolve() == RULES
+
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    scraped: set[tuple[str, int]] = set()
+    for sd in jobs["agentry"].get("dns_sd_configs", []):
+        assert sd["type"] == "A"  # every container of a scaled service, not one of them
+        scraped |= {(name, int(sd["port"])) for name in sd["names"]}
+    for static in jobs["agentry"].get("static_configs", []):
+        scraped |= {(host, int(port)) for host, _, port in (t.rpartition(":") for t in static["targets"])}
+    expected = set()
+    for name, service in agentry_compose_services().items():
+        port_var = SERVICES[service["build"]["args"]["SERVICE"]].port_var
+        expected.add((name, int(service["environment"][port_var])))
+    assert scraped == expected
+
+    # RabbitMQ's rabbitmq_prometheus plugin, enabled by the rabbitmq service, per queue.
+    plugins = services["rabbitmq"]["environment"]["RABBITMQ_ENABLED_PLUGINS"].split(",")
+    assert "rabbitmq_prometheus" in plugins and "rabbitmq_management" in plugins
+    assert jobs["rabbitmq"]["metrics_path"] == "/metrics/per-object"
+    assert [t for s in jobs["rabbitmq"]["static_configs"] for t in s["targets"]] == ["rabbitmq:15692"]
+
+
+def test_kubernetes_scrapes_the_brokers_plugin() -> None:
+    """k8s/ has no broker of its own (RabbitMQ runs from its operator or elsewhere): what it
+    ships is the scrape of the broker's plugin, a job for the Prometheus of the cluster."""
+    scrape = load(K8S / "prometheus" / "rabbitmq-scrape.yaml")
+    (job,) = [job for doc in scrape for job in doc.get("scrape_configs", [])]
+    assert job["metrics_path"] == "/metrics/per-object"
+    kept = {(tuple(r["source_labels"]), r["regex"]) for r in job["relabel_configs"] if r.get("action") == "keep"}
+    assert kept == {
+        (("__meta_kubernetes_pod_label_app_kubernetes_io_name",), "rabbitmq"),  # the NetworkPolicies' broker label
+        (("__meta_kubernetes_pod_container_port_number",), "15692"),
+    }
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus, or `make prometheus`)")
+    result = subprocess.run(
+        [promtool, "check", "config", "rabbitmq-scrape.yaml"],
+        cwd=K8S / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if "field kubernetes_sd_configs not found" in result.stdout + result.stderr:
+        # Debian builds Prometheus without Kubernetes service discovery (its client libraries are not packaged).
+        pytest.skip("this promtool has no Kubernetes service discovery (Debian's build): the job is checked as YAML")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 DOCKERFILE = ROOT / "Dockerfile"
 
 
@@ -744,6 +819,21 @@ def test_compose_gives_each_service_its_own_broker_user(tmp_path: Path) -> None:
     before = (tmp_path / "gateway.env").read_text()
     script.compose(namespace, tmp_path)
     assert (tmp_path / "gateway.env").read_text() == before
+
+
+def test_promtool_accepts_the_compose_prometheus_config() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (apt-get install prometheus, or `make prometheus`)")
+    result = subprocess.run(
+        [promtool, "check", "config", COMPOSE_PROMETHEUS.name],
+        cwd=COMPOSE_PROMETHEUS.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout  # the alert rules load with it
 
 
 def compose_command() -> list[str] | None:

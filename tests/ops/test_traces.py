@@ -1,6 +1,8 @@
 """Traces end to end: a calculator turn through all five processes exports one trace over
 OTLP/HTTP, whose consumer spans are children of the publishers' spans across the broker,
-and whose trace id is on the turn's log lines.
+and whose trace id is on the turn's log lines. Then a conversation long enough for memory
+to summarise its older turns: the summary's model call is a span of the turn whose
+context request started it.
 
 The collector is a loopback HTTP server here that decodes each POST /v1/traces with the
 OTLP protobuf the SDK's exporter sends (opentelemetry-proto, installed with the exporter).
@@ -8,8 +10,10 @@ OTLP protobuf the SDK's exporter sends (opentelemetry-proto, installed with the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,12 +107,23 @@ def collector() -> Iterator[Collector]:
 
 
 async def test_one_trace_per_turn_across_five_processes(collector: Collector, tmp_path: Path) -> None:
-    stack = Stack(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=collector.url, OTEL_BSP_SCHEDULE_DELAY="100")
+    # A small window and a summary as soon as anything leaves it (memory only): the second
+    # long turn's context leaves the first out, and memory summarises it.
+    small_window = {"MEMORY_WINDOW_TOKENS": "256", "MEMORY_SUMMARY_TRIGGER_TOKENS": "1"}
+    stack = Stack(
+        tmp_path,
+        per_service={"memory": small_window},
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     try:
         stack.start_all()
         async with connect(stack.ws_url) as ws:
             frames = await converse(ws, "what is 37*91?")
+            long_turns = [await converse(ws, LONG)]
+            long_turns.append(await converse(ws, LONG, long_turns[0][0]["conversation_id"]))
         assert "3367" in answer(frames)
+        await _summary_exported(collector)
     finally:
         stack.close()  # SIGTERM: each process exports what it still buffers
     conversation = frames[0]["conversation_id"]
@@ -161,3 +176,45 @@ async def test_one_trace_per_turn_across_five_processes(collector: Collector, tm
         of_turn = [line for line in lines if line.get("turn_id") == turn_id]
         assert of_turn, name
         assert {line.get("trace_id") for line in of_turn} == {root.trace_id}, name
+    _check_summary_span(collector, stack, long_turns[1])
+
+
+LONG = "Please keep this note for later: " + " ".join(f"item{i} is filed under shelf {i % 7}." for i in range(40))
+
+
+def _summary_calls(collector: Collector) -> list[Seen]:
+    with collector.lock:
+        spans = list(collector.spans)
+    return [s for s in spans if s.service == "memory" and s.attributes.get("agentry.model.purpose") == "summary"]
+
+
+async def _summary_exported(collector: Collector, within: float = 30.0) -> None:
+    """Until memory's summary call is exported (it runs in the background after a GetContext)."""
+    deadline = time.monotonic() + within
+    while not _summary_calls(collector):
+        assert time.monotonic() < deadline, "memory never exported a summary model call"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # and the offline model's span of it
+
+
+def _check_summary_span(collector: Collector, stack: Stack, second_turn: list[dict[str, Any]]) -> None:
+    """The summary's model call: a CLIENT span of memory in the trace of the turn whose
+    GetContext scheduled it (the second turn: the first left its window), below memory's
+    span of that request; the offline model's server span is its child."""
+    (call,) = _summary_calls(collector)
+    spans = [s for s in collector.spans if s.trace_id == call.trace_id]
+    (root,) = [s for s in spans if s.name == "turn"]
+    assert root.service == "gateway" and root.attributes["agentry.conversation_id"] == second_turn[0]["conversation_id"]
+    (log_path,) = stack.workdir.glob("gateway-*.log")
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert {line.get("trace_id") for line in lines if line.get("turn_id") == second_turn[0]["turn_id"]} == {
+        call.trace_id
+    }
+    assert (call.service, call.name, call.kind) == ("memory", "chat agentry-offline", ProtoSpan.SPAN_KIND_CLIENT)
+    assert call.attributes["gen_ai.request.model"] == "agentry-offline"
+    assert call.attributes["gen_ai.usage.input_tokens"] > 0
+    parent = {s.span_id: s for s in spans}[call.parent_id]
+    assert parent.service == "memory" and parent.kind == ProtoSpan.SPAN_KIND_CONSUMER
+    assert parent.name == f"process {stack.namespace}.memory"  # the request exchange
+    served = [s for s in spans if s.service == "offline-model" and s.parent_id == call.span_id]
+    assert served and served[0].kind == ProtoSpan.SPAN_KIND_SERVER

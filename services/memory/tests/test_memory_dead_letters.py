@@ -1,4 +1,5 @@
-"""Dead letters: ConversationLog.fail_dead_turn on the real store, DeadLetterConsumer with a fake bus."""
+"""Dead letters: ConversationLog.fail_dead_turn on the real store, DeadLetterConsumer with a
+fake bus (and against the real broker in tools/admin/tests: what memory keeps is listed)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -93,20 +95,40 @@ async def test_a_final_frame_through_the_log_finishes_its_turn(store: Store, sco
 
 class FakeMessage:
     def __init__(self, body: bytes, headers: dict[str, Any] | None = None) -> None:
-        self.body, self.headers, self.acked = body, headers or {}, 0
+        self.body, self.headers, self.acked, self.requeued = body, headers or {}, 0, 0
 
     async def ack(self) -> None:
         self.acked += 1
+
+    async def nack(self, requeue: bool = True) -> None:
+        assert requeue
+        self.requeued += 1
 
 
 class FakeBus:
     topology = TOPOLOGY
 
-    def __init__(self) -> None:
+    def __init__(self, keep_failures: int = 0) -> None:
         self.published: list[tuple[str, str, bytes, bool]] = []
+        self.kept: list[tuple[bytes, dict[str, Any]]] = []  # to <ns>.dead.handled
+        self.keep_failures = keep_failures
 
-    async def publish(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True) -> None:
-        self.published.append((exchange, routing_key, body, persistent))
+    async def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        persistent: bool = True,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        if (exchange, routing_key) == ("", TOPOLOGY.handled_dead_letter_queue):
+            if self.keep_failures > 0:
+                self.keep_failures -= 1
+                raise ConnectionError("the broker is going away")
+            self.kept.append((body, headers or {}))
+        else:
+            self.published.append((exchange, routing_key, body, persistent))
 
 
 class FlakyLog:
@@ -120,8 +142,8 @@ class FlakyLog:
         return [Outbound("test.frames", turn.scope.conversation_id, b"failed", False)]
 
 
-def adapter(conversation_log: Any) -> tuple[DeadLetterConsumer, FakeBus]:
-    bus = FakeBus()
+def adapter(conversation_log: Any, keep_failures: int = 0) -> tuple[DeadLetterConsumer, FakeBus]:
+    bus = FakeBus(keep_failures)
     return DeadLetterConsumer(cast(Bus, bus), cast(ConversationLog, conversation_log), retry_delay=0), bus
 
 
@@ -135,6 +157,21 @@ async def test_a_dead_turn_is_published_then_acked(store: Store, scope: Scope) -
     await handle(consumer, message)
     assert [json.loads(body)["type"] for (_, _, body, _) in bus.published] == ["message.accepted", "turn.failed"]
     assert message.acked == 1
+    # Kept for the operator, as it came, with where it died and what memory did.
+    [(body, headers)] = bus.kept
+    assert body == message.body and headers["x-first-death-queue"] == "test.turns.1"
+    assert (headers[HANDLED_OUTCOME], headers[HANDLED_KIND]) == ("turn_failed", "turn.requested")
+    assert datetime.fromisoformat(headers[HANDLED_AT]).tzinfo is not None
+
+
+async def test_a_letter_that_cannot_be_kept_goes_back_unacked(store: Store, scope: Scope) -> None:
+    consumer, bus = adapter(ConversationLog(store, TOPOLOGY), keep_failures=2)
+    await handle(consumer, passing := FakeMessage(encode(turn(scope))))
+    assert (passing.acked, passing.requeued, len(bus.kept)) == (1, 0, 1)  # a passing failure: retried
+
+    consumer, bus = adapter(ConversationLog(store, TOPOLOGY), keep_failures=99)
+    await handle(consumer, lasting := FakeMessage(encode(turn(scope, "t2"))))
+    assert (lasting.acked, lasting.requeued, bus.kept) == (0, 1, [])  # back to <ns>.dead, handled again later
 
 
 async def test_events_and_unreadable_letters_are_logged_and_acked(scope: Scope, caplog: Any) -> None:
@@ -148,6 +185,7 @@ async def test_events_and_unreadable_letters_are_logged_and_acked(scope: Scope, 
         await handle(consumer, message)
         assert message.acked == 1
     assert bus.published == []
+    assert [headers[HANDLED_OUTCOME] for _, headers in bus.kept] == ["logged", "unreadable"]
     assert "could not be sequenced" in caplog.text and "unreadable dead letter" in caplog.text
     assert any(getattr(record, "event_id", None) == "e" for record in caplog.records)
 

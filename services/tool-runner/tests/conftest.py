@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,8 +205,9 @@ class RealWorker:
 
 
 @asynccontextmanager
-async def real_worker(folder: Path, **environment: str) -> AsyncIterator[RealWorker]:
-    """The real entry point in a namespace of its own, with `AGENTRY_TEST_SECRET` set."""
+async def real_worker(folder: Path, launcher: Sequence[str] = (), **environment: str) -> AsyncIterator[RealWorker]:
+    """The real entry point in a namespace of its own, with `AGENTRY_TEST_SECRET` set;
+    `launcher` is a command that execs the worker (e.g. into a cgroup of its own)."""
     topology = Topology(f"t{uuid.uuid4().hex}", 2)
     bus = Bus(AMQP_URL, topology, name="tool-runner-test")
     await bus.connect()
@@ -229,7 +230,7 @@ async def real_worker(folder: Path, **environment: str) -> AsyncIterator[RealWor
     }
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agentry_tool_runner", env=env, stdout=sink, stderr=sink
+            *launcher, sys.executable, "-m", "agentry_tool_runner", env=env, stdout=sink, stderr=sink
         )
     try:
         await wait_ready(port, lambda: process.returncode is None)
@@ -337,7 +338,7 @@ def start_real_worker(tmp_path: Path) -> RealWorkerFactory:
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
 
-    def start(**environment: str) -> AbstractAsyncContextManager[RealWorker]:
-        return real_worker(tmp_path, **environment)
+    def start(launcher: Sequence[str] = (), **environment: str) -> AbstractAsyncContextManager[RealWorker]:
+        return real_worker(tmp_path, launcher, **environment)
 
     return start

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -278,6 +279,67 @@ async def test_a_call_cannot_hold_more_memory_than_its_cap(sandbox_worker: RealW
     }
     assert sorted(mechanisms.values()) == [0, 0, 1], mechanisms
     await _hogs_stay_under_the_cap(sandbox_worker)
+
+
+def _cgroup_mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, filesystem type, super options) of each cgroup mount of this process."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        before, _, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if len(fields) > 4 and len(tail) > 2 and tail[0] in ("cgroup", "cgroup2"):
+            found.append((fields[4], tail[0], set(tail[2].split(","))))
+    return found
+
+
+def why_no_delegated_cgroup2_memory() -> str | None:
+    """Why this host cannot give a worker a cgroup v2 of its own with the memory controller
+    delegated (what the cgroup v2 per-call path needs), or None when it can: cgroup v2 with
+    the memory controller, root, and systemd to delegate a scope (`Delegate=yes`)."""
+    mounts = _cgroup_mounts()
+    v1_memory = [point for point, kind, options in mounts if kind == "cgroup" and "memory" in options]
+    if v1_memory:
+        return (
+            f"this host's memory controller is on cgroup v1 ({v1_memory[0]}), so no cgroup v2 can have it: "
+            "the cgroup v2 per-call path runs where cgroup v2 with the memory controller is delegated "
+            "(the GitHub workflow tool-runner-sandbox.yml)"
+        )
+    v2 = [point for point, kind, _ in mounts if kind == "cgroup2"]
+    if not v2:
+        return "no cgroup2 filesystem is mounted here: the cgroup v2 per-call path needs one with the memory controller"
+    controllers = (Path(v2[0]) / "cgroup.controllers").read_text().split()
+    if "memory" not in controllers or "pids" not in controllers:
+        return f"cgroup v2 at {v2[0]} offers no memory and pids controllers here ({controllers})"
+    if os.geteuid() != 0:
+        return "delegating a cgroup v2 (systemd-run --scope -p Delegate=yes) to the worker needs root"
+    if shutil.which("systemd-run") is None or not Path("/run/systemd/system").is_dir():
+        return "no systemd here to delegate a cgroup v2 with the memory controller to the worker (systemd-run --scope)"
+    return None
+
+
+async def test_the_cgroup2_path_caps_a_call_in_a_delegated_cgroup(start_real_worker: RealWorkerFactory) -> None:
+    """The worker alone in a systemd scope with `Delegate=yes` (as in a unit with it, or a
+    VM): it moves itself into a leaf, enables memory and pids for its call cgroups, and
+    the eight memory hogs of a call share the call's cap; the call cgroups go with the calls.
+    AGENTRY_REQUIRE_CGROUP2=1 (the GitHub workflow) turns the skip into a failure."""
+    why_not = why_no_delegated_cgroup2_memory()
+    if why_not is not None:
+        if os.environ.get("AGENTRY_REQUIRE_CGROUP2") == "1":
+            pytest.fail(why_not)
+        pytest.skip(why_not)
+    scope = ["systemd-run", "--scope", "--quiet", "-p", "Delegate=yes", "--"]
+    async with start_real_worker(scope) as worker:
+        cap = await worker.metric("agentry_tool_runner_memory_cap", mechanism="cgroup2")
+        assert cap == 1, worker.log.read_text()[-3000:]  # the log says why cgroups were not used
+        await _hogs_stay_under_the_cap(worker)
+        own = Path(f"/proc/{worker.process.pid}/cgroup").read_text().strip().removeprefix("0::/")
+        mount = next(point for point, kind, _ in _cgroup_mounts() if kind == "cgroup2")
+        own_cgroup = Path(mount) / own
+        # It moved itself into a leaf beside its calls' cgroups, unless the scope came with
+        # the controllers enabled already.
+        base = own_cgroup.parent if own_cgroup.name == "agentry-worker" else own_cgroup
+        assert {"memory", "pids"} <= set((base / "cgroup.subtree_control").read_text().split())
+        assert [p.name for p in base.iterdir() if p.name.startswith("agentry-call-")] == []
 
 
 async def test_without_cgroups_fewer_processes_keep_the_call_under_its_cap(

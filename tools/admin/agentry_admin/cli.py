@@ -1,6 +1,6 @@
 """`agentry-admin`: the operator's commands. JSON on stdout, JSON log lines on stderr.
 
-    agentry-admin dead list                       the dead-lettered messages (none is lost)
+    agentry-admin dead list                       every dead letter, handled by memory or not (none is lost)
     agentry-admin dead replay [--index N ...]     back to their original exchange and routing key
     agentry-admin partitions [--seconds 3]        live replicas per role and who owns each partition
     agentry-admin conversations export --tenant T --user U --conversation C
@@ -35,10 +35,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="agentry-admin", description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--namespace", help="the namespace (default: AGENTRY_NAMESPACE)")
     sub = p.add_subparsers(dest="area", required=True)
-    dead = sub.add_parser("dead", help="the dead-letter queue").add_subparsers(dest="action", required=True)
-    dead.add_parser("list", help="list the dead letters; each goes back in place")
+    dead = sub.add_parser("dead", help="the dead letters").add_subparsers(dest="action", required=True)
+    dead.add_parser("list", help="list every dead letter, those memory handled too; each goes back in place")
     replay = dead.add_parser("replay", help="republish dead letters where they first died")
-    replay.add_argument("--index", type=int, action="append", help="only these (from `dead list`); default: all")
+    replay.add_argument(
+        "--index", type=int, action="append", help="only these (from `dead list`); default: all not handled by memory"
+    )
     parts = sub.add_parser("partitions", help="live replicas and partition owners")
     parts.add_argument("--seconds", type=float, default=3.0, help="how long to listen to heartbeats")
     convs = sub.add_parser("conversations", help="a user's conversations").add_subparsers(dest="action", required=True)
@@ -60,12 +62,24 @@ async def _dead(args: argparse.Namespace, settings: CommonSettings, topology: To
     chosen = set(args.index or []) if args.action == "replay" else set()
 
     def pick(letter: dead_letters.DeadLetter) -> bool:
-        return args.action == "replay" and (not args.index or letter.index in chosen)
+        if args.action != "replay":
+            return False
+        # By default only what memory has not handled: a handled turn has already failed
+        # for its user; pick one by its index to send it again all the same.
+        return letter.index in chosen if args.index else letter.handled is None
 
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         kept, replayed = await dead_letters.walk(channel, topology.dead_letter_queue, pick)
+        handled_channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        try:
+            more = await dead_letters.walk(
+                handled_channel, topology.handled_dead_letter_queue, pick, start=len(kept) + len(replayed)
+            )
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            more = ([], [])  # no memory of this version has run in the namespace yet
+        kept, replayed = kept + more[0], replayed + more[1]
     if args.action == "list":
         return [letter.summary() for letter in kept]
     return {"replayed": [letter.summary() for letter in replayed], "kept": len(kept)}

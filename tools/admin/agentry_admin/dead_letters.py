@@ -1,4 +1,9 @@
-"""The dead-letter queue (`<ns>.dead`): look without losing, and send back where it came from.
+"""The dead letters: look without losing, and send back where they came from.
+
+Two queues hold them: `<ns>.dead`, where the broker puts them and memory takes them, and
+`<ns>.dead.handled`, where memory keeps each one it handled (told the user of a dead turn,
+or logged what it could not act on), with its outcome. Listing both shows every dead
+letter of the namespace, handled or not (the handled ones bounded: 10,000, 14 days).
 
 Nothing here ever drops a message. Each one is taken with a manual ack, and acked only
 after the broker confirmed what replaces it: its copy at the tail of the dead queue
@@ -10,9 +15,6 @@ A crash between the confirm and the ack leaves a duplicate, never a gap.
 Why not get-and-requeue (close the channel without acking): quorum queues count that as a
 delivery, and with RabbitMQ 4's default delivery limit (20) a dead letter listed twenty
 times would be dropped: the dead queue has nowhere else to send it.
-
-Memory consumes this queue to tell users of their dead turns (and then acks them): on a
-running namespace what is listed is what memory has not handled yet.
 """
 
 from __future__ import annotations
@@ -22,11 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME, first_death, fresh_headers, text
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-
-# Headers the broker adds when it dead-letters: a replayed message starts afresh without them.
-DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason")
-DEATH_HEADERS_LAST = ("x-last-death-exchange", "x-last-death-queue", "x-last-death-reason")
 
 
 @dataclass(frozen=True)
@@ -39,10 +38,14 @@ class DeadLetter:
     reason: str
     count: int
     body: str
+    listed_from: str = ""  # the queue it was found in
+    handled: dict[str, str] | None = None  # memory's outcome, kind and time; None: not handled yet
 
     def summary(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "queue": self.listed_from,
+            "handled": self.handled,
             "message_id": self.message_id,
             "from_exchange": self.exchange,
             "from_routing_key": self.routing_key,
@@ -53,27 +56,28 @@ class DeadLetter:
         }
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def origin(message: AbstractIncomingMessage, index: int = 0) -> DeadLetter:
-    """Where the message died first, from `x-death` (the broker's record, newest first)."""
+def origin(message: AbstractIncomingMessage, index: int = 0, listed_from: str = "") -> DeadLetter:
+    """Where the message died first (the broker's `x-death`), and what memory did with it."""
     headers: dict[str, Any] = dict(message.headers or {})
-    first_queue = _text(headers.get("x-first-death-queue", ""))
-    raw: Any = headers.get("x-death") or []
-    deaths: list[dict[str, Any]] = [d for d in raw if isinstance(d, dict)]
-    death = next((d for d in deaths if _text(d.get("queue", "")) == first_queue), deaths[-1] if deaths else {})
-    routing_keys: list[Any] = death.get("routing-keys") or [message.routing_key or ""]
+    death = first_death(headers, message.routing_key)
+    handled = None
+    if HANDLED_OUTCOME in headers:
+        handled = {
+            "outcome": text(headers[HANDLED_OUTCOME]),
+            "kind": text(headers.get(HANDLED_KIND, "")),
+            "at": text(headers.get(HANDLED_AT, "")),
+        }
     return DeadLetter(
         index=index,
         message_id=message.message_id,
-        exchange=_text(death.get("exchange", headers.get("x-first-death-exchange", ""))),
-        routing_key=_text(routing_keys[0]),
-        queue=first_queue or _text(death.get("queue", "")),
-        reason=_text(death.get("reason", headers.get("x-first-death-reason", ""))),
-        count=int(death.get("count", 1)),
+        exchange=death.exchange,
+        routing_key=death.routing_key,
+        queue=death.queue,
+        reason=death.reason,
+        count=death.count,
         body=message.body.decode(errors="replace"),
+        listed_from=listed_from,
+        handled=handled,
     )
 
 
@@ -93,20 +97,22 @@ async def walk(
     channel: AbstractChannel,
     queue_name: str,
     replay: Callable[[DeadLetter], bool],
+    start: int = 0,
 ) -> tuple[list[DeadLetter], list[DeadLetter]]:
     """Take every message the queue held at the start once: those `replay` picks go back to
-    their origin, the others to the tail of the queue. Returns (kept, replayed)."""
+    their origin, the others to the tail of the queue. Returns (kept, replayed), numbered
+    from `start` in the queue's order."""
     queue = await channel.declare_queue(queue_name, passive=True)
     held = queue.declaration_result.message_count or 0
     kept: list[DeadLetter] = []
     replayed: list[DeadLetter] = []
-    for index in range(held):
+    for index in range(start, start + held):
         message = await queue.get(no_ack=False, fail=False)
         if message is None:
             break  # someone else (memory) took the rest
-        letter = origin(message, index)
+        letter = origin(message, index, queue_name)
         if replay(letter):
-            fresh = {k: v for k, v in (message.headers or {}).items() if k not in DEATH_HEADERS + DEATH_HEADERS_LAST}
+            fresh = fresh_headers(message.headers)
             exchange = await channel.get_exchange(letter.exchange) if letter.exchange else channel.default_exchange
             await exchange.publish(_copy(message, headers=fresh), routing_key=letter.routing_key, mandatory=True)
             replayed.append(letter)

@@ -8,14 +8,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
-from agentry_shared.bus import Bus
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
 from websockets.asyncio.client import connect
 
@@ -163,3 +167,63 @@ async def test_list_a_users_conversations(stack: Stack) -> None:
     assert [c["conversation_id"] for c in listed] == [second, first]  # the most recently active first
     others = await asyncio.to_thread(admin, "conversations", "list", "--user", "nobody", namespace=stack.namespace)
     assert others == []
+
+
+async def _dead_turn(stack: Stack, scope: Scope, turn_id: str) -> str:
+    """A TurnRequested dead-lettered for real (rejected from a dead-lettering queue of the
+    stack's namespace): memory takes it from `<ns>.dead`. Returns that queue's name."""
+    topology = Topology(stack.namespace, 4)
+    bus = Bus(AMQP_URL, topology, "admin-test")
+    await bus.connect()
+    name = f"{stack.namespace}.probe.{uuid.uuid4().hex[:8]}"
+    try:
+        channel = await bus.channel(prefetch=1)
+        queue = await bus.declare_work_queue(channel, name, topology.log_exchange, name, single_active=False)
+        turn = TurnRequested(
+            scope=scope,
+            turn_id=turn_id,
+            text="never runs",
+            client_message_id=f"m-{turn_id}",
+            accepted_at=datetime.now(UTC),
+        )
+        await bus.publish(topology.log_exchange, name, encode(turn))
+        [message] = await _take(queue, 1)
+        await message.reject(requeue=False)
+        await asyncio.sleep(0.3)
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await bus.close()
+    return name
+
+
+async def test_dead_letters_memory_handled_are_listed_too(stack: Stack) -> None:
+    """Memory fails a dead turn for its user and keeps the letter: `dead list` shows it with
+    memory's outcome (it is no longer in `<ns>.dead`), and `dead replay` leaves it alone
+    unless picked by its index."""
+    scope = Scope(tenant_id="default", user_id="dead-user", conversation_id=f"c-{uuid.uuid4().hex[:8]}")
+    probe = await _dead_turn(stack, scope, "t-dead")
+    deadline = time.monotonic() + 15
+    while True:
+        listed = await asyncio.to_thread(admin, "dead", "list", namespace=stack.namespace)
+        mine = [d for d in listed if d["from_queue"] == probe]
+        if mine and mine[0]["handled"] is not None:
+            break
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.3)
+    [letter] = mine
+    assert letter["queue"] == f"{stack.namespace}.dead.handled"
+    assert letter["handled"]["outcome"] == "turn_failed" and letter["handled"]["kind"] == "turn.requested"
+    assert letter["from_exchange"] == f"{stack.namespace}.log" and letter["reason"] == "rejected"
+    assert json.loads(letter["body"])["turn_id"] == "t-dead"
+    # The user heard of it: the conversation ends with turn.failed, code poison.
+    exported = await asyncio.to_thread(
+        admin, "conversations", "export", "--user", "dead-user", "--conversation", scope.conversation_id,
+        namespace=stack.namespace,
+    )  # fmt: skip
+    assert exported["frames"][-1]["type"] == "turn.failed"
+    assert exported["frames"][-1]["error"]["code"] == "poison"
+
+    replayed = await asyncio.to_thread(admin, "dead", "replay", namespace=stack.namespace)
+    assert replayed["replayed"] == []  # handled ones only go back when picked
+    again = await asyncio.to_thread(admin, "dead", "list", namespace=stack.namespace)
+    assert [d["index"] for d in again if d["from_queue"] == probe] == [letter["index"]]  # listing loses nothing

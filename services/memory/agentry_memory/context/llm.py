@@ -7,13 +7,23 @@ holding the previous summary (a `Summary:` line) and the transcript.
 A reasoning model's thinking is no part of the summary: a separate reasoning field is
 never read, and thinking left inline in `content` (a server without a reasoning parser)
 is cut out, as the reasoner does for its answers.
+
+Each request is a `chat <model>` CLIENT span (the reasoner's kind, marked
+`agentry.model.purpose=summary`) whose context rides the request's `traceparent` header:
+the refresh runs in the context of the `GetContext` that scheduled it, so the summary
+call shows in the trace of the turn that asked for that context, and the model server's
+span under it.
 """
 
 from __future__ import annotations
 
 import re
 
+from agentry_shared.tracing import inject, model_call, record_usage
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from agentry_memory.context.tokens import count_tokens
 
 SUMMARY_PROMPT = (
     "Summarize the conversation below for your future self. Keep facts, decisions and open tasks; "
@@ -44,15 +54,24 @@ class OpenAISummaryModel:
             flat = " ".join(previous.split())
             lines.append(flat if flat.lower().startswith("summary:") else f"Summary: {flat}")
         lines.append(transcript)
-        response = await self.client.chat.completions.create(
-            model=self.model,
-            messages=[
-                {"role": "system", "content": SUMMARY_PROMPT.format(words=self.max_words)},
-                {"role": "user", "content": "\n".join(lines)},
-            ],
-            stream=False,
-        )
-        content = response.choices[0].message.content if response.choices else None
+        system = SUMMARY_PROMPT.format(words=self.max_words)
+        user = "\n".join(lines)
+        messages: list[ChatCompletionMessageParam] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        with model_call(self.model) as span:
+            span.set_attribute("agentry.model.purpose", "summary")
+            response = await self.client.chat.completions.create(
+                model=self.model, messages=messages, stream=False, extra_headers=inject({}) or None
+            )
+            content = response.choices[0].message.content if response.choices else None
+            usage = response.usage
+            if usage is not None:
+                record_usage(span, usage.prompt_tokens, usage.completion_tokens)
+            else:
+                estimate = count_tokens(system) + count_tokens(user)
+                record_usage(span, estimate, count_tokens(content or ""), estimated=True)
         text = without_thinking(content) if content else None
         if not text or not text.strip():
             raise ValueError("the model answered the summary request with no text")

@@ -3,20 +3,28 @@
 Anything arrives here that a work queue rejected or returned `x-delivery-limit` times: a
 `TurnRequested` from `log.<p>` or `turns.<p>` ends its turn with `turn.failed` code
 `poison` (`ConversationLog.fail_dead_turn`); an `EventPosted` that could not be sequenced
-is logged with its turn_id (its frame is lost to the log); anything else is logged. Every
-message is acked once handled, or after a few failed attempts: never requeued, since a
-dead letter that keeps failing would otherwise loop forever.
+is logged with its turn_id (its frame is lost to the log); anything else is logged.
+
+Then it is kept: copied, with the broker's death headers and memory's outcome
+(`x-agentry-handled-*`, agentry_shared.dead_letters), to `<ns>.dead.handled`, where
+`agentry-admin dead list` shows it beside the ones not handled yet, and acked only once
+the broker confirmed the copy. A copy that still cannot be made after a few attempts
+(the broker is going away) sends the letter back to `<ns>.dead`, to be handled again
+(idempotent). A letter whose handling keeps failing is kept too, after a few attempts
+(outcome `error`): never looped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
-from agentry_shared.bus import QUORUM, Bus, Consumer
+from agentry_shared.bus import HANDLED_DEAD_LETTERS, QUORUM, Bus, Consumer
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
 from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.logs import bind_context
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage
@@ -48,6 +56,9 @@ class DeadLetterConsumer:
         channel = await self.bus.channel(PREFETCH)
         # Declared exactly as Bus.declare_exchanges does (a robust channel re-declares it).
         queue = await channel.declare_queue(self.bus.topology.dead_letter_queue, durable=True, arguments=QUORUM)
+        await channel.declare_queue(
+            self.bus.topology.handled_dead_letter_queue, durable=True, arguments=HANDLED_DEAD_LETTERS
+        )
         self._consumer = Consumer(queue, await queue.consume(self._in_flight.wrap(self.handle)))
 
     async def stop(self) -> None:
@@ -59,15 +70,41 @@ class DeadLetterConsumer:
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         origin = _origin(message.headers)
+        kept = False
         try:
             with processing(message.headers, self.bus.topology.dead_letter_exchange, None):
                 kind, outcome = await self.process(message.body, origin)
-            DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
+                kept = await self._keep(message, kind, outcome)
+            if kept:
+                DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
         finally:
             try:
-                await message.ack()
+                if kept:
+                    await message.ack()
+                else:  # back to <ns>.dead: handled again later (idempotent), listed as not handled
+                    await message.nack(requeue=True)
             except Exception as exc:  # the channel is gone: it comes back, and handling is idempotent
-                log.warning("could not ack a dead letter", extra={"error": repr(exc)})
+                log.warning("could not settle a dead letter", extra={"error": repr(exc)})
+
+    async def _keep(self, message: AbstractIncomingMessage, kind: str, outcome: str) -> bool:
+        """Copy the handled letter to `<ns>.dead.handled` (confirmed); False if it could not be."""
+        headers = {
+            **(message.headers or {}),
+            HANDLED_OUTCOME: outcome,
+            HANDLED_KIND: kind,
+            HANDLED_AT: datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                await self.bus.publish("", self.bus.topology.handled_dead_letter_queue, message.body, headers=headers)
+            except Exception as exc:
+                if attempt == ATTEMPTS:
+                    log.warning("a handled dead letter could not be kept; it goes back", extra={"error": repr(exc)})
+                    return False
+                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+            else:
+                return True
+        return False
 
     async def process(self, body: bytes, origin: dict[str, str]) -> tuple[str, str]:
         """Handle one dead letter; returns (kind, outcome) for the metrics. Never raises."""
