@@ -117,6 +117,7 @@ def _own(topology: Topology, service: Service) -> Grants:
                 t.control_exchange,
                 t.members_exchange,
                 t.dead_letter_exchange,
+                t.handled_dead_letter_exchange,
             ),
             binds_from=(
                 t.log_exchange,
@@ -124,6 +125,7 @@ def _own(topology: Topology, service: Service) -> Grants:
                 t.members_exchange,
                 t.memory_exchange,
                 t.dead_letter_exchange,
+                t.handled_dead_letter_exchange,
             ),
             queues=(
                 re.escape(t.log_queue(0)).removesuffix("0") + _PARTITION,

@@ -155,7 +155,11 @@ class Bus:
         t = self.topology
         ch = self.publish_channel
         declared = declared_exchanges(t, self.name)
-        kinds = {t.control_exchange: ExchangeType.FANOUT, t.replies_exchange: ExchangeType.TOPIC}
+        kinds = {
+            t.control_exchange: ExchangeType.FANOUT,
+            t.replies_exchange: ExchangeType.TOPIC,
+            t.handled_dead_letter_exchange: ExchangeType.FANOUT,
+        }
         for name in declared:
             kind = kinds.get(name, ExchangeType.DIRECT)
             await ch.declare_exchange(name, kind, durable=True)

@@ -115,6 +115,12 @@ class Topology:
         return f"{self.namespace}.dead.handled"
 
     @property
+    def handled_dead_letter_exchange(self) -> str:
+        """A fanout to `handled_dead_letter_queue` (same name): memory keeps what it handled
+        through it, never through the default exchange, which reaches every queue."""
+        return f"{self.namespace}.dead.handled"
+
+    @property
     def memory_rpc_queue(self) -> str:
         return f"{self.namespace}.memory.rpc"
 
@@ -178,4 +184,5 @@ class Topology:
             self.memory_exchange,
             self.replies_exchange,
             self.dead_letter_exchange,
+            self.handled_dead_letter_exchange,
         ]

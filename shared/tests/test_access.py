@@ -47,7 +47,8 @@ NEEDED = [
     ("memory", "write", T.control_exchange),
     ("memory", "read", T.dead_letter_queue),
     ("memory", "configure", T.handled_dead_letter_queue),
-    ("memory", "write", "amq.default"),  # keeps what it handled in dead.handled, by name
+    ("memory", "write", T.handled_dead_letter_exchange),  # keeps what it handled in dead.handled
+    ("memory", "configure", T.handled_dead_letter_exchange),
     ("memory", "read", T.memory_rpc_queue),
     ("memory", "read", T.memory_exchange),
     ("memory", "write", T.replies_exchange),

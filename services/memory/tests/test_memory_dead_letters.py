@@ -122,7 +122,7 @@ class FakeBus:
         persistent: bool = True,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        if (exchange, routing_key) == ("", TOPOLOGY.handled_dead_letter_queue):
+        if (exchange, routing_key) == (TOPOLOGY.handled_dead_letter_exchange, ""):
             if self.keep_failures > 0:
                 self.keep_failures -= 1
                 raise ConnectionError("the broker is going away")

@@ -56,9 +56,10 @@ class DeadLetterConsumer:
         channel = await self.bus.channel(PREFETCH)
         # Declared exactly as Bus.declare_exchanges does (a robust channel re-declares it).
         queue = await channel.declare_queue(self.bus.topology.dead_letter_queue, durable=True, arguments=QUORUM)
-        await channel.declare_queue(
+        handled = await channel.declare_queue(
             self.bus.topology.handled_dead_letter_queue, durable=True, arguments=HANDLED_DEAD_LETTERS
         )
+        await handled.bind(self.bus.topology.handled_dead_letter_exchange)  # declared by Bus.declare_exchanges
         self._consumer = Consumer(queue, await queue.consume(self._in_flight.wrap(self.handle)))
 
     async def stop(self) -> None:
@@ -96,7 +97,9 @@ class DeadLetterConsumer:
         }
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                await self.bus.publish("", self.bus.topology.handled_dead_letter_queue, message.body, headers=headers)
+                await self.bus.publish(
+                    self.bus.topology.handled_dead_letter_exchange, "", message.body, headers=headers
+                )
             except Exception as exc:
                 if attempt == ATTEMPTS:
                     log.warning("a handled dead letter could not be kept; it goes back", extra={"error": repr(exc)})
