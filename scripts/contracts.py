@@ -159,7 +159,8 @@ def bus_channels() -> dict[str, tuple[str, Schema, str, list[str]]]:
         "framesExchange": (
             t.frames_exchange,
             amqp("routingKey", exchange=t.frames_exchange),
-            "Routing key: the conversation id; each gateway binds its queue to the conversations its sockets follow.",
+            "Routing key: the conversation id; each gateway binds its queue to the conversations its sockets follow."
+            " A message holds the frames of one log entry, one per line in seq order (NDJSON); each line is a frame.",
             ["frames"],
         ),
         "toolsExchange": (
@@ -235,7 +236,13 @@ OPERATIONS = [
     ("consumeLog", "receive", "logQueue", "Memory consumes the conversation log.", None),
     ("forwardTurn", "send", "turnsExchange", "Memory forwards each stored turn.", None),
     ("runTurn", "receive", "turnsQueue", "The reasoner runs the turn.", None),
-    ("publishFrame", "send", "framesExchange", "Memory fans each frame out, with its seq.", None),
+    (
+        "publishFrame",
+        "send",
+        "framesExchange",
+        "Memory fans the frames of each log entry out, each with its seq, one frame per line.",
+        None,
+    ),
     ("requestTool", "send", "toolsExchange", "The reasoner asks for a tool call.", None),
     ("runTool", "receive", "toolsQueue", "A tool-runner runs it.", None),
     ("requestCatalog", "send", "catalogQueue", "The reasoner fetches the tool catalog.", None),

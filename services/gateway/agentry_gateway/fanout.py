@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agentry_shared.bus import Bus
+from agentry_shared.contracts.frames import FANOUT_SEPARATOR
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
 
@@ -156,23 +157,27 @@ class Fanout:
                 del self._gates[conversation_id]
 
     def dispatch(self, routing_key: str, body: bytes) -> int:
-        """Hand a frame to every local sink of its conversation; returns how many."""
+        """Hand each frame of a message (one per line, in seq order) to every local sink of
+        its conversation; returns how many frames were handed on."""
         sinks = self._sinks.get(routing_key)
         if not sinks:
             return 0
-        header = frame_header(body)
-        if header is None or header[0] != routing_key:
-            # Never guess where a malformed frame belongs: that is how conversations leak.
-            log.warning("dropped malformed frame", extra={"routing_key": routing_key})
-            return 0
-        _, seq, frame_type = header
-        TURN_CLOCK.saw(frame_type, body)
-        for sink in tuple(sinks):
-            try:
-                sink.deliver(routing_key, seq, frame_type, body)
-            except Exception:
-                log.exception("frame delivery failed", extra={"conversation_id": routing_key})
-        return len(sinks)
+        handed = 0
+        for line in body.split(FANOUT_SEPARATOR):
+            header = frame_header(line)
+            if header is None or header[0] != routing_key:
+                # Never guess where a malformed frame belongs: that is how conversations leak.
+                log.warning("dropped malformed frame", extra={"routing_key": routing_key})
+                continue
+            _, seq, frame_type = header
+            TURN_CLOCK.saw(frame_type, line)
+            for sink in tuple(sinks):
+                try:
+                    sink.deliver(routing_key, seq, frame_type, line)
+                except Exception:
+                    log.exception("frame delivery failed", extra={"conversation_id": routing_key})
+            handed += 1
+        return handed
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         # Dispatch before any await: aio-pika starts one task per delivery, in delivery order,

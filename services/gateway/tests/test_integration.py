@@ -92,6 +92,28 @@ async def test_frame_is_forwarded_as_received(broker: Broker, gateway: tuple[Gat
         assert (await asyncio.wait_for(ws.recv(decode=False), 5)) == body
 
 
+async def test_the_frames_of_one_message_go_out_one_by_one_in_order(
+    broker: Broker, gateway: tuple[Gateway, str]
+) -> None:
+    """Memory fans a log entry's frames out as one message, a frame per line: each goes to
+    the socket as its own WebSocket message, byte for byte; a malformed line costs only
+    itself, and a line claiming another conversation is dropped, never delivered."""
+    async with connect(gateway[1]) as ws:
+        turn = await published(broker, ws, "batched")
+        conversation = turn.scope.conversation_id
+        lines = [
+            b'{"type":"turn.started","conversation_id":"%s","seq":1}' % conversation.encode(),
+            b'{"type":"message.delta","conversation_id":"%s","seq":2,"text":"a"}' % conversation.encode(),
+            b"not json",
+            b'{"type":"message.delta","conversation_id":"someone-else","seq":3,"text":"leak"}',
+            b'{"type":"message.delta","conversation_id":"%s","seq":4,"text":"b"}' % conversation.encode(),
+        ]
+        await broker.bus.publish(broker.topology.frames_exchange, conversation, b"\n".join(lines), persistent=False)
+        received = [await asyncio.wait_for(ws.recv(decode=False), 5) for _ in range(3)]
+        assert received == [lines[0], lines[1], lines[4]]
+        await assert_silent(ws, 0.2)
+
+
 async def test_other_users_conversation_is_forbidden(broker: Broker, gateway: tuple[Gateway, str]) -> None:
     async with connect(f"{gateway[1]}?user=owner") as owner, connect(f"{gateway[1]}?user=mallory") as mallory:
         turn = await published(broker, owner, "mine")

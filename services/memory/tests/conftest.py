@@ -22,6 +22,7 @@ from agentry_memory.store import Store
 from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.frames import FANOUT_SEPARATOR
 from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import MemorySettings
@@ -149,20 +150,22 @@ class MemoryUnderTest:
         channel = await self.client.channel(prefetch=100)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, routing_key=routing_key)
-        return await self.consume(queue)
+        return await self.consume(queue, frames=exchange == self.topology.frames_exchange)
 
     async def consume_queue(self, name: str) -> asyncio.Queue[bytes]:
         channel = await self.client.channel(prefetch=100)
         return await self.consume(await channel.get_queue(name))
 
     @staticmethod
-    async def consume(queue: AbstractQueue) -> asyncio.Queue[bytes]:
-        """Ack and collect (quorum queues with single active consumer refuse basic.get)."""
+    async def consume(queue: AbstractQueue, frames: bool = False) -> asyncio.Queue[bytes]:
+        """Ack and collect (quorum queues with single active consumer refuse basic.get).
+        `frames`: a fan-out message holds one frame per line; collect each frame."""
         bodies: asyncio.Queue[bytes] = asyncio.Queue()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await message.ack()
-            bodies.put_nowait(message.body)
+            for body in message.body.split(FANOUT_SEPARATOR) if frames else [message.body]:
+                bodies.put_nowait(body)
 
         await queue.consume(on_message)
         return bodies

@@ -97,11 +97,13 @@ async def test_a_batch_of_events_is_sequenced_in_order_and_redelivery_keeps_its_
         PostedEvent(event_id="t1:end", frame=done),
     ]
     body = EventsPosted(scope=scope, turn_id="t1", events=events).model_dump_json().encode()
-    outs = await log.ingest(LOG_ENTRY.validate_json(body))
-    assert [json.loads(out.body)["seq"] for out in outs] == [2, 3, 4, 5]
-    assert outs[0] == single
-    assert [json.loads(out.body).get("text") for out in outs] == ["a", "b", "c", "abc"]
-    assert await log.ingest(LOG_ENTRY.validate_json(body)) == outs  # redelivered: the same frames
+    [out] = await log.ingest(LOG_ENTRY.validate_json(body))  # one fan-out message, a frame per line
+    lines = out.body.split(b"\n")
+    assert [json.loads(line)["seq"] for line in lines] == [2, 3, 4, 5]
+    assert lines[0] == single.body
+    assert [json.loads(line).get("text") for line in lines] == ["a", "b", "c", "abc"]
+    assert (out.exchange, out.routing_key, out.persistent) == (single.exchange, single.routing_key, False)
+    assert await log.ingest(LOG_ENTRY.validate_json(body)) == [out]  # redelivered: the same frames
     assert [f["seq"] for f in await store.frames_after(scope, 0, 10)] == [1, 2, 3, 4, 5]
     assert (await store.turn_status(scope, "t1")).state == "completed"
 

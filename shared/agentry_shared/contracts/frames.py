@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -225,6 +225,11 @@ SERVER_FRAME_TYPES: frozenset[str] = frozenset(
         TurnFailed,
     )
 )
+
+# On the frames exchange a message carries the frames of one log entry, one per line, in
+# seq order (NDJSON): one publish and one delivery per entry, not per frame. A frame's
+# JSON never holds a raw newline (strings escape it), so a line is always one frame.
+FANOUT_SEPARATOR: Final = b"\n"
 
 
 # At most this many characters of a conversation's first user message make its title.

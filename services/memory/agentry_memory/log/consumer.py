@@ -175,8 +175,12 @@ class LogConsumer:
         attempt = 1
         while True:
             try:
-                for out in await self.log.ingest(entry, body):
-                    await self.bus.publish(out.exchange, out.routing_key, out.body, persistent=out.persistent)
+                outbound = await self.log.ingest(entry, body)
+                # Published together and confirmed together (one round trip, not one each);
+                # one channel keeps them in this order at the broker.
+                await asyncio.gather(
+                    *(self.bus.publish(o.exchange, o.routing_key, o.body, persistent=o.persistent) for o in outbound)
+                )
                 return "ok"
             except StoreRefusal as exc:
                 log.error("log entry refused, dead-lettered", extra={"kind": entry.kind, "reason": str(exc)})

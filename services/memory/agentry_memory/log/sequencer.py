@@ -15,7 +15,7 @@ from agentry_shared.bus import encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import TurnFailureCode
 from agentry_shared.contracts.events import EventPosted, EventsPosted, LogEntry
-from agentry_shared.contracts.frames import FrameError, MessageAccepted, ServerFrame, TurnFailed
+from agentry_shared.contracts.frames import FANOUT_SEPARATOR, FrameError, MessageAccepted, ServerFrame, TurnFailed
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
@@ -106,22 +106,25 @@ class ConversationLog:
         return out
 
     async def _sequence_all(self, scope: Scope, turn_id: str, events: list[tuple[str, ServerFrame]]) -> list[Outbound]:
-        """Give each event the next seq (its first one if seen before), in order, in one commit."""
+        """Give each event the next seq (its first one if seen before), in order, in one
+        commit, and fan them out as ONE message: the frames one per line, in seq order
+        (a frame's JSON never holds a raw newline). One publish and one delivery per log
+        entry instead of one per frame: the gateways split the lines."""
         encoded = [(key, encode_frame(frame, scope.conversation_id, frame.turn_id or turn_id)) for key, frame in events]
         stored = await self.store.append_frames(scope, list(encoded))
-        outbound = []
+        lines = []
         for (_, frame), (seq, created) in zip(encoded, stored, strict=True):
             if created:
                 FRAMES_APPENDED.inc()
-            outbound.append(
-                Outbound(
-                    exchange=self.topology.frames_exchange,
-                    routing_key=scope.conversation_id,
-                    body=frame.with_seq(seq),  # the bytes the store kept
-                    persistent=False,
-                )
+            lines.append(frame.with_seq(seq))  # the bytes the store kept
+        return [
+            Outbound(
+                exchange=self.topology.frames_exchange,
+                routing_key=scope.conversation_id,
+                body=FANOUT_SEPARATOR.join(lines),
+                persistent=False,
             )
-        return outbound
+        ]
 
 
 _HEAD: Final = {"conversation_id", "turn_id"}
