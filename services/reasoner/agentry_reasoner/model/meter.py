@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -86,10 +87,9 @@ class RequestMeter:
         messages, tools = self._request
         return len(json.dumps(messages, default=str)) + len(json.dumps(tools, default=str))
 
-    def chunk(self, chunk: Any) -> None:
-        """Keeps the usage a chunk reports (the last one, with include_usage)."""
-        usage = getattr(chunk, "usage", None)
-        prompt, completion = getattr(usage, "prompt_tokens", None), getattr(usage, "completion_tokens", None)
+    def chunk(self, usage: Mapping[str, Any]) -> None:
+        """Keeps the `usage` a chunk reports (the last one, with include_usage)."""
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
             self.usage = (prompt, completion)
 

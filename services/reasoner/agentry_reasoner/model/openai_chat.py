@@ -13,12 +13,12 @@ count becomes `HiddenReasoning`.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import openai
 from agentry_shared.tracing import inject, model_call, record_usage
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
 
 from agentry_reasoner.model.items import (
     AnswerReset,
@@ -37,12 +37,20 @@ from agentry_reasoner.model.thinking import Piece, ThinkingSplitter
 from agentry_reasoner.model.tool_calls import ToolCallAccumulator
 
 
-def reasoning_of(delta: Any) -> str | None:
+def reasoning_of(delta: Mapping[str, Any]) -> str | None:
     """vLLM (to 0.10), DeepSeek and llama.cpp say `reasoning_content`; vLLM 0.11+, Ollama
     and OpenRouter `reasoning` (OpenRouter's `reasoning_details` repeats it)."""
-    extra = getattr(delta, "model_extra", None) or {}
-    value = extra.get("reasoning_content") or extra.get("reasoning") or getattr(delta, "reasoning_content", None)
+    value = delta.get("reasoning_content") or delta.get("reasoning")
     return value if isinstance(value, str) and value else None
+
+
+def mapping(value: Any) -> Mapping[str, Any]:
+    """A JSON object of a chunk, or an empty one where the server sent something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def items_of(pieces: list[Piece]) -> list[StreamItem]:
@@ -76,7 +84,7 @@ class OpenAIModel:
     ) -> AsyncIterator[StreamItem]:
         reading = _Reading(self.options, meter)
         try:
-            stream = await self._create(messages, tools)
+            stream: AsyncStream[object] = await self._create(messages, tools)
             async with stream:
                 await _refuse_error_body(stream.response)
                 yield ReasoningDelta("")  # answered: the thinking indicator runs from here
@@ -115,13 +123,20 @@ class OpenAIModel:
             kwargs[self._max_field] = self.options.max_output_tokens
         return kwargs
 
-    async def _create(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Any:
+    async def _create(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncStream[object]:
+        """The SDK's request (its retries, its errors, its SSE reading), its chunks as the
+        plain JSON objects the server sent: `AsyncStream[object]` skips building a
+        pydantic chunk per token, which was most of what reading the stream cost (py-spy,
+        docs/benchmarks.md); `_Reading` reads the fields itself."""
+        create = self._client.chat.completions.with_raw_response.create
         try:
-            return await self._client.chat.completions.create(**self._request(messages, tools))
+            response = await create(**self._request(messages, tools))
         except openai.BadRequestError as exc:
             if not self._adapt_to(exc):
                 raise
-            return await self._client.chat.completions.create(**self._request(messages, tools))
+            response = await create(**self._request(messages, tools))
+        stream: AsyncStream[object] = response.parse(to=AsyncStream[object])
+        return stream
 
     def _adapt_to(self, exc: openai.BadRequestError) -> bool:
         """A 400 that names a parameter this server will not take: change the request (for
@@ -149,17 +164,21 @@ class _Reading:
         self.reasoned = False  # some reasoning text arrived
         self.reasoning_tokens = 0  # as the usage reports them
 
-    def items_of_chunk(self, chunk: Any) -> list[StreamItem]:
+    def items_of_chunk(self, data: object) -> list[StreamItem]:
+        chunk = mapping(data)
         _refuse_error_chunk(chunk)
         items: list[StreamItem] = []
-        for choice in getattr(chunk, "choices", None) or []:
+        choices = chunk.get("choices")
+        for choice in map(mapping, choices if isinstance(choices, list) else []):
             self.chose = True
-            self.finished = self.finished or bool(choice.finish_reason)
-            if choice.finish_reason == "error":
+            finish_reason = choice.get("finish_reason")
+            self.finished = self.finished or bool(finish_reason)
+            if finish_reason == "error":
                 raise ProviderStreamFailed("the model ended its answer with an error")
-            items += self._items_of_delta(choice.delta)
-        self.reasoning_tokens = _reasoning_tokens(getattr(chunk, "usage", None)) or self.reasoning_tokens
-        self.meter.chunk(chunk)
+            items += self._items_of_delta(mapping(choice.get("delta")))
+        usage = mapping(chunk.get("usage"))
+        self.reasoning_tokens = _reasoning_tokens(usage) or self.reasoning_tokens
+        self.meter.chunk(usage)
         self.meter.saw(items)
         self.reasoned = self.reasoned or any(isinstance(i, ReasoningDelta) and i.text for i in items)
         return items
@@ -177,32 +196,32 @@ class _Reading:
         self.meter.saw(items)
         return items
 
-    def _items_of_delta(self, delta: Any) -> list[StreamItem]:
-        if delta is None:
-            return []
+    def _items_of_delta(self, delta: Mapping[str, Any]) -> list[StreamItem]:
         items: list[StreamItem] = []
         reasoning = reasoning_of(delta)
         if reasoning:
             self.splitter.separate_reasoning_seen()
             items.append(ReasoningDelta(reasoning))
-        if delta.content:
-            items += items_of(self.splitter.feed(delta.content))
-        for piece in delta.tool_calls or []:
-            function = piece.function
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            items += items_of(self.splitter.feed(content))
+        pieces = delta.get("tool_calls")
+        for piece in map(mapping, pieces if isinstance(pieces, list) else []):
+            function = mapping(piece.get("function"))
+            index = piece.get("index")
             self.calls.add(
-                getattr(piece, "index", None),
-                piece.id,
-                function.name if function else None,
-                function.arguments if function else None,
+                index if isinstance(index, int) and not isinstance(index, bool) else None,
+                text_or_none(piece.get("id")),
+                text_or_none(function.get("name")),
+                text_or_none(function.get("arguments")),
             )
         return items
 
 
-def _reasoning_tokens(usage: Any) -> int:
+def _reasoning_tokens(usage: Mapping[str, Any]) -> int:
     """`usage.completion_tokens_details.reasoning_tokens` (OpenAI, OpenRouter), else 0."""
-    details = getattr(usage, "completion_tokens_details", None)
-    tokens = getattr(details, "reasoning_tokens", None)
-    return tokens if isinstance(tokens, int) and tokens > 0 else 0
+    tokens = mapping(usage.get("completion_tokens_details")).get("reasoning_tokens")
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 0
 
 
 def _is_transport_error(exc: Exception) -> bool:
@@ -226,11 +245,8 @@ async def _refuse_error_body(response: Any) -> None:
     raise from_body(body) or ProviderStreamFailed("the model answered with JSON where an event stream was due")
 
 
-def _refuse_error_chunk(chunk: Any) -> None:
+def _refuse_error_chunk(chunk: Mapping[str, Any]) -> None:
     """vLLM's mid-stream `{"object": "error", "message": …}` has no `error` key, so the SDK
     passes it on as a chunk."""
-    extra = getattr(chunk, "model_extra", None) or {}
-    if getattr(chunk, "object", None) == "error" or extra.get("error"):
-        raise from_body({**extra, "object": getattr(chunk, "object", None)}) or ProviderStreamFailed(
-            "the model sent an error"
-        )
+    if chunk.get("object") == "error" or chunk.get("error"):
+        raise from_body(chunk) or ProviderStreamFailed("the model sent an error")
