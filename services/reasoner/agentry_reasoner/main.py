@@ -17,6 +17,7 @@ from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.handlers import TurnConsumer
 from agentry_reasoner.metrics import watch_model
 from agentry_reasoner.model import GuardedModel, Model, ModelOptions, OpenAIModel
+from agentry_reasoner.model.openai_chat import model_client
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
     )
     await bus.connect()
     publish_build_info("reasoner")
-    client = AsyncOpenAI(
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key.get_secret_value(),
+    client = model_client(
+        settings.openai_base_url,
+        settings.openai_api_key.get_secret_value(),
         timeout=settings.llm_timeout_seconds,
         max_retries=settings.llm_max_retries,
     )

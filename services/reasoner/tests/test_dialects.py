@@ -12,12 +12,12 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import openai
 import pytest
 import pytest_asyncio
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.model import GuardedModel, ModelOptions, OpenAIModel
+from agentry_reasoner.model.openai_chat import model_client
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame
 from agentry_shared.contracts.memory import Context, TurnBegun
@@ -245,7 +245,7 @@ class Ports:
 async def run_turn(
     base_url: str, *replies: Reply, history: list[ChatMessage] | None = None, model: str = "m", **options: Any
 ) -> tuple[Ports, Any]:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="k", max_retries=0)
+    client = model_client(base_url, "k", timeout=30.0, max_retries=0)  # as the service makes it
     adapter = OpenAIModel(client, model, ModelOptions(**options))
     guarded = GuardedModel([(adapter, CircuitBreaker(5, 30))], retries=2, sleep=lambda _: _no_wait())
     ports = Ports(history or [ChatMessage(role="user", content="what is 37*91?")])
