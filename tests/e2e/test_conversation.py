@@ -50,6 +50,28 @@ async def test_second_message_sees_the_first_exchange(stack: Stack) -> None:
     assert second[0]["seq"] > first[-1]["seq"]
 
 
+async def test_a_message_sent_while_the_previous_turn_runs_sees_its_answer(stack: Stack) -> None:
+    """The answer is stored with `turn.completed`, in the log; the next turn, already
+    queued, begins as soon as that entry is confirmed: its context must still hold it."""
+    for _ in range(3):
+        async with connect(f"{stack.ws_url}?user=pipelined") as ws:
+            await send(ws, {"type": "message", "text": "what is 37*91?"})
+            accepted = await next_frame(ws)
+            assert accepted["type"] == "message.accepted"
+            conversation = accepted["conversation_id"]
+            await send(
+                ws, {"type": "message", "text": "what was my previous question?", "conversation_id": conversation}
+            )
+            ends: list[dict[str, object]] = []
+            while len(ends) < 2:
+                frame = await next_frame(ws, timeout=30)
+                if frame["type"] in ("turn.completed", "turn.failed"):
+                    ends.append(frame)
+        assert [end["type"] for end in ends] == ["turn.completed", "turn.completed"]
+        assert "3367" in str(ends[0]["text"])
+        assert "what is 37*91?" in str(ends[1]["text"]) and "3367" in str(ends[1]["text"])
+
+
 async def test_two_conversations_at_once_never_see_each_others_frames(stack: Stack) -> None:
     async with AgentryClient(stack.ws_url, user="alice") as a, AgentryClient(stack.ws_url, user="bob") as b:
         frames_a, frames_b = await asyncio.gather(converse_with(a, "what is 12*12?"), converse_with(b, "what is 7+8?"))

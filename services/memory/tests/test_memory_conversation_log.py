@@ -9,7 +9,8 @@ import pytest
 from agentry_memory.log.sequencer import ConversationLog, encode_frame
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden
-from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted, PostedEvent
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted, PostedEvent, TurnCheckpoint
 from agentry_shared.contracts.frames import (
     FrameError,
     MessageAccepted,
@@ -19,6 +20,7 @@ from agentry_shared.contracts.frames import (
     TurnCompleted,
     TurnFailed,
 )
+from agentry_shared.contracts.memory import StepReasoning
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
@@ -165,3 +167,30 @@ async def test_the_store_keeps_the_bytes_that_go_out(store: Store, scope: Scope)
     await log.ingest(turn(scope, "t1"))
     [out] = await log.ingest(delta(scope, "t1", "e1", "ünïcode"))
     assert (await store.frames_after(scope, 1, 10))[0] == json.loads(out.body)
+
+
+async def test_the_final_checkpoint_is_stored_with_the_turns_end_and_never_replaced(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope, "t1", "what is 37*91?"))
+    await store.begin_turn(scope, "t1")
+    produced = [ChatMessage(role="assistant", content="3367")]
+    done = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="3367")
+    first = EventsPosted(
+        scope=scope,
+        turn_id="t1",
+        events=[
+            PostedEvent(event_id="t1:1:1", frame=delta(scope, "t1", "t1:1:1", "3367").frame),
+            PostedEvent(event_id="t1:end", frame=done),
+        ],
+        checkpoint=TurnCheckpoint(messages=produced, reasoning=[StepReasoning(step=0, text="multiply")]),
+    )
+    await log.ingest(LOG_ENTRY.validate_json(first.model_dump_json()))
+    assert (await store.context(scope, "t1", limit=10)).produced == produced
+    assert await store.reasoning(scope, "t1") == ["multiply"]
+    assert (await store.turn_status(scope, "t1")).state == "completed"
+    # A second attempt that raced the first one's end: its answer must not replace the one shown.
+    second = first.model_copy(
+        update={"checkpoint": TurnCheckpoint(messages=[ChatMessage(role="assistant", content="other")])}
+    )
+    await log.ingest(LOG_ENTRY.validate_json(second.model_dump_json()))
+    assert (await store.context(scope, "t1", limit=10)).produced == produced

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import pytest
 from agentry_memory.rpc.server import MemoryRpc
+from agentry_memory.rpc.turns import earlier_turns_ended
 from agentry_memory.store import Store
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import CancelRequested, ControlMessage
@@ -207,3 +209,30 @@ async def test_an_unexpected_error_is_internal_and_logged(
     assert "memory request failed" in caplog.text
     assert json.loads(reply.model_dump_json())["message"]  # says something, leaks nothing
     await store.open()  # for the fixture's close
+
+
+async def test_begin_turn_waits_until_the_earlier_turns_end_is_sequenced(
+    rpc: MemoryRpc, store: Store, scope: Scope
+) -> None:
+    """The reasoner starts the next turn once the previous turn's end is confirmed in the
+    log, not yet sequenced: its BeginTurn waits, so the context holds the answer."""
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="first"))
+    await store.add_turn(scope, "t2", ChatMessage(role="user", content="second"))
+    await store.begin_turn(scope, "t1")
+    begin = asyncio.create_task(ask(rpc, BeginTurn(scope=scope, turn_id="t2", with_context=True)))
+    await asyncio.sleep(0.2)
+    assert not begin.done()
+    await store.append_messages(scope, "t1", [ChatMessage(role="assistant", content="answer one")])
+    await store.append_frame(scope, "t1:end", {"type": "turn.completed", "turn_id": "t1", "text": "answer one"})
+    begun = await asyncio.wait_for(begin, 2)
+    assert isinstance(begun, TurnBegun) and (begun.attempt, begun.state) == (1, "running")
+    assert begun.context is not None
+    assert [m.content for m in begun.context.messages] == ["first", "answer one", "second"]
+
+
+async def test_begin_turn_waits_for_an_earlier_turn_only_so_long(store: Store, scope: Scope) -> None:
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="first"))
+    await store.add_turn(scope, "t2", ChatMessage(role="user", content="second"))
+    await store.begin_turn(scope, "t1")  # and its end never comes (say, its dead letter waits)
+    await asyncio.wait_for(earlier_turns_ended(store, scope, "t2", wait=0.1), 2)
+    assert await store.earlier_turn_running(scope, "t2")

@@ -146,3 +146,19 @@ async def test_a_checkpoint_replaces_the_whole_list(store: Store, scope: Scope) 
     await store.append_messages(scope, "t1", [])
     context = await store.context(scope, "t1", 40)
     assert context.produced == [] and [m.content for m in context.messages] == ["q1"]
+
+
+async def test_an_earlier_running_turn_is_seen_until_its_end_is_sequenced(store: Store, scope: Scope) -> None:
+    for turn_id, text in (("t1", "a"), ("t2", "b"), ("t3", "c")):
+        await store.add_turn(scope, turn_id, user(text))
+    assert not await store.earlier_turn_running(scope, "t2")  # t1 only queued
+    await store.begin_turn(scope, "t1")
+    assert not await store.earlier_turn_running(scope, "t1")  # nothing before it
+    assert await store.earlier_turn_running(scope, "t2")
+    assert await store.earlier_turn_running(scope, "t3")
+    await store.append_frame(scope, "t1:end", completed("t1"))
+    assert not await store.earlier_turn_running(scope, "t2")
+    await store.begin_turn(scope, "t2")
+    assert await store.earlier_turn_running(scope, "t3") and not await store.earlier_turn_running(scope, "t2")
+    with pytest.raises(NotFound):
+        await store.earlier_turn_running(scope, "unknown")

@@ -135,8 +135,8 @@ class Turn:
             return await self.fail(exc.code, str(exc))
         except (ModelUnavailable, ModelError) as exc:
             return await self.fail(exc.code, str(exc))
-        await self.checkpoint()
-        await self.events.emit(TurnCompleted(text=text, **self.ids))
+        reasoning, self.unrecorded = self.unrecorded, {}
+        await self.events.complete(TurnCompleted(text=text, **self.ids), self.produced, reasoning)
         TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=True, text=text)
 

@@ -12,8 +12,8 @@ from typing import Any, Final
 from agentry_shared.bus import Bus, RpcTimeout
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import MEMORY_TURN_FAILURE
-from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent
-from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent, TurnCheckpoint
+from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
     AppendMessages,
@@ -93,6 +93,7 @@ class BrokerEvents:
         self._routing_key = str(bus.topology.partition(scope.conversation_id))
         self._next = 0
         self._ready: list[PostedEvent] = []  # emitted, not yet published
+        self._checkpoint: TurnCheckpoint | None = None  # goes with the entry of the turn's end
         self._sender: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
@@ -112,6 +113,13 @@ class BrokerEvents:
             self._urgent.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
+
+    async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
+        """The end goes in an entry with the final checkpoint: memory stores the answer in
+        the commit before it sequences `turn.completed` (no `AppendMessages` round trip)."""
+        steps = [StepReasoning(step=step, text=text) for step, text in reasoning.items()]
+        self._checkpoint = TurnCheckpoint(messages=list(messages), reasoning=steps)
+        await self.emit(frame)
 
     async def flush(self) -> None:
         """Returns once every frame emitted so far is confirmed by the broker."""
@@ -149,7 +157,10 @@ class BrokerEvents:
             self._sender = None
 
     def _entry(self, batch: list[PostedEvent]) -> bytes:
-        if len(batch) == 1:  # the single-frame kind every memory version reads
+        checkpoint = None
+        if self._checkpoint is not None and batch[-1].event_id == f"{self._turn_id}:end":
+            checkpoint, self._checkpoint = self._checkpoint, None
+        if len(batch) == 1 and checkpoint is None:  # the single-frame kind every memory version reads
             [one] = batch
             return (
                 EventPosted(
@@ -163,7 +174,13 @@ class BrokerEvents:
                 .encode()
             )
         return (
-            EventsPosted(scope=self._scope, turn_id=self._turn_id, events=batch, traceparent=self._traceparent)
+            EventsPosted(
+                scope=self._scope,
+                turn_id=self._turn_id,
+                events=batch,
+                traceparent=self._traceparent,
+                checkpoint=checkpoint,
+            )
             .model_dump_json()
             .encode()
         )

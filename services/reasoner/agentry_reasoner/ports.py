@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 from agentry_shared.contracts.memory import Context
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
@@ -18,6 +18,10 @@ from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 class Events(Protocol):
     async def emit(self, frame: ServerFrame) -> None:
         """Publish one client-visible frame of this turn, in order, confirmed."""
+
+    async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
+        """The turn's end with its final checkpoint (`messages` as `Memory.append` takes
+        them): stored together, so the answer is kept exactly when the end is announced."""
 
 
 class Memory(Protocol):

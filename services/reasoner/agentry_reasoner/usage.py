@@ -9,10 +9,11 @@ whatever it costs, and the next turn's admission already sees what this one used
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 
-from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 
 from agentry_reasoner.ports import Events
 
@@ -49,6 +50,10 @@ class UsageReporting:
         if frame.type in ("turn.completed", "turn.failed"):
             await self._flush()
         await self._events.emit(frame)
+
+    async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
+        await self._flush()
+        await self._events.complete(frame, messages, reasoning)
 
     async def _flush(self) -> None:
         tokens, self._tally.pending = self._tally.pending, 0

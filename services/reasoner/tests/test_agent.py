@@ -11,7 +11,7 @@ from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ServerFrame, arguments_sha256
+from agentry_shared.contracts.frames import ServerFrame, TurnCompleted, arguments_sha256
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
@@ -56,6 +56,10 @@ class RecordingPorts:
 
     async def emit(self, frame: ServerFrame) -> None:
         self.frames.append(frame)
+
+    async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
+        await self.append(messages, reasoning)  # the final checkpoint, stored with the end
+        await self.emit(frame)
 
     async def context(self) -> Context:
         return Context(messages=list(self.history), produced=list(self.produced))

@@ -19,7 +19,7 @@ from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.model import GuardedModel, ModelOptions, OpenAIModel
 from agentry_reasoner.model.openai_chat import model_client
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 from aiohttp import web
@@ -214,6 +214,10 @@ class Ports:
 
     async def emit(self, frame: ServerFrame) -> None:
         self.frames.append(frame)
+
+    async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
+        await self.append(messages, reasoning)
+        await self.emit(frame)
 
     async def context(self) -> Context:
         return Context(messages=list(self.history))

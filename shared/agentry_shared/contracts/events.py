@@ -6,9 +6,22 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame
+from agentry_shared.contracts.memory import StepReasoning
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
+
+
+class TurnCheckpoint(BaseModel):
+    """What the turn produced (as `AppendMessages` carries it), sent in the log entry that
+    ends the turn: memory stores it before it sequences that entry's frames, so the
+    answer is stored exactly when `turn.completed` is, with no round trip of its own. A
+    memory older than the field ignores it (the answer would not be stored): deploy
+    memories that read it before reasoners that send it."""
+
+    messages: list[ChatMessage]
+    reasoning: list[StepReasoning] = []
 
 
 class EventPosted(BaseModel):
@@ -20,6 +33,7 @@ class EventPosted(BaseModel):
     event_id: str
     frame: ServerFrame
     traceparent: str | None = None
+    checkpoint: TurnCheckpoint | None = None
 
 
 class PostedEvent(BaseModel):
@@ -40,6 +54,7 @@ class EventsPosted(BaseModel):
     turn_id: str
     events: list[PostedEvent] = Field(min_length=1)
     traceparent: str | None = None
+    checkpoint: TurnCheckpoint | None = None
 
 
 # What the conversation log consumes, in order, per partition.

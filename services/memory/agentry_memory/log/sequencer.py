@@ -7,6 +7,7 @@ entry yields the same frames with the same seqs (gateways drop seqs they have se
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Final
@@ -14,7 +15,7 @@ from typing import Final
 from agentry_shared.bus import encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import TurnFailureCode
-from agentry_shared.contracts.events import EventPosted, EventsPosted, LogEntry
+from agentry_shared.contracts.events import EventPosted, EventsPosted, LogEntry, TurnCheckpoint
 from agentry_shared.contracts.frames import FANOUT_SEPARATOR, FrameError, MessageAccepted, ServerFrame, TurnFailed
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -48,10 +49,31 @@ class ConversationLog:
     async def ingest(self, entry: LogEntry, body: bytes | None = None) -> list[Outbound]:
         """`body` is the entry as received: a turn is forwarded byte for byte when given."""
         if isinstance(entry, EventPosted):
+            await self._checkpoint(entry.scope, entry.turn_id, entry.checkpoint)
             return [await self._sequence(entry.scope, entry.turn_id, entry.event_id, entry.frame)]
         if isinstance(entry, EventsPosted):
+            await self._checkpoint(entry.scope, entry.turn_id, entry.checkpoint)
             return await self._sequence_all(entry.scope, entry.turn_id, [(e.event_id, e.frame) for e in entry.events])
         return await self._turn(entry, body)
+
+    async def _checkpoint(self, scope: Scope, turn_id: str, checkpoint: TurnCheckpoint | None) -> None:
+        """The final checkpoint that came with a turn's end, stored before the end is
+        sequenced (a crash between the two redelivers the entry; both writes are
+        idempotent). Not over a turn that has already ended: a second attempt that raced
+        the first one's end must not replace the answer its client was shown."""
+        if checkpoint is None:
+            return
+        try:
+            if (await self.store.turn_status(scope, turn_id)).state in FINISHED:
+                log.info("final checkpoint of a turn that had already ended; not stored")
+                return
+        except NotFound:
+            log.warning("final checkpoint of an unknown turn; not stored")
+            return
+        await asyncio.gather(
+            self.store.append_messages(scope, turn_id, checkpoint.messages),
+            *(self.store.record_reasoning(scope, turn_id, r.step, r.text) for r in checkpoint.reasoning),
+        )
 
     async def _turn(self, turn: TurnRequested, body: bytes | None) -> list[Outbound]:
         await self.store.add_turn(turn.scope, turn.turn_id, ChatMessage(role="user", content=turn.text))

@@ -7,6 +7,7 @@ sees the record and one that holds it already hears the broadcast.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import assert_never
 
@@ -22,12 +23,17 @@ from agentry_shared.contracts.memory import (
     TurnBegun,
     TurnCancelAccepted,
 )
+from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 
 from agentry_memory.rpc.common import Broadcast
 from agentry_memory.store import Store
 
 log = logging.getLogger(__name__)
+
+# How long BeginTurn waits for an earlier turn's end to be sequenced (see earlier_turns_ended).
+EARLIER_TURN_WAIT_SECONDS = 2.0
+EARLIER_TURN_POLL_SECONDS = 0.002
 
 TurnRequest = ClaimConversation | BeginTurn | CancelTurnRequest | RecordReasoning
 TURN_REQUESTS = (ClaimConversation, BeginTurn, CancelTurnRequest, RecordReasoning)
@@ -45,6 +51,7 @@ async def answer_turn_request(
             await store.record_reasoning(scope, turn_id, step, text)
             return Done()
         case BeginTurn(scope=scope, turn_id=turn_id):
+            await earlier_turns_ended(store, scope, turn_id)
             attempt, state = await store.begin_turn(scope, turn_id)
             if attempt > 1:
                 log.info("turn taken again", extra={"attempt": attempt, "state": state})
@@ -52,6 +59,26 @@ async def answer_turn_request(
         case CancelTurnRequest():
             return await _cancel(store, request, broadcast)
     assert_never(request)
+
+
+async def earlier_turns_ended(
+    store: Store, scope: Scope, turn_id: str, *, wait: float = EARLIER_TURN_WAIT_SECONDS
+) -> None:
+    """Return once no earlier turn of the conversation is running, or after `wait`.
+
+    A turn's answer is stored with its `turn.completed`, in the log, and the reasoner
+    starts the next turn once that entry is confirmed, not once memory has sequenced it:
+    this `BeginTurn` may overtake it. Waiting here keeps the answer in the next turn's
+    context. Bounded, so a turn whose end never comes (its dead letter not yet handled)
+    delays the next by `wait`, never for ever."""
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + wait, EARLIER_TURN_POLL_SECONDS
+    while await store.earlier_turn_running(scope, turn_id):
+        if loop.time() >= deadline:
+            log.warning("an earlier turn is still running; beginning anyway", extra={"waited_s": wait})
+            return
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 async def _cancel(store: Store, request: CancelTurnRequest, broadcast: Broadcast) -> MemoryReply:

@@ -126,6 +126,10 @@ class ConversationStore(Protocol):
 
     async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus: ...
 
+    async def earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
+        """True while a turn of the conversation older than `turn_id` is `running`: its
+        end (and, with it, its answer) is not sequenced yet."""
+
     async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
         """Record a cancel request for an unfinished turn, found by turn_id alone; returns
         the status from before the request. `Forbidden` if another tenant or user owns it."""

@@ -114,6 +114,14 @@ class MongoTurns(MongoBase):
     async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
         return _status(await self._turn(scope, turn_id))
 
+    async def earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
+        turn = await self._turn(scope, turn_id)
+        earlier = await self._c("turns").find_one(
+            {**conversation_filter(scope), "turn_index": {"$lt": turn["turn_index"]}, "state": "running"},
+            projection={"_id": 1},
+        )
+        return earlier is not None
+
     async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
         turn = await self._c("turns").find_one({"_id": turn_id})
         if turn is None:

@@ -113,6 +113,19 @@ class TurnTables(SqliteBase):
             turn, _ = self._turn(db, self._owned(db, scope), turn_id)
             return _status(db, turn)
 
+    async def earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
+        return await self._run(self._earlier_turn_running, scope, turn_id)
+
+    def _earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
+        with self._tx(write=False) as db:
+            conversation = self._owned(db, scope)
+            _, index = self._turn(db, conversation, turn_id)
+            row = db.execute(
+                "SELECT 1 FROM turns WHERE conversation = ? AND turn_index < ? AND state = 'running' LIMIT 1",
+                (conversation, index),
+            ).fetchone()
+            return row is not None
+
     async def cancel_turn(self, tenant_id: str, user_id: str, turn_id: str) -> TurnStatus:
         return await self._run(self._cancel_turn, tenant_id, user_id, turn_id)
 
