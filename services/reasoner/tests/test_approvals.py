@@ -37,7 +37,10 @@ async def memory() -> AsyncIterator[MemoryStandIn]:
         await bus.close()
         async with await aio_pika.connect(AMQP_URL) as connection:
             cleanup = await connection.channel()
-            await cleanup.queue_delete(topology.memory_rpc_queue)
+            for name in topology.durable_queues([]):  # the stand-in's bus declared them all
+                await cleanup.queue_delete(name)
+            for name in topology.exchanges():
+                await cleanup.exchange_delete(name)
 
 
 def approvals(memory: MemoryStandIn, call_id: str) -> BrokerApprovals:

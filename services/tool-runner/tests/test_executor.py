@@ -56,10 +56,11 @@ def executor() -> PlainProcessExecutor:
 
 
 def alive(pid: int) -> bool:
-    """A zombie counts as dead: it runs nothing and holds nothing but its pid."""
+    """A zombie counts as dead: it runs nothing and holds nothing but its pid. A process
+    reaped while its stat is read fails the read with ESRCH: gone too."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
