@@ -153,15 +153,16 @@ class Stack:
         return [p for p in self.procs if p.name == name and p.alive()]
 
 
-async def delete_namespace(namespace: str, partitions: int) -> None:
-    """Drop every queue and exchange this stack's namespace created."""
+async def delete_namespace(namespace: str, partitions: int, pools: tuple[str, ...] = ()) -> None:
+    """Drop every queue and exchange this stack's namespace created (`pools`: tool pools
+    declared besides the registry's)."""
     from agentry_shared.topology import Topology
     from agentry_tool_runner.tools.registry import REGISTRY
 
     topology = Topology(namespace, partitions)
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
-        for name in topology.durable_queues(pools=REGISTRY.pools()):
+        for name in topology.durable_queues(pools=[*REGISTRY.pools(), *pools]):
             channel = await connection.channel()
             with contextlib.suppress(aio_pika.exceptions.AMQPError):
                 await channel.queue_delete(name)

@@ -40,7 +40,7 @@ async def users(tmp_path: Path) -> AsyncIterator[tuple[Topology, dict[str, str]]
     finally:
         await admin.close()
         delete_broker_users(topology.namespace)
-        await delete_namespace(topology.namespace, PARTITIONS)
+        await delete_namespace(topology.namespace, PARTITIONS, pools=("python",))  # the tests' own pool
 
 
 async def refused(url: str, action: Callable[[AbstractChannel], Awaitable[object]]) -> bool:
