@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import importlib.util
 import os
 import signal
 import socket
@@ -20,6 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 
@@ -52,6 +55,16 @@ class Proc:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+
+@functools.cache
+def broker_users_script() -> Any:
+    """scripts/broker-users.py as a module (its name has a dash: not importable by name)."""
+    spec = importlib.util.spec_from_file_location("broker_users", ROOT / "scripts" / "broker-users.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def broker_users(namespace: str, env_file: Path) -> dict[str, str]:

@@ -40,6 +40,8 @@ from agentry_shared.settings import (
 from agentry_shared.topology import Topology
 from pydantic_settings import BaseSettings
 
+from tests.stack import broker_users_script
+
 yaml = pytest.importorskip("yaml", reason="PyYAML reads the manifests: pip install pyyaml")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -293,15 +295,6 @@ def test_the_broker_users_job_imports_users_then_permissions() -> None:
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
-
-
-@functools.cache
-def broker_users_script() -> Any:
-    spec = importlib.util.spec_from_file_location("broker_users", ROOT / "scripts" / "broker-users.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", sorted(deployments()))

@@ -7,13 +7,11 @@ credentials itself.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
@@ -23,7 +21,7 @@ from agentry_shared.bus import Bus
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from tests.stack import AMQP_URL, ROOT, broker_users, delete_broker_users, delete_namespace
+from tests.stack import AMQP_URL, broker_users, broker_users_script, delete_broker_users, delete_namespace
 
 pytestmark = pytest.mark.e2e
 PARTITIONS = 2
@@ -168,14 +166,6 @@ async def test_the_tool_runner_cannot_hear_other_replies_or_call_tools(users: tu
     assert await refused(url, await bind_to("#"))
     assert await refused(url, call_a_tool)
     assert not await refused(url, await bind_to(t.reply_queue("tool-runner", uuid.uuid4().hex)))
-
-
-def broker_users_script() -> Any:
-    spec = importlib.util.spec_from_file_location("broker_users", ROOT / "scripts" / "broker-users.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 async def test_the_definitions_docker_compose_loads_make_working_users(tmp_path: Path) -> None:

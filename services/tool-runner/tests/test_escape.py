@@ -30,6 +30,7 @@ from agentry_shared.bus import encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
+from agentry_tool_runner.execution.cgroups import cgroup_mounts
 from agentry_tool_runner.tools.registry import REGISTRY
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
@@ -281,22 +282,11 @@ async def test_a_call_cannot_hold_more_memory_than_its_cap(sandbox_worker: RealW
     await _hogs_stay_under_the_cap(sandbox_worker)
 
 
-def _cgroup_mounts() -> list[tuple[str, str, set[str]]]:
-    """(mount point, filesystem type, super options) of each cgroup mount of this process."""
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        before, _, after = line.partition(" - ")
-        fields, tail = before.split(), after.split()
-        if len(fields) > 4 and len(tail) > 2 and tail[0] in ("cgroup", "cgroup2"):
-            found.append((fields[4], tail[0], set(tail[2].split(","))))
-    return found
-
-
 def why_no_delegated_cgroup2_memory() -> str | None:
     """Why this host cannot give a worker a cgroup v2 of its own with the memory controller
     delegated (what the cgroup v2 per-call path needs), or None when it can: cgroup v2 with
     the memory controller, root, and systemd to delegate a scope (`Delegate=yes`)."""
-    mounts = _cgroup_mounts()
+    mounts = cgroup_mounts()
     v1_memory = [point for point, kind, options in mounts if kind == "cgroup" and "memory" in options]
     if v1_memory:
         return (
@@ -333,7 +323,7 @@ async def test_the_cgroup2_path_caps_a_call_in_a_delegated_cgroup(start_real_wor
         assert cap == 1, worker.log.read_text()[-3000:]  # the log says why cgroups were not used
         await _hogs_stay_under_the_cap(worker)
         own = Path(f"/proc/{worker.process.pid}/cgroup").read_text().strip().removeprefix("0::/")
-        mount = next(point for point, kind, _ in _cgroup_mounts() if kind == "cgroup2")
+        mount = next(point for point, kind, _ in cgroup_mounts() if kind == "cgroup2")
         own_cgroup = Path(mount) / own
         # It moved itself into a leaf beside its calls' cgroups, unless the scope came with
         # the controllers enabled already.

@@ -149,7 +149,7 @@ class CgroupV1:
         return CallCgroup((memory, tasks), (str(memory / "cgroup.procs"), str(tasks / "cgroup.procs")))
 
 
-def _mounts() -> list[tuple[str, str, set[str]]]:
+def cgroup_mounts() -> list[tuple[str, str, set[str]]]:
     """(mount point, filesystem type, options) of each cgroup mount."""
     found = []
     with contextlib.suppress(OSError):
@@ -177,7 +177,7 @@ def _writable(folder: Path) -> bool:
 
 
 def _v2() -> CgroupV2 | str:
-    mount = next((point for point, kind, _ in _mounts() if kind == "cgroup2"), None)
+    mount = next((point for point, kind, _ in cgroup_mounts() if kind == "cgroup2"), None)
     own = _own_paths().get("")
     if mount is None or own is None:
         return "no cgroup2 filesystem"
@@ -214,7 +214,7 @@ def _enable_controllers(base: Path) -> str | None:
 
 
 def _v1() -> CgroupV1 | str:
-    mounts = {kind: point for point, fs, options in _mounts() if fs == "cgroup" for kind in options}
+    mounts = {kind: point for point, fs, options in cgroup_mounts() if fs == "cgroup" for kind in options}
     own = _own_paths()
     folders = {}
     for controller in ("memory", "pids"):
