@@ -14,6 +14,7 @@ from tests.faults.conftest import holder, metric
 from tests.stack import Stack
 
 COUNT = " ".join(str(i) for i in range(1, 121))
+RUN_PYTHON = "run this python:\n```python\nprint(6*7)\n```"
 
 
 async def _kill_holder_when(stack: Stack, text: str, frame_type: str) -> list[dict[str, object]]:
@@ -38,11 +39,21 @@ async def test_kill_while_the_model_streams(fault_stack: Stack) -> None:
 
 
 async def test_kill_while_waiting_for_a_tool_does_not_run_it_twice(fault_stack: Stack) -> None:
-    frames = await _kill_holder_when(fault_stack, "what is 37*91?", "tool.started")
-    assert "3367" in assert_clean_stream(frames)
+    """A sandboxed tool (code of the model's): its call was checkpointed before it ran, so
+    the resumed turn asks for the same call and gets the kept result."""
+    frames = await _kill_holder_when(fault_stack, RUN_PYTHON, "tool.started")
+    assert "42" in assert_clean_stream(frames)
     runners = [p for p in fault_stack.procs if p.name == "tool-runner"]
     executed = sum(metric(p, "agentry_tool_executions_total") for p in runners)
     assert executed == 1, executed
+
+
+async def test_kill_while_a_pure_tool_runs_answers_once(fault_stack: Stack) -> None:
+    """A pure function's call is not checkpointed before it runs: the resumed turn asks the
+    model again and computes it again, which has no effect; the client still gets one
+    clean answer."""
+    frames = await _kill_holder_when(fault_stack, "what is 37*91?", "tool.started")
+    assert "3367" in assert_clean_stream(frames)
 
 
 async def test_kill_repeatedly_across_many_turns(fault_stack: Stack) -> None:

@@ -188,7 +188,10 @@ class Turn:
                     ],
                 )
             )
-            await self.checkpoint()  # the calls are fixed before any runs
+            if not all(c.name in by_name and by_name[c.name].pure for c in calls):
+                await self.checkpoint()  # the calls are fixed before any runs
+            # else pure functions only: running them again has no effect, so a resumed turn
+            # may as well ask the model again; their step goes with the next checkpoint.
             await self._run_and_record(calls, by_name)
         raise TurnAborted(
             "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."

@@ -25,6 +25,7 @@ CALC = ToolDescriptor(
         "additionalProperties": False,
     },
 )
+CLOCK = ToolDescriptor(name="current_time", description="now", parameters={"type": "object"}, pure=True)
 WRITE = ToolDescriptor(
     name="workspace_write",
     description="write a file",
@@ -53,6 +54,7 @@ class RecordingPorts:
         self.tool_delay = tool_delay
         self.running = 0
         self.max_running = 0
+        self.checkpointed_when_run: dict[str, bool] = {}  # call id: in a checkpoint when it ran
 
     async def emit(self, frame: ServerFrame) -> None:
         self.frames.append(frame)
@@ -72,7 +74,7 @@ class RecordingPorts:
         self.reasoning[step] = text
 
     async def catalog(self) -> list[ToolDescriptor]:
-        return [CALC, WRITE]
+        return [CALC, WRITE, CLOCK]
 
     async def take_token(self, tool: ToolDescriptor) -> float:
         self.tokens_left -= 1
@@ -87,6 +89,8 @@ class RecordingPorts:
 
     async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
         self.tool_runs.append(call_id)
+        stored = {c["id"] for m in self.appended for c in (m.tool_calls or [])}
+        self.checkpointed_when_run[call_id] = call_id in stored
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         await asyncio.sleep(self.tool_delay)
@@ -146,6 +150,20 @@ async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> 
     tool_messages = [m for m in model.seen[1] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == ["result of 1+1", "result of 2*3"]
     assert [m.role for m in ports.appended] == ["assistant", "tool", "tool", "assistant"]
+
+
+async def test_calls_are_checkpointed_before_they_run_unless_all_are_pure_functions() -> None:
+    """A resumed turn must not re-ask the model for calls that may have taken effect; a step
+    of pure functions only (nothing to take effect) skips that round trip to memory."""
+    pure = [ToolCall("p", "current_time", "{}")]
+    mixed = [ToolCall("q", "current_time", "{}"), ToolCall("c", "calculator", '{"expression": "1+1"}')]
+    model = ScriptedModel([ToolCallsRequested(pure)], [ToolCallsRequested(mixed)], [TextDelta("done")])
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports).run(FIRST)
+    assert outcome.ok
+    assert ports.checkpointed_when_run == {"p": False, "q": True, "c": True}
+    # The pure step was not lost: the checkpoint that followed, and the final one, hold it.
+    assert [m.role for m in ports.appended] == ["assistant", "tool", "assistant", "tool", "tool", "assistant"]
 
 
 async def test_unknown_tool_and_bad_json_are_returned_to_the_model_as_errors() -> None:

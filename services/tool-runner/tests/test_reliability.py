@@ -97,6 +97,24 @@ async def test_a_done_call_is_not_run_again(client: Bus, memory: MemoryStandIn, 
     assert len(runs(log)) == 1
 
 
+async def test_a_pure_function_is_neither_claimed_nor_kept(client: Bus, memory: MemoryStandIn) -> None:
+    """The calculator runs in the worker and has no effect: asked twice, it is computed
+    twice, and memory is never asked (the two round trips a claimed call costs)."""
+    asked = ToolRequested(
+        scope=SCOPE,
+        turn_id=f"turn-{uuid.uuid4().hex}",
+        call_id="call-pure",
+        tool="calculator",
+        arguments={"expression": "37*91"},
+        deadline=time.time() + 60,
+    )
+    for _ in range(2):
+        reply = await call(client, asked)
+        assert (reply.ok, reply.output) == (True, "3367")
+    assert [r.kind for r in memory.requests] == []
+    assert memory.kept(asked.turn_id, asked.call_id) is None
+
+
 async def test_a_call_held_by_a_live_runner_is_waited_for(client: Bus, memory: MemoryStandIn, tmp_path: Path) -> None:
     log = tmp_path / "runs"
     asked = request("probe_record_destructive", log)

@@ -21,6 +21,10 @@ class ToolDescriptor(BaseModel):
     side_effect: SideEffect = "read_only"
     pool: str = "default"
     timeout_seconds: float = 10.0
+    # A pure function of its arguments, run inside the tool-runner (no files, network or
+    # code of the model's): a run has no effect, so it is neither claimed nor kept, and the
+    # reasoner does not checkpoint a step's calls before running them when all are pure.
+    pure: bool = False
 
 
 class CatalogRequested(BaseModel):

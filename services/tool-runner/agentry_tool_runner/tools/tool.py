@@ -109,4 +109,5 @@ class Tool:
             side_effect=self.side_effect,
             pool=self.pool,
             timeout_seconds=self.timeout_seconds,
+            pure=self.backend == "worker",
         )
