@@ -199,8 +199,9 @@ async def _summary_exported(collector: Collector, within: float = 30.0) -> None:
 
 def _check_summary_span(collector: Collector, stack: Stack, second_turn: list[dict[str, Any]]) -> None:
     """The summary's model call: a CLIENT span of memory in the trace of the turn whose
-    GetContext scheduled it (the second turn: the first left its window), below memory's
-    span of that request; the offline model's server span is its child."""
+    context scheduled it (the second turn: the first left its window), below memory's span
+    of that turn's log entry (memory assembles the context as it forwards the turn begun);
+    the offline model's server span is its child."""
     (call,) = _summary_calls(collector)
     spans = [s for s in collector.spans if s.trace_id == call.trace_id]
     (root,) = [s for s in spans if s.name == "turn"]
@@ -215,6 +216,6 @@ def _check_summary_span(collector: Collector, stack: Stack, second_turn: list[di
     assert call.attributes["gen_ai.usage.input_tokens"] > 0
     parent = {s.span_id: s for s in spans}[call.parent_id]
     assert parent.service == "memory" and parent.kind == ProtoSpan.SPAN_KIND_CONSUMER
-    assert parent.name == f"process {stack.namespace}.memory"  # the request exchange
+    assert parent.name == f"process {stack.namespace}.log"  # the turn's entry in the log
     served = [s for s in spans if s.service == "offline-model" and s.parent_id == call.span_id]
     assert served and served[0].kind == ProtoSpan.SPAN_KIND_SERVER

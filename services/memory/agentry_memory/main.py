@@ -95,13 +95,14 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
     store = make_store(settings)
     bus = Bus(settings.amqp_url.get_secret_value(), topology, name="memory")
     ops: OpsServer | None = None
-    conversation_log = ConversationLog(store, topology)
+    summarizer, summary_model = make_summarizer(store, settings)
+    assembler = make_assembler(store, settings, summarizer)
+    conversation_log = ConversationLog(store, topology, assembler)
     consumer = LogConsumer(bus, conversation_log, settings=settings)
     dead_letters = DeadLetterConsumer(bus, conversation_log)
     sweeper = FrameSweeper(
         store, retention_hours(settings), reasoning_retention_days=settings.memory_reasoning_retention_days
     )
-    summarizer, summary_model = make_summarizer(store, settings)
     in_flight = InFlight()
 
     async def broadcast(message: ControlMessage) -> None:
@@ -116,7 +117,7 @@ async def service(stop: asyncio.Event, shared_settings: MemorySettings | None = 
             store,
             settings.memory_window_messages,
             broadcast=broadcast,
-            assembler=make_assembler(store, settings, summarizer),
+            assembler=assembler,
             max_conversations_per_user=settings.memory_max_conversations_per_user,
         )
         rpc = await bus.serve_rpc(topology.memory_rpc, in_flight.wrap(rpc_core.handle))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from agentry_memory.settings import service_settings
 from agentry_shared.bus import encode
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.events import EventPosted
 from agentry_shared.contracts.frames import TurnCompleted
 from agentry_shared.contracts.memory import (
+    BeginTurn,
     ClaimConversation,
     Claimed,
     Context,
@@ -19,6 +22,7 @@ from agentry_shared.contracts.memory import (
     GetContext,
     GetFrames,
     MemoryFailure,
+    TurnBegun,
 )
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -82,16 +86,32 @@ async def test_a_turn_and_an_event_through_the_broker(start_memory: MemoryFactor
     accepted = await memory.next_json(frames)
     assert accepted["type"] == "message.accepted"
     assert (accepted["seq"], accepted["id"], accepted["turn_id"]) == (1, "m1", "t1")
-    assert await asyncio.wait_for(turns.get(), 10) == encode(turn)  # byte for byte
+    # Nothing before it is unfinished: forwarded begun (attempt 1) with its context.
+    forwarded = TurnRequested.model_validate_json(await asyncio.wait_for(turns.get(), 10))
+    assert forwarded.model_copy(update={"begun": None, "begun_at": None}) == turn
+    hello = ChatMessage(role="user", content="hello")
+    assert forwarded.begun == TurnBegun(attempt=1, state="running", context=Context(messages=[hello]))
+    assert forwarded.begun_at is not None and abs(forwarded.begun_at - time.time()) < 60
+    status = await memory.rpc(BeginTurn(scope=scope, turn_id="t1"))  # the reasoner died: taken again
+    assert status == TurnBegun(attempt=2, state="running")
+
+    # While t1 runs, t2 must wait for its answer: forwarded as it came, byte for byte.
+    second = turn.model_copy(update={"turn_id": "t2", "text": "and?", "client_message_id": "m2"})
+    await memory.client.publish(topology.log_exchange, str(partition), encode(second))
+    assert (await memory.next_json(frames))["id"] == "m2"
+    assert await asyncio.wait_for(turns.get(), 10) == encode(second)
 
     done = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="hi there")
     event = EventPosted(scope=scope, turn_id="t1", event_id="t1:done", frame=done)
     await memory.client.publish(topology.log_exchange, str(partition), encode(event))
     completed = await memory.next_json(frames)
-    assert (completed["type"], completed["seq"]) == ("turn.completed", 2)
+    assert (completed["type"], completed["seq"]) == ("turn.completed", 3)
 
     replay = await memory.rpc(GetFrames(scope=scope, after_seq=0))
-    assert isinstance(replay, Frames) and replay.frames == [accepted, completed]
+    assert isinstance(replay, Frames) and [f["type"] for f in replay.frames] == ["message.accepted"] * 2 + [
+        "turn.completed"
+    ]
+    assert replay.frames[0] == accepted and replay.frames[2] == completed
     context = await memory.rpc(GetContext(scope=scope, turn_id="t1"))
     assert isinstance(context, Context) and [m.content for m in context.messages] == ["hello"]
     stranger = scope.model_copy(update={"user_id": "mallory"})

@@ -68,10 +68,11 @@ async def test_a_cancel_is_broadcast_on_the_control_exchange(start_memory: Memor
     assert (await memory.next_json(frames))["type"] == "message.accepted"
 
     cancel = CancelTurnRequest(tenant_id=scope.tenant_id, user_id=scope.user_id, turn_id=turn_id)
-    assert await memory.rpc(cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="queued")
+    # Memory began the turn as it forwarded it (nothing earlier was unfinished): running.
+    assert await memory.rpc(cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="running")
     heard = CONTROL_MESSAGE.validate_python(await memory.next_json(control))
     assert heard == CancelRequested(conversation_id=scope.conversation_id, turn_id=turn_id)
-    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=1, state="cancelled")
+    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=2, state="cancelled")
 
 
 async def test_a_turn_rejected_by_its_reasoner_fails_as_poison(start_memory: MemoryFactory) -> None:
@@ -92,7 +93,8 @@ async def test_a_turn_rejected_by_its_reasoner_fails_as_poison(start_memory: Mem
     seen = await frames_until_failed(memory, frames)  # accepted comes twice: gateways drop the seq seen
     assert [(f["type"], f["seq"]) for f in seen.values()] == [("message.accepted", 1), ("turn.failed", 2)]
     assert seen[2]["turn_id"] == turn_id and seen[2]["error"]["code"] == "poison"
-    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=1, state="failed")
+    # attempt 2: memory counted the first as it forwarded the turn begun.
+    assert await memory.rpc(BeginTurn(scope=scope, turn_id=turn_id)) == TurnBegun(attempt=2, state="failed")
 
 
 async def test_a_dead_turn_memory_never_saw_is_accepted_then_failed(start_memory: MemoryFactory) -> None:

@@ -150,7 +150,8 @@ async def test_restarting_the_service_loses_nothing(memory: tuple[MemoryProcess,
     turn = TurnRequested(scope=scope, turn_id="t1", text="Remember that I prefer tea.", accepted_at=datetime.now(UTC))
     await client.publish(service.topology.log_exchange, log_key, encode(turn))
     await frames(client, scope, 1)
-    assert await rpc(client, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=1, state="running")
+    # attempt 2: memory began it (attempt 1) as it forwarded it to a reasoner, not here.
+    assert await rpc(client, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=2, state="running")
     answer = [ChatMessage(role="assistant", content="I'll remember that.")]
     await rpc(client, AppendMessages(scope=scope, turn_id="t1", messages=answer))
     await rpc(client, RecordReasoning(scope=scope, turn_id="t1", step=0, text="[reasoning] a preference"))
@@ -186,7 +187,7 @@ async def test_restarting_the_service_loses_nothing(memory: tuple[MemoryProcess,
     assert isinstance(tasks, TaskList) and [(t.task, t.progress) for t in tasks.tasks] == [("Brew tea", "kettle on")]
     approval = await rpc(client, GetApproval(scope=scope, turn_id="t1", call_id="c1"))
     assert isinstance(approval, Approval) and approval.state == "approved"
-    assert await rpc(client, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=2, state="completed")
+    assert await rpc(client, BeginTurn(scope=scope, turn_id="t1")) == TurnBegun(attempt=3, state="completed")
     second = TurnRequested(scope=scope, turn_id="t2", text="and now?", accepted_at=datetime.now(UTC))
     await client.publish(service.topology.log_exchange, log_key, encode(second))
     assert [f["seq"] for f in await frames(client, scope, 3)] == [1, 2, 3]  # seq goes on

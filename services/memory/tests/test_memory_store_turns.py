@@ -162,3 +162,37 @@ async def test_an_earlier_running_turn_is_seen_until_its_end_is_sequenced(store:
     assert await store.earlier_turn_running(scope, "t3") and not await store.earlier_turn_running(scope, "t2")
     with pytest.raises(NotFound):
         await store.earlier_turn_running(scope, "unknown")
+
+
+async def test_a_new_turn_is_begun_as_it_is_added_when_no_earlier_turn_is_unfinished(
+    store: Store, scope: Scope
+) -> None:
+    """Memory begins a turn as it forwards it (one round trip less for the reasoner), but
+    only once, and never ahead of an earlier turn that has not ended: that one's answer
+    belongs in this turn's context."""
+    assert await store.add_and_begin_turn(scope, "t1", user("first")) is True
+    status = await store.turn_status(scope, "t1")
+    assert (status.state, status.attempts) == ("running", 1)
+    assert await store.add_and_begin_turn(scope, "t1", user("first")) is False  # redelivered: no second begin
+    assert (await store.turn_status(scope, "t1")).attempts == 1
+
+    assert await store.add_and_begin_turn(scope, "t2", user("second")) is False  # t1 is running
+    assert (await store.turn_status(scope, "t2")).state == "queued"
+    await store.append_frame(scope, "t1:end", completed("t1"))
+    assert await store.add_and_begin_turn(scope, "t3", user("third")) is False  # t2 still queued
+    assert await store.begin_turn(scope, "t2") == (1, "running")  # its reasoner begins it
+    await store.append_frame(scope, "t2:end", completed("t2"))
+    assert await store.begin_turn(scope, "t3") == (1, "running")
+    await store.append_frame(scope, "t3:end", completed("t3"))
+
+    assert await store.add_and_begin_turn(scope, "t4", user("fourth")) is True
+    assert await store.begin_turn(scope, "t4") == (2, "running")  # taken again after a crash
+    context = await store.context(scope, "t4", 10)
+    assert [m.content for m in context.messages] == ["first", "second", "third", "fourth"]
+
+
+async def test_add_and_begin_turn_is_scoped(store: Store, scope: Scope) -> None:
+    await store.add_and_begin_turn(scope, "t1", user("mine"))
+    stranger = scope.model_copy(update={"user_id": "someone-else"})
+    with pytest.raises(Forbidden):
+        await store.add_and_begin_turn(stranger, "t1", user("theirs"))

@@ -210,7 +210,12 @@ class BrokerMemory:
     async def _call(self, request: BaseModel) -> MemoryReply:
         return await memory_call(self._bus, request)
 
-    async def begin(self) -> TurnBegun:
+    async def begin(self, first: TurnBegun | None = None) -> TurnBegun:
+        """`first`: memory began the turn as it forwarded it (attempt 1, with its context),
+        and this is that delivery's first try; otherwise one `BeginTurn` round trip."""
+        if first is not None:
+            self._context = first.context
+            return first
         reply = await self._call(BeginTurn(scope=self._scope, turn_id=self._turn_id, with_context=True))
         if not isinstance(reply, TurnBegun):
             raise TurnAborted("memory_internal", f"unexpected reply {reply.kind}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from agentry_shared.contracts.memory import RecordUsage, TurnBegun
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.logs import bind_context
 from agentry_shared.partitions import PartitionShare
+from agentry_shared.recent import RecentTurns
 from agentry_shared.settings import ReasonerSettings
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel
@@ -53,6 +55,10 @@ from agentry_reasoner.ports import Events
 from agentry_reasoner.usage import TURN_TOKENS, TokenTally, UsageReporting
 
 log = logging.getLogger(__name__)
+
+# How far memory's clock may be ahead of ours when we compare `TurnRequested.begun_at` with
+# the time we started hearing cancels (NTP keeps pods within milliseconds).
+CLOCK_SKEW_SECONDS = 0.25
 
 
 @dataclass
@@ -94,6 +100,12 @@ class TurnConsumer:
         )
         self._running: dict[str, asyncio.Task[Any]] = {}  # turn_id -> the task running it
         self._cancel_requested: set[str] = set()
+        # Every cancel heard, held or not: a turn memory forwarded begun is trusted only if
+        # its cancel, had there been one, would be here (see _first_begun).
+        self._recent_cancels = RecentTurns()
+        # Since when (Unix time) the control queue has been consumed without a break; +inf
+        # while the broker connection is down.
+        self._listening_since = math.inf
         # Turns whose task may be cancelled for a user's cancel: only while the agent runs.
         # Cancelled elsewhere (asking memory to begin, a retry's pause), the task would end
         # without settling its delivery and the partition would stall on it for good.
@@ -114,8 +126,10 @@ class TurnConsumer:
         )
         await control.bind(topology.control_exchange)
         self._consumers.append((control, await control.consume(self._on_control, no_ack=True)))
+        self._listening_since = time.time()
         assert self.bus.connection is not None
         self.bus.connection.close_callbacks.add(self._on_connection_lost)
+        self.bus.connection.reconnect_callbacks.add(self._on_reconnected)  # after channels are restored
         await self.share.start()
 
     async def stop(self, grace_s: float) -> None:
@@ -165,12 +179,16 @@ class TurnConsumer:
     def _on_connection_lost(self, *_: object) -> None:
         """The broker took back every unacked turn: stop working on them here at once,
         so a turn never runs twice at the same time (it is redelivered, then resumed)."""
+        self._listening_since = math.inf  # cancels broadcast from now on are missed
         if self._stopping:
             return
         self._generation += 1
         for turn_id, task in list(self._running.items()):
             log.warning("broker connection lost; handing the turn back", extra={"turn_id": turn_id})
             task.cancel()
+
+    def _on_reconnected(self, *_: object) -> None:
+        self._listening_since = time.time()
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -181,6 +199,7 @@ class TurnConsumer:
         if isinstance(control, ApprovalDecided):
             self.approvals.decided(control.turn_id, control.call_id, control.approved)
             return
+        self._recent_cancels.add(control.turn_id)
         task = self._running.get(control.turn_id)
         if task is not None:
             log.info("cancelling turn", extra={"turn_id": control.turn_id})
@@ -227,8 +246,9 @@ class TurnConsumer:
             TURNS_IN_FLIGHT.inc()
             started = time.monotonic()
             generation = self._generation
+            first = self._first_begun(turn, redelivered=bool(message.redelivered))
             try:
-                outcome = await self._run_until_done(turn, lambda: self._generation == generation)
+                outcome = await self._run_until_done(turn, lambda: self._generation == generation, first)
             except HandedBack:
                 log.warning("turn handed back unfinished; the broker redelivers it")
                 return
@@ -245,16 +265,35 @@ class TurnConsumer:
             elapsed_ms = int((time.monotonic() - started) * 1000)
             log.info("turn finished", extra={"outcome": outcome, "elapsed_ms": elapsed_ms})
 
-    async def _run_until_done(self, turn: TurnRequested, still_ours: Callable[[], bool]) -> str:
+    def _first_begun(self, turn: TurnRequested, *, redelivered: bool) -> TurnBegun | None:
+        """The begin memory sent with the turn, if this replica may use it: on the turn's
+        first delivery only (a redelivered one may have been run: memory must count a new
+        attempt), with its context, and only if a cancel of it would have been heard here
+        (none was, and the control queue has been consumed since before memory began it;
+        `CLOCK_SKEW_SECONDS` covers the two clocks). Otherwise: `BeginTurn`."""
+        begun = turn.begun
+        if begun is None or turn.begun_at is None or redelivered:
+            return None
+        if begun.state != "running" or begun.context is None or turn.turn_id in self._recent_cancels:
+            return None
+        if turn.begun_at < self._listening_since + CLOCK_SKEW_SECONDS:
+            return None
+        return begun
+
+    async def _run_until_done(
+        self, turn: TurnRequested, still_ours: Callable[[], bool], first: TurnBegun | None = None
+    ) -> str:
         """Memory or the broker failing under a turn is retried in place, with backoff: a
         requeue would let the conversation's next turn overtake this one. Once the broker
-        took the delivery back (connection lost), retrying would run the turn twice."""
+        took the delivery back (connection lost), retrying would run the turn twice. A
+        retry always begins through memory: it is a new attempt (`first` is for one try)."""
         pause = 0.5
         while True:
             if not still_ours():
                 raise HandedBack(turn.turn_id)
+            begun, first = first, None
             try:
-                return await self._run(turn, still_ours)
+                return await self._run(turn, still_ours, begun)
             except TurnAborted as exc:
                 log.warning("turn could not run; retrying", extra={"code": exc.code, "pause_s": pause})
             except (aio_pika.exceptions.AMQPError, TimeoutError):
@@ -265,10 +304,10 @@ class TurnConsumer:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
 
-    async def _run(self, request: TurnRequested, still_ours: Callable[[], bool]) -> str:
+    async def _run(self, request: TurnRequested, still_ours: Callable[[], bool], first: TurnBegun | None) -> str:
         scope, turn_id = request.scope, request.turn_id
         memory = BrokerMemory(self.bus, scope, turn_id)
-        begun = await memory.begin()  # TurnAborted if memory is down: requeued by the caller
+        begun = await memory.begin(first)  # TurnAborted if memory is down: retried by the caller
         sender = BrokerEvents(
             self.bus,
             scope,

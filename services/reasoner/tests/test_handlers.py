@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,13 +15,16 @@ import pytest
 from agentry_reasoner.agent import FrameIds
 from agentry_reasoner.broker_ports import BrokerEvents, HandedBack
 from agentry_reasoner.handlers import TurnConsumer
+from agentry_reasoner.model import TextDelta
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
 from agentry_shared.contracts.frames import MessageDelta, ThinkingStarted, TurnFailed, TurnStarted
-from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, MemoryFailure, TurnBegun
+from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, Context, MemoryFailure, TurnBegun
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import Catalog
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import ReasonerSettings
 from agentry_shared.topology import Topology
@@ -189,3 +193,88 @@ async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along
     await asyncio.wait_for(events.flush(), 5)  # flush does not linger either
     entry = await asyncio.wait_for(inbox.get(), 5)
     assert isinstance(entry, EventPosted) and entry.frame.type == "thinking.started"
+
+
+class RecordingMemory:
+    """Answers BeginTurn (attempt 2: memory counted the first as it forwarded the turn) as
+    `state`, with the turn's context; records the kinds asked."""
+
+    def __init__(self, state: str = "running") -> None:
+        self.asked: list[str] = []
+        self.state = state
+
+    async def handle(self, body: bytes) -> bytes:
+        request = MEMORY_REQUEST.validate_json(body)
+        self.asked.append(request.kind)
+        if isinstance(request, BeginTurn):
+            context = Context(messages=[ChatMessage(role="user", content="hi")])
+            return encode(TurnBegun(attempt=2, state=self.state, context=context))  # type: ignore[arg-type]
+        return encode(MemoryFailure(code="internal", message=f"not played: {request.kind}"))
+
+
+@pytest.mark.parametrize("case", ["fresh", "cancel heard first", "begun before we listened"])
+async def test_a_turn_forwarded_begun_skips_begin_turn_only_when_nothing_could_have_been_missed(
+    bus: Bus, case: str
+) -> None:
+    """Memory begins a turn as it forwards it (attempt 1, with its context). The reasoner
+    uses that begin as is, unless it may have missed the turn's cancel: then it asks memory,
+    whose record of the cancel is the truth."""
+    topology = bus.topology
+    memory = RecordingMemory(state="cancelled" if case == "cancel heard first" else "running")
+    rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
+    catalog = await bus.serve_rpc(topology.tool_catalog, lambda _: _no_tools())
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
+    frames: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        for posted in entry.events if isinstance(entry, EventsPosted) else [entry]:
+            frames.put_nowait(posted.frame.type)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    settings = ReasonerSettings(
+        agentry_namespace=topology.namespace, agentry_partitions=1, agentry_heartbeat_seconds=0.2
+    )
+    before_start = time.time() - 5
+    consumer = TurnConsumer(bus, ScriptedModel([TextDelta("hello")]), settings)
+    await consumer.start()
+    try:
+        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+        turn_id = f"turn-{uuid.uuid4().hex}"
+        hi = Context(messages=[ChatMessage(role="user", content="hi")])
+        begun = TurnBegun(attempt=1, state="running", context=hi)
+        # "fresh": begun after this reasoner started listening (past the clock-skew margin)
+        begun_at = before_start if case == "begun before we listened" else time.time() + 1
+        turn = TurnRequested(
+            scope=scope, turn_id=turn_id, text="hi", accepted_at=datetime.now(UTC), begun=begun, begun_at=begun_at
+        )
+        if case == "cancel heard first":
+            cancel = CancelRequested(conversation_id=scope.conversation_id, turn_id=turn_id)
+            await bus.publish(topology.control_exchange, "", encode(cancel), persistent=False)
+            await asyncio.sleep(0.5)
+        await bus.publish(topology.turns_exchange, "0", encode(turn))
+        seen: list[str] = []
+        while not seen or seen[-1] not in ("turn.completed", "turn.failed"):
+            seen.append(await asyncio.wait_for(frames.get(), 10))
+    finally:
+        await consumer.stop(1.0)
+        await rpc.cancel()
+        await catalog.cancel()
+    if case == "fresh":
+        assert memory.asked == []  # no BeginTurn round trip, and the answer rides the log
+        assert seen == ["turn.started", "message.delta", "turn.completed"]
+    elif case == "cancel heard first":
+        assert memory.asked == ["memory.begin_turn"]
+        assert seen[-1] == "turn.failed"
+    else:
+        assert memory.asked == ["memory.begin_turn"]
+        assert seen == ["turn.started", "message.reset", "message.delta", "turn.completed"]  # attempt 2
+
+
+async def _no_tools() -> bytes:
+    return encode(Catalog(tools=[]))

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.scope import Scope
 
 
@@ -18,3 +19,10 @@ class TurnRequested(BaseModel):
     client_message_id: str | None = None
     accepted_at: datetime
     traceparent: str | None = None
+    # Set by memory only, on the turn it forwards to the reasoners, when it began the turn
+    # as it stored it (attempt 1, `running`, with its context): the reasoner that takes
+    # this first delivery skips `BeginTurn`. `begun_at` (Unix time, memory's clock) lets
+    # it tell whether it was listening for cancels since; if not, or on a redelivery, it
+    # asks memory. Memory ignores both fields in what it receives.
+    begun: TurnBegun | None = None
+    begun_at: float | None = None

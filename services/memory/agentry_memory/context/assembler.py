@@ -9,6 +9,7 @@ over the budget: it is always sent, whole. The summary is refreshed in the backg
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from agentry_shared.contracts.chat import ChatMessage
@@ -65,13 +66,18 @@ class ContextAssembler:
     async def _knowledge(self, scope: Scope, user_text: str) -> str | None:
         """The facts most relevant to the new message (full-text; none if it has no
         searchable word) and the user's open tasks."""
-        facts: list[Fact] = []
-        tasks: list[Task] = []
-        if self.recall_facts and search_terms(user_text):
-            facts = await self.store.recall_facts(scope, user_text, self.recall_facts)
-        if self.recall_tasks:
-            tasks = await self.store.tasks(scope, include_done=False, limit=self.recall_tasks)
+        facts, tasks = await asyncio.gather(self._facts(scope, user_text), self._tasks(scope))
         if not facts and not tasks:
             return None
         limit = self.knowledge_tokens - MESSAGE_OVERHEAD_TOKENS if self.window_tokens else 10**9
         return knowledge_block(facts, tasks, limit)
+
+    async def _facts(self, scope: Scope, user_text: str) -> list[Fact]:
+        if self.recall_facts and search_terms(user_text):
+            return await self.store.recall_facts(scope, user_text, self.recall_facts)
+        return []
+
+    async def _tasks(self, scope: Scope) -> list[Task]:
+        if self.recall_tasks:
+            return await self.store.tasks(scope, include_done=False, limit=self.recall_tasks)
+        return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Final
 
@@ -17,10 +18,12 @@ from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.errors import TurnFailureCode
 from agentry_shared.contracts.events import EventPosted, EventsPosted, LogEntry, TurnCheckpoint
 from agentry_shared.contracts.frames import FANOUT_SEPARATOR, FrameError, MessageAccepted, ServerFrame, TurnFailed
+from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.topology import Topology
 
+from agentry_memory.context.assembler import ContextAssembler
 from agentry_memory.metrics import FRAMES_APPENDED
 from agentry_memory.store import FINISHED, EncodedFrame, Store
 from agentry_memory.store.errors import NotFound, StoreRefusal
@@ -42,9 +45,11 @@ class Outbound:
 
 
 class ConversationLog:
-    def __init__(self, store: Store, topology: Topology) -> None:
+    def __init__(self, store: Store, topology: Topology, assembler: ContextAssembler | None = None) -> None:
         self.store = store
         self.topology = topology
+        # With it, a turn that can start at once is forwarded begun, with its context.
+        self.assembler = assembler
 
     async def ingest(self, entry: LogEntry, body: bytes | None = None) -> list[Outbound]:
         """`body` is the entry as received: a turn is forwarded byte for byte when given."""
@@ -76,14 +81,39 @@ class ConversationLog:
         )
 
     async def _turn(self, turn: TurnRequested, body: bytes | None) -> list[Outbound]:
-        await self.store.add_turn(turn.scope, turn.turn_id, ChatMessage(role="user", content=turn.text))
-        forward = Outbound(
+        """Store the turn, sequence its `message.accepted`, forward it to the reasoners.
+
+        When the turn is new and every earlier turn of its conversation has ended, it is
+        begun here (attempt 1) and forwarded with its context (`TurnRequested.begun`): the
+        reasoner that takes it skips the `BeginTurn` round trip. Otherwise it goes as it
+        came (without any `begun` a sender put in) and its reasoner asks memory."""
+        message = ChatMessage(role="user", content=turn.text)
+        if turn.begun is not None or turn.begun_at is not None:
+            turn, body = turn.model_copy(update={"begun": None, "begun_at": None}), None
+        if self.assembler is None:
+            await self.store.add_turn(turn.scope, turn.turn_id, message)
+            began = False
+        else:
+            began = await self.store.add_and_begin_turn(turn.scope, turn.turn_id, message)
+        if not began or self.assembler is None:
+            return [await self._accepted(turn), self._forward(turn, body)]
+        accepted, context = await asyncio.gather(
+            self._accepted(turn), self.assembler.assemble(turn.scope, turn.turn_id)
+        )
+        begun = TurnBegun(
+            attempt=1, state="running", context=Context(messages=context.messages, produced=context.produced)
+        )
+        forwarded = turn.model_copy(update={"begun": begun, "begun_at": time.time()})
+        return [accepted, self._forward(forwarded, None)]
+
+    def _forward(self, turn: TurnRequested, body: bytes | None) -> Outbound:
+        """`body`: the turn as received, forwarded byte for byte."""
+        return Outbound(
             exchange=self.topology.turns_exchange,
             routing_key=str(self.topology.partition(turn.scope.conversation_id)),
             body=body if body is not None else encode(turn),
             persistent=True,
         )
-        return [await self._accepted(turn), forward]
 
     async def fail_dead_turn(self, turn: TurnRequested) -> list[Outbound]:
         """A turn the broker gave up on (dead-lettered from the log or the turns queues):

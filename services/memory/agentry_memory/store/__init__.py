@@ -105,6 +105,13 @@ class ConversationStore(Protocol):
         seen before returns its first index and changes nothing.
         """
 
+    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+        """`add_turn`, and if that created the turn and every earlier turn of the
+        conversation has finished (none `queued` or `running`), begin it as `begin_turn`
+        would: `running`, attempt 1. True if it did (memory then forwards the turn begun,
+        with its context); False changes nothing more than `add_turn` (a turn seen before,
+        or one that must wait for an earlier turn: its reasoner sends `BeginTurn`)."""
+
     async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
         """Make the turn's messages after the user's exactly `messages` (positions 1..n):
         the list is the turn's full checkpoint, so positions beyond n are dropped."""

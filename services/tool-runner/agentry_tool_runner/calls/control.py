@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 
 from agentry_shared.bus import Bus, Consumer
@@ -20,24 +19,6 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
-
-
-class RecentTurns:
-    """Turns cancelled lately, so a call of one that arrives after the cancel is not run.
-    Bounded: turn ids are never reused, and a late call of an old turn is unlikely."""
-
-    def __init__(self, limit: int = 4096) -> None:
-        self.limit = limit
-        self._turns: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, turn_id: str) -> None:
-        self._turns[turn_id] = None
-        self._turns.move_to_end(turn_id)
-        while len(self._turns) > self.limit:
-            self._turns.popitem(last=False)
-
-    def __contains__(self, turn_id: object) -> bool:
-        return turn_id in self._turns
 
 
 class ControlListener:

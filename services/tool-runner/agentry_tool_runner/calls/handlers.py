@@ -19,12 +19,13 @@ from agentry_shared.bus import Bus, Consumer, encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.tools import Catalog, CatalogRequested, ToolCompleted, ToolRequested
 from agentry_shared.logs import bind_context
+from agentry_shared.recent import RecentTurns
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, ConsumerTag
 from pydantic import ValidationError
 
 from agentry_tool_runner.calls.claims import ClaimClient, ClaimTiming
-from agentry_tool_runner.calls.control import ControlListener, RecentTurns
+from agentry_tool_runner.calls.control import ControlListener
 from agentry_tool_runner.calls.decision import REFUSALS
 from agentry_tool_runner.calls.lifecycle import Calls
 from agentry_tool_runner.execution.executor import Executor, failure

@@ -32,16 +32,41 @@ class MongoTurns(MongoBase):
         return await self._create_or_owned(scope, time.time())
 
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
-        """The turn_index comes from the conversation's `$inc` counter; a crash after it
-        leaves a gap in the indexes (harmless: only their order matters). The user message
-        is upserted on every call, so a redelivery after a crash between the two writes
-        completes the turn."""
+        index, _ = await self._insert_turn(scope, turn_id, user_message)
+        return index
+
+    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+        """Three operations, each safe to repeat: the begin only changes a turn nobody has
+        begun (attempts 0, `queued`), so a racing `BeginTurn` or a second ingest wins or
+        loses cleanly; the earlier turns checked here can only finish meanwhile (a queued
+        or running one makes this answer False), never start."""
+        index, created = await self._insert_turn(scope, turn_id, user_message)
+        if not created:
+            return False
+        unfinished = await self._c("turns").find_one(
+            {**conversation_filter(scope), "turn_index": {"$lt": index}, "state": {"$in": ["queued", "running"]}},
+            projection={"_id": 1},
+        )
+        if unfinished is not None:
+            return False
+        begun = await self._c("turns").update_one(
+            {"_id": turn_id, "attempts": 0, "state": "queued", "cancel_requested_at": None},
+            {"$set": {"attempts": 1, "state": "running"}},
+        )
+        return begun.modified_count == 1
+
+    async def _insert_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> tuple[int, bool]:
+        """(turn_index, whether this call created the turn). The turn_index comes from the
+        conversation's `$inc` counter; a crash after it leaves a gap in the indexes
+        (harmless: only their order matters). The user message is upserted on every call,
+        so a redelivery after a crash between the two writes completes the turn."""
         now = time.time()
         turns = self._c("turns")
         turn = await turns.find_one({"_id": turn_id})
         if turn is not None and turn["conversation_id"] != scope.conversation_id:
             raise Forbidden(f"turn {turn_id} belongs to another conversation")
         await self._create_or_owned(scope, now)
+        created = False
         if turn is None:
             counter = await self._c("conversations").find_one_and_update(
                 {"_id": scope.conversation_id}, {"$inc": {"turns": 1}}, return_document=ReturnDocument.AFTER
@@ -60,6 +85,7 @@ class MongoTurns(MongoBase):
             }
             try:
                 await turns.insert_one(turn)
+                created = True
             except DuplicateKeyError:  # the same turn ingested at once elsewhere
                 turn = await turns.find_one({"_id": turn_id})
                 assert turn is not None
@@ -71,7 +97,7 @@ class MongoTurns(MongoBase):
             {"$setOnInsert": _message_fields(user_message)},
             upsert=True,
         )
-        return index
+        return index, created
 
     async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
         """Upserts positions 1..n, then drops the ones above n: a crash between the two is

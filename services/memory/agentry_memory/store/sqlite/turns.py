@@ -44,27 +44,55 @@ class TurnTables(SqliteBase):
 
     def _add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         with self._tx() as db:
-            try:
-                conversation = self._owned(db, scope)
-            except NotFound:
-                conversation = self._create(db, scope)
-            row = db.execute("SELECT conversation, turn_index FROM turns WHERE turn_id = ?", (turn_id,)).fetchone()
-            if row is not None:
-                if row[0] != conversation:
-                    raise Forbidden(f"turn {turn_id} belongs to another conversation")
-                return int(row[1])
-            (index,) = db.execute(
-                "SELECT COALESCE(MAX(turn_index), 0) + 1 FROM turns WHERE conversation = ?", (conversation,)
+            _, index, _ = self._insert_turn(db, scope, turn_id, user_message)
+            return index
+
+    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+        return await self._write(self._add_and_begin_turn, scope, turn_id, user_message)
+
+    def _add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+        with self._tx() as db:
+            conversation, index, created = self._insert_turn(db, scope, turn_id, user_message)
+            if not created:
+                return False
+            unfinished = db.execute(
+                "SELECT 1 FROM turns WHERE conversation = ? AND turn_index < ? AND state IN ('queued', 'running') "
+                "LIMIT 1",
+                (conversation, index),
             ).fetchone()
+            if unfinished is not None:
+                return False
             db.execute(
-                "INSERT INTO turns (conversation, turn_id, turn_index, created_at) VALUES (?, ?, ?, ?)",
-                (conversation, turn_id, index, time.time()),
+                "UPDATE turns SET attempts = 1, state = 'running' WHERE conversation = ? AND turn_id = ?",
+                (conversation, turn_id),
             )
-            db.execute(
-                "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, 0, ?, ?)",
-                (conversation, index, user_message.model_dump_json(exclude_none=True), message_tokens(user_message)),
-            )
-            return int(index)
+            return True
+
+    def _insert_turn(
+        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage
+    ) -> tuple[int, int, bool]:
+        """(conversation row, turn_index, whether this call created the turn)."""
+        try:
+            conversation = self._owned(db, scope)
+        except NotFound:
+            conversation = self._create(db, scope)
+        row = db.execute("SELECT conversation, turn_index FROM turns WHERE turn_id = ?", (turn_id,)).fetchone()
+        if row is not None:
+            if row[0] != conversation:
+                raise Forbidden(f"turn {turn_id} belongs to another conversation")
+            return conversation, int(row[1]), False
+        (index,) = db.execute(
+            "SELECT COALESCE(MAX(turn_index), 0) + 1 FROM turns WHERE conversation = ?", (conversation,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO turns (conversation, turn_id, turn_index, created_at) VALUES (?, ?, ?, ?)",
+            (conversation, turn_id, index, time.time()),
+        )
+        db.execute(
+            "INSERT INTO messages (conversation, turn_index, position, body, tokens) VALUES (?, ?, 0, ?, ?)",
+            (conversation, index, user_message.model_dump_json(exclude_none=True), message_tokens(user_message)),
+        )
+        return conversation, int(index), True
 
     async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
         await self._write(self._append_messages, scope, turn_id, messages)
