@@ -6,8 +6,13 @@ model streaming with no pause) and measures:
   from /proc/<pid>/stat, before and after N sequential turns through one WebSocket, for a
   turn with one calculator call and one with no tool. The idle rate (heartbeats) is
   measured first and reported apart; it is inside the per-turn numbers.
-- the direct path: the same model calls made with the `openai` SDK from this process (CPU
-  from getrusage, time to the answer's first token);
+- the direct path: the same two model calls made with the `openai` SDK from this process
+  (CPU from getrusage, time to the answer's first token). "The same" is the reasoner's own
+  requests, rebuilt from what it reads: its system prompt, the last turn's context from
+  memory (`GetContext`: the window, and what the turn produced: the calls and their
+  results) and the tool catalog. For comparison, also one-message requests (the user's
+  text, the calculator tool only), which leave out the history and catalog a model reads
+  in every agent's turn;
 - time to first answer token at one client, Agentry minus the direct path (p50, p95);
 - throughput: C concurrent clients (C = 1, 8, 32), each its own user and conversation,
   turns/s and send-to-`turn.completed` p50 / p99.
@@ -23,18 +28,31 @@ CPU per turn is robust to other work on the machine; wall-clock numbers are not.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentry_reasoner.agent import openai_tools
+from agentry_reasoner.model import TextDelta, ToolCallsRequested
+from agentry_reasoner.model.openai_chat import OpenAIModel, model_client
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.memory import MEMORY_REPLY, Context, GetContext
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested
+from agentry_shared.settings import ReasonerSettings
+from agentry_shared.topology import Topology
 from openai import AsyncOpenAI, AsyncStream
 from websockets.asyncio.client import connect
 
 from tests.client import next_frame, send
-from tests.stack import Stack
+from tests.stack import AMQP_URL, Stack
+
+DEFAULT_TENANT = "default"  # the gateway's tenant for ?user= identities (AUTH_DEV_IDENTITY)
 
 RUNS = int(os.environ.get("BENCH_TURNS_RUNS", "100"))
 LOAD_TURNS_EACH = int(os.environ.get("BENCH_TURNS_LOAD_EACH", "10"))
@@ -75,8 +93,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def one_turn(ws: Any, text: str, conversation: str | None) -> tuple[float, float, str]:
-    """Send to first `message.delta` and to `turn.completed`, and the conversation id."""
+@dataclass(frozen=True)
+class Timed:
+    first: float  # seconds from sending to the first `message.delta`
+    total: float  # to `turn.completed`
+    conversation: str
+    turn_id: str
+
+
+async def one_turn(ws: Any, text: str, conversation: str | None) -> Timed:
+    """Send to first `message.delta` and to `turn.completed`."""
     message: dict[str, Any] = {"type": "message", "text": text}
     if conversation:
         message["conversation_id"] = conversation
@@ -92,18 +118,55 @@ async def one_turn(ws: Any, text: str, conversation: str | None) -> tuple[float,
         if frame["type"] in ("turn.completed", "turn.failed"):
             assert frame["type"] == "turn.completed", frame
             assert first is not None
-            return first, time.perf_counter() - started, frame["conversation_id"]
+            return Timed(first, time.perf_counter() - started, frame["conversation_id"], frame["turn_id"])
 
 
-async def direct_turn(client: AsyncOpenAI, text: str, tool: bool) -> float:
-    """The model calls of one turn straight with the SDK; time to the answer's first token."""
-    messages: list[Any] = [{"role": "user", "content": text}]
+@dataclass(frozen=True)
+class Requests:
+    """The messages and tools of a turn's model calls: the first call's messages and, with
+    `two_calls`, what the second adds (the assistant's calls and their results; None: built
+    from the calls the first returned, with the calculator's answer)."""
+
+    messages: list[Any]
+    tools: list[Any]
+    two_calls: bool
+    then: list[Any] | None = None
+
+
+def one_message(text: str, tool: bool) -> Requests:
+    return Requests([{"role": "user", "content": text}], TOOLS if tool else [], two_calls=tool)
+
+
+async def reasoners_requests(stack: Stack, user: str, conversation: str, turn_id: str) -> Requests:
+    """The requests the reasoner made for `turn_id`, rebuilt from what it read."""
+    topology = Topology(stack.namespace, int(stack.env["AGENTRY_PARTITIONS"]))
+    bus = Bus(AMQP_URL, topology, name="bench")
+    await bus.connect()
+    try:
+        scope = Scope(tenant_id=DEFAULT_TENANT, user_id=user, conversation_id=conversation)
+        reply = MEMORY_REPLY.validate_json(
+            await bus.request(topology.memory_rpc, encode(GetContext(scope=scope, turn_id=turn_id)))
+        )
+        catalog = TOOL_REPLY.validate_json(await bus.request(topology.tool_catalog, encode(CatalogRequested())))
+    finally:
+        await bus.close()
+    assert isinstance(reply, Context) and isinstance(catalog, Catalog), (reply, catalog)
+    system = {"role": "system", "content": ReasonerSettings().reasoner_system_prompt}
+    history = [system, *(m.to_openai() for m in reply.messages)]
+    calls_and_results = [m.to_openai() for m in reply.produced[:-1]]  # all but the answer
+    return Requests(history, openai_tools(catalog.tools), two_calls=bool(calls_and_results), then=calls_and_results)
+
+
+async def direct_turn(client: AsyncOpenAI, requests: Requests) -> float:
+    """The model calls of one turn straight with the SDK, as an application calls it (the
+    messages as `messages=`, chunks parsed); time to the answer's first token."""
+    messages: list[Any] = list(requests.messages)
     started = time.perf_counter()
-    if tool:
+    if requests.two_calls:
         stream = await client.chat.completions.create(
             model="agentry-offline",
             messages=messages,
-            tools=TOOLS,
+            tools=requests.tools,
             stream=True,
         )
         assert isinstance(stream, AsyncStream)
@@ -116,20 +179,19 @@ async def direct_turn(client: AsyncOpenAI, text: str, tool: bool) -> float:
                     call["name"] += delta.function.name or ""
                     call["arguments"] += delta.function.arguments or ""
         assert calls, "the offline model should have called the calculator"
-        messages.append(
-            {
-                "role": "assistant",
-                "tool_calls": [
-                    {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
-                    for c in calls.values()
-                ],
-            }
-        )
-        messages.extend({"role": "tool", "tool_call_id": c["id"], "content": "3367"} for c in calls.values())
+        if requests.then is not None:
+            messages.extend(requests.then)  # what the reasoner sent back: the same calls, their results
+        else:
+            asked = [
+                {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+                for c in calls.values()
+            ]
+            messages.append({"role": "assistant", "tool_calls": asked})
+            messages.extend({"role": "tool", "tool_call_id": c["id"], "content": "3367"} for c in calls.values())
     stream = await client.chat.completions.create(
         model="agentry-offline",
         messages=messages,
-        tools=TOOLS if tool else [],
+        tools=requests.tools,
         stream=True,
     )
     assert isinstance(stream, AsyncStream)
@@ -146,32 +208,58 @@ def own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def direct(base_url: str, text: str, tool: bool) -> tuple[list[float], float]:
-    client = AsyncOpenAI(base_url=base_url, api_key="offline", max_retries=0)
-    for _ in range(5):
-        await direct_turn(client, text, tool)
-    before = own_cpu()
-    firsts = [await direct_turn(client, text, tool) for _ in range(RUNS)]
-    cpu = (own_cpu() - before) / RUNS * 1000
-    await client.close()
-    return firsts, cpu
+async def reasoners_calls(model: OpenAIModel, requests: Requests) -> float:
+    """The same calls through the reasoner's own model client (the SDK as the reasoner
+    drives it: the conversation in `extra_body`, chunks read as plain JSON) and nothing
+    else of Agentry; time to the answer's first token."""
+    messages = list(requests.messages)
+    started = time.perf_counter()
+    if requests.two_calls:
+        items = [item async for item in model.stream(messages, requests.tools)]
+        assert any(isinstance(i, ToolCallsRequested) for i in items), "the model should have called the calculator"
+        messages.extend(requests.then or [])
+    first = None
+    async for item in model.stream(messages, requests.tools):
+        if first is None and isinstance(item, TextDelta) and item.text:
+            first = time.perf_counter() - started
+    assert first is not None
+    return first
 
 
-async def sequential(stack: Stack, text: str) -> tuple[dict[str, float], list[float], list[float]]:
-    """CPU per turn of each service, first-delta times and whole-turn times."""
-    async with connect(f"{stack.ws_url}?user=bench-seq") as ws:
+async def direct(base_url: str, requests: Requests) -> tuple[list[float], float]:
+    """The reasoner's requests through the reasoner's model client (`then` known), or the
+    one-message requests through the SDK as an application would call it."""
+    if requests.then is not None:
+        client = model_client(base_url, "offline", timeout=60, max_retries=0)
+        turn = functools.partial(reasoners_calls, OpenAIModel(client, "agentry-offline"), requests)
+    else:
+        client = AsyncOpenAI(base_url=base_url, api_key="offline", max_retries=0)
+        turn = functools.partial(direct_turn, client, requests)
+    async with client:
+        for _ in range(5):
+            await turn()
+        before = own_cpu()
+        firsts = [await turn() for _ in range(RUNS)]
+        return firsts, (own_cpu() - before) / RUNS * 1000
+
+
+SEQUENTIAL_USER = "bench-seq"
+
+
+async def sequential(stack: Stack, text: str) -> tuple[dict[str, float], list[Timed]]:
+    """CPU per turn of each service, and each turn's times."""
+    async with connect(f"{stack.ws_url}?user={SEQUENTIAL_USER}") as ws:
         conversation = None
         for _ in range(5):
-            _, _, conversation = await one_turn(ws, text, conversation)
+            conversation = (await one_turn(ws, text, conversation)).conversation
         await asyncio.sleep(0.5)
         before = service_cpu(stack)
-        firsts, totals = [], []
+        turns = []
         for _ in range(RUNS):
-            first, total, conversation = await one_turn(ws, text, conversation)
-            firsts.append(first)
-            totals.append(total)
+            turns.append(await one_turn(ws, text, conversation))
+            conversation = turns[-1].conversation
         after = service_cpu(stack)
-    return {name: (after[name] - before[name]) / RUNS * 1000 for name in before}, firsts, totals
+    return {name: (after[name] - before[name]) / RUNS * 1000 for name in before}, turns
 
 
 async def load(stack: Stack, clients: int, text: str) -> tuple[float, list[float]]:
@@ -179,11 +267,11 @@ async def load(stack: Stack, clients: int, text: str) -> tuple[float, list[float
 
     async def client(i: int) -> None:
         async with connect(f"{stack.ws_url}?user=load{clients}-{i}") as ws:
-            _, _, conversation = await one_turn(ws, text, None)  # warm-up, not counted
+            conversation = (await one_turn(ws, text, None)).conversation  # warm-up, not counted
             await barrier.wait()
             for _ in range(LOAD_TURNS_EACH):
-                _, total, conversation = await one_turn(ws, text, conversation)
-                latencies.append(total)
+                timed = await one_turn(ws, text, conversation)
+                latencies.append(timed.total)
 
     barrier = asyncio.Barrier(clients + 1)
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
@@ -201,7 +289,7 @@ async def idle_cpu(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
 
 
 def cpu_table(rows: dict[str, dict[str, float]], direct_cpu: dict[str, float], idle: dict[str, float]) -> None:
-    print("| turn | " + " | ".join(SERVICES) + " | Agentry total | direct SDK (client) |")
+    print("| turn | " + " | ".join(SERVICES) + " | Agentry total | direct, same requests (client) |")
     print("|---|" + "---|" * (len(SERVICES) + 2))
     for label, cpu in rows.items():
         cells = " | ".join(f"{cpu.get(name, 0.0):.1f}" for name in SERVICES)
@@ -228,9 +316,13 @@ async def run() -> None:
             idle = await idle_cpu(stack)
             rows, direct_cpu, ttft = {}, {}, {}
             for label, text, tool in (("one calculator call", TOOL_TEXT, True), ("no tool", PLAIN_TEXT, False)):
-                rows[label], firsts, totals = await sequential(stack, text)
-                straight, direct_cpu[label] = await direct(model_url, text, tool)
-                ttft[label] = (firsts, straight, totals)
+                rows[label], turns = await sequential(stack, text)
+                last = turns[-1]
+                same = await reasoners_requests(stack, SEQUENTIAL_USER, last.conversation, last.turn_id)
+                assert same.two_calls == tool, same  # the calculator turn made two calls, the other one
+                straight, direct_cpu[label] = await direct(model_url, same)
+                minimal, _ = await direct(model_url, one_message(text, tool))
+                ttft[label] = ([t.first for t in turns], straight, minimal, [t.total for t in turns])
             throughput = {c: await load(stack, c, PLAIN_TEXT) for c in CONCURRENCY}
             loadavg = os.getloadavg()[0]
         finally:
@@ -243,15 +335,20 @@ async def run() -> None:
     )
     cpu_table(rows, direct_cpu, idle)
     print(
-        "\n| turn | direct SDK first token p50 | Agentry first delta p50 | difference p50 | Agentry p95 | "
-        "whole turn p50 |"
+        "\nfirst token, ms: the direct SDK path with the reasoner's own requests (its system prompt, the\n"
+        "turn's context from memory, the catalog) and with one-message requests (user text, calculator only)\n"
     )
-    print("|---|---|---|---|---|---|")
-    for label, (firsts, straight, totals) in ttft.items():
+    print(
+        "| turn | direct, same requests p50 | direct, one message p50 | Agentry first delta p50 | "
+        "difference p50 (same requests) | (one message) | Agentry p95 | whole turn p50 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for label, (firsts, straight, minimal, totals) in ttft.items():
         diff = pct(firsts, 0.5) - pct(straight, 0.5)
         print(
-            f"| {label} | {pct(straight, 0.5):.1f} | {pct(firsts, 0.5):.1f} | **{diff:.1f}** | "
-            f"{pct(firsts, 0.95):.1f} | {pct(totals, 0.5):.1f} |"
+            f"| {label} | {pct(straight, 0.5):.1f} | {pct(minimal, 0.5):.1f} | {pct(firsts, 0.5):.1f} | "
+            f"**{diff:.1f}** | {pct(firsts, 0.5) - pct(minimal, 0.5):.1f} | {pct(firsts, 0.95):.1f} | "
+            f"{pct(totals, 0.5):.1f} |"
         )
     print(
         f"\nthroughput: 'hello there' turns, each client {LOAD_TURNS_EACH} turns in its own conversation "
