@@ -90,16 +90,13 @@ class ConversationLog:
         message = ChatMessage(role="user", content=turn.text)
         if turn.begun is not None or turn.begun_at is not None:
             turn, body = turn.model_copy(update={"begun": None, "begun_at": None}), None
-        if self.assembler is None:
+        assembler = self.assembler
+        if assembler is None:
             await self.store.add_turn(turn.scope, turn.turn_id, message)
-            began = False
-        else:
-            began = await self.store.add_and_begin_turn(turn.scope, turn.turn_id, message)
-        if not began or self.assembler is None:
             return [await self._accepted(turn), self._forward(turn, body)]
-        accepted, context = await asyncio.gather(
-            self._accepted(turn), self.assembler.assemble(turn.scope, turn.turn_id)
-        )
+        if not await self.store.add_and_begin_turn(turn.scope, turn.turn_id, message):
+            return [await self._accepted(turn), self._forward(turn, body)]
+        accepted, context = await asyncio.gather(self._accepted(turn), assembler.assemble(turn.scope, turn.turn_id))
         begun = TurnBegun(
             attempt=1, state="running", context=Context(messages=context.messages, produced=context.produced)
         )
