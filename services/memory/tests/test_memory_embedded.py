@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import threading
@@ -32,30 +31,6 @@ async def test_file_in_the_data_dir_in_wal_mode_off_the_loop_thread(tmp_path: Pa
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT tenant_id, user_id FROM conversations").fetchall() == [("acme", "alice")]
-
-
-async def test_reads_go_on_while_the_writer_is_busy_and_see_what_was_committed(tmp_path: Path, scope: Scope) -> None:
-    """Reads have a thread and a connection of their own: a context read does not queue
-    behind a group commit (its fsync), and it sees every write already answered."""
-    store = SqliteStore(tmp_path)
-    await store.open()
-    try:
-        assert await store.add_and_begin_turn(scope, "t1", ChatMessage(role="user", content="hi")) is True
-        gate = threading.Event()
-        writer_held = asyncio.ensure_future(store._run(gate.wait))  # the writer thread, busy
-        try:
-            status = await asyncio.wait_for(store.turn_status(scope, "t1"), 10)
-            context = await asyncio.wait_for(store.context(scope, "t1", 10), 10)
-            assert not writer_held.done()
-        finally:
-            gate.set()
-            await writer_held
-        assert (status.state, status.attempts) == ("running", 1)
-        assert [m.content for m in context.messages] == ["hi"]
-        with pytest.raises(RuntimeError, match="reader thread"):
-            await store._read(store._begin_turn, scope, "t1")  # the read connection never writes
-    finally:
-        await store.close()
 
 
 async def test_refuses_a_file_from_a_newer_release(tmp_path: Path) -> None:

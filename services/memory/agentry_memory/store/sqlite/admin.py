@@ -57,7 +57,7 @@ SWEEP_BATCH = 1000
 
 class AdminTables(SqliteBase):
     async def reasoning_audit(self, tenant_id: str, user_id: str, turn_id: str) -> list[ReasoningStep]:
-        return await self._read(self._reasoning_audit, tenant_id, user_id, turn_id)
+        return await self._run(self._reasoning_audit, tenant_id, user_id, turn_id)
 
     def _reasoning_audit(self, tenant_id: str, user_id: str, turn_id: str) -> list[ReasoningStep]:
         with self._tx(write=False) as db:

@@ -48,7 +48,7 @@ class ApprovalTables(SqliteBase):
             )
 
     async def approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
-        return await self._read(self._approval, scope, turn_id, call_id, now)
+        return await self._run(self._approval, scope, turn_id, call_id, now)
 
     def _approval(self, scope: Scope, turn_id: str, call_id: str, now: float) -> ApprovalRecord | None:
         with self._tx(write=False) as db:

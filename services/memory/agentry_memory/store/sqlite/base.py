@@ -3,10 +3,6 @@
 SQLite has one writer at a time anyway; a single thread makes that explicit, keeps the
 event loop free and lets each method be a plain synchronous transaction.
 
-Reads run on a second thread with a read-only connection of their own (WAL lets a reader
-see the last commit while a writer commits): a context read does not queue behind a
-group commit's fsync. They see every write whose caller has been answered.
-
 Group commit: the hot writes (frames, turns, checkpoints, tool-call claims) go through
 `_write`. Those that arrive while the thread is busy run together in one transaction,
 each in a savepoint of its own (one failing rolls back only itself), and one COMMIT (one
@@ -21,7 +17,6 @@ import contextlib
 import fcntl
 import functools
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -57,8 +52,6 @@ class SqliteBase:
         self.path = Path(data_dir) / "memory.sqlite3"
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
-        self._reader: ThreadPoolExecutor | None = None
-        self._local = threading.local()  # `db`: the reader thread's connection
         self._group: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._grouping = False  # on the store's thread: inside _commit_group's transaction
@@ -71,40 +64,13 @@ class SqliteBase:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite")
         await self._run(self._open)
-        if self._reader is None:
-            self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-sqlite-read")
-            await self._read(self._open_reader)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            await self._read(self._close_reader)
-            self._reader.shutdown(wait=False)
-            self._reader = None
         if self._executor is None:
             return
         await self._run(self._close)
         self._executor.shutdown(wait=False)
         self._executor = None
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` on the reader thread: its `_tx(write=False)` uses the read connection."""
-        if self._reader is None:
-            raise RuntimeError("store is not open")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, functools.partial(fn, *args))
-
-    def _open_reader(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA query_only=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.create_function("agentry_tokens", 1, body_tokens, deterministic=True)
-        self._local.db = db
-
-    def _close_reader(self) -> None:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -217,13 +183,6 @@ class SqliteBase:
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
         """One atomic unit; a writer takes the lock up front so what it reads stays current."""
-        reader: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if reader is not None:  # on the reader thread
-            if write:
-                raise RuntimeError("a write on the reader thread")
-            with _read_transaction(reader):
-                yield reader
-            return
         if self._db is None:
             raise RuntimeError("store is not open")
         db = self._db
@@ -277,17 +236,6 @@ def _outcome(op: Callable[[], Any]) -> tuple[bool, Any]:
         return True, op()
     except Exception as exc:
         return False, exc
-
-
-@contextmanager
-def _read_transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """One snapshot for the reads of one call."""
-    db.execute("BEGIN")
-    try:
-        yield
-    finally:
-        if db.in_transaction:
-            db.execute("ROLLBACK")  # nothing was written: this only ends the snapshot
 
 
 @contextmanager

@@ -18,7 +18,7 @@ from agentry_memory.store.sqlite.base import SqliteBase
 
 class ContextTables(SqliteBase):
     async def context(self, scope: Scope, turn_id: str, limit: int, max_tokens: int | None = None) -> TurnContext:
-        return await self._read(self._context, scope, turn_id, limit, max_tokens)
+        return await self._run(self._context, scope, turn_id, limit, max_tokens)
 
     def _context(self, scope: Scope, turn_id: str, limit: int, max_tokens: int | None) -> TurnContext:
         with self._tx(write=False) as db:
@@ -54,7 +54,7 @@ class ContextTables(SqliteBase):
         )
 
     async def summary(self, scope: Scope) -> Summary | None:
-        return await self._read(self._summary_of, scope)
+        return await self._run(self._summary_of, scope)
 
     def _summary_of(self, scope: Scope) -> Summary | None:
         with self._tx(write=False) as db:
@@ -63,7 +63,7 @@ class ContextTables(SqliteBase):
     async def unsummarised(
         self, scope: Scope, after_turn: int, through_turn: int, max_tokens: int
     ) -> list[StoredMessage]:
-        return await self._read(self._unsummarised, scope, after_turn, through_turn, max_tokens)
+        return await self._run(self._unsummarised, scope, after_turn, through_turn, max_tokens)
 
     def _unsummarised(self, scope: Scope, after_turn: int, through_turn: int, max_tokens: int) -> list[StoredMessage]:
         batch = WholeTurns(max_tokens)

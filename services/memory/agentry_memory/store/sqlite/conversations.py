@@ -24,7 +24,7 @@ LIMIT ?
 
 class ConversationTables(SqliteBase):
     async def list_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[ConversationSummary]:
-        return await self._read(self._list_conversations, tenant_id, user_id, limit)
+        return await self._run(self._list_conversations, tenant_id, user_id, limit)
 
     def _list_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[ConversationSummary]:
         with self._tx(write=False) as db:

@@ -96,7 +96,7 @@ class FactTables(SqliteBase):
         return next((int(fact_id) for fact_id, other in candidates if same_fact(key, other)), None)
 
     async def recall_facts(self, scope: Scope, query: str, limit: int) -> list[Fact]:
-        return await self._read(self._recall_facts, scope, query, limit)
+        return await self._run(self._recall_facts, scope, query, limit)
 
     def _recall_facts(self, scope: Scope, query: str, limit: int) -> list[Fact]:
         terms = search_terms(query)
@@ -151,7 +151,7 @@ class FactTables(SqliteBase):
         return _task(row), created
 
     async def tasks(self, scope: Scope, include_done: bool, limit: int) -> list[Task]:
-        return await self._read(self._tasks, scope, include_done, limit)
+        return await self._run(self._tasks, scope, include_done, limit)
 
     def _tasks(self, scope: Scope, include_done: bool, limit: int) -> list[Task]:
         with self._tx(write=False) as db:

@@ -63,7 +63,7 @@ class FrameTables(SqliteBase):
             return int(seq), True
 
     async def frames_after(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
-        return await self._read(self._frames_after, scope, after_seq, limit)
+        return await self._run(self._frames_after, scope, after_seq, limit)
 
     def _frames_after(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
         with self._tx(write=False) as db:

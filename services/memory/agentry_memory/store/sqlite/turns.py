@@ -134,7 +134,7 @@ class TurnTables(SqliteBase):
             return int(attempts), "running"
 
     async def turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
-        return await self._read(self._turn_status, scope, turn_id)
+        return await self._run(self._turn_status, scope, turn_id)
 
     def _turn_status(self, scope: Scope, turn_id: str) -> TurnStatus:
         with self._tx(write=False) as db:
@@ -142,7 +142,7 @@ class TurnTables(SqliteBase):
             return _status(db, turn)
 
     async def earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
-        return await self._read(self._earlier_turn_running, scope, turn_id)
+        return await self._run(self._earlier_turn_running, scope, turn_id)
 
     def _earlier_turn_running(self, scope: Scope, turn_id: str) -> bool:
         with self._tx(write=False) as db:
@@ -190,7 +190,7 @@ class TurnTables(SqliteBase):
             )
 
     async def reasoning(self, scope: Scope, turn_id: str) -> list[str]:
-        return await self._read(self._reasoning, scope, turn_id)
+        return await self._run(self._reasoning, scope, turn_id)
 
     def _reasoning(self, scope: Scope, turn_id: str) -> list[str]:
         with self._tx(write=False) as db:
