@@ -1,10 +1,10 @@
 """One tool call from request to result: claim it, wait for its holder, run it, keep it.
 
 The order is what makes a crash safe: claim, run, record the result in memory, and only
-then reply and ack (handlers.py). Pure functions run in the worker (backend "worker") skip
-the claim and the record: running one again has no effect. A runner that dies anywhere leaves an unacked request,
+then reply and ack (handlers.py). A runner that dies anywhere leaves an unacked request,
 which the broker hands to another runner with `redelivered`; `decision.decide` says what
-that runner does.
+that runner does. Pure functions run in the worker (backend "worker") skip the claim and
+the record: running one again has no effect.
 
 Calls in hand are listed by (turn_id, call_id): a cancel of the turn cancels the task
 that awaits the child (which kills its process group), and a second delivery of a call
