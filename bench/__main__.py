@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS: list[str] = ["turns", "gateway", "tools", "memory", "scale"]
+BENCHMARKS: list[str] = ["turns", "hops", "gateway", "tools", "memory", "scale"]
 
 
 def provenance() -> str:
