@@ -21,7 +21,7 @@ from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
-from agentry_shared.contracts.frames import MessageDelta, ThinkingStarted, TurnFailed, TurnStarted
+from agentry_shared.contracts.frames import MessageDelta, ServerFrame, ThinkingStarted, TurnFailed, TurnStarted
 from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, Context, MemoryFailure, TurnBegun
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import Catalog
@@ -69,6 +69,26 @@ async def bus() -> AsyncIterator[Bus]:
         await bus.close()
 
 
+async def frames_on_the_log(bus: Bus) -> asyncio.Queue[ServerFrame]:
+    """Plays memory's side of partition 0 of the log: every frame the reasoner posts, in order."""
+    topology = bus.topology
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
+    )
+    frames: asyncio.Queue[ServerFrame] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        for posted in entry.events if isinstance(entry, EventsPosted) else [entry]:
+            frames.put_nowait(posted.frame)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    return frames
+
+
 async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> None:
     """Before: the cancel arrived while the reasoner asked memory to begin the turn; its task
     was cancelled there, left the delivery unsettled, and the turn never ended (the client
@@ -76,19 +96,7 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
     topology = bus.topology
     memory = SlowMemory()
     rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
-    channel = await bus.channel(prefetch=8)
-    log_queue = await bus.declare_work_queue(
-        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
-    )
-    frames: asyncio.Queue[EventPosted] = asyncio.Queue()
-
-    async def on_log(message: AbstractIncomingMessage) -> None:
-        entry = LOG_ENTRY.validate_json(message.body)
-        if isinstance(entry, EventPosted):
-            frames.put_nowait(entry)
-        await message.ack()
-
-    await log_queue.consume(on_log)
+    frames = await frames_on_the_log(bus)
     settings = ReasonerSettings(
         agentry_namespace=topology.namespace, agentry_partitions=1, agentry_heartbeat_seconds=0.2
     )
@@ -104,9 +112,9 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
         await asyncio.sleep(0.5)  # the broadcast reaches the reasoner while memory holds BeginTurn
         memory.release.set()
 
-        posted = await asyncio.wait_for(frames.get(), 10)
-        assert isinstance(posted.frame, TurnFailed), posted.frame
-        assert posted.frame.error.code == "cancelled"
+        frame = await asyncio.wait_for(frames.get(), 10)
+        assert isinstance(frame, TurnFailed), frame
+        assert frame.error.code == "cancelled"
     finally:
         await consumer.stop(1.0)
         await rpc.cancel()
@@ -223,20 +231,7 @@ async def test_a_turn_forwarded_begun_skips_begin_turn_only_when_nothing_could_h
     memory = RecordingMemory(state="cancelled" if case == "cancel heard first" else "running")
     rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
     catalog = await bus.serve_rpc(topology.tool_catalog, lambda _: _no_tools())
-    channel = await bus.channel(prefetch=100)
-    log_queue = await bus.declare_work_queue(
-        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
-    )
-    frames: asyncio.Queue[str] = asyncio.Queue()
-
-    async def on_log(message: AbstractIncomingMessage) -> None:
-        entry = LOG_ENTRY.validate_json(message.body)
-        assert isinstance(entry, EventPosted | EventsPosted)
-        for posted in entry.events if isinstance(entry, EventsPosted) else [entry]:
-            frames.put_nowait(posted.frame.type)
-        await message.ack()
-
-    await log_queue.consume(on_log)
+    frames = await frames_on_the_log(bus)
     settings = ReasonerSettings(
         agentry_namespace=topology.namespace, agentry_partitions=1, agentry_heartbeat_seconds=0.2
     )
@@ -260,7 +255,7 @@ async def test_a_turn_forwarded_begun_skips_begin_turn_only_when_nothing_could_h
         await bus.publish(topology.turns_exchange, "0", encode(turn))
         seen: list[str] = []
         while not seen or seen[-1] not in ("turn.completed", "turn.failed"):
-            seen.append(await asyncio.wait_for(frames.get(), 10))
+            seen.append((await asyncio.wait_for(frames.get(), 10)).type)
     finally:
         await consumer.stop(1.0)
         await rpc.cancel()
