@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 
 import pytest
+from agentry_memory.context.assembler import ContextAssembler
 from agentry_memory.log.sequencer import ConversationLog, encode_frame
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden
@@ -194,3 +196,20 @@ async def test_the_final_checkpoint_is_stored_with_the_turns_end_and_never_repla
     )
     await log.ingest(LOG_ENTRY.validate_json(second.model_dump_json()))
     assert (await store.context(scope, "t1", limit=10)).produced == produced
+
+
+async def test_a_turn_forwarded_begun_carries_the_context_getcontext_would_give(store: Store, scope: Scope) -> None:
+    """Memory reads the window and the recalled knowledge together for a forwarded turn
+    (it has the user's text at hand); what it sends is what `GetContext` assembles."""
+    assembler = ContextAssembler(store, window_messages=40, window_tokens=4000, recall_facts=4, recall_tasks=4)
+    log = ConversationLog(store, TOPOLOGY, assembler)
+    await store.claim_conversation(scope)
+    await store.remember_fact(scope, None, "the user's cat is called Miso", "preference", time.time())
+    await store.update_task(scope, None, "plan the trip", "open", "", time.time())
+    _, forward = await log.ingest(turn(scope, "t1", "what is my cat called?"))
+    begun = TurnRequested.model_validate_json(forward.body).begun
+    assert begun is not None and begun.context is not None
+    expected = await assembler.assemble(scope, "t1")
+    assert begun.context.messages == expected.messages
+    [knowledge] = [m for m in expected.messages if m.role == "system"]
+    assert "Miso" in (knowledge.content or "") and "plan the trip" in (knowledge.content or "")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
-from agentry_memory.store import Store
+from agentry_memory.store import EncodedFrame, Store
 from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
@@ -193,3 +194,29 @@ async def test_data_survives_close_and_reopen(make_store: Callable[[], Store], s
         assert await second.add_turn(scope, "t2", user("q2")) == 2
     finally:
         await second.close()
+
+
+async def test_a_batch_of_frames_sequences_like_one_frame_at_a_time(store: Store, scope: Scope) -> None:
+    """Known ids keep their seq, new ones take the next in order, an id twice in one batch
+    is stored once, and the first final frame of a turn is the one that ends it."""
+    await store.add_turn(scope, "t1", user("hi"))
+    assert await store.append_frame(scope, "seen", {"type": "turn.started", "turn_id": "t1"}) == (1, True)
+    done = {"type": "turn.completed", "turn_id": "t1", "text": "ok"}
+    failed = {"type": "turn.failed", "turn_id": "t1", "error": {"code": "internal", "message": "x"}}
+    batch: list[tuple[str, EncodedFrame | dict[str, Any]]] = [
+        ("a", {"type": "message.delta", "turn_id": "t1", "text": "o"}),
+        ("seen", {"type": "turn.started", "turn_id": "t1"}),
+        ("end", done),
+        ("a", {"type": "message.delta", "turn_id": "t1", "text": "o"}),
+        ("late", failed),
+    ]
+    assert await store.append_frames(scope, batch) == [(2, True), (1, False), (3, True), (2, False), (4, True)]
+    assert [(f["seq"], f["type"]) for f in await store.frames_after(scope, 0, 10)] == [
+        (1, "turn.started"),
+        (2, "message.delta"),
+        (3, "turn.completed"),
+        (4, "turn.failed"),
+    ]
+    status = await store.turn_status(scope, "t1")
+    assert (status.state, status.finished_by) == ("completed", "end")
+    assert await store.append_frames(scope, [("next", {"type": "turn.started"})]) == [(5, True)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agentry_memory.store import Store
+from agentry_memory.store import EncodedFrame, Store
 from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.scope import Scope
@@ -196,3 +196,40 @@ async def test_add_and_begin_turn_is_scoped(store: Store, scope: Scope) -> None:
     stranger = scope.model_copy(update={"user_id": "someone-else"})
     with pytest.raises(Forbidden):
         await store.add_and_begin_turn(stranger, "t1", user("theirs"))
+
+
+def accepted(turn_id: str) -> tuple[str, EncodedFrame]:
+    return f"{turn_id}:accepted", EncodedFrame.of({"type": "message.accepted", "turn_id": turn_id})
+
+
+async def test_a_turn_enters_with_its_accepted_frame_in_one_write(store: Store, scope: Scope) -> None:
+    """`enter_turn` is `add_turn` (or `add_and_begin_turn`) and the turn's `message.accepted`
+    together: the same answers, the frame sequenced once however often the entry comes."""
+    assert await store.enter_turn(scope, "t1", user("first"), accepted("t1"), begin=True) == (True, (1, True))
+    assert await store.enter_turn(scope, "t1", user("first"), accepted("t1"), begin=True) == (False, (1, False))
+    status = await store.turn_status(scope, "t1")
+    assert (status.state, status.attempts) == ("running", 1)
+    assert await store.enter_turn(scope, "t2", user("second"), accepted("t2"), begin=True) == (False, (2, True))
+    assert await store.enter_turn(scope, "t3", user("third"), accepted("t3"), begin=False) == (False, (3, True))
+    assert [await state(store, scope, t) for t in ("t2", "t3")] == ["queued", "queued"]
+    frames = await store.frames_after(scope, 0, 10)
+    assert [(f["seq"], f["type"], f["turn_id"]) for f in frames] == [
+        (1, "message.accepted", "t1"),
+        (2, "message.accepted", "t2"),
+        (3, "message.accepted", "t3"),
+    ]
+    context = await store.context(scope, "t3", 10)
+    assert [m.content for m in context.messages] == ["first", "second", "third"]
+
+
+async def test_a_refused_turn_enters_no_accepted_frame(store: Store, scope: Scope) -> None:
+    await store.enter_turn(scope, "t1", user("mine"), accepted("t1"), begin=True)
+    elsewhere = scope.model_copy(update={"conversation_id": scope.conversation_id + "-2"})
+    await store.claim_conversation(elsewhere)
+    with pytest.raises(Forbidden):  # t1 is a turn of the first conversation
+        await store.enter_turn(elsewhere, "t1", user("again"), accepted("t1"), begin=True)
+    assert await store.frames_after(elsewhere, 0, 10) == []
+    stranger = scope.model_copy(update={"user_id": "someone-else"})
+    with pytest.raises(Forbidden):
+        await store.enter_turn(stranger, "t9", user("theirs"), accepted("t9"), begin=False)
+    assert [f["turn_id"] for f in await store.frames_after(scope, 0, 10)] == ["t1"]

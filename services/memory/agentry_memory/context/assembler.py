@@ -50,15 +50,21 @@ class ContextAssembler:
         recalls = recall_facts > 0 or recall_tasks > 0
         self.knowledge_tokens = window_tokens // KNOWLEDGE_SHARE if window_tokens and recalls else 0
 
-    async def assemble(self, scope: Scope, turn_id: str) -> Assembled:
+    async def assemble(self, scope: Scope, turn_id: str, user_text: str | None = None) -> Assembled:
+        """`user_text`: the turn's own message, when the caller has it: the window and the
+        knowledge are then read together instead of one after the other."""
         budget = None if self.window_tokens is None else self.window_tokens - self.knowledge_tokens
-        context = await self.store.context(scope, turn_id, self.window_messages, budget)
+        window = self.store.context(scope, turn_id, self.window_messages, budget)
+        if user_text is None:
+            context = await window
+            block = await self._knowledge(scope, context.messages[-1].content or "")
+        else:
+            context, block = await asyncio.gather(window, self._knowledge(scope, user_text))
         if self.summarizer is not None:
             self.summarizer.schedule(scope, context)
         head: list[ChatMessage] = []
         if context.summary is not None:
             head.append(summary_message(context.summary.text))
-        block = await self._knowledge(scope, context.messages[-1].content or "")
         if block is not None:
             head.append(ChatMessage(role="system", content=block))
         return Assembled(messages=head + context.messages, produced=context.produced)

@@ -90,18 +90,19 @@ class ConversationLog:
         message = ChatMessage(role="user", content=turn.text)
         if turn.begun is not None or turn.begun_at is not None:
             turn, body = turn.model_copy(update={"begun": None, "begun_at": None}), None
-        assembler = self.assembler
-        if assembler is None:
-            await self.store.add_turn(turn.scope, turn.turn_id, message)
-            return [await self._accepted(turn), self._forward(turn, body)]
-        if not await self.store.add_and_begin_turn(turn.scope, turn.turn_id, message):
-            return [await self._accepted(turn), self._forward(turn, body)]
-        accepted, context = await asyncio.gather(self._accepted(turn), assembler.assemble(turn.scope, turn.turn_id))
-        begun = TurnBegun(
+        scope, assembler = turn.scope, self.assembler
+        accepted = self._accepted_frame(turn)
+        # The turn, its begin and its `message.accepted` in one store write (one commit).
+        begun, stored = await self.store.enter_turn(scope, turn.turn_id, message, accepted, begin=assembler is not None)
+        fanned = self._fanout(scope, [accepted], [stored])
+        if not begun or assembler is None:
+            return [fanned, self._forward(turn, body)]
+        context = await assembler.assemble(scope, turn.turn_id, turn.text)
+        begun_turn = TurnBegun(
             attempt=1, state="running", context=Context(messages=context.messages, produced=context.produced)
         )
-        forwarded = turn.model_copy(update={"begun": begun, "begun_at": time.time()})
-        return [accepted, self._forward(forwarded, None)]
+        forwarded = turn.model_copy(update={"begun": begun_turn, "begun_at": time.time()})
+        return [fanned, self._forward(forwarded, None)]
 
     def _forward(self, turn: TurnRequested, body: bytes | None) -> Outbound:
         """`body`: the turn as received, forwarded byte for byte."""
@@ -145,10 +146,15 @@ class ConversationLog:
         return [await self._accepted(turn), await self._sequence(scope, turn.turn_id, dead_event, failed)]
 
     async def _accepted(self, turn: TurnRequested) -> Outbound:
+        accepted = self._accepted_frame(turn)
+        return self._fanout(turn.scope, [accepted], await self.store.append_frames(turn.scope, [accepted]))
+
+    @staticmethod
+    def _accepted_frame(turn: TurnRequested) -> tuple[str, EncodedFrame]:
         accepted = MessageAccepted(
             conversation_id=turn.scope.conversation_id, turn_id=turn.turn_id, id=turn.client_message_id
         )
-        return await self._sequence(turn.scope, turn.turn_id, f"{turn.turn_id}:accepted", accepted)
+        return f"{turn.turn_id}:accepted", encode_frame(accepted, turn.scope.conversation_id, turn.turn_id)
 
     async def _sequence(self, scope: Scope, turn_id: str, event_id: str, frame: ServerFrame) -> Outbound:
         [out] = await self._sequence_all(scope, turn_id, [(event_id, frame)])
@@ -156,24 +162,27 @@ class ConversationLog:
 
     async def _sequence_all(self, scope: Scope, turn_id: str, events: list[tuple[str, ServerFrame]]) -> list[Outbound]:
         """Give each event the next seq (its first one if seen before), in order, in one
-        commit, and fan them out as ONE message: the frames one per line, in seq order
-        (a frame's JSON never holds a raw newline). One publish and one delivery per log
-        entry instead of one per frame: the gateways split the lines."""
+        commit, and fan them out as one message."""
         encoded = [(key, encode_frame(frame, scope.conversation_id, frame.turn_id or turn_id)) for key, frame in events]
-        stored = await self.store.append_frames(scope, list(encoded))
+        return [self._fanout(scope, encoded, await self.store.append_frames(scope, list(encoded)))]
+
+    def _fanout(
+        self, scope: Scope, encoded: list[tuple[str, EncodedFrame]], stored: list[tuple[int, bool]]
+    ) -> Outbound:
+        """ONE message for the frames of an entry: one per line, in seq order (a frame's
+        JSON never holds a raw newline). One publish and one delivery per log entry
+        instead of one per frame: the gateways split the lines."""
         lines = []
         for (_, frame), (seq, created) in zip(encoded, stored, strict=True):
             if created:
                 FRAMES_APPENDED.inc()
             lines.append(frame.with_seq(seq))  # the bytes the store kept
-        return [
-            Outbound(
-                exchange=self.topology.frames_exchange,
-                routing_key=scope.conversation_id,
-                body=FANOUT_SEPARATOR.join(lines),
-                persistent=False,
-            )
-        ]
+        return Outbound(
+            exchange=self.topology.frames_exchange,
+            routing_key=scope.conversation_id,
+            body=FANOUT_SEPARATOR.join(lines),
+            persistent=False,
+        )
 
 
 _HEAD: Final = {"conversation_id", "turn_id"}

@@ -112,6 +112,21 @@ class ConversationStore(Protocol):
         with its context); False changes nothing more than `add_turn` (a turn seen before,
         or one that must wait for an earlier turn: its reasoner sends `BeginTurn`)."""
 
+    async def enter_turn(
+        self,
+        scope: Scope,
+        turn_id: str,
+        user_message: ChatMessage,
+        accepted: tuple[str, EncodedFrame],
+        *,
+        begin: bool,
+    ) -> tuple[bool, tuple[int, bool]]:
+        """A turn's way into the log: `add_turn` (with `begin`, `add_and_begin_turn`), then
+        `append_frames([accepted])`, its `message.accepted` (event id, frame). Returns
+        (begun, (seq, created)). One transaction where the backend has them (SQLite: one
+        commit instead of two on every turn's path); MongoDB writes the turn first, then the
+        frame, each safe to repeat. A refused turn (`StoreRefusal`) stores no frame."""
+
     async def append_messages(self, scope: Scope, turn_id: str, messages: list[ChatMessage]) -> None:
         """Make the turn's messages after the user's exactly `messages` (positions 1..n):
         the list is the turn's full checkpoint, so positions beyond n are dropped."""

@@ -13,12 +13,15 @@ from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
-from agentry_memory.store.mongo.base import MongoBase, as_date, conversation_filter, user_filter
+from agentry_memory.store.mongo.base import as_date, conversation_filter, user_filter
+from agentry_memory.store.mongo.frames import MongoFrames
 from agentry_memory.store.mongo.schema import Document
-from agentry_memory.store.records import FINISHED, TurnStatus
+from agentry_memory.store.records import FINISHED, EncodedFrame, TurnStatus
 
 
-class MongoTurns(MongoBase):
+class MongoTurns(MongoFrames):
+    """Built on the frames: a turn's entry sequences its `message.accepted`."""
+
     async def claim_conversation(self, scope: Scope, *, create: bool = True, max_conversations: int = 0) -> bool:
         """The count and the upsert are two operations: racing creations of one user may
         pass `max_conversations` by a few (it bounds a flood, not an exact quota)."""
@@ -54,6 +57,25 @@ class MongoTurns(MongoBase):
             {"$set": {"attempts": 1, "state": "running"}},
         )
         return begun.modified_count == 1
+
+    async def enter_turn(
+        self,
+        scope: Scope,
+        turn_id: str,
+        user_message: ChatMessage,
+        accepted: tuple[str, EncodedFrame],
+        *,
+        begin: bool,
+    ) -> tuple[bool, tuple[int, bool]]:
+        """The turn, then its frame: a crash between them is repaired by the redelivery
+        (the turn is seen again, the frame stored then)."""
+        if begin:
+            begun = await self.add_and_begin_turn(scope, turn_id, user_message)
+        else:
+            await self.add_turn(scope, turn_id, user_message)
+            begun = False
+        [stored] = await self.append_frames(scope, [accepted])
+        return begun, stored
 
     async def _insert_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> tuple[int, bool]:
         """(turn_index, whether this call created the turn). The turn_index comes from the

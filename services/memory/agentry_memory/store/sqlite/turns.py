@@ -13,11 +13,13 @@ from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.tokens import message_tokens
 from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
-from agentry_memory.store.records import FINISHED, TurnStatus
-from agentry_memory.store.sqlite.base import SqliteBase
+from agentry_memory.store.records import FINISHED, EncodedFrame, TurnStatus
+from agentry_memory.store.sqlite.frames import FrameTables
 
 
-class TurnTables(SqliteBase):
+class TurnTables(FrameTables):
+    """Built on the frames: a turn's entry sequences its `message.accepted` in its commit."""
+
     async def claim_conversation(self, scope: Scope, *, create: bool = True, max_conversations: int = 0) -> bool:
         return await self._run(self._claim_conversation, scope, create, max_conversations)
 
@@ -52,21 +54,49 @@ class TurnTables(SqliteBase):
 
     def _add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
         with self._tx() as db:
-            conversation, index, created = self._insert_turn(db, scope, turn_id, user_message)
-            if not created:
-                return False
-            unfinished = db.execute(
-                "SELECT 1 FROM turns WHERE conversation = ? AND turn_index < ? AND state IN ('queued', 'running') "
-                "LIMIT 1",
-                (conversation, index),
-            ).fetchone()
-            if unfinished is not None:
-                return False
-            db.execute(
-                "UPDATE turns SET attempts = 1, state = 'running' WHERE conversation = ? AND turn_id = ?",
-                (conversation, turn_id),
-            )
-            return True
+            _, begun = self._add_and_begin(db, scope, turn_id, user_message)
+            return begun
+
+    async def enter_turn(
+        self,
+        scope: Scope,
+        turn_id: str,
+        user_message: ChatMessage,
+        accepted: tuple[str, EncodedFrame],
+        *,
+        begin: bool,
+    ) -> tuple[bool, tuple[int, bool]]:
+        return await self._write(self._enter_turn, scope, turn_id, user_message, accepted, begin)
+
+    def _enter_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, accepted: tuple[str, EncodedFrame], begin: bool
+    ) -> tuple[bool, tuple[int, bool]]:
+        with self._tx() as db:
+            if begin:
+                conversation, begun = self._add_and_begin(db, scope, turn_id, user_message)
+            else:
+                (conversation, _, _), begun = self._insert_turn(db, scope, turn_id, user_message), False
+            [stored] = self._sequence(db, conversation, [accepted])
+            return begun, stored
+
+    def _add_and_begin(
+        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage
+    ) -> tuple[int, bool]:
+        """(conversation row, whether the turn was added now and begun)."""
+        conversation, index, created = self._insert_turn(db, scope, turn_id, user_message)
+        if not created:
+            return conversation, False
+        unfinished = db.execute(
+            "SELECT 1 FROM turns WHERE conversation = ? AND turn_index < ? AND state IN ('queued', 'running') LIMIT 1",
+            (conversation, index),
+        ).fetchone()
+        if unfinished is not None:
+            return conversation, False
+        db.execute(
+            "UPDATE turns SET attempts = 1, state = 'running' WHERE conversation = ? AND turn_id = ?",
+            (conversation, turn_id),
+        )
+        return conversation, True
 
     def _insert_turn(
         self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage
