@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -109,10 +108,15 @@ class BrokerEvents:
         else:
             event_id = f"{self._turn_id}:{self._attempt}:{self._next}"
         self._ready.append(PostedEvent(event_id=event_id, frame=frame))
-        if frame.type in URGENT:
-            self._urgent.set()
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
+        if frame.type in URGENT:
+            self._urgent.set()
+            # Two turns of the event loop: the sender takes the batch and queues its frames,
+            # then the connection writes them. Without them a model stream that is already
+            # buffered would be read to its end before the first delta went out.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
         """The end goes in an entry with the final checkpoint: memory stores the answer in
@@ -143,8 +147,12 @@ class BrokerEvents:
         try:
             while self._ready:
                 if self._linger > 0 and not self._urgent.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._urgent.wait(), self._linger)
+                    # A timer, not wait_for: an urgent frame wakes this task in one loop turn.
+                    timer = asyncio.get_running_loop().call_later(self._linger, self._urgent.set)
+                    try:
+                        await self._urgent.wait()
+                    finally:
+                        timer.cancel()
                 self._urgent.clear()
                 if not self._still_ours():
                     raise HandedBack(self._turn_id)

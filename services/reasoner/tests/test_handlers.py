@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import pytest
@@ -163,7 +164,8 @@ async def test_frames_of_a_turn_handed_back_are_not_published(bus: Bus) -> None:
     ours = True
     scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
     events = BrokerEvents(bus, scope, "t1", 1, None, still_ours=lambda: ours)
-    await events.emit(MessageDelta(conversation_id=scope.conversation_id, turn_id="t1", text="x"))
+    # Not answer text: that would go to the broker within its emit.
+    await events.emit(ThinkingStarted(conversation_id=scope.conversation_id, turn_id="t1", step=0))
     ours = False  # the connection dropped before the sender ran
     with pytest.raises(HandedBack):
         await events.flush()
@@ -201,6 +203,36 @@ async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along
     await asyncio.wait_for(events.flush(), 5)  # flush does not linger either
     entry = await asyncio.wait_for(inbox.get(), 5)
     assert isinstance(entry, EventPosted) and entry.frame.type == "thinking.started"
+
+
+async def test_answer_text_goes_to_the_broker_before_the_model_stream_is_read_on(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model stream that is already buffered never yields to the event loop: the first
+    delta must be handed to the broker within its `emit`, not after the whole answer."""
+    published: list[bytes] = []
+    publish = bus.publish
+
+    async def recording(exchange: str, routing_key: str, body: bytes, **kwargs: Any) -> None:
+        published.append(body)
+        await publish(exchange, routing_key, body, **kwargs)
+
+    monkeypatch.setattr(bus, "publish", recording)
+    channel = await bus.channel(prefetch=1)
+    await bus.declare_work_queue(channel, bus.topology.log_queue(0), bus.topology.log_exchange, "0", single_active=True)
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    ids = FrameIds(conversation_id=scope.conversation_id, turn_id="t1")
+    events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
+    await events.emit(TurnStarted(**ids))  # the sender lingers for company
+    assert published == []
+    await events.emit(MessageDelta(text="first", **ids))
+    # No other await in between: this is where the agent loop reads the next chunk.
+    assert len(published) == 1
+    entry = LOG_ENTRY.validate_json(published[0])
+    assert isinstance(entry, EventsPosted)
+    assert [e.frame.type for e in entry.events] == ["turn.started", "message.delta"]
+    await asyncio.wait_for(events.flush(), 5)
+    await events.close()
 
 
 class RecordingMemory:
