@@ -117,10 +117,10 @@ def handle(log_consumer: LogConsumer, message: FakeMessage) -> Any:
     return log_consumer.handle(cast(AbstractIncomingMessage, message))
 
 
-async def test_publishes_in_order_then_acks() -> None:
+async def test_publishes_the_work_then_the_fanout_then_acks() -> None:
     events: list[str] = []
     assert await handle(consumer(events, FakeLog(events)), FakeMessage(turn_body("t1"), events)) is True
-    assert events == ["ingest t1", "publish frame", "publish turn", "ack"]
+    assert events == ["ingest t1", "publish turn", "publish frame", "ack"]
 
 
 async def test_unparseable_entry_is_dead_lettered() -> None:
@@ -141,7 +141,7 @@ async def test_a_passing_failure_is_retried_in_place() -> None:
     events: list[str] = []
     fake_log = FakeLog(events, OSError("disk busy"), failures=2)
     assert await handle(consumer(events, fake_log), FakeMessage(turn_body("t1"), events)) is True
-    assert events == ["ingest t1", "ingest t1", "ingest t1", "publish frame", "publish turn", "ack"]
+    assert events == ["ingest t1", "ingest t1", "ingest t1", "publish turn", "publish frame", "ack"]
 
 
 async def test_a_lasting_failure_hands_everything_back_in_order() -> None:
@@ -158,7 +158,7 @@ async def test_a_lasting_failure_hands_everything_back_in_order() -> None:
         await task
     # t1 never overtaken by t2: no nack, the channel close returns both; then t1 again, first.
     assert events[:6] == ["subscribe", "ingest t1", "ingest t1", "ingest t1", "channel closed", "subscribe"]
-    assert events[6:9] == ["ingest t1", "publish frame", "publish turn"]
+    assert events[6:9] == ["ingest t1", "publish turn", "publish frame"]
 
 
 async def test_stop_lets_the_entry_in_hand_finish() -> None:
@@ -175,7 +175,7 @@ async def test_stop_lets_the_entry_in_hand_finish() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert task.cancelled()
-    assert events == ["subscribe", "ingest t1", "publish frame", "publish turn", "ack", "channel closed"]
+    assert events == ["subscribe", "ingest t1", "publish turn", "publish frame", "ack", "channel closed"]
 
 
 async def test_entries_of_a_lost_channel_are_skipped() -> None:
@@ -214,4 +214,4 @@ async def test_entries_whose_channel_aio_pika_reports_gone_are_skipped() -> None
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert events[:3] == ["subscribe", "ingest t2", "publish frame"]
+    assert events[:3] == ["subscribe", "ingest t2", "publish turn"]

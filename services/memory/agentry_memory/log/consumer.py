@@ -177,9 +177,14 @@ class LogConsumer:
             try:
                 outbound = await self.log.ingest(entry, body)
                 # Published together and confirmed together (one round trip, not one each);
-                # one channel keeps them in this order at the broker.
+                # one channel keeps them in this order at the broker. Work (a forwarded turn,
+                # which a reasoner waits for) goes ahead of the fan-out, which only informs:
+                # the frames' order is kept (they are in one message, or in entries acked one
+                # after another), and a reasoner's frames of the turn are sequenced after
+                # this entry whatever reaches the broker first.
+                work_first = sorted(outbound, key=lambda o: not o.persistent)
                 await asyncio.gather(
-                    *(self.bus.publish(o.exchange, o.routing_key, o.body, persistent=o.persistent) for o in outbound)
+                    *(self.bus.publish(o.exchange, o.routing_key, o.body, persistent=o.persistent) for o in work_first)
                 )
                 return "ok"
             except StoreRefusal as exc:
