@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
 
-from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage, to_openai
 from agentry_shared.contracts.errors import ToolErrorCode, TurnFailureCode
 from agentry_shared.contracts.frames import (
     FrameError,
@@ -205,7 +205,7 @@ class Turn:
         shorter: list[ChatMessage] | None = history
         while True:
             messages = [{"role": "system", "content": self.system_prompt}]
-            messages += [m.to_openai() for m in [*history, *self.produced]]
+            messages += to_openai([*history, *self.produced])
             try:
                 text, calls = await self._model_step(step, messages, tool_specs)
                 return text, calls, history
