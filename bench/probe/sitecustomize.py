@@ -79,7 +79,8 @@ def timed(stamp: Stamps, fn: Callable[..., Any], label: str) -> Callable[..., An
 
         @functools.wraps(fn)
         async def coroutine(*args: Any, **kwargs: Any) -> Any:
-            detail = str(getattr(args[1], "type", "-")) if len(args) > 1 else "-"
+            kind = getattr(args[1], "type", None) if len(args) > 1 else None  # a frame's type
+            detail = kind if isinstance(kind, str) else "-"
             stamp(label + ">", detail=detail)
             try:
                 return await fn(*args, **kwargs)
