@@ -206,8 +206,10 @@ class ReasonerSettings(CommonSettings):
     reasoner_approval_timeout_seconds: float = Field(default=120.0, gt=0)
     reasoner_tool_timeout_seconds: float = Field(default=30.0, gt=0)
     reasoner_turn_deadline_seconds: float = Field(default=300.0, gt=0)
-    # Deltas are coalesced into one frame per interval (or per this many characters).
+    # Deltas are coalesced into one frame per interval (or per this many characters); the
+    # interval doubles with each frame of a step, from the first to the max.
     reasoner_delta_interval_ms: int = Field(default=25, ge=0)
+    reasoner_delta_max_interval_ms: int = Field(default=100, ge=0)
     reasoner_delta_max_chars: int = Field(default=64, ge=1)
     reasoner_system_prompt: str = (
         "You are Agentry, a helpful assistant. Use the tools you are given when they help. "

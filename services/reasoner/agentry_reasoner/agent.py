@@ -63,6 +63,7 @@ class Budget:
     tool_calls_per_minute: int = 0  # per user and tool; 0: no limit
     approval_timeout_s: float = 120.0
     delta_interval_s: float = 0.025
+    delta_max_interval_s: float = 0.1
     delta_max_chars: int = 64
 
 
@@ -331,7 +332,9 @@ class _StepState:
         self.calls: list[ToolCall] = []
         self.gate = AnswerGate()
         budget = turn.budget
-        self.coalescer = DeltaCoalescer(self._send_delta, budget.delta_interval_s, budget.delta_max_chars)
+        self.coalescer = DeltaCoalescer(
+            self._send_delta, budget.delta_interval_s, budget.delta_max_chars, budget.delta_max_interval_s
+        )
 
     async def take(self, item: StreamItem) -> None:
         if isinstance(item, ReasoningDelta):

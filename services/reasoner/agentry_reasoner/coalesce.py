@@ -1,8 +1,12 @@
 """Coalesces answer tokens into small frames: fewer frames, still a live stream.
 
 The first piece goes out at once (time to first token matters most); later pieces wait
-until `interval` has passed since the last frame or `max_chars` are buffered. A pending
-remainder is flushed by a timer so a pause in the model never holds text back.
+until the interval has passed since the last frame or `max_chars` are buffered. The
+interval starts at `interval` and doubles with each frame up to `max_interval`: the
+start of an answer streams finely, the rest in fewer, larger frames (each frame of a turn
+is a log entry, a commit and a fan-out; a 64-token answer is a handful of frames, not one
+per token). A pending remainder is flushed by a timer so a pause in the model never holds
+text back.
 """
 
 from __future__ import annotations
@@ -13,20 +17,30 @@ from collections.abc import Awaitable, Callable
 
 
 class DeltaCoalescer:
-    def __init__(self, send: Callable[[str], Awaitable[None]], interval_s: float, max_chars: int) -> None:
+    def __init__(
+        self,
+        send: Callable[[str], Awaitable[None]],
+        interval_s: float,
+        max_chars: int,
+        max_interval_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._send = send
         self._interval = interval_s
+        self._max_interval = max(interval_s, interval_s if max_interval_s is None else max_interval_s)
         self._max_chars = max_chars
+        self._clock = clock
+        self._frames = 0
         self._buffer: list[str] = []
         self._size = 0
-        self._last_sent = 0.0
+        self._last_sent = float("-inf")  # the first piece is due at once
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def add(self, text: str) -> None:
         self._buffer.append(text)
         self._size += len(text)
-        due = time.monotonic() - self._last_sent >= self._interval
+        due = self._clock() - self._last_sent >= self._interval
         if due or self._size >= self._max_chars:
             await self.flush()
         elif self._timer is None:
@@ -47,7 +61,10 @@ class DeltaCoalescer:
             text = "".join(self._buffer)
             self._buffer.clear()
             self._size = 0
-            self._last_sent = time.monotonic()
+            self._last_sent = self._clock()
+            self._frames += 1
+            if self._frames > 1:  # the first frame goes at once; the interval grows from the second
+                self._interval = min(self._interval * 2, self._max_interval)
             await self._send(text)
 
     async def discard(self) -> None:

@@ -84,6 +84,7 @@ class TurnConsumer:
             tool_calls_per_minute=settings.reasoner_tool_calls_per_minute,
             approval_timeout_s=settings.reasoner_approval_timeout_seconds,
             delta_interval_s=settings.reasoner_delta_interval_ms / 1000,
+            delta_max_interval_s=settings.reasoner_delta_max_interval_ms / 1000,
             delta_max_chars=settings.reasoner_delta_max_chars,
         )
         self._channel: AbstractRobustChannel | None = None
