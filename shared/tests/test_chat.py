@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from agentry_shared.contracts.chat import ChatMessage, to_openai
+import pytest
+from agentry_shared.contracts.chat import ChatMessage, from_json, to_openai
+from pydantic import ValidationError
 
 
 def test_a_window_in_one_pass_is_each_message_as_the_api_takes_it() -> None:
@@ -17,3 +19,11 @@ def test_a_window_in_one_pass_is_each_message_as_the_api_takes_it() -> None:
     assert to_openai(window) == [m.to_openai() for m in window]
     assert to_openai(window)[2] == {"role": "assistant", "tool_calls": [call]}  # no nulls sent
     assert to_openai([]) == []
+
+
+def test_stored_messages_are_read_back_in_one_pass() -> None:
+    window = [ChatMessage(role="user", content='say "hi"\n'), ChatMessage(role="assistant", content="hi")]
+    assert from_json([m.model_dump_json(exclude_none=True) for m in window]) == window
+    assert from_json([]) == []
+    with pytest.raises(ValidationError):
+        from_json(['{"role": "wizard"}'])

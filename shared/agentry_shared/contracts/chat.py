@@ -36,3 +36,9 @@ def to_openai(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     the time of one call per message on a long window (it runs for every model call)."""
     dumped: list[dict[str, Any]] = _MESSAGES.dump_python(list(messages), exclude_none=True)
     return dumped
+
+
+def from_json(bodies: Sequence[str]) -> list[ChatMessage]:
+    """Messages stored as their JSON, validated in one pass (one array) instead of one call
+    per message: reading a long window is on every turn's path."""
+    return _MESSAGES.validate_json("[" + ",".join(bodies) + "]")

@@ -14,18 +14,31 @@ class Window:
         self.limit = limit
         self.budget = budget
         self.newest_first: list[StoredMessage] = []
+        self.count = 0
         self.used = 0
         self.left_out_turn = 0  # the newest turn with a message that did not fit
 
+    def admit(self, turn_index: int, tokens: int) -> bool:
+        """Count a message in if it fits; False (stop reading) once one does not. A backend
+        that admits rows before parsing them hands the parsed ones to `take`."""
+        over = self.budget is not None and self.used + tokens > self.budget
+        if self.count and (self.count >= self.limit or over):
+            self.left_out_turn = turn_index
+            return False
+        self.count += 1
+        self.used += tokens
+        return True
+
     def offer(self, message: StoredMessage) -> bool:
         """Keep `message` if it fits; False (stop reading) once one does not."""
-        over = self.budget is not None and self.used + message.tokens > self.budget
-        if self.newest_first and (len(self.newest_first) >= self.limit or over):
-            self.left_out_turn = message.turn_index
+        if not self.admit(message.turn_index, message.tokens):
             return False
         self.newest_first.append(message)
-        self.used += message.tokens
         return True
+
+    def take(self, newest_first: list[StoredMessage]) -> None:
+        """The messages `admit` let in (all of them, in the order admitted: newest first)."""
+        self.newest_first = newest_first
 
     def messages(self) -> list[StoredMessage]:
         """Oldest first, not opening on tool results (those count as left out)."""

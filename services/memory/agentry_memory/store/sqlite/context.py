@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage, from_json
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.windows import WholeTurns, Window
@@ -33,22 +33,24 @@ class ContextTables(SqliteBase):
                 (conversation, index, index),
             )
             window = Window(limit, budget)
+            admitted: list[tuple[int, int, int, str]] = []
             for turn_index, position, tokens, body in rows:
-                stored = StoredMessage(
-                    int(turn_index), int(position), int(tokens), ChatMessage.model_validate_json(body)
-                )
-                if not window.offer(stored):
+                if not window.admit(int(turn_index), int(tokens)):
                     break
+                admitted.append((int(turn_index), int(position), int(tokens), body))
             rows.close()
             produced = db.execute(
                 "SELECT body FROM messages WHERE conversation = ? AND turn_index = ? AND position > 0 "
                 "ORDER BY position",
                 (conversation, index),
             ).fetchall()
+        # Parsed once the window is known, all in one pass.
+        parsed = from_json([body for *_, body in admitted])
+        window.take([StoredMessage(t, p, k, m) for (t, p, k, _), m in zip(admitted, parsed, strict=True)])
         messages = window.messages()
         return TurnContext(
             window=messages,
-            produced=[ChatMessage.model_validate_json(body) for (body,) in produced],
+            produced=from_json([body for (body,) in produced]),
             summary=summary,
             left_out_turn=window.left_out_turn,
         )
