@@ -1,10 +1,10 @@
 """What can go wrong for a client, as exceptions.
 
-AgentryError
-├── ServerError        the gateway refused a frame (an `error` frame); `.frame.code` says which
-├── TurnFailed         a turn ended with `turn.failed`; `.frame.error.code` says why
-└── ConnectionLost     the socket dropped and could not be resumed (or an unaccepted message
-                       may or may not have been taken: send it again only if that is harmless)
+    AgentryError
+    ├── ServerError        the gateway refused a frame (an `error` frame); `.frame.code` says which
+    ├── TurnFailed         a turn ended with `turn.failed`; `.frame.error.code` says why
+    └── ConnectionLost     the socket dropped and could not be resumed (or an unaccepted message
+                           may or may not have been taken: send it again only if that is harmless)
 """
 
 from __future__ import annotations

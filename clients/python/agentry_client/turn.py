@@ -1,10 +1,10 @@
 """`Turn`: the frames of one turn, from `message.accepted` to its terminal frame.
 
-turn = await client.send("count to 5")
-async for frame in turn:           # typed frames of this turn only, once each, in order
-    ...
-turn.text                          # the answer so far (deltas after the last reset)
-await turn.answer()                # the final text, or raises TurnFailed / ServerError
+    turn = await client.send("count to 5")
+    async for frame in turn:           # typed frames of this turn only, once each, in order
+        ...
+    turn.text                          # the answer so far (deltas after the last reset)
+    await turn.answer()                # the final text, or raises TurnFailed / ServerError
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-""" "What time is it in Tokyo?" -> the MCP time server's `get_current_time` with an IANA zone.
+""""What time is it in Tokyo?" -> the MCP time server's `get_current_time` with an IANA zone.
 
 Fires only when a tool named `<prefix>__get_current_time` is offered (the tool-runner's
 name for the `get_current_time` tool of an MCP server, e.g. `time__get_current_time`
