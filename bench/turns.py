@@ -57,8 +57,8 @@ DEFAULT_TENANT = "default"  # the gateway's tenant for ?user= identities (AUTH_D
 RUNS = int(os.environ.get("BENCH_TURNS_RUNS", "100"))
 LOAD_TURNS_EACH = int(os.environ.get("BENCH_TURNS_LOAD_EACH", "10"))
 # The offline model's pause between chunks (ms): 0, the setting, unless asked. With a
-# pause (`make run` streams every 5 ms, as a real model streams) the rest of an answer no
-# longer competes with its first token for the cores; both paths get the same pause.
+# pause (`make run` streams every 5 ms, as a real model streams) an answer arrives over time
+# and becomes several frames and log entries: what a turn costs then. Both paths get it.
 CHUNK_DELAY_MS = int(os.environ.get("BENCH_TURNS_CHUNK_DELAY_MS", "0"))
 CONCURRENCY = (1, 8, 32)
 TOOL_TEXT = "what is 37*91?"
