@@ -370,8 +370,9 @@ class _StepState:
             return f"[reasoning hidden by the provider: {self.hidden_reasoning_tokens} tokens]"
         return text
 
-    async def _send_delta(self, piece: str) -> None:
-        await self.turn.events.emit(MessageDelta(text=piece, **self.turn.ids))
+    async def _send_delta(self, piece: str, last: bool) -> None:
+        # The stream's last piece may wait for the frame that follows it (the turn's end).
+        await self.turn.events.emit(MessageDelta(text=piece, **self.turn.ids), hold=last)
 
     async def _on_reasoning(self, text: str) -> None:
         if not self.thought:

@@ -61,8 +61,9 @@ class BrokerEvents:
     meanwhile go together in the next (`EventsPosted`), so a turn is a few log entries and
     the agent loop never waits on the broker. Answer text, a reset, an approval request
     and the turn's end go at once (with whatever waits before them); the other frames
-    (turn and thinking started, tool progress) wait up to `linger_s` for the next, so the
-    frames of a quick model step or tool call share one entry. `flush` waits until
+    (turn and thinking started, tool progress, and the last text of a model stream, which
+    the turn's end follows at once) wait up to `linger_s` for the next, so the frames of a
+    quick model step or tool call, or an answer's end and the turn's, share one entry. `flush` waits until
     everything emitted is confirmed: the turn is acked only after it. A publish that
     failed is raised by the next `emit` or by `flush`.
 
@@ -96,7 +97,7 @@ class BrokerEvents:
         self._sender: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
 
-    async def emit(self, frame: ServerFrame) -> None:
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self._raise_failure()
         if not self._still_ours():
             raise HandedBack(self._turn_id)
@@ -110,7 +111,7 @@ class BrokerEvents:
         self._ready.append(PostedEvent(event_id=event_id, frame=frame))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
-        if frame.type in URGENT:
+        if frame.type in URGENT and not hold:
             self._urgent.set()
             # Two turns of the event loop: the sender takes the batch and queues its frames,
             # then the connection writes them. Without them a model stream that is already

@@ -16,8 +16,9 @@ from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 
 class Events(Protocol):
-    async def emit(self, frame: ServerFrame) -> None:
-        """Publish one client-visible frame of this turn, in order, confirmed."""
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
+        """Publish one client-visible frame of this turn, in order, confirmed. `hold`: the
+        frame may wait a moment for the next (it is followed at once), to share its entry."""
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
         """The turn's end with its final checkpoint (`messages` as `Memory.append` takes

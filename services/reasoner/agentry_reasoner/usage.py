@@ -46,10 +46,10 @@ class UsageReporting:
         self._tally = tally
         self._report = report
 
-    async def emit(self, frame: ServerFrame) -> None:
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         if frame.type in ("turn.completed", "turn.failed"):
             await self._flush()
-        await self._events.emit(frame)
+        await self._events.emit(frame, hold=hold)
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
         await self._flush()

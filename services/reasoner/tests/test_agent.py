@@ -56,7 +56,7 @@ class RecordingPorts:
         self.max_running = 0
         self.checkpointed_when_run: dict[str, bool] = {}  # call id: in a checkpoint when it ran
 
-    async def emit(self, frame: ServerFrame) -> None:
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self.frames.append(frame)
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:

@@ -16,10 +16,11 @@ class Clock:
 
 async def frames_of(tokens: int, every_s: float, max_interval_s: float | None) -> list[str]:
     """The frames of an answer of `tokens` 4-character tokens, one every `every_s`."""
-    clock, frames = Clock(), []
+    clock, frames, lasts = Clock(), [], []
 
-    async def send(text: str) -> None:
+    async def send(text: str, last: bool) -> None:
         frames.append(text)
+        lasts.append(last)
 
     coalescer = DeltaCoalescer(send, 0.025, 64, max_interval_s, clock=clock)
     for i in range(tokens):
@@ -27,6 +28,7 @@ async def frames_of(tokens: int, every_s: float, max_interval_s: float | None) -
         clock.now += every_s
     await coalescer.close()
     assert "".join(frames) == "".join(f"t{i:02d} " for i in range(tokens))  # nothing lost or reordered
+    assert lasts[:-1] == [False] * (len(lasts) - 1)  # only what close() sends is the last piece
     return frames
 
 
@@ -41,6 +43,12 @@ async def test_a_64_token_answer_is_a_handful_of_frames(every_s: float, handful:
     assert len(fixed) > len(frames)
 
 
-async def test_max_chars_still_bounds_a_frame() -> None:
+async def test_max_chars_bounds_a_frame_and_grows_with_the_interval() -> None:
+    """A fast model (1,000 tokens/s): 64 characters at first, then more as the interval
+    grows (up to 4x: 25 -> 100 ms), so a fast answer is a handful of frames too."""
     frames = await frames_of(64, 0.001, 0.1)
-    assert max(len(f) for f in frames) <= 64
+    assert len(frames[1]) <= 64
+    assert max(len(f) for f in frames) <= 4 * 64
+    fixed = await frames_of(64, 0.001, None)  # no growth: 64 characters all along
+    assert max(len(f) for f in fixed) <= 64
+    assert len(frames) < len(fixed)

@@ -212,7 +212,7 @@ class Ports:
         self.reasoning: dict[int, str] = {}
         self.results: list[ToolCompleted] = []
 
-    async def emit(self, frame: ServerFrame) -> None:
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self.frames.append(frame)
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:

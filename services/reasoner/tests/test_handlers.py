@@ -22,7 +22,14 @@ from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
-from agentry_shared.contracts.frames import MessageDelta, ServerFrame, ThinkingStarted, TurnFailed, TurnStarted
+from agentry_shared.contracts.frames import (
+    MessageDelta,
+    ServerFrame,
+    ThinkingStarted,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+)
 from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, Context, MemoryFailure, TurnBegun
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import Catalog
@@ -203,6 +210,45 @@ async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along
     await asyncio.wait_for(events.flush(), 5)  # flush does not linger either
     entry = await asyncio.wait_for(inbox.get(), 5)
     assert isinstance(entry, EventPosted) and entry.frame.type == "thinking.started"
+
+
+async def test_the_last_text_of_a_stream_shares_the_entry_of_the_turns_end(bus: Bus) -> None:
+    """The end of an answer and the turn's end are one log entry (one commit in memory, one
+    delivery to the gateway), not two a moment apart."""
+    inbox = await _log_inbox(bus)
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    ids = FrameIds(conversation_id=scope.conversation_id, turn_id="t1")
+    events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
+    await events.emit(MessageDelta(text="the answer ", **ids))
+    first = await asyncio.wait_for(inbox.get(), 5)  # answer text goes at once ...
+    assert isinstance(first, EventPosted) and first.frame.type == "message.delta"
+    await events.emit(MessageDelta(text="ends here", **ids), hold=True)
+    await asyncio.sleep(0.3)
+    assert inbox.empty()  # ... but the stream's last piece waits for what follows it
+    await events.emit(TurnCompleted(text="the answer ends here", **ids))
+    entry = await asyncio.wait_for(inbox.get(), 5)
+    assert isinstance(entry, EventsPosted)
+    assert [e.frame.type for e in entry.events] == ["message.delta", "turn.completed"]
+    await asyncio.wait_for(events.flush(), 5)
+    await events.close()
+
+
+async def _log_inbox(bus: Bus) -> asyncio.Queue[EventPosted | EventsPosted]:
+    """The log entries published to partition 0, as memory would read them."""
+    channel = await bus.channel(prefetch=100)
+    log_queue = await bus.declare_work_queue(
+        channel, bus.topology.log_queue(0), bus.topology.log_exchange, "0", single_active=True
+    )
+    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
+
+    async def on_log(message: AbstractIncomingMessage) -> None:
+        entry = LOG_ENTRY.validate_json(message.body)
+        assert isinstance(entry, EventPosted | EventsPosted)
+        inbox.put_nowait(entry)
+        await message.ack()
+
+    await log_queue.consume(on_log)
+    return inbox
 
 
 async def test_answer_text_goes_to_the_broker_before_the_model_stream_is_read_on(
