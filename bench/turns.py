@@ -5,7 +5,9 @@ model streaming with no pause, or `BENCH_TURNS_CHUNK_DELAY_MS` between chunks) a
 - CPU per turn of each service: user + system time of the process and its reaped children
   from /proc/<pid>/stat, before and after N sequential turns through one WebSocket, for a
   turn with one calculator call and one with no tool. The idle rate (heartbeats) is
-  measured first and reported apart; it is inside the per-turn numbers.
+  measured first and reported apart; it is inside the per-turn numbers. Beside them, the
+  local RabbitMQ node's CPU over the same turns (not in Agentry's total: the broker is
+  shared, and the issue counts the services; but it runs on the same cores).
 - the direct path: the same two model calls made with the `openai` SDK from this process
   (CPU from getrusage, time to the answer's first token). "The same" is the reasoner's own
   requests, rebuilt from what it reads: its system prompt, the last turn's context from
@@ -88,8 +90,27 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / TICK
 
 
+def broker_pid() -> int | None:
+    """The local RabbitMQ node's Erlang VM, if the broker runs on this machine."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() == "beam.smp" and b"rabbit" in (proc / "cmdline").read_bytes():
+                return int(proc.name)
+        except OSError:
+            continue  # gone, or not ours to read
+    return None
+
+
+BROKER = "broker"  # the RabbitMQ node: shown beside the services, not in Agentry's total
+
+
 def service_cpu(stack: Stack) -> dict[str, float]:
-    return {p.name: cpu_seconds(p.process.pid) for p in stack.procs if p.alive()}
+    cpu = {p.name: cpu_seconds(p.process.pid) for p in stack.procs if p.alive()}
+    if (pid := broker_pid()) is not None:
+        cpu[BROKER] = cpu_seconds(pid)
+    return cpu
 
 
 def pct(values: list[float], q: float) -> float:
@@ -293,14 +314,24 @@ async def idle_cpu(stack: Stack, seconds: float = 3.0) -> dict[str, float]:
 
 
 def cpu_table(rows: dict[str, dict[str, float]], direct_cpu: dict[str, float], idle: dict[str, float]) -> None:
-    print("| turn | " + " | ".join(SERVICES) + " | Agentry total | direct, same requests (client) |")
-    print("|---|" + "---|" * (len(SERVICES) + 2))
+    print(
+        "| turn | " + " | ".join(SERVICES) + " | Agentry total | direct, same requests (client) | "
+        "RabbitMQ node (not in the total) |"
+    )
+    print("|---|" + "---|" * (len(SERVICES) + 3))
     for label, cpu in rows.items():
         cells = " | ".join(f"{cpu.get(name, 0.0):.1f}" for name in SERVICES)
-        print(f"| {label} | {cells} | **{sum(cpu.values()):.1f}** | {direct_cpu[label]:.1f} |")
+        total = sum(v for name, v in cpu.items() if name != BROKER)
+        broker = f"{cpu[BROKER]:.1f}" if BROKER in cpu else "not on this machine"
+        print(f"| {label} | {cells} | **{total:.1f}** | {direct_cpu[label]:.1f} | {broker} |")
     print(
         "\nidle CPU (ms per second, heartbeats and timers; inside the numbers above): "
-        + ", ".join(f"{name} {idle.get(name, 0.0):.1f}" for name in SERVICES)
+        + ", ".join(f"{name} {idle.get(name, 0.0):.1f}" for name in [*SERVICES, BROKER] if name in idle)
+    )
+    print(
+        "The RabbitMQ node's CPU is the whole node's (every queue a turn crosses, and whatever else uses\n"
+        "the broker meanwhile): it shares the machine's cores with the services, and a first token waits\n"
+        "for whatever of it runs on the way."
     )
 
 
