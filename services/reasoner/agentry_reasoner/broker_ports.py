@@ -63,9 +63,9 @@ class BrokerEvents:
     and the turn's end go at once (with whatever waits before them); the other frames
     (turn and thinking started, tool progress, and the last text of a model stream, which
     the turn's end follows at once) wait up to `linger_s` for the next, so the frames of a
-    quick model step or tool call, or an answer's end and the turn's, share one entry. `flush` waits until
-    everything emitted is confirmed: the turn is acked only after it. A publish that
-    failed is raised by the next `emit` or by `flush`.
+    quick model step or tool call, or an answer's end and the turn's, share one entry.
+    `flush` waits until everything emitted is confirmed: the turn is acked only after it.
+    A publish that failed is raised by the next `emit` or by `flush`.
 
     Event ids make redelivery harmless: memory keeps the first seq of an id. `turn.started`
     and the terminal frame have one id per turn, so however many attempts a turn takes

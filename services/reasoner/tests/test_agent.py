@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ServerFrame, TurnCompleted, arguments_sha256
+from agentry_shared.contracts.frames import MessageDelta, ServerFrame, TurnCompleted, arguments_sha256
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
@@ -55,9 +56,11 @@ class RecordingPorts:
         self.running = 0
         self.max_running = 0
         self.checkpointed_when_run: dict[str, bool] = {}  # call id: in a checkpoint when it ran
+        self.held: list[bool] = []  # per frame: emitted to wait for the next one
 
     async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self.frames.append(frame)
+        self.held.append(hold)
 
     async def complete(self, frame: TurnCompleted, messages: list[ChatMessage], reasoning: Mapping[int, str]) -> None:
         await self.append(messages, reasoning)  # the final checkpoint, stored with the end
@@ -135,6 +138,19 @@ async def test_text_answer_streams_thinking_then_deltas_and_keeps_reasoning_priv
     assert ports.appended == [ChatMessage(role="assistant", content="Hello")]
     assert model.seen[0][0] == {"role": "system", "content": "be helpful"}
     assert model.seen[0][1] == {"role": "user", "content": "hi"}
+
+
+async def test_only_the_answers_last_piece_waits_for_the_turns_end() -> None:
+    """The first piece goes at once; what the stream's end flushes is held for the turn's
+    end, so the two share one log entry."""
+    model = ScriptedModel([TextDelta("Hel"), TextDelta("lo"), TextDelta(" there")])
+    ports = RecordingPorts()
+    turn = make_turn(model, ports)
+    turn.budget = replace(turn.budget, delta_interval_s=10.0, delta_max_interval_s=10.0)
+    assert (await turn.run(FIRST)).ok
+    sent = [(f.text, held) for f, held in zip(ports.frames, ports.held, strict=True) if isinstance(f, MessageDelta)]
+    assert sent == [("Hel", False), ("lo there", True)]
+    assert types(ports)[-1] == "turn.completed" and ports.held[-1] is False
 
 
 async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> None:
