@@ -131,11 +131,7 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
 async def test_frames_go_out_in_order_batched_while_an_entry_is_in_flight(bus: Bus) -> None:
     """emit does not wait for the broker: what is emitted while one entry waits for its
     confirm goes in the next entry, in order; flush returns once all are confirmed."""
-    topology = bus.topology
-    channel = await bus.channel(prefetch=100)
-    log_queue = await bus.declare_work_queue(
-        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
-    )
+    inbox = await _log_inbox(bus)
     scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
     events = BrokerEvents(bus, scope, "t1", 1, None)
     for i in range(20):
@@ -143,15 +139,6 @@ async def test_frames_go_out_in_order_batched_while_an_entry_is_in_flight(bus: B
         if i == 0:
             await asyncio.sleep(0)  # the sender takes the first frame alone
     await events.flush()
-    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
-
-    async def on_log(message: AbstractIncomingMessage) -> None:
-        entry = LOG_ENTRY.validate_json(message.body)
-        assert isinstance(entry, EventPosted | EventsPosted)
-        inbox.put_nowait(entry)
-        await message.ack()
-
-    await log_queue.consume(on_log)
     posted: list[tuple[str, object]] = []
     entries = 0
     while len(posted) < 20:
@@ -181,20 +168,7 @@ async def test_frames_of_a_turn_handed_back_are_not_published(bus: Bus) -> None:
 
 
 async def test_progress_frames_wait_for_company_and_answer_text_takes_them_along(bus: Bus) -> None:
-    topology = bus.topology
-    channel = await bus.channel(prefetch=100)
-    log_queue = await bus.declare_work_queue(
-        channel, topology.log_queue(0), topology.log_exchange, "0", single_active=True
-    )
-    inbox: asyncio.Queue[EventPosted | EventsPosted] = asyncio.Queue()
-
-    async def on_log(message: AbstractIncomingMessage) -> None:
-        entry = LOG_ENTRY.validate_json(message.body)
-        assert isinstance(entry, EventPosted | EventsPosted)
-        inbox.put_nowait(entry)
-        await message.ack()
-
-    await log_queue.consume(on_log)
+    inbox = await _log_inbox(bus)
     scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
     ids = FrameIds(conversation_id=scope.conversation_id, turn_id="t1")
     events = BrokerEvents(bus, scope, "t1", 1, None, linger_s=30.0)
