@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import threading
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentry_memory.context.tokens import message_tokens
+from agentry_memory.store import Forbidden, TurnContext
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.store.sqlite.schema import SCHEMA_VERSION
 from agentry_shared.contracts.chat import ChatMessage
@@ -31,6 +34,42 @@ async def test_file_in_the_data_dir_in_wal_mode_off_the_loop_thread(tmp_path: Pa
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert db.execute("SELECT tenant_id, user_id FROM conversations").fetchall() == [("acme", "alice")]
+
+
+async def test_reads_made_together_go_to_the_thread_as_one_job_each_with_its_own_answer(
+    tmp_path: Path, scope: Scope
+) -> None:
+    """A turn's context gathers three reads: one hand-off to the store's thread for all of
+    them, and each caller still gets its own result, or its own error."""
+    store = SqliteStore(tmp_path)
+    await store.open()
+    try:
+        await store.claim_conversation(scope)
+        await store.add_turn(scope, "t1", ChatMessage(role="user", content="hello"))
+        assert store._executor is not None
+        jobs = 0
+        submit = store._executor.submit
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal jobs
+            jobs += 1
+            return submit(*args, **kwargs)
+
+        store._executor.submit = counted  # type: ignore[method-assign]
+        stranger = Scope(tenant_id="acme", user_id="mallory", conversation_id=scope.conversation_id)
+        context, refused, facts, tasks = await asyncio.gather(
+            store.context(scope, "t1", 10),
+            store.context(stranger, "t1", 10),
+            store.recall_facts(scope, "hello", 5),
+            store.tasks(scope, include_done=False, limit=5),
+            return_exceptions=True,
+        )
+        assert jobs == 1
+        assert isinstance(context, TurnContext) and [m.content for m in context.messages] == ["hello"]
+        assert isinstance(refused, Forbidden)
+        assert facts == [] and tasks == []
+    finally:
+        await store.close()
 
 
 async def test_refuses_a_file_from_a_newer_release(tmp_path: Path) -> None:

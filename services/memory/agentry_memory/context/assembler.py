@@ -57,9 +57,13 @@ class ContextAssembler:
         window = self.store.context(scope, turn_id, self.window_messages, budget)
         if user_text is None:
             context = await window
-            block = await self._knowledge(scope, context.messages[-1].content or "")
+            facts, tasks = await asyncio.gather(
+                self._facts(scope, context.messages[-1].content or ""), self._tasks(scope)
+            )
         else:
-            context, block = await asyncio.gather(window, self._knowledge(scope, user_text))
+            # Three reads started in one pass: a store with one thread takes them as one job.
+            context, facts, tasks = await asyncio.gather(window, self._facts(scope, user_text), self._tasks(scope))
+        block = self._knowledge(facts, tasks)
         if self.summarizer is not None:
             self.summarizer.schedule(scope, context)
         head: list[ChatMessage] = []
@@ -69,10 +73,9 @@ class ContextAssembler:
             head.append(ChatMessage(role="system", content=block))
         return Assembled(messages=head + context.messages, produced=context.produced)
 
-    async def _knowledge(self, scope: Scope, user_text: str) -> str | None:
+    def _knowledge(self, facts: list[Fact], tasks: list[Task]) -> str | None:
         """The facts most relevant to the new message (full-text; none if it has no
-        searchable word) and the user's open tasks."""
-        facts, tasks = await asyncio.gather(self._facts(scope, user_text), self._tasks(scope))
+        searchable word) and the user's open tasks, in the knowledge budget."""
         if not facts and not tasks:
             return None
         limit = self.knowledge_tokens - MESSAGE_OVERHEAD_TOKENS if self.window_tokens else 10**9

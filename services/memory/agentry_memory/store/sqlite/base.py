@@ -8,6 +8,11 @@ Group commit: the hot writes (frames, turns, checkpoints, tool-call claims) go t
 each in a savepoint of its own (one failing rolls back only itself), and one COMMIT (one
 fsync, synchronous=FULL) makes them all durable. No caller hears of its write before
 that commit, so "ack after the effect is stored" holds for each of them.
+
+Batched hand-off: the calls made in one pass of the event loop (the reads a turn's
+context gathers, a group commit beside them) go to the thread as one job and come back
+together: one wake-up of the thread and one of the loop for all of them, instead of one
+each. In the same order as they were made, each with its own result or error.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class SqliteBase:
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._group: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._grouping = False  # on the store's thread: inside _commit_group's transaction
 
@@ -73,10 +79,31 @@ class SqliteBase:
         self._executor = None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` on the store's thread, in the next batch (see the module's docstring)."""
         if self._executor is None:
             raise RuntimeError("store is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        future: asyncio.Future[T] = loop.create_future()
+        self._batch.append((functools.partial(fn, *args), future))
+        if len(self._batch) == 1:  # the first of this pass: hand the batch over once the pass ends
+            loop.call_soon(self._hand_over)
+        return await future
+
+    def _hand_over(self) -> None:
+        batch, self._batch = self._batch, []
+        if self._executor is None:  # closed meanwhile
+            _settle(batch, [(False, RuntimeError("store is not open"))] * len(batch))
+            return
+        job = asyncio.get_running_loop().run_in_executor(self._executor, _outcomes, [op for op, _ in batch])
+
+        def done(job: asyncio.Future[list[tuple[bool, Any]]]) -> None:
+            error = None if job.cancelled() else job.exception()
+            if job.cancelled() or error is not None:
+                _settle(batch, [(False, error or RuntimeError("store job cancelled"))] * len(batch))
+            else:
+                _settle(batch, job.result())
+
+        job.add_done_callback(done)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the next group commit; its result once that group is durable."""
@@ -90,14 +117,7 @@ class SqliteBase:
         try:
             while self._group:
                 group, self._group = self._group, []
-                outcomes = await self._run(self._commit_group, [op for op, _ in group])
-                for (_, future), (ok, value) in zip(group, outcomes, strict=True):
-                    if future.done():
-                        continue  # its caller left; the write stands
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
+                _settle(group, await self._run(self._commit_group, [op for op, _ in group]))
         except BaseException as exc:  # the store closed under us: nobody may wait for ever
             for _, future in self._group:
                 if not future.done():
@@ -236,6 +256,20 @@ def _outcome(op: Callable[[], Any]) -> tuple[bool, Any]:
         return True, op()
     except Exception as exc:
         return False, exc
+
+
+def _outcomes(ops: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    return [_outcome(op) for op in ops]
+
+
+def _settle(batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]], outcomes: list[tuple[bool, Any]]) -> None:
+    for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue  # its caller left; what it did stands
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 @contextmanager
