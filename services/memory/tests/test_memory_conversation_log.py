@@ -213,3 +213,5 @@ async def test_a_turn_forwarded_begun_carries_the_context_getcontext_would_give(
     assert begun.context.messages == expected.messages
     [knowledge] = [m for m in expected.messages if m.role == "system"]
     assert "Miso" in (knowledge.content or "") and "plan the trip" in (knowledge.content or "")
+    # Sent without null fields (a context's messages had three each): the same turn, fewer bytes.
+    assert b"null" not in forward.body
