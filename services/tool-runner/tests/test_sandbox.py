@@ -83,10 +83,28 @@ async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
     assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
     assert (seen["host"], seen["nets"]) == ("sandbox", ["lo"])
-    assert seen["staged"] == ["__init__.py", "execution", "tools"]
+    assert seen["staged"] == ["__init__.py", "__pycache__", "execution", "tools"]
     assert seen["root"] == ["bin", "dev", "lib", "lib64", "opt", "proc", "sbin", "tmp", "usr", "workspace"]
     assert set(seen["env"]) <= {"PATH", "LANG", "PWD"}
     assert seen["ppid"] == 1  # the child runner is pid 1 of the call's pid namespace
+
+
+async def test_the_child_runs_our_code_precompiled_not_compiled_per_call(sandbox: SandboxExecutor) -> None:
+    """The child cannot write a .pyc (-B, a read-only bind): the staged copies come with
+    theirs, which the sandbox's own Python accepts (same version, matching sources)."""
+    code = (
+        "import subprocess, sys\n"
+        "load = 'import sys; sys.path.insert(0, \"/opt/agentry\"); "
+        "import agentry_tool_runner.execution.child, agentry_tool_runner.tools.builtin.python'\n"
+        "run = subprocess.run([sys.executable, '-S', '-I', '-B', '-v', '-c', load], capture_output=True, text=True)\n"
+        "print('\\n'.join(line for line in run.stderr.splitlines() if '/opt/agentry/' in line))"
+    )
+    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
+    assert result.ok, result.error
+    loaded = json.loads(result.output)["stdout"]
+    for module in ("execution/child", "tools/builtin/python"):
+        folder, name = module.rsplit("/", 1)
+        assert f"code object from '/opt/agentry/agentry_tool_runner/{folder}/__pycache__/{name}.cpython-" in loaded
 
 
 async def test_the_wall_clock_kills_the_whole_call(sandbox: SandboxExecutor, processes: CallProcesses) -> None:

@@ -1,17 +1,22 @@
 """The files a tool's child imports, and nothing else of the worker's.
 
-The worker copies them into a runtime folder (`Stage`, below) that the sandbox binds
-read-only at `/opt/agentry` and the weak backend imports from:
+The worker copies them, byte-compiled, into a runtime folder (`Stage`, below) that the
+sandbox binds read-only at `/opt/agentry` and the weak backend imports from:
 our package's `child` and `failure` modules (with the `__init__`s on their way), the
 built-in tools (`tools/builtin`: tool modules and their stdlib helpers), and the tool's
 own module when it lives elsewhere (test-only tools, found through the executor's import
 paths). The rest of the package (the registry and `Tool` included), the worker's venv
 and its settings stay out of the child's sight.
+
+Byte-compiled: every call's child is a fresh interpreter that cannot write a `.pyc`
+(`-B`, a read-only bind), so without the worker's compiled copies it compiled our
+modules from source on every call (~2.4 ms of a sandboxed call, bench "tools").
 """
 
 from __future__ import annotations
 
 import atexit
+import compileall
 import functools
 import importlib.machinery
 import importlib.util
@@ -88,7 +93,7 @@ class Stage:
         """The folder holding the child's package and `implementation`'s module."""
         for target, source in child_files(implementation, import_paths):
             if target not in self._staged:
-                _copy(source, self.root / "lib" / target)
+                _copy(source, self.root / "lib" / target, compiled=True)
                 self._staged.add(target)
         return self.root / "lib"
 
@@ -119,13 +124,21 @@ def _runtime_folder() -> Path:
     return root
 
 
-def _copy(source: Path, destination: Path) -> None:
+def _copy(source: Path, destination: Path, *, compiled: bool = False) -> None:
+    """`compiled`: with a `.pyc` beside each module, made from the copy (timestamp-checked:
+    the child's Python uses it only if it is its version's and matches the copy)."""
     _folders(destination.parent)
     if source.is_dir():
         shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        if compiled:
+            compileall.compile_dir(destination, quiet=1, workers=1)
     else:
         shutil.copyfile(source, destination)
+        if compiled:
+            compileall.compile_file(destination, quiet=1)
     _open_up(destination)
+    if compiled and destination.is_file():
+        _open_up(destination.parent / "__pycache__")
 
 
 def _folders(path: Path) -> None:
