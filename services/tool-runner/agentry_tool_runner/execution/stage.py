@@ -10,7 +10,7 @@ and its settings stay out of the child's sight.
 
 Byte-compiled: every call's child is a fresh interpreter that cannot write a `.pyc`
 (`-B`, a read-only bind), so without the worker's compiled copies it compiled our
-modules from source on every call (~2.4 ms of a sandboxed call, bench "tools").
+modules from source on every call (~2.4 ms of a sandboxed call: docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -91,10 +91,13 @@ class SqliteBase:
 
     def _hand_over(self) -> None:
         batch, self._batch = self._batch, []
-        if self._executor is None:  # closed meanwhile
-            _settle(batch, [(False, RuntimeError("store is not open"))] * len(batch))
+        try:
+            if self._executor is None:
+                raise RuntimeError("store is not open")
+            job = asyncio.get_running_loop().run_in_executor(self._executor, _outcomes, [op for op, _ in batch])
+        except RuntimeError as exc:  # closed meanwhile (or shutting down): nobody may wait for ever
+            _settle(batch, [(False, exc)] * len(batch))
             return
-        job = asyncio.get_running_loop().run_in_executor(self._executor, _outcomes, [op for op, _ in batch])
 
         def done(job: asyncio.Future[list[tuple[bool, Any]]]) -> None:
             error = None if job.cancelled() else job.exception()
