@@ -126,16 +126,17 @@ def _runtime_folder() -> Path:
 
 def _copy(source: Path, destination: Path, *, compiled: bool = False) -> None:
     """`compiled`: with a `.pyc` beside each module, made from the copy (timestamp-checked:
-    the child's Python uses it only if it is its version's and matches the copy)."""
+    the child's Python uses it only if it is its version's and matches the copy). Quietly:
+    a module that does not compile fails in the child, not on the worker's stdout (the log)."""
     _folders(destination.parent)
     if source.is_dir():
         shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         if compiled:
-            compileall.compile_dir(destination, quiet=1, workers=1)
+            compileall.compile_dir(destination, quiet=2, workers=1)
     else:
         shutil.copyfile(source, destination)
         if compiled:
-            compileall.compile_file(destination, quiet=1)
+            compileall.compile_file(destination, quiet=2)
     _open_up(destination)
     if compiled and destination.is_file():
         _open_up(destination.parent / "__pycache__")
