@@ -17,9 +17,12 @@ from services.gateway.tests.conftest import Broker, StartGateway, recv_json, sen
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def drain(ws: ClientConnection, quiet: float = 0.5) -> list[dict[str, object]]:
-    """Every frame the gateway sends until it has been quiet for `quiet` seconds."""
-    frames = []
+async def drain(ws: ClientConnection, quiet: float = 0.5, first: float = 30.0) -> list[dict[str, object]]:
+    """Every frame the gateway sends until it has been quiet for `quiet` seconds, counted
+    from its first answer (waited for up to `first` seconds): the gateway runs in this
+    test's event loop, and a stall before it answers (a full collection on a suite-sized
+    heap, a busy VM) once ended the drain before any frame (a fresh-clone CI run at 753f870)."""
+    frames = [json.loads(await asyncio.wait_for(ws.recv(), first))]
     while True:
         try:
             frames.append(json.loads(await asyncio.wait_for(ws.recv(), quiet)))
