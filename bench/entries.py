@@ -1,11 +1,14 @@
-"""What one message costs the service that handles it: memory per log entry, the
-tool-runner per pure tool call. A diagnostic beside "turns" (not in `make bench`).
+"""What one message costs the service that handles it: memory per log entry, a gateway
+per fan-out message, the tool-runner per pure tool call. A diagnostic beside "turns"
+(not in `make bench`).
 
 Each service runs alone (a namespace of its own, deleted afterwards) and is fed over the
 real broker one message at a time, the way a streamed answer reaches memory and a
 calculator call reaches a tool-runner: memory gets a turn, then `events.posted` entries
-of one `message.delta` each (each waited for until its fan-out arrives); the tool-runner
-gets calculator calls (each waited for until its reply). CPU per message from
+of one `message.delta` each (each waited for until its fan-out arrives); a gateway,
+with a memory stand-in answering its RPC, gets fan-out messages of one frame each for a
+conversation one WebSocket client follows (each waited for until the client reads it);
+the tool-runner gets calculator calls (each waited for until its reply). CPU per message from
 /proc/<pid>/stat over `ENTRIES_RUNS` messages after 30 warm-up ones; wall time is the
 round trip seen here. With `ENTRIES_PROFILE=<folder>`, py-spy (if installed) records each
 service meanwhile (raw format, 1 kHz) into that folder.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -32,8 +36,10 @@ from agentry_shared.contracts.frames import MessageDelta
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
 from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.testing import MemoryStandIn
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage
+from websockets.asyncio.client import connect
 
 from tests.stack import AMQP_URL, Proc, Stack
 
@@ -108,6 +114,42 @@ async def memory_entries(stack: Stack, bus: Bus) -> tuple[float, float]:
         await channel.close()
 
 
+async def gateway_entries(stack: Stack, bus: Bus) -> tuple[float, float]:
+    """A conversation's fan-out messages (one `message.delta` each, as memory publishes
+    them) through a gateway to one WebSocket client; a memory stand-in answers its RPC."""
+    memory = MemoryStandIn(bus)
+    await memory.start()
+    proc = stack.start("gateway")
+    await asyncio.to_thread(stack.wait_ready, proc)
+    topology = bus.topology
+    turns: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def logged(message: AbstractIncomingMessage) -> None:
+        turns.put_nowait(message.body)
+
+    channel = await bus.channel(100)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    for p in range(PARTITIONS):
+        await queue.bind(topology.log_exchange, str(p))
+    await queue.consume(logged, no_ack=True)
+    async with connect(f"{stack.ws_url}?user=bench") as ws:
+        await ws.send(json.dumps({"type": "message", "text": "hello there"}))
+        turn = TurnRequested.model_validate_json(await asyncio.wait_for(turns.get(), 30))
+        conversation = turn.scope.conversation_id
+
+        async def one(i: int) -> None:
+            frame = {"type": "message.delta", "conversation_id": conversation, "seq": i + 1, "text": DELTA}
+            await bus.publish(topology.frames_exchange, conversation, json.dumps(frame).encode(), persistent=False)
+            while json.loads(await asyncio.wait_for(ws.recv(), 30)).get("seq") != i + 1:
+                pass  # only the frames we publish carry a seq; the gateway may say other things
+
+        try:
+            return await measure(proc, one)
+        finally:
+            await channel.close()
+            await memory.stop()
+
+
 async def tool_calls(stack: Stack, bus: Bus) -> tuple[float, float]:
     proc = stack.start("tool-runner")
     await asyncio.to_thread(stack.wait_ready, proc)
@@ -133,6 +175,7 @@ async def run() -> None:
     rows = {}
     for label, feed in (
         ("memory: one log entry (one message.delta)", memory_entries),
+        ("gateway: one fan-out message to one socket (one message.delta)", gateway_entries),
         ("tool-runner: one calculator call", tool_calls),
     ):
         with tempfile.TemporaryDirectory() as tmp:
