@@ -66,6 +66,14 @@ def test_bwrap_options() -> None:
     assert "--share-net" in fetch and "/etc/resolv.conf" in fetch and "/etc/shadow" not in fetch
 
 
+async def printed(sandbox: SandboxExecutor, code: str) -> str:
+    """What `code` printed, run by the sandboxed `python` tool (which must succeed)."""
+    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
+    assert result.ok, result.error
+    stdout: str = json.loads(result.output)["stdout"]
+    return stdout
+
+
 async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
     code = (
         "import json, os, socket\n"
@@ -76,9 +84,7 @@ async def test_what_the_child_sees(sandbox: SandboxExecutor) -> None:
         "       'staged': sorted(os.listdir('/opt/agentry/agentry_tool_runner')), 'root': sorted(os.listdir('/')),\n"
         "       'env': sorted(os.environ), 'ppid': os.getppid()}))"
     )
-    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
-    assert result.ok, result.error
-    seen = json.loads(json.loads(result.output)["stdout"])
+    seen = json.loads(await printed(sandbox, code))
     if os.geteuid() == 0:
         assert (seen["uid"], seen["gid"], seen["groups"]) == (NOBODY, NOBODY, [])
     assert (seen["caps"], seen["no_new_privs"]) == ("0000000000000000", "1")
@@ -94,14 +100,12 @@ async def test_the_child_runs_our_code_precompiled_not_compiled_per_call(sandbox
     theirs, which the sandbox's own Python accepts (same version, matching sources)."""
     code = (
         "import subprocess, sys\n"
-        "load = 'import sys; sys.path.insert(0, \"/opt/agentry\"); "
+        'load = \'import sys; sys.path.insert(0, "/opt/agentry"); '
         "import agentry_tool_runner.execution.child, agentry_tool_runner.tools.builtin.python'\n"
         "run = subprocess.run([sys.executable, '-S', '-I', '-B', '-v', '-c', load], capture_output=True, text=True)\n"
         "print('\\n'.join(line for line in run.stderr.splitlines() if '/opt/agentry/' in line))"
     )
-    result = await sandbox.run(tool("python"), {"code": code}, SCOPE)
-    assert result.ok, result.error
-    loaded = json.loads(result.output)["stdout"]
+    loaded = await printed(sandbox, code)
     for module in ("execution/child", "tools/builtin/python"):
         folder, name = module.rsplit("/", 1)
         assert f"code object from '/opt/agentry/agentry_tool_runner/{folder}/__pycache__/{name}.cpython-" in loaded
