@@ -11,7 +11,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,8 +110,10 @@ def issuer(signers: dict[str, Signer]) -> Iterator[Issuer]:
     server.server_close()
 
 
-def verifier(issuer: Issuer, *, refetch: float = 30.0, leeway: float = 0.0) -> JwksVerifier:
-    keys = KeySet(url_fetch(issuer.url), refetch_seconds=refetch, max_age_seconds=600)
+def verifier(
+    issuer: Issuer, *, refetch: float = 30.0, leeway: float = 0.0, clock: Callable[[], float] = time.monotonic
+) -> JwksVerifier:
+    keys = KeySet(url_fetch(issuer.url), refetch_seconds=refetch, max_age_seconds=600, clock=clock)
     return JwksVerifier(keys, Policy(audience=AUDIENCE, issuer=ISSUER, leeway=leeway, require_exp=True))
 
 
@@ -129,19 +131,22 @@ async def test_rs256_and_es256_verify(issuer: Issuer, signers: dict[str, Signer]
 
 
 async def test_rotation_refetches_on_unknown_kid_rate_limited(issuer: Issuer, signers: dict[str, Signer]) -> None:
-    verify = verifier(issuer, refetch=0.5)
+    # The key set's own clock, moved by hand: a slow machine signing the flood's 20 tokens
+    # must not look like the refetch interval passing (it once did, in a CI run at feb7ba5).
+    now = [1000.0]
+    verify = verifier(issuer, refetch=0.5, clock=lambda: now[0])
     await verify.verify(signers["rsa1"].token())
     issuer.signers = [signers["rsa2"]]  # the issuer rotates
     assert await reason_of(verify, signers["rsa2"].token()) == "unknown_key"  # fetched just now: not yet
     assert issuer.requests == 1
-    await asyncio.sleep(0.6)
+    now[0] += 0.6
     assert (await verify.verify(signers["rsa2"].token())).user_id == "alice"
     assert issuer.requests == 2
     # A flood of unknown kids: one refetch per interval, not one per token.
     stranger = Signer("nobody", signers["rsa1"].key, "RS256")
     reasons = await asyncio.gather(*(reason_of(verify, stranger.token()) for _ in range(20)))
     assert set(reasons) == {"unknown_key"} and issuer.requests == 2
-    await asyncio.sleep(0.6)
+    now[0] += 0.6
     assert await reason_of(verify, stranger.token()) == "unknown_key"
     assert issuer.requests == 3
     # The removed key no longer verifies once the set was refetched.
