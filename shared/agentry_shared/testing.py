@@ -46,6 +46,16 @@ from agentry_shared.contracts.tools import ToolCompleted
 NO_ARGUMENTS = arguments_sha256({})  # the digest of a stored approval's (empty) arguments
 
 
+async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Waits for the state a test goes on from, instead of sleeping a guessed time: on a
+    loaded machine the wait only grows, the test does not turn false."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
 class CuttableProxy:
     """A TCP relay to the broker: `cut` drops every connection through it and refuses new
     ones until `mend`, which is what a broker restart looks like from the client. One

@@ -194,7 +194,15 @@ async def _summary_exported(collector: Collector, within: float = 30.0) -> None:
     while not _summary_calls(collector):
         assert time.monotonic() < deadline, "memory never exported a summary model call"
         await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)  # and the offline model's span of it
+    (call,) = _summary_calls(collector)
+
+    def served() -> bool:
+        with collector.lock:
+            return any(s.service == "offline-model" and s.parent_id == call.span_id for s in collector.spans)
+
+    while not served():  # and the offline model's span of it
+        assert time.monotonic() < deadline, "the offline model never exported its span of the summary call"
+        await asyncio.sleep(0.2)
 
 
 def _check_summary_span(collector: Collector, stack: Stack, second_turn: list[dict[str, Any]]) -> None:

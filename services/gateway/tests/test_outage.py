@@ -149,6 +149,7 @@ async def test_resume_interrupted_by_an_outage_completes_after_it(broker: Broker
     for seq in range(1, 6):
         await broker.send_frame(conversation, seq, publish=False)
     answered = 0
+    lost = asyncio.Event()
 
     async def outage_after_first_page(request: GetFrames) -> None:
         nonlocal answered
@@ -156,12 +157,13 @@ async def test_resume_interrupted_by_an_outage_completes_after_it(broker: Broker
         if answered == 1:
             gateway._on_broker_lost(connection, None)  # the page in flight is lost with the channel
             await broker.send_frame(conversation, 6, publish=False)
+            lost.set()
 
     broker.memory.while_answering = outage_after_first_page
     try:
         async with connect(f"{url}?user=pia") as ws:
             await ws.send(json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": 0}))
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(lost.wait(), 10)
             gateway._on_broker_back(connection)
             assert await recv_seqs(ws, 6) == [1, 2, 3, 4, 5, 6]
             await assert_silent(ws)

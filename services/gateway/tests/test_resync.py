@@ -11,6 +11,7 @@ from agentry_gateway.outbox import Outbox
 from agentry_gateway.resync import Resync, Tuning
 from agentry_shared.contracts.frames import ErrorFrame
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.testing import until
 
 
 class FakeMemory:
@@ -134,7 +135,7 @@ async def test_catch_up_retries_while_memory_is_not_back() -> None:
     h.memory.stored["c"] = [1, 2]
     h.memory.fail_times = 2
     h.resync.catch_up()
-    await asyncio.sleep(1.8)  # two failures, pauses of 0.5 s and 1 s
+    await until(lambda: len(h.memory.fetches) == 3, "the third fetch (two failures, pauses of 0.5 s and 1 s)")
     assert await h.drained() == [1, 2]
     assert h.memory.fetches == [("c", 1)] * 3
 
@@ -153,8 +154,7 @@ async def test_a_client_that_stops_reading_during_a_replay_is_closed() -> None:
     h.memory.stored["c"] = list(range(1, 20))
     h.resync.resume("c", 0, None)
     h.resync.start("c")
-    await asyncio.sleep(0.2)
-    assert h.stalled
+    await until(lambda: h.stalled, "the stalled client closed")
     assert len(h.outbox) == 3  # paced to half the queue (+1), never filled by the replay
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 
@@ -11,6 +10,7 @@ from agentry_memory.store import Store
 from agentry_memory.upkeep.retention import DEFAULT_RETENTION_HOURS, FrameSweeper
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import MemorySettings
+from agentry_shared.testing import until
 
 
 async def test_frames_older_than_the_retention_are_swept(store: Store, scope: Scope) -> None:
@@ -40,7 +40,7 @@ async def test_the_sweeper_runs_periodically_and_survives_a_failure(caplog: Any)
     store = FailingStore()
     sweeper = FrameSweeper(cast(Store, store), retention_hours=2, interval=0.01, clock=lambda: 10_000.0)
     sweeper.start()
-    await asyncio.sleep(0.1)
+    await until(lambda: len(store.calls) >= 3, "a third sweep after the failed first")
     await sweeper.stop()
     assert len(store.calls) >= 3 and set(store.calls) == {10_000.0 - 7200}
     assert "frame sweep failed" in caplog.text

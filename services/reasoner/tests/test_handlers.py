@@ -35,6 +35,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import Catalog
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import ReasonerSettings
+from agentry_shared.testing import until
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -117,7 +118,8 @@ async def test_a_cancel_while_the_turn_begins_ends_it_cancelled(bus: Bus) -> Non
         await asyncio.wait_for(memory.begun.wait(), 10)
         cancel = CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id)
         await bus.publish(topology.control_exchange, "", encode(cancel), persistent=False)
-        await asyncio.sleep(0.5)  # the broadcast reaches the reasoner while memory holds BeginTurn
+        # The broadcast reaches the reasoner while memory holds BeginTurn.
+        await until(lambda: turn.turn_id in consumer._recent_cancels, "the reasoner heard the cancel")
         memory.release.set()
 
         frame = await asyncio.wait_for(frames.get(), 10)
@@ -303,7 +305,7 @@ async def test_a_turn_forwarded_begun_skips_begin_turn_only_when_nothing_could_h
         if case == "cancel heard first":
             cancel = CancelRequested(conversation_id=scope.conversation_id, turn_id=turn_id)
             await bus.publish(topology.control_exchange, "", encode(cancel), persistent=False)
-            await asyncio.sleep(0.5)
+            await until(lambda: turn_id in consumer._recent_cancels, "the reasoner heard the cancel")
         await bus.publish(topology.turns_exchange, "0", encode(turn))
         seen: list[str] = []
         while not seen or seen[-1] not in ("turn.completed", "turn.failed"):

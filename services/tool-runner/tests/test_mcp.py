@@ -196,8 +196,12 @@ async def test_a_server_killed_mid_call(worker: RealWorker, prefix: str, expecte
     """Destructive (the default): `interrupted`, never re-run. Idempotent: run again on the
     restarted server."""
     before = set(server_pids("server-everything/dist/index.js stdio"))
-    pending = asyncio.create_task(ask(worker, f"{prefix}__trigger-long-running-operation", {"duration": 2, "steps": 2}))
-    await asyncio.sleep(0.7)
+    pending = asyncio.create_task(ask(worker, f"{prefix}__trigger-long-running-operation", {"duration": 3, "steps": 3}))
+    for _ in range(500):  # until the worker runs the call (under load, its start takes a while)
+        if await worker.metric("agentry_tool_calls_in_flight"):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # the request on its way through the server's stdin: mid-call from here
     busy = [pid for pid in server_pids("server-everything/dist/index.js stdio")]
     assert busy, "no stdio server process found"
     for pid in busy:  # both servers: the one with the call in flight among them
