@@ -119,6 +119,8 @@ class Turn:
         self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
         self.unrecorded: dict[int, str] = {}  # steps' reasoning, sent with the next checkpoint
         self.tool_calls_made = 0
+        # The context as the model reads it, made once per turn: every step sends it again.
+        self._sent_history: tuple[list[ChatMessage], list[dict[str, Any]]] | None = None
 
     async def run(self, begun: TurnBegun) -> TurnOutcome:
         """`begun` says which attempt this is: a later one resumes from the checkpoint."""
@@ -205,8 +207,8 @@ class Turn:
         the conversation is left out and the step tried once more (then `context_too_long`)."""
         shorter: list[ChatMessage] | None = history
         while True:
-            messages = [{"role": "system", "content": self.system_prompt}]
-            messages += to_openai([*history, *self.produced])
+            messages = [{"role": "system", "content": self.system_prompt}, *self._as_sent(history)]
+            messages += to_openai(self.produced)
             try:
                 text, calls = await self._model_step(step, messages, tool_specs)
                 return text, calls, history
@@ -216,6 +218,13 @@ class Turn:
                     raise
                 log.warning("the context does not fit the model; leaving older messages out", extra={"step": step})
                 history = shorter
+
+    def _as_sent(self, history: list[ChatMessage]) -> list[dict[str, Any]]:
+        """`history` in the model's format, converted once for all the turn's steps (for a
+        long context, ~0.15 ms a step); a trimmed history is a new list, converted anew."""
+        if self._sent_history is None or self._sent_history[0] is not history:
+            self._sent_history = (history, to_openai(history))
+        return self._sent_history[1]
 
     async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:
         """The results go with the next checkpoint (the next step's calls or the answer), not

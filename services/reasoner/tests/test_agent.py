@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+import pytest
+from agentry_reasoner import agent
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
-from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.chat import ChatMessage, to_openai
 from agentry_shared.contracts.frames import MessageDelta, ServerFrame, TurnCompleted, arguments_sha256
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
@@ -166,6 +168,31 @@ async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> 
     tool_messages = [m for m in model.seen[1] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == ["result of 1+1", "result of 2*3"]
     assert [m.role for m in ports.appended] == ["assistant", "tool", "tool", "assistant"]
+
+
+async def test_each_step_sends_the_whole_context_converted_once_per_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A turn of three model calls sends the conversation three times, but converts it to
+    the model's format once: on a long context each conversion is ~0.15 ms on the path."""
+    history = [ChatMessage(role="user" if i % 2 == 0 else "assistant", content=f"message {i}") for i in range(40)]
+    converted: list[int] = []
+
+    def counting(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+        converted.append(len(messages))
+        return to_openai(messages)
+
+    monkeypatch.setattr(agent, "to_openai", counting)
+    first, second = ([ToolCall(f"c{i}", "calculator", '{"expression": "1+1"}')] for i in range(2))
+    model = ScriptedModel([ToolCallsRequested(first)], [ToolCallsRequested(second)], [TextDelta("done")])
+    ports = RecordingPorts(history=history)
+    assert (await make_turn(model, ports).run(FIRST)).ok
+    wire = [{"role": m.role, "content": m.content} for m in history]
+    assert [sent[1 : 1 + len(history)] for sent in model.seen] == [wire] * 3
+    assert [[m["role"] for m in sent[1 + len(history) :]] for sent in model.seen] == [
+        [],
+        ["assistant", "tool"],
+        ["assistant", "tool", "assistant", "tool"],
+    ]
+    assert converted == [40, 0, 2, 4]  # the history once, then what the turn added by each step
 
 
 async def test_calls_are_checkpointed_before_they_run_unless_all_are_pure_functions() -> None:
