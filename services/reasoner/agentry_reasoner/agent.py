@@ -205,7 +205,7 @@ class Turn:
     ) -> tuple[str, list[ToolCall], list[ChatMessage]]:
         """A model step; when the prompt does not fit the model's window, the older half of
         the conversation is left out and the step tried once more (then `context_too_long`)."""
-        shorter: list[ChatMessage] | None = history
+        tried_shorter = False
         while True:
             messages = [{"role": "system", "content": self.system_prompt}, *self._as_sent(history)]
             messages += to_openai(self.produced)
@@ -213,9 +213,10 @@ class Turn:
                 text, calls = await self._model_step(step, messages, tool_specs)
                 return text, calls, history
             except ContextTooLong:
-                shorter = trimmed(history) if shorter is history else None
+                shorter = None if tried_shorter else trimmed(history)
                 if shorter is None:
                     raise
+                tried_shorter = True
                 log.warning("the context does not fit the model; leaving older messages out", extra={"step": step})
                 history = shorter
 

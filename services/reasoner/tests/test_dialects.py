@@ -247,7 +247,12 @@ class Ports:
 
 
 async def run_turn(
-    base_url: str, *replies: Reply, history: list[ChatMessage] | None = None, model: str = "m", **options: Any
+    base_url: str,
+    *replies: Reply,
+    history: list[ChatMessage] | None = None,
+    model: str = "m",
+    turn_id: str = "t",
+    **options: Any,
 ) -> tuple[Ports, Any]:
     client = model_client(base_url, "k", timeout=30.0, max_retries=0)  # as the service makes it
     adapter = OpenAIModel(client, model, ModelOptions(**options))
@@ -255,7 +260,7 @@ async def run_turn(
     ports = Ports(history or [ChatMessage(role="user", content="what is 37*91?")])
     turn = Turn(
         conversation_id="c",
-        turn_id="t",
+        turn_id=turn_id,
         system_prompt="s",
         model=guarded,
         memory=ports,
@@ -319,13 +324,31 @@ async def test_parallel_calls_at_index_zero_both_run(replay: tuple[Replay, str])
     assert [r.call_id for r in ports.results] == ["call_x1", "call_x2"]
 
 
+# Two calls without ids in one step, told apart by their index only.
+TWO_CALLS_WITHOUT_IDS = sse(
+    ROLE,
+    chunk(call_delta(0, None, "calculator", '{"expression": "1"}')),
+    chunk(call_delta(1, None, "calculator", '{"expression": "2"}')),
+    chunk({}, "tool_calls"),
+)
+
+
 async def test_a_call_without_id_is_named_by_turn_step_and_index(replay: tuple[Replay, str]) -> None:
+    """A resumed turn must name the call the same (the tool-runners keep results by id),
+    and no two calls of a turn, or of two turns, may share a name."""
     server, url = replay
-    server.replies = [INLINE_CALL, ANSWER]
+    server.replies = [INLINE_CALL, TWO_CALLS_WITHOUT_IDS, ANSWER]
     ports, _ = await run_turn(url)
-    assert ports.results[0].call_id.startswith("call_")
+    ids = [r.call_id for r in ports.results]
+    assert all(i.startswith("call_") for i in ids) and len(set(ids)) == 3, ids  # step 0; step 1, index 0 and 1
     tool_message = server.requests[1]["messages"][-1]
-    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == ports.results[0].call_id
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == ids[0]
+    server.replies = [INLINE_CALL, TWO_CALLS_WITHOUT_IDS, ANSWER]
+    resumed, _ = await run_turn(url)
+    assert [r.call_id for r in resumed.results] == ids
+    server.replies = [INLINE_CALL, ANSWER]
+    other, _ = await run_turn(url, turn_id="t2")
+    assert other.results[0].call_id not in ids
 
 
 async def test_llamacpp_error_event_mid_stream_is_retried_not_internal(replay: tuple[Replay, str]) -> None:
@@ -388,6 +411,10 @@ async def test_context_too_long_trims_the_window_once(replay: tuple[Replay, str]
     assert outcome.ok
     assert len(server.requests[1]["messages"]) < len(server.requests[0]["messages"])
     assert server.requests[1]["messages"][-1]["content"] == "m8"
+    server.replies, server.requests = [CONTEXT_400], []  # still too long once trimmed: no second trim
+    _ports, outcome = await run_turn(url, history=history)
+    assert not outcome.ok and outcome.code == "context_too_long"
+    assert len(server.requests) == 2
 
 
 async def test_context_too_long_with_nothing_to_trim_fails_with_its_code(replay: tuple[Replay, str]) -> None:
