@@ -309,10 +309,13 @@ async def test_arguments_are_checked_against_the_schema_before_dispatch() -> Non
 
 async def test_calls_past_the_turn_budget_are_refused_and_parallelism_is_capped() -> None:
     calls = [call(str(i), "calculator", {"expression": str(i)}) for i in range(6)]
-    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("ok")])
+    later = [call("6", "calculator", {"expression": "6"})]  # the budget is the turn's, not the step's
+    model = ScriptedModel([ToolCallsRequested(calls)], [ToolCallsRequested(later)], [TextDelta("ok")])
     ports = RecordingPorts(tool_delay=0.02)
     assert (await make_turn(model, ports, max_tool_calls=4, max_parallel_tool_calls=2).run(FIRST)).ok
     assert tool_errors(model) == ["ok"] * 4 + ["tool_limit"] * 2
+    assert tool_errors(model, step=2)[6:] == ["tool_limit"]  # the next step's result
+    assert len(ports.tool_runs) == 4
     assert ports.max_running == 2
 
 

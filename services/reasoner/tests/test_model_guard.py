@@ -51,6 +51,11 @@ async def test_breaker_opens_after_repeated_failures_then_fails_fast_then_recove
     primary.failing = False
     assert await collect(guarded) == "hi"  # half-open trial succeeds and closes the breaker
     assert await collect(guarded) == "hi"
+    primary.failing = True  # closed again: one failure is counted afresh, it does not reopen it
+    with pytest.raises(ModelUnavailable, match="down"):
+        await collect(guarded)
+    primary.failing = False
+    assert await collect(guarded) == "hi"
 
 
 async def test_fallback_answers_while_the_primary_fails() -> None:
