@@ -160,6 +160,7 @@ async def test_cancel_failures(rpc: MemoryRpc, store: Store, scope: Scope, broad
     broadcasts.fail = True  # recorded, but nobody told: the caller retries
     cancel = CancelTurnRequest(tenant_id="acme", user_id="alice", turn_id="t1")
     assert await code(rpc, cancel) == "internal"
+    assert (await store.turn_status(scope, "t1")).cancel_requested  # a reasoner that begins it now sees it
     broadcasts.fail = False
     assert await ask(rpc, cancel) == TurnCancelAccepted(conversation_id=scope.conversation_id, state="queued")
     assert len(broadcasts.sent) == 1
