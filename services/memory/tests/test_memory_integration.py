@@ -57,8 +57,8 @@ async def test_50_concurrent_turns_each_published_twice_are_kept_once_in_log_ord
     while marker == scope or topology.partition(marker.conversation_id) != int(key):
         marker = scope.model_copy(update={"conversation_id": f"c-{uuid.uuid4().hex}"})
     marked = await memory.listen(topology.frames_exchange, marker.conversation_id)
-    last = TurnRequested(scope=marker, turn_id="marker", text="last", accepted_at=datetime.now(UTC))
-    await memory.client.publish(topology.log_exchange, key, encode(last))
+    behind = TurnRequested(scope=marker, turn_id="marker", text="last", accepted_at=datetime.now(UTC))
+    await memory.client.publish(topology.log_exchange, key, encode(behind))
     assert (await memory.next_json(marked, timeout=30))["type"] == "message.accepted"
     reply = await memory.rpc(GetFrames(scope=scope, after_seq=0))
     assert isinstance(reply, Frames)
