@@ -45,9 +45,10 @@ Item = Frame | Gap
 class Replay:
     """One replay of one conversation on one socket.
 
-    `cursor` is the highest seq handed on so far: the replay starts after it (resume:
-    the client's `after_seq`; catch-up: the last seq the socket was sent). None means
-    unknown: nothing can be fetched, only held frames released.
+    `cursor` is the highest seq given out to be handed on (`rewind` takes back what its job
+    could not queue): the replay starts after it (resume: the client's `after_seq`;
+    catch-up: the last seq the socket was sent). None means unknown: nothing can be
+    fetched, only held frames released.
     """
 
     def __init__(self, cursor: int | None, *, max_held: int) -> None:
@@ -83,6 +84,12 @@ class Replay:
         if not full and not (missing_dropped and progressed):
             self.fetched = True
         return items
+
+    def rewind(self, seq: int | None) -> None:
+        """What came out after `seq` never reached the socket (its job was stopped while it
+        waited for room): the cursor goes back, and the next fetch brings it again."""
+        if seq is not None and self.cursor is not None and seq < self.cursor:
+            self.cursor = seq
 
     def refetch(self) -> None:
         """The live stream had a hole (broker connection lost): fetch again from the cursor."""

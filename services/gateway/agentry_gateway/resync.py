@@ -68,6 +68,12 @@ class _Job:
     task: asyncio.Task[None] | None = None
     started: bool = False  # a resume starts once subscribed; a catch-up when the broker is back
     outage: bool = False  # hit by a broker outage: memory may still be reconnecting
+    # The last seq offered to the socket (or passed as a gap). The replay's cursor runs
+    # ahead of it while a page waits for room; an outage then rewinds the cursor to it.
+    handed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.handed = self.replay.cursor
 
 
 def page_frame(doc: dict[str, Any], conversation_id: str) -> Frame | None:
@@ -146,6 +152,7 @@ class Resync:
                 if job.task is not None:
                     job.task.cancel()  # the job stays, with its progress; catch_up restarts it
                     job.task = None
+                job.replay.rewind(job.handed)  # frames taken but not yet queued are fetched again
                 job.replay.refetch()
 
     def catch_up(self) -> None:
@@ -228,6 +235,7 @@ class Resync:
         for item in items:
             if isinstance(item, Gap):
                 self._send_error(self._gap_error(conversation_id, job, item))
+                job.handed = item.last
                 continue
             if not self._outbox.has_room:
                 try:
@@ -238,6 +246,7 @@ class Resync:
             offer = self._outbox.offer_frame(conversation_id, item.seq, item.type, item.body)
             if offer is Offer.OVERFLOW:
                 raise _Stalled
+            job.handed = item.seq
             sent += offer is Offer.QUEUED
         return sent
 

@@ -10,7 +10,7 @@ import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import ApprovalState, DecideApproval
-from agentry_shared.testing import NO_ARGUMENTS
+from agentry_shared.testing import NO_ARGUMENTS, until
 from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -40,8 +40,10 @@ async def test_a_decision_is_sent_to_memory_and_not_answered(broker: Broker, gat
     async with connect(f"{gateway[1]}?user=abe") as ws:
         await approve(ws, "call-yes", True, id="a1")
         await approve(ws, "call-no", False)
+        await until(lambda: accepted() == before + 2, "both decisions taken")  # handled: the silence means something
         await assert_silent(ws)  # the turn goes on through the conversation's stream
         await approve(ws, "call-yes", True, id="again")  # a retry: same answer, still nothing
+        await until(lambda: accepted() == before + 3, "the retry taken")
         await assert_silent(ws)
     sent = [r for r in broker.memory.requests_of(DecideApproval) if r.user_id == "abe"]
     assert [(r.tenant_id, r.turn_id, r.call_id, r.args_sha256, r.approved) for r in sent] == [

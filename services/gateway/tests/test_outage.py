@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.memory import GetFrames
-from agentry_shared.testing import NO_ARGUMENTS, CuttableProxy
+from agentry_shared.testing import NO_ARGUMENTS, CuttableProxy, until
 from websockets.asyncio.client import connect
 
 from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, recv_seqs, send_message
@@ -136,7 +136,10 @@ async def test_catch_up_waits_for_memory_to_come_back(broker: Broker, start_gate
         await broker.send_frame(conversation, 2, publish=False)
         broker.memory.late.add(conversation)
         gateway._on_broker_back(connection)
-        await asyncio.sleep(1.5)  # a few attempts time out
+        await until(  # not a guessed sleep: on a slow machine the first fetch may not even be out yet
+            lambda: sum(r.scope.conversation_id == conversation for r in broker.memory.requests_of(GetFrames)) >= 2,
+            "a second fetch: the first timed out and was tried again",
+        )
         broker.memory.late.discard(conversation)
         assert await recv_seqs(ws, 1) == [2]
 

@@ -163,6 +163,18 @@ def test_refetch_after_a_second_outage() -> None:
     assert run(replay, [[2, 3, 4]], page_size=10) == [2, 3, 4]
 
 
+def test_rewind_brings_back_what_never_reached_the_socket() -> None:
+    """Its job stopped (an outage) after 4 of the page 4, 5, 6 was queued: 5 and 6 come
+    again from memory instead of passing as already handed on."""
+    replay = Replay(3, max_held=10)
+    assert seqs(replay.accept([f(4), f(5), f(6)], full=False)) == [4, 5, 6]
+    replay.rewind(4)
+    replay.refetch()
+    assert run(replay, [[5, 6, 7]], page_size=5) == [5, 6, 7]
+    replay.rewind(9)  # never forward
+    assert replay.cursor == 7
+
+
 def test_gap_item_type() -> None:
     assert Replay(5, max_held=1).accept([f(8)], full=False) == [Gap(6, 7), f(8)]
 

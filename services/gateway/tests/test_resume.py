@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from agentry_gateway.server import Gateway
 from agentry_shared.contracts.memory import CancelTurnRequest, GetFrames
+from agentry_shared.testing import until
+from prometheus_client import REGISTRY
 from websockets.asyncio.client import ClientConnection, connect
 
 from services.gateway.tests.conftest import Broker, StartGateway, assert_silent, recv_json, recv_seqs
@@ -160,14 +162,20 @@ async def cancel(ws: ClientConnection, turn_id: str, **fields: Any) -> None:
     await ws.send(json.dumps({"type": "cancel", "turn_id": turn_id, **fields}))
 
 
+def accepted() -> float:
+    return REGISTRY.get_sample_value("agentry_gateway_client_frames_total", {"outcome": "accepted"}) or 0.0
+
+
 async def test_cancel_asks_memory_and_the_turn_ends_through_the_stream(
     broker: Broker, gateway: tuple[Gateway, str]
 ) -> None:
     broker.memory.turns["turn-running"] = ("cancel-conv", "running", "cara")
     broker.memory.turns["turn-queued"] = ("cancel-conv", "queued", "cara")
+    before = accepted()
     async with connect(f"{gateway[1]}?user=cara") as ws:
         await cancel(ws, "turn-running", id="k1")
         await cancel(ws, "turn-queued")
+        await until(lambda: accepted() == before + 2, "both cancels handled")  # handled: the silence means something
         await assert_silent(ws)  # accepted: nothing now
     sent = [r for r in broker.memory.requests_of(CancelTurnRequest) if r.user_id == "cara"]
     assert [(r.tenant_id, r.user_id, r.turn_id) for r in sent] == [

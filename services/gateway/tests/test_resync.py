@@ -20,16 +20,21 @@ class FakeMemory:
     def __init__(self) -> None:
         self.stored: dict[str, list[int]] = {}
         self.fetches: list[tuple[str, int]] = []
+        self.served = 0  # pages answered: the fetching job goes on at once, without a tick between
+        self.answering = asyncio.Event()  # cleared: fetches wait in flight
+        self.answering.set()
         self.fail = False
         self.fail_times = 0
 
     async def frames(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
         self.fetches.append((scope.conversation_id, after_seq))
         await asyncio.sleep(0)
+        await self.answering.wait()
         if self.fail or self.fail_times > 0:
             self.fail_times -= 1
             raise Rejected("unavailable", "memory is down")
         seqs = [s for s in self.stored.get(scope.conversation_id, []) if s > after_seq][:limit]
+        self.served += 1
         return [body(scope.conversation_id, s) for s in seqs]
 
 
@@ -106,14 +111,18 @@ async def test_catch_up_leaves_a_resume_that_is_still_subscribing() -> None:
 
 
 async def test_outage_during_a_resume_restarts_it_from_its_progress() -> None:
-    h = Harness()
-    h.memory.stored["c"] = [1, 2, 3, 4, 5]
+    """The outage comes once the replay has made progress: 1 and 2 queued, 3 fetched and
+    waiting for the client to make room. 3 still comes, then 4, published during the outage."""
+    h = Harness(capacity=2)
+    h.memory.stored["c"] = [1, 2, 3]
     h.resync.resume("c", 0, None)
     h.resync.start("c")
-    await asyncio.sleep(0)  # first fetch in flight
+    await until(lambda: h.memory.served == 2, "the last page served, 3 waiting for room")
     h.resync.pause(["c"])
+    h.memory.stored["c"] = [1, 2, 3, 4]
     h.resync.catch_up()
-    assert await h.drained() == [1, 2, 3, 4, 5]
+    assert await h.drained() == [1, 2]
+    assert await h.drained() == [3, 4]
 
 
 async def test_failed_catch_up_asks_the_client_to_resume_and_releases_what_was_held() -> None:
@@ -159,10 +168,15 @@ async def test_a_client_that_stops_reading_during_a_replay_is_closed() -> None:
 
 
 async def test_a_new_resume_replaces_a_running_one() -> None:
+    """The first one is fetching when the client asks again from further back: it must hand
+    nothing on, or its frames would pass the second one's and hide 1 and 2 as duplicates."""
     h = Harness()
-    h.memory.stored["c"] = [1, 2, 3]
-    h.resync.resume("c", 0, "first")
+    h.memory.stored["c"] = [1, 2, 3, 4, 5]
+    h.memory.answering.clear()
+    h.resync.resume("c", 3, "first")
     h.resync.start("c")
-    h.resync.resume("c", 2, "second")
+    await until(lambda: len(h.memory.fetches) == 1, "the first resume fetching")
+    h.resync.resume("c", 0, "second")
     h.resync.start("c")
-    assert await h.drained() == [3]
+    h.memory.answering.set()
+    assert await h.drained() == [1, 2, 3, 4, 5]
