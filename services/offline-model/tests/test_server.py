@@ -174,9 +174,14 @@ async def test_sse_framing_and_ops(base_url: str) -> None:
 @pytest.mark.asyncio
 async def test_model_slow_hook_delays_the_first_chunk(client: openai.AsyncOpenAI) -> None:
     started = time.perf_counter()
-    result = await collect(client, [{"role": "user", "content": "wait [[model-slow:0.3]]"}])
+    stream = await client.chat.completions.create(
+        model="m", messages=[{"role": "user", "content": "wait [[model-slow:0.3]]"}], stream=True
+    )
+    chunks = stream.__aiter__()
+    await chunks.__anext__()  # the first chunk, not the whole answer, is what waits
     assert time.perf_counter() - started >= 0.3
-    assert result["finish"] == "stop"
+    finishes = [c.choices[0].finish_reason async for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
 
 
 def requests_total(stream: str, outcome: str) -> float:

@@ -30,6 +30,7 @@ from agentry_shared.bus import encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
+from agentry_shared.testing import until
 from agentry_tool_runner.execution.cgroups import cgroup_mounts
 from agentry_tool_runner.tools.registry import REGISTRY
 
@@ -122,13 +123,22 @@ CASES: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         lambda r: r["stdout"].strip() == f"({PYTHON_CPU_SECONDS}, {PYTHON_CPU_SECONDS + 1})",
     ),
     "write 1 GB": (
-        "for path in ['/tmp/big', '/workspace/big', '/big', '/dev/shm/big']:\n"
+        # In files of 1 MiB, under RLIMIT_FSIZE: what stops it is the space itself running out.
+        "for folder in ['/tmp', '/workspace', '', '/dev/shm']:\n"
         "    try:\n"
-        "        with open(path, 'wb') as f:\n"
-        "            for _ in range(1024): f.write(b'x' * 1024 * 1024)\n"
-        "        print('wrote', path)\n"
-        "    except OSError as e: print('stopped', path, e.strerror)\n",
-        lambda r: _lines_starting(r, "stopped ") == 4,
+        "        for index in range(1024):\n"
+        "            with open(f'{folder}/big-{index}', 'wb') as f: f.write(b'x' * 1024 * 1024)\n"
+        "        print('wrote', folder or '/')\n"
+        "    except OSError as e: print('stopped', folder or '/', e.strerror)\n",
+        lambda r: (
+            r["stdout"].splitlines()
+            == [
+                "stopped /tmp No space left on device",  # the size-limited tmpfs
+                "stopped /workspace Read-only file system",
+                "stopped / Read-only file system",
+                "stopped /dev/shm Read-only file system",
+            ]
+        ),
     ),
     "kill the parent, pid 1, everyone": (
         "import os, signal\n"
@@ -176,6 +186,18 @@ async def test_escape_is_contained(sandbox_worker: RealWorker, processes: CallPr
     assert (after.ok, after.output) == (True, "42")
 
 
+HOLDING = "bomb-holding"  # the bomb's name once it holds every process it may have
+
+
+def _named(found: list[str], name: str) -> bool:
+    """Whether one of `found` (CallProcesses.alive's "pid: cmdline") calls itself `name`."""
+    for line in found:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if Path(f"/proc/{line.split(':', 1)[0]}/comm").read_text().strip() == name:
+                return True
+    return False
+
+
 async def test_a_fork_bomb_does_not_starve_other_calls(sandbox_worker: RealWorker, processes: CallProcesses) -> None:
     """RLIMIT_NPROC is counted in each call's user namespace, not over the shared uid."""
     marker = f"bomb-{uuid.uuid4().hex}"
@@ -188,12 +210,15 @@ async def test_a_fork_bomb_does_not_starve_other_calls(sandbox_worker: RealWorke
         "        forked += 1\n"
         "except OSError:\n"
         "    print('stopped at', forked)\n"
+        f"open('/proc/self/comm', 'w').write({HOLDING!r})\n"  # what the test waits for
         "time.sleep(1.5)"
     )
     other = "import os\npids = [os.fork() or os._exit(0) for _ in range(20)]\nprint(len(pids), 'forked')"
     holding = asyncio.create_task(ask(sandbox_worker, "python", {"code": bomb}))
-    await asyncio.sleep(0.7)  # the bomb holds every process it may have
+    below = sandbox_worker.process.pid
+    await until(lambda: _named(processes.alive(marker, below), HOLDING), "the bomb holds every process it may have")
     neighbour = await ask(sandbox_worker, "python", {"code": other})
+    assert not holding.done(), "the bomb let go before the neighbour ran: nothing was tested"
     assert program(neighbour)["stdout"] == "20 forked\n"
     stopped = program(await holding)["stdout"]
     assert stopped.startswith("stopped at") and int(stopped.split()[-1]) < 32

@@ -181,7 +181,12 @@ async def test_a_cancel_reaches_a_long_running_call(worker: RealWorker) -> None:
     pending = asyncio.create_task(
         ask(worker, "everything__trigger-long-running-operation", {"duration": 20, "steps": 20}, turn_id)
     )
-    await asyncio.sleep(1.0)
+    for _ in range(500):  # until the call runs: a cancel before would only refuse it, never reach it
+        if await worker.metric("agentry_tool_calls_in_flight"):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the call never started")
     started = time.monotonic()
     cancel = CancelRequested(conversation_id="c1", turn_id=turn_id)
     await worker.bus.publish(worker.bus.topology.control_exchange, "", encode(cancel), persistent=False)

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import CancelRequested
+from agentry_shared.contracts.memory import ClaimToolCall
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
-from agentry_shared.testing import CuttableProxy
+from agentry_shared.testing import CuttableProxy, until
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from agentry_shared.testing import MemoryStandIn
@@ -120,7 +121,9 @@ async def test_a_call_held_by_a_live_runner_is_waited_for(client: Bus, memory: M
     asked = request("probe_record_destructive", log)
     memory.seed(asked.turn_id, asked.call_id, "running", age=0.0)
     pending = asyncio.create_task(call(client, asked))
-    await asyncio.sleep(1.0)
+    # The runner has found the claim held (else the 1 s below would say nothing), ...
+    await until(lambda: bool(memory.requests_of(ClaimToolCall)), "the runner asks memory for the claim")
+    await asyncio.sleep(1.0)  # ... and still waits for its holder
     assert not pending.done()
     other = ToolCompleted(call_id=asked.call_id, tool=asked.tool, ok=True, output="from the holder")
     memory.seed(asked.turn_id, asked.call_id, "done", result=other)
