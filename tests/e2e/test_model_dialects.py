@@ -78,10 +78,8 @@ async def test_every_dialect_answers_with_the_calculator_and_keeps_thinking_priv
 async def test_an_error_event_mid_stream_is_retried_never_internal(stack: Stack, dialect: str) -> None:
     _, frames = await turn_frames(stack, f"what is 37*91? [[dialect:{dialect}]] [[stream-error]]")
     end = frames[-1]
-    if end["type"] == "turn.failed":
-        assert end["error"]["code"] in ("model_unavailable", "model_error"), end
-    else:
-        assert "3367" in end["text"]
+    # The offline model fails only the first of identical requests: the retry gets the answer.
+    assert end["type"] == "turn.completed" and "3367" in end["text"], end
 
 
 @pytest.mark.parametrize("fault", ["call-no-id", "call-stray-brace"])

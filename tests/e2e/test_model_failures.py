@@ -67,7 +67,9 @@ async def test_unreachable_model_fails_the_turn_and_the_gateway_keeps_serving(st
 
 async def test_model_too_slow_fails_the_turn_within_its_timeout(stack_with_slow_model: Stack) -> None:
     async with connect(stack_with_slow_model.ws_url) as ws:
+        started = time.monotonic()
         frames = await converse(ws, "answer slowly [[model-slow:30]]")
+        assert time.monotonic() - started < 10  # LLM_TIMEOUT_SECONDS is 1.5, the model would take 30
         assert frames[-1]["type"] == "turn.failed"
         assert frames[-1]["error"]["code"] == "model_unavailable"
         # A normal message afterwards is answered.

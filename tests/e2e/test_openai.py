@@ -93,7 +93,10 @@ def test_earlier_messages_start_a_new_conversation_as_a_transcript(stack: Stack)
         {"role": "user", "content": "what is 2+2?"},
     ]
     completion = sync_client(stack).chat.completions.create(model=MODEL, messages=messages)
-    assert "4" in (completion.choices[0].message.content or "")
+    content = completion.choices[0].message.content or ""
+    assert "2+2 = 4" in content
+    # The model works on the whole turn text: it read the quoted question too.
+    assert "37*91 = 3367" in content, content
 
 
 def test_errors_are_openai_shaped(stack: Stack) -> None:
