@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def assert_clean_stream(frames: list[dict[str, Any]]) -> str:
-    """seq strictly increases, exactly one terminal frame, and the answer equals the deltas
-    received after the last `message.reset` (partial text from a dead attempt is dropped)."""
+def assert_clean_stream(frames: list[dict[str, Any]], *, gap_free: bool = True) -> str:
+    """seq strictly increases (`gap_free`: by one, as on a socket that got every frame of the
+    conversation from the first of `frames` on), exactly one terminal frame, and the answer
+    equals the deltas received after the last `message.reset` (partial text from a dead
+    attempt is dropped)."""
     seqs = [f["seq"] for f in frames]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"seq not strictly increasing: {seqs}"
+    if gap_free:
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), f"seq has a gap: {seqs}"
     terminal = [f for f in frames if f["type"] in ("turn.completed", "turn.failed")]
     assert len(terminal) == 1, [f["type"] for f in frames]
     assert frames[-1] is terminal[0]

@@ -48,6 +48,8 @@ async def test_sigterm_with_a_short_grace_hands_the_turn_to_another_replica(tmp_
             frames += await until_turn_ends(ws, timeout=60)
             assert await asyncio.to_thread(victim.process.wait, 30) == 0
         assert assert_clean_stream(frames) == " ".join(str(i) for i in range(1, 101))
+        # Handed over, not finished in the grace: the next replica resumed it.
+        assert any(f["type"] == "message.reset" for f in frames)
     finally:
         stack.close()
 

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from agentry_shared.testing import until
 
 from tests.faults.conftest import metric
 from tests.scale.conftest import PARTITIONS, assert_in_order_exclusive_once, run_turns, until_shared
-from tests.stack import Stack, free_port
+from tests.stack import Proc, Stack, free_port
 
 CONVERSATIONS = 20
 TURNS_EACH = 5
@@ -24,7 +25,7 @@ def moving_stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(
         tmp_path,
         AGENTRY_PARTITIONS=str(PARTITIONS),
-        OFFLINE_MODEL_CHUNK_DELAY_MS="15",
+        OFFLINE_MODEL_CHUNK_DELAY_MS="60",
         REASONER_TOOL_CALLS_PER_MINUTE="0",
         SHUTDOWN_GRACE_SECONDS="10",
     )
@@ -37,12 +38,18 @@ def moving_stack(tmp_path: Path) -> Iterator[Stack]:
         s.close()
 
 
+def in_flight(proc: Proc) -> float:
+    return metric(proc, "agentry_reasoner_turns_in_flight")
+
+
 async def _churn(stack: Stack) -> list[str]:
     """Add, SIGTERM and kill -9 reasoners and memory processes while the turns run."""
     done: list[str] = []
 
     async def step(what: str, delay: float) -> None:
         await asyncio.sleep(delay)
+        # Each move is made with turns in hand, or it proves nothing about them.
+        await until(lambda: any(in_flight(p) > 0 for p in stack.replicas("reasoner")), f"turns in hand at {what}")
         done.append(what)
 
     await step("start", 1.0)
@@ -51,11 +58,11 @@ async def _churn(stack: Stack) -> list[str]:
     await until_shared(stack, "reasoner", 3, timeout=10)
 
     await step("sigterm reasoner", 1.0)
-    leaving = next(p for p in stack.replicas("reasoner") if p is not joined)
+    leaving = max((p for p in stack.replicas("reasoner") if p is not joined), key=in_flight)
     assert await asyncio.to_thread(stack.terminate, leaving) == 0
 
     await step("kill -9 reasoner", 1.0)
-    victim = max(stack.replicas("reasoner"), key=lambda p: metric(p, "agentry_reasoner_turns_in_flight"))
+    victim = max(stack.replicas("reasoner"), key=in_flight)
     os.kill(victim.process.pid, signal.SIGKILL)
     victim.process.wait()
     await until_shared(stack, "reasoner", 1, timeout=10)  # the survivor took every partition
@@ -73,7 +80,7 @@ async def _churn(stack: Stack) -> list[str]:
 
 async def test_turns_keep_order_and_exclusivity_while_replicas_come_and_go(moving_stack: Stack) -> None:
     load = asyncio.create_task(
-        run_turns(moving_stack, CONVERSATIONS, TURNS_EACH, text="count to 30", sockets=CONVERSATIONS)
+        run_turns(moving_stack, CONVERSATIONS, TURNS_EACH, text="count to 45", sockets=CONVERSATIONS)
     )
     churn = await _churn(moving_stack)
     conversations = await asyncio.wait_for(load, 240)
@@ -83,6 +90,6 @@ async def test_turns_keep_order_and_exclusivity_while_replicas_come_and_go(movin
     for conversation in conversations:
         assert_in_order_exclusive_once(conversation, TURNS_EACH)
         answers = [f["text"] for f in conversation.frames if f["type"] == "turn.completed"]
-        assert answers == [" ".join(str(i) for i in range(1, 31))] * TURNS_EACH
+        assert answers == [" ".join(str(i) for i in range(1, 46))] * TURNS_EACH
     await until_shared(moving_stack, "reasoner", 2, timeout=10)
     await until_shared(moving_stack, "memory", 2, timeout=10)
