@@ -120,6 +120,18 @@ class Prometheus:
     def query(self, expr: str) -> dict[str, Any]:
         return self.get("/api/v1/query", query=expr)
 
+    def wait_scrapes(self, more: int, timeout: float = 20.0) -> None:
+        """Until every `agentry` target has been scraped `more` times from now on."""
+
+        def scrapes() -> dict[str, float]:
+            result = self.query('count_over_time(up{job="agentry"}[1h])')["data"]["result"]
+            return {r["metric"]["instance"]: float(r["value"][1]) for r in result}
+
+        seen, deadline = scrapes(), time.monotonic() + timeout
+        while not all(scrapes().get(instance, 0) >= count + more for instance, count in seen.items()):
+            assert time.monotonic() < deadline, f"not {more} more scrapes of every target within {timeout}s"
+            time.sleep(0.2)
+
     def wait_for(self, expr: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -185,7 +197,7 @@ async def after_turns(ops_stack: Stack, prometheus: Prometheus) -> Prometheus:
     prometheus.wait_for('agentry_gateway_turn_duration_seconds_count{outcome="model_unavailable"} > 0')
     prometheus.wait_for("agentry_reasoner_turns_total{outcome='model_unavailable'} > 0")
     prometheus.wait_for("agentry_tool_calls_total{outcome='ok'} > 0")
-    time.sleep(2)  # a few more scrapes, so rate() over them has two points after each turn
+    prometheus.wait_scrapes(2)  # so rate() over them has two points after each turn
     return prometheus
 
 
