@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -78,3 +79,25 @@ async def test_a_turn_that_uses_up_the_tokens_finishes_and_the_next_is_refused(t
         assert error["conversation_id"] == conversation
     async with connect(f"{tokens_stack.ws_url}?user=colleague") as ws:  # the tenant's budget: everyone's
         assert (await refused(ws, "hello"))["code"] == "budget_exceeded"
+
+
+async def test_an_http_request_over_a_turn_budget_gets_429_with_retry_after(minute_stack: Stack) -> None:
+    """The OpenAI-compatible endpoint refuses like the socket: which budget, and when to retry."""
+    if (left := 60 - time.time() % 60) < 20:
+        await asyncio.sleep(left)  # all three in one fixed window
+    url, body = (
+        minute_stack.http("gateway", "/v1/chat/completions"),
+        {
+            "model": "agentry",
+            "messages": [{"role": "user", "content": "what is 2*3?"}],
+        },
+    )
+    async with aiohttp.ClientSession(headers={"x-agentry-user": "minute-http"}) as http:
+        for _ in range(TURNS_PER_MINUTE):
+            async with http.post(url, json=body) as response:
+                assert response.status == 200, await response.text()
+        async with http.post(url, json=body) as response:
+            error, retry_after = (await response.json())["error"], response.headers.get("Retry-After")
+            assert response.status == 429, error
+    assert error["code"] == "rate_limited" and "BUDGET_USER_TURNS_PER_MINUTE" in error["message"]
+    assert retry_after is not None and 0 < int(retry_after) <= 60

@@ -178,3 +178,25 @@ def test_the_web_page_end_to_end(web_stack: Stack, browser: Browser, tmp_path: P
     finally:
         steps.shot("last")
         context.close()
+
+
+def test_a_refusal_says_which_limit_and_when_to_retry(web_stack: Stack, browser: Browser) -> None:
+    """A refused message is shown as not sent, and a limit's notice says when to retry
+    (`retry_after_ms`), not only that there is a time."""
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "x" * 32_001)  # over GATEWAY_MAX_TEXT_CHARS (32,000 by default)
+        expect(page.locator("#notice")).to_contain_text("text_too_long")
+        expect(page.locator(".transcript:not([hidden]) .user").last).to_have_attribute("data-state", "refused")
+        # Over GATEWAY_MAX_FRAMES_PER_SECOND (20/s, burst 40): one `rate_limited` with retry_after_ms.
+        page.evaluate("() => { for (let i = 0; i < 100; i++) state.ws.send('{}'); }")
+        expect(page.locator("#notice")).to_contain_text("GATEWAY_MAX_FRAMES_PER_SECOND")
+        expect(page.locator("#notice")).to_contain_text(re.compile(r"retry in \d+(\.\d)? s"))
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    finally:
+        context.close()

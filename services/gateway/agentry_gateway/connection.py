@@ -47,7 +47,8 @@ from agentry_gateway.resync import Resync, Tuning
 
 log = logging.getLogger(__name__)
 
-OVERFLOW_REASON = "send queue overflow: reconnect"
+# The close reason is all a slow client is told (at most 123 bytes): the limit, and what to do.
+OVERFLOW_REASON = "fell GATEWAY_SEND_QUEUE_FRAMES frames behind reading: reconnect and resume from the last seq"
 ACTIVE_STATES = frozenset({"queued", "running"})
 
 

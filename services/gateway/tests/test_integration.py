@@ -277,6 +277,8 @@ async def test_slow_consumer_is_closed_1013(broker: Broker, start_gateway: Start
             while True:
                 await asyncio.wait_for(slow.recv(), 5)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+        # The close names the limit and what to do (its reason is all a client gets).
+        assert "GATEWAY_SEND_QUEUE_FRAMES" in info.value.rcvd.reason and "resume" in info.value.rcvd.reason
 
 
 async def test_stop_closes_sockets_1001(start_gateway: StartGateway) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from agentry_gateway.inbound import Rejected
 from agentry_gateway.openai import request as chat_request
-from agentry_gateway.openai.errors import OpenAIError
+from agentry_gateway.openai.errors import OpenAIError, from_rejected
 from agentry_gateway.openai.front import wants_http
 from agentry_gateway.openai.translate import Answer
+from agentry_shared.contracts.errors import ClientErrorCode
 
 
 def test_deltas_stream_live_and_completion_adds_nothing() -> None:
@@ -79,3 +81,22 @@ def test_the_last_message_must_be_the_users() -> None:
 )
 def test_only_v1_requests_go_to_the_http_app(line: bytes, http: bool) -> None:
     assert wants_http(line) is http
+
+
+@pytest.mark.parametrize(
+    ("code", "setting", "seconds", "retry_after"),
+    [
+        ("rate_limited", "BUDGET_USER_TURNS_PER_MINUTE", 12.3, "13"),
+        ("budget_exceeded", "BUDGET_TENANT_TOKENS_PER_DAY", 3600.0, "3600"),
+    ],
+)
+def test_a_turn_over_its_budget_is_429_naming_it_with_retry_after(
+    code: ClientErrorCode, setting: str, seconds: float, retry_after: str
+) -> None:
+    """The budgets memory refuses a turn for (docs/protocol.md, "Turn budgets") are limits
+    the client hit, not gateway bugs: a RateLimitError saying which and when to retry."""
+    refused = from_rejected(Rejected(code, f"over {setting}: the message was not accepted", retry_after=seconds))
+    response = refused.response()
+    assert (response.status, refused.code) == (429, code)
+    assert response.headers["Retry-After"] == retry_after
+    assert setting in refused.message

@@ -243,6 +243,7 @@ OpenAIErrorCode = Literal[
     "rate_limited",
     "concurrency_limit",
     "conversation_limit",
+    "budget_exceeded",
     "unavailable",
     "internal",
 ]
@@ -257,9 +258,13 @@ OPENAI_ERROR_MEANINGS: Final[dict[OpenAIErrorCode, str]] = {
     "invalid_identity": "400: the user or tenant is not a valid id",
     "forbidden": "403: the conversation belongs to another user",
     "not_found": "404: no such conversation (ids are issued by the server) or path",
-    "rate_limited": "429: over GATEWAY_MAX_FRAMES_PER_SECOND requests per second for this user; see Retry-After",
+    "rate_limited": (
+        "429: over GATEWAY_MAX_FRAMES_PER_SECOND requests per second for this user, or over a turn budget"
+        " (BUDGET_*_TURNS_PER_MINUTE, BUDGET_*_CONCURRENT_TURNS); see Retry-After"
+    ),
     "concurrency_limit": "429: this user has GATEWAY_MAX_SOCKETS_PER_USER requests open here; see Retry-After",
     "conversation_limit": "429: the user has MEMORY_MAX_CONVERSATIONS_PER_USER conversations; no new one starts",
+    "budget_exceeded": "429: the user or tenant used its tokens of the day (BUDGET_*_TOKENS_PER_DAY); see Retry-After",
     "unavailable": "503: the broker, memory or the identity provider did not answer: not done, retry",
     "internal": "500: the gateway failed (a bug, logged): not done",
 }

@@ -17,6 +17,7 @@ from agentry_shared.contracts.errors import ClientErrorCode, OpenAIErrorCode, Tu
 from aiohttp import web
 
 from agentry_gateway.auth import AuthError
+from agentry_gateway.inbound import Rejected
 
 # OpenAI's `type` by status class.
 _TYPES: Final[dict[int, str]] = {
@@ -33,6 +34,9 @@ _FROM_CLIENT_CODE: Final[dict[ClientErrorCode, tuple[int, OpenAIErrorCode]]] = {
     "forbidden": (403, "forbidden"),
     "not_found": (404, "not_found"),
     "conversation_limit": (429, "conversation_limit"),
+    # Turn budgets memory refused the turn for (docs/protocol.md, "Turn budgets").
+    "rate_limited": (429, "rate_limited"),
+    "budget_exceeded": (429, "budget_exceeded"),
     "unavailable": (503, "unavailable"),
     "text_too_long": (400, "text_too_long"),
 }
@@ -85,9 +89,11 @@ class OpenAIError(Exception):
         return f"data: {json.dumps(self.body())}\n\n".encode()
 
 
-def from_rejected(code: ClientErrorCode, message: str) -> OpenAIError:
-    status, mapped = _FROM_CLIENT_CODE.get(code, (500, "internal"))
-    return OpenAIError(status, mapped, message, retry_after=1.0 if status == 503 else None)
+def from_rejected(exc: Rejected) -> OpenAIError:
+    """A refusal of the shared code, keeping its `retry_after` (a budget's is when it resets)."""
+    status, mapped = _FROM_CLIENT_CODE.get(exc.code, (500, "internal"))
+    retry_after = exc.retry_after if exc.retry_after is not None else (1.0 if status == 503 else None)
+    return OpenAIError(status, mapped, exc.message, retry_after=retry_after)
 
 
 def from_auth(exc: AuthError) -> OpenAIError:

@@ -190,7 +190,7 @@ class Endpoint:
             turn.turn_id = await parts.intake.publish(turn.scope, turn.text, None)
         except Rejected as exc:
             await watch.close()
-            raise from_rejected(exc.code, exc.message) from exc
+            raise from_rejected(exc) from exc
         try:
             if turn.chat.stream:
                 return await self._stream(request, turn, watch)
@@ -240,7 +240,7 @@ class Endpoint:
                 )
                 return web.json_response(body, headers=self._headers(turn))
         except Rejected as exc:
-            raise from_rejected(exc.code, exc.message) from exc
+            raise from_rejected(exc) from exc
         raise OpenAIError(500, "internal", "the turn's frames ended without its end")
 
     async def _stream(self, request: web.Request, turn: Turn, watch: TurnWatch) -> web.StreamResponse:
@@ -268,7 +268,7 @@ class Endpoint:
                 elif isinstance(item, dict):
                     await _send(response, self._events(translator, item))
         except Rejected as exc:
-            await response.write(from_rejected(exc.code, exc.message).sse())
+            await response.write(from_rejected(exc).sse())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

@@ -174,9 +174,18 @@ function onAccepted(conversation, frame) {
   }
 }
 
+// A refusal names its limit in `message`; `retry_after_ms`, when present, says when the same
+// frame may succeed. A refused message was not accepted: its bubble says so, not "sent".
 function onError(frame) {
-  notice(`${frame.code}: ${frame.message}`);
+  const wait = typeof frame.retry_after_ms === "number" ? ` (retry in ${(frame.retry_after_ms / 1000).toFixed(1)} s)` : "";
+  notice(`${frame.code}: ${frame.message}${wait}`);
   if (frame.id && frame.id === state.pendingNew) state.pendingNew = null;
+  const bubble = frame.id ? state.pendingUser.get(frame.id) : undefined;
+  if (bubble) {
+    bubble.dataset.state = "refused";
+    bubble.title = `not sent: ${frame.code}`;
+    state.pendingUser.delete(frame.id);
+  }
 }
 
 // ---- conversations and turns -----------------------------------------------------------
