@@ -522,3 +522,45 @@ async def test_a_server_that_refuses_stream_options_is_asked_without_them(replay
     _ports, outcome = await run_turn(url)
     assert outcome.ok
     assert "stream_options" in server.requests[0] and "stream_options" not in server.requests[1]
+
+
+# DeepSeek-R1 behind a server without a reasoning parser: the template opened `<think>`,
+# and the reply reached the output cap (`finish_reason` "length") before `</think>`.
+STARTS_OPEN_CUT_BY_THE_CAP = sse(
+    ROLE,
+    chunk({"content": f"{SECRET} the user wants"}),
+    chunk({"content": " a product, so I"}),
+    chunk({}, "length"),
+)
+
+
+async def test_thinking_cut_by_the_output_cap_stays_private(replay: tuple[Replay, str]) -> None:
+    """Unclosed implied thinking is the answer only when the model ended it itself; cut
+    by the cap, it is thinking that never got to the answer."""
+    server, url = replay
+    server.replies = [STARTS_OPEN_CUT_BY_THE_CAP]
+    ports, outcome = await run_turn(url, starts_open=True)
+    assert SECRET not in client_text(ports) and SECRET not in outcome.text
+    assert SECRET in ports.reasoning[0]
+
+
+# Provider errors that quote the model's output: llama.cpp's parser failing on what the
+# model wrote ("Failed to parse input at pos N: …", thinking included), as an event
+# mid-stream, as vLLM's error object, as a 200 error body, as a 400.
+QUOTED = f"Failed to parse input at pos 0: <think>{SECRET} the user wants</think><tool_call>{{"
+QUOTING_FAILURES = {
+    "llamacpp-event": sse(ROLE, {"error": {"code": 500, "message": QUOTED, "type": "server_error"}}, done=False),
+    "vllm-error-object": sse({"object": "error", "message": QUOTED, "code": 500}, done=False),
+    "error-body": (200, "application/json", json.dumps({"error": {"message": QUOTED, "code": 500}}).encode()),
+    "status-400": (400, "application/json", json.dumps({"error": {"message": QUOTED, "code": 400}}).encode()),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(QUOTING_FAILURES))
+async def test_a_provider_error_quoting_the_output_is_not_shown(replay: tuple[Replay, str], failure: str) -> None:
+    server, url = replay
+    server.replies = [QUOTING_FAILURES[failure]]
+    ports, outcome = await run_turn(url)
+    assert not outcome.ok and outcome.code in ("model_unavailable", "model_error")
+    assert any(f.type == "turn.failed" for f in ports.frames)
+    assert SECRET not in client_text(ports)

@@ -41,6 +41,8 @@ CASES = {
         "Need the calculator.",
         "It is 3367.",
     ),
+    "thinking after the answer began": ("It is <think>plan</think>3367.", "plan", "It is 3367."),
+    "opening tag never closed": ("Answer first.<think>plan cut off", "plan cut off", "Answer first."),
     "no thinking": (
         "Just an answer with a < sign and <b>bold</b>.",
         "",
@@ -82,3 +84,35 @@ def test_configured_tags_only() -> None:
     splitter = ThinkingSplitter(("reasoning",))
     pieces = splitter.feed("<think>kept</think><reasoning>hidden</reasoning>shown") + splitter.close()
     assert pieces == [("text", "<think>kept</think>"), ("reasoning", "hidden"), ("text", "shown")]
+
+
+def test_implied_opening_cut_by_the_output_cap_stays_thinking() -> None:
+    splitter = ThinkingSplitter(starts_open=True)
+    pieces = splitter.feed("Still thinking when the cap") + splitter.close(cut=True)
+    assert pieces == [("reasoning", "Still thinking when the cap")]
+
+
+# Inside one kind of thinking, the other kind's markers are words of the thinking: a
+# harmony analysis that writes `</think>`, a `<think>` that writes harmony's markers.
+CROSSED = {
+    "closing tag in analysis": (
+        "<|channel|>analysis<|message|>A tag like </think> ends it. Plan.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>It is 3367.<|return|>",
+        "A tag like </think> ends it. Plan.",
+    ),
+    "both tags in analysis": (
+        "<|channel|>analysis<|message|>Open <think> and close </think> here. Plan.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>It is 3367.<|return|>",
+        "Open <think> and close </think> here. Plan.",
+    ),
+    "harmony in tags": (
+        "<think>gpt-oss writes <|channel|>final<|message|> first. Plan.<|end|> Done.</think>It is 3367.",
+        "gpt-oss writes <|channel|>final<|message|> first. Plan.<|end|> Done.",
+    ),
+}
+
+
+@given(st.sampled_from(sorted(CROSSED)), st.lists(st.integers(min_value=0, max_value=200), max_size=12))
+def test_the_other_kinds_markers_inside_thinking_are_thinking(case: str, points: list[int]) -> None:
+    text, thinking = CROSSED[case]
+    assert split(cut(text, points)) == (thinking, "It is 3367.", 0)

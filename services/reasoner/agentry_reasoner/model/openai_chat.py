@@ -175,6 +175,7 @@ class _Reading:
         self.splitter = ThinkingSplitter(options.think_tags, starts_open=options.starts_open)
         self.calls = ToolCallAccumulator()
         self.finished = self.chose = False
+        self.cut = False  # the reply reached the output cap (`finish_reason` "length")
         self.reasoned = False  # some reasoning text arrived
         self.reasoning_tokens = 0  # as the usage reports them
 
@@ -187,6 +188,7 @@ class _Reading:
             self.chose = True
             finish_reason = choice.get("finish_reason")
             self.finished = self.finished or bool(finish_reason)
+            self.cut = self.cut or finish_reason == "length"
             if finish_reason == "error":
                 raise ProviderStreamFailed("the model ended its answer with an error")
             items += self._items_of_delta(mapping(choice.get("delta")))
@@ -202,7 +204,7 @@ class _Reading:
         if not self.finished:
             said = "no choices" if not self.chose else "no finish_reason"
             raise ProviderStreamFailed(f"the model's stream ended before the answer was finished ({said})")
-        items = items_of(self.splitter.close())
+        items = items_of(self.splitter.close(cut=self.cut))
         if self.reasoning_tokens and not self.reasoned:
             items.append(HiddenReasoning(self.reasoning_tokens))
         if self.calls:

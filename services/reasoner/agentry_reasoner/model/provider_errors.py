@@ -2,10 +2,15 @@
 
 A provider's trouble is a model error (`model_unavailable`, `model_error`,
 `context_too_long`), never `internal`: that code is kept for our own bugs.
+
+The provider's own message goes to the log, never into the error the client sees: it
+may quote what the model wrote, thinking included (llama.cpp's "Failed to parse input
+at pos N: <think>…").
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +18,8 @@ from typing import Any
 import openai
 
 from agentry_reasoner.model.items import ContextTooLong, ModelError, ModelUnavailable, ProviderStreamFailed
+
+log = logging.getLogger(__name__)
 
 # OpenAI and OpenRouter: `context_length_exceeded`; llama.cpp: `exceed_context_size_error`.
 CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error", "context_too_long"})
@@ -32,9 +39,11 @@ def from_sdk(exc: openai.APIError) -> ModelUnavailable | ModelError:
             return ModelUnavailable(f"model server error {exc.status_code}")
         if exc.status_code in (400, 413) and is_context_error(exc.body, exc.message):
             return ContextTooLong("the conversation does not fit the model's context window")
-        return ModelError(f"model refused the request ({exc.status_code}): {_short(exc.message)}")
+        _log_detail(exc.message)
+        return ModelError(f"model refused the request ({exc.status_code})")
     # An APIError that is not a status error: the server sent an error event mid-stream.
-    return ProviderStreamFailed(f"the model failed mid-answer: {_short(exc.message)}")
+    _log_detail(exc.message)
+    return ProviderStreamFailed("the model failed mid-answer")
 
 
 def from_body(body: Any) -> ModelUnavailable | ModelError | None:
@@ -51,7 +60,8 @@ def from_body(body: Any) -> ModelUnavailable | ModelError | None:
     message = str(detail.get("message") or "no message")
     if is_context_error(detail, message):
         return ContextTooLong("the conversation does not fit the model's context window")
-    return ProviderStreamFailed(f"the model answered with an error: {_short(message)}")
+    _log_detail(message)
+    return ProviderStreamFailed("the model answered with an error")
 
 
 def is_context_error(body: object, message: str) -> bool:
@@ -62,6 +72,11 @@ def is_context_error(body: object, message: str) -> bool:
             return True
         message = f"{message} {detail.get('message') or ''}"
     return bool(CONTEXT_WORDS.search(message))
+
+
+def _log_detail(message: str) -> None:
+    """The provider's words, for the operator only (see the module's docstring)."""
+    log.warning("the model server reported an error", extra={"detail": _short(message)})
 
 
 def _short(message: str) -> str:

@@ -5,7 +5,9 @@ appears), and gpt-oss's harmony channels (`<|channel|>analysis<|message|>…<|en
 
 Pure and incremental: chunks are cut anywhere, a marker may be split across them, and
 the split never depends on where the cuts fall. Anything inside a marker, and any
-harmony channel other than `final`, is thinking: when unsure, keep it private.
+harmony channel other than `final`, is thinking: when unsure, keep it private. Inside
+one kind of thinking the other kind's markers are words of the thinking (an analysis
+channel that writes `</think>` has not ended).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ HARMONY_IGNORED = ("<|constrain|>",)
 DEFAULT_TAGS = ("think", "thinking")
 
 _State = Literal["text", "reasoning", "header"]
+_Kind = Literal["tag", "harmony"]  # which markers opened the thinking, and so may end it
 
 
 class ThinkingSplitter:
@@ -37,6 +40,7 @@ class ThinkingSplitter:
         self._longest = max(len(m) for m in self._markers)
         self._buffer = ""
         self._state: _State = "reasoning" if starts_open else "text"
+        self._kind: _Kind | None = "tag" if starts_open else None
         self._header = ""
         self._implied = starts_open  # inside a thinking no tag opened
         self._implied_text: list[str] = []
@@ -62,13 +66,15 @@ class ThinkingSplitter:
             self._buffer = self._buffer[at + len(marker) :]
             self._on_marker(marker, out)
 
-    def close(self) -> list[Piece]:
+    def close(self, *, cut: bool = False) -> list[Piece]:
         """The stream ended: what is left, and an implied thinking that never closed is
-        the answer after all (the model did not think; it is also kept as reasoning)."""
+        the answer after all (the model did not think; it is also kept as reasoning).
+        Not when the reply was `cut` (the output cap): that is thinking that never got to
+        its answer, so it stays thinking."""
         out: list[Piece] = []
         self._emit(self._buffer, out)
         self._buffer = ""
-        if self._implied and self._implied_text:
+        if self._implied and self._implied_text and not cut:
             out.append(("text", "".join(self._implied_text).strip()))
             self._implied_text.clear()
         return _merged(out)
@@ -109,26 +115,33 @@ class ThinkingSplitter:
             out.append(("text", text))
 
     def _on_marker(self, marker: str, out: list[Piece]) -> None:
+        if self._state != "text" and self._kind != _kind_of(marker, self._opening + self._closing):
+            self._emit(marker, out)  # the other kind's marker: words of the thinking
+            return
         if marker in self._opening:
-            if self._state != "header":
-                self._state = "reasoning"
+            self._state, self._kind = "reasoning", "tag"
         elif marker in self._closing:
             if self._state == "text" and self._said:
                 out.append(("retract", ""))
                 out.append(("reasoning", "".join(self._said)))
                 self._said.clear()
-            if self._state != "header":
-                self._state, self._strip, self._implied = "text", True, False
-                self._implied_text.clear()
+            self._state, self._kind, self._strip, self._implied = "text", None, True, False
+            self._implied_text.clear()
         elif marker in HARMONY_HEADER:
-            self._state, self._header, self._implied = "header", "", False
+            self._state, self._kind, self._header, self._implied = "header", "harmony", "", False
             self._implied_text.clear()
         elif marker == HARMONY_BODY and self._state == "header":
             words = self._header.split()
             final = bool(words) and words[0] == "final"
             self._state, self._strip = ("text", True) if final else ("reasoning", self._strip)
+            self._kind = None if final else "harmony"
         elif marker in HARMONY_STOP:
-            self._state = "reasoning"  # between harmony messages: nothing to show
+            self._state, self._kind = "reasoning", "harmony"  # between harmony messages: nothing to show
+
+
+def _kind_of(marker: str, tags: tuple[str, ...]) -> _Kind:
+    """The kind of thinking `marker` (one of `tags`, or a harmony marker) belongs to."""
+    return "tag" if marker in tags else "harmony"
 
 
 def _merged(pieces: list[Piece]) -> list[Piece]:
