@@ -13,7 +13,8 @@ from agentry_memory.log.sequencer import ConversationLog, Outbound
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.bus import Bus, encode
-from agentry_shared.contracts.events import EventPosted
+from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent, TurnCheckpoint
 from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
@@ -205,3 +206,45 @@ async def test_passing_failures_are_retried_lasting_ones_dropped(scope: Scope) -
     consumer, bus = adapter(refused)
     await handle(consumer, message := FakeMessage(encode(turn(scope))))
     assert (refused.calls, bus.published, message.acked) == (1, [], 1)
+
+
+def turn_end(scope: Scope, turn_id: str = "t1") -> EventsPosted:
+    """The entry that ends a turn as the reasoner sends it: the last text, the end, the answer."""
+    delta = MessageDelta(conversation_id=scope.conversation_id, turn_id=turn_id, text="hi")
+    done = TurnCompleted(conversation_id=scope.conversation_id, turn_id=turn_id, text="hi")
+    return EventsPosted(
+        scope=scope,
+        turn_id=turn_id,
+        events=[
+            PostedEvent(event_id=f"{turn_id}:1:2", frame=delta),
+            PostedEvent(event_id=f"{turn_id}:end", frame=done),
+        ],
+        checkpoint=TurnCheckpoint(messages=[ChatMessage(role="assistant", content="hi")]),
+    )
+
+
+async def test_a_dead_turn_end_fails_the_turn_as_poison(store: Store, scope: Scope) -> None:
+    # The reasoner acked its turn once this entry was confirmed: if memory never sequences
+    # it, nobody else will end the turn, and its client would wait for good.
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope))
+    await store.begin_turn(scope, "t1")
+    consumer, bus = adapter(log)
+    await handle(consumer, message := FakeMessage(encode(turn_end(scope))))
+    [(exchange, routing_key, body, _)] = bus.published
+    failed = json.loads(body)
+    assert (exchange, routing_key) == ("test.frames", scope.conversation_id)
+    assert (failed["type"], failed["turn_id"], failed["seq"]) == ("turn.failed", "t1", 2)
+    assert failed["error"]["code"] == "poison"
+    assert (await store.turn_status(scope, "t1")).state == "failed"
+    assert message.acked == 1 and bus.kept[0][1][HANDLED_OUTCOME] == "turn_failed"
+
+
+async def test_a_dead_turn_end_of_a_turn_that_ended_changes_nothing(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, TOPOLOGY)
+    await log.ingest(turn(scope))
+    await log.ingest(turn_end(scope))  # sequenced after all (a later publish kept failing)
+    consumer, bus = adapter(log)
+    await handle(consumer, FakeMessage(encode(turn_end(scope))))
+    assert bus.published == [] and bus.kept[0][1][HANDLED_OUTCOME] == "already_ended"
+    assert (await store.turn_status(scope, "t1")).state == "completed"

@@ -2,8 +2,11 @@
 
 Anything arrives here that a work queue rejected or returned `x-delivery-limit` times: a
 `TurnRequested` from `log.<p>` or `turns.<p>` ends its turn with `turn.failed` code
-`poison` (`ConversationLog.fail_dead_turn`); an `EventPosted` that could not be sequenced
-is logged with its turn_id (its frame is lost to the log); anything else is logged.
+`poison` (`ConversationLog.fail_dead_turn`); so does an `EventPosted`/`EventsPosted` that
+carries a turn's end (`turn.completed`/`turn.failed`: the reasoner acked the turn once the
+entry was confirmed, so nothing else would ever end it; `fail_dead_end`); one that does not
+is logged with its turn_id (its frames are lost to the log; the turn's own end still comes);
+anything else is logged.
 
 Then it is kept: copied, with the broker's death headers and memory's outcome
 (`x-agentry-handled-*`, agentry_shared.dead_letters), to `<ns>.dead.handled`, where
@@ -18,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from agentry_shared.bus import HANDLED_DEAD_LETTERS, QUORUM, Bus, Consumer
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
-from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.logs import bind_context
 from agentry_shared.tracing import processing
@@ -31,7 +34,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
 from agentry_memory.log.inflight import InFlight
-from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.log.sequencer import ConversationLog, Outbound
 from agentry_memory.metrics import DEAD_LETTERS
 from agentry_memory.store.errors import StoreRefusal
 
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 PREFETCH = 8
 ATTEMPTS = 5
 RETRY_DELAY_SECONDS = 0.2  # doubled after each attempt
+TURN_ENDS: Final = frozenset({"turn.completed", "turn.failed"})
 
 
 class DeadLetterConsumer:
@@ -122,20 +126,25 @@ class DeadLetterConsumer:
                     "an event was dead-lettered: its frame could not be sequenced",
                     extra={**origin, "event_id": entry.event_id, "frame_type": entry.frame.type},
                 )
-                return entry.kind, "logged"
-            if isinstance(entry, EventsPosted):
+                frames = [entry.frame]
+            elif isinstance(entry, EventsPosted):
                 log.error(
                     "events were dead-lettered: their frames could not be sequenced",
                     extra={**origin, "event_ids": [e.event_id for e in entry.events]},
                 )
+                frames = [e.frame for e in entry.events]
+            else:
+                return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_turn(entry), origin)
+            if not any(frame.type in TURN_ENDS for frame in frames):
                 return entry.kind, "logged"
-            return entry.kind, await self._fail_turn(entry, origin)
+            scope, turn_id = entry.scope, entry.turn_id
+            return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_end(scope, turn_id), origin)
 
-    async def _fail_turn(self, turn: TurnRequested, origin: dict[str, str]) -> str:
+    async def _fail_turn(self, fail: Callable[[], Awaitable[list[Outbound]]], origin: dict[str, str]) -> str:
         attempt = 1
         while True:
             try:
-                outbound = await self.log.fail_dead_turn(turn)
+                outbound = await fail()
                 for out in outbound:
                     await self.bus.publish(out.exchange, out.routing_key, out.body, persistent=out.persistent)
             except StoreRefusal as exc:

@@ -124,7 +124,7 @@ class ConversationLog:
         other than ours) is left alone. Idempotent: a redelivery yields the same frames.
         Raises `StoreRefusal` for a turn of someone else's conversation (nothing to tell).
         """
-        scope, dead_event = turn.scope, f"{turn.turn_id}:dead"
+        scope = turn.scope
         try:
             await self.store.add_turn(scope, turn.turn_id, ChatMessage(role="user", content=turn.text))
         except StoreRefusal:
@@ -132,20 +132,36 @@ class ConversationLog:
         except Exception:
             # Maybe what killed it; the failure frame alone still reaches the user.
             log.exception("could not store a dead-lettered turn; failing it without it")
+        failed = await self._poisoned(scope, turn.turn_id)
+        if failed is None:
+            return []
+        return [await self._accepted(turn), await self._sequence(scope, turn.turn_id, f"{turn.turn_id}:dead", failed)]
+
+    async def fail_dead_end(self, scope: Scope, turn_id: str) -> list[Outbound]:
+        """A turn's end the broker gave up on (the reasoner's log entry that carries it was
+        dead-lettered): the reasoner acked the turn once that entry was confirmed, so nobody
+        else will end it. End it for its user with `turn.failed` code `poison`, unless it
+        has ended (the entry was sequenced after all). Idempotent, as `fail_dead_turn`."""
+        failed = await self._poisoned(scope, turn_id)
+        if failed is None:
+            return []
+        return [await self._sequence(scope, turn_id, f"{turn_id}:dead", failed)]
+
+    async def _poisoned(self, scope: Scope, turn_id: str) -> TurnFailed | None:
+        """The `turn.failed` (code `poison`) that ends a dead turn; None if another frame ended it."""
         try:
-            status = await self.store.turn_status(scope, turn.turn_id)
+            status = await self.store.turn_status(scope, turn_id)
         except NotFound:
             pass
         else:
-            if status.state in FINISHED and status.finished_by != dead_event:
+            if status.state in FINISHED and status.finished_by != f"{turn_id}:dead":
                 log.info("dead-lettered turn had already ended", extra={"state": status.state})
-                return []
-        failed = TurnFailed(
+                return None
+        return TurnFailed(
             conversation_id=scope.conversation_id,
-            turn_id=turn.turn_id,
+            turn_id=turn_id,
             error=FrameError(code=POISON_CODE, message=POISON_MESSAGE),
         )
-        return [await self._accepted(turn), await self._sequence(scope, turn.turn_id, dead_event, failed)]
 
     async def _accepted(self, turn: TurnRequested) -> Outbound:
         accepted = self._accepted_frame(turn)
