@@ -14,7 +14,8 @@ from agentry_gateway.auth import RefusalReason
 CONNECTIONS = Gauge("agentry_gateway_connections", "Open client WebSocket connections")
 CLIENT_FRAMES = Counter(
     "agentry_gateway_client_frames_total",
-    "Client frames received, by outcome (accepted, or the error code sent back)",
+    "Client frames received, by outcome (accepted, the error code sent back, or "
+    "rate_limited_silently: dropped unanswered within a rate-limit window)",
     ["outcome"],
 )
 FRAMES_SENT = Counter("agentry_gateway_frames_sent_total", "Frames sent to clients, by frame type", ["type"])
@@ -57,7 +58,8 @@ TURN_DURATION = Histogram(
 )
 
 FRAME_TYPES = frozenset(SERVER_FRAME_TYPES) | {"error", "conversations"}
-initialise(CLIENT_FRAMES, {"accepted"} | codes(ClientErrorCode))
+# rate_limited_silently: over the rate limit after the window's one `rate_limited` reply.
+initialise(CLIENT_FRAMES, {"accepted", "rate_limited_silently"} | codes(ClientErrorCode))
 initialise(FRAMES_SENT, FRAME_TYPES)
 initialise(REPLAYS, ("resume", "catchup"), ("ok", "failed", "stalled"))
 initialise(REPLAYED_FRAMES, ("resume", "catchup"))

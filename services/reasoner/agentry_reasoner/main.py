@@ -8,7 +8,7 @@ import logging
 from agentry_shared.bus import Bus
 from agentry_shared.lifecycle import run_service
 from agentry_shared.metrics import publish_build_info
-from agentry_shared.ops import OpsServer, build_ops_app
+from agentry_shared.ops import OpsServer, ReadinessCheck, build_ops_app
 from agentry_shared.settings import ReasonerSettings
 from agentry_shared.topology import Topology
 from openai import AsyncOpenAI
@@ -40,6 +40,18 @@ def guarded_model(settings: ReasonerSettings, client: AsyncOpenAI) -> GuardedMod
     return GuardedModel(models, retries=settings.llm_max_retries)
 
 
+def readiness(bus: Bus, stop: asyncio.Event) -> ReadinessCheck:
+    """Ready = the broker is connected and the replica is not stopping: once SIGTERM came it
+    takes no new turn (it drains), so it must not count as ready, as the other services."""
+
+    def ready() -> tuple[bool, str]:
+        if stop.is_set():
+            return False, "stopping"
+        return (True, "ok") if bus.connected else (False, "broker disconnected")
+
+    return ready
+
+
 async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
     bus = Bus(
         settings.amqp_url.get_secret_value(),
@@ -56,9 +68,7 @@ async def serve(stop: asyncio.Event, settings: ReasonerSettings) -> None:
     )
     consumer = TurnConsumer(bus, guarded_model(settings, client), settings)
     await consumer.start()
-    ops = OpsServer(
-        build_ops_app(lambda: (bus.connected, "broker")), settings.bind_host, settings.reasoner_port, "REASONER_PORT"
-    )
+    ops = OpsServer(build_ops_app(readiness(bus, stop)), settings.bind_host, settings.reasoner_port, "REASONER_PORT")
     await ops.start()
     log.info("ready", extra={"model": settings.llm_model, "base_url": settings.openai_base_url})
     await stop.wait()
