@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -45,7 +45,14 @@ class TracingSettings(BaseSettings):
     decide whether to install it (tracing.py). The SDK reads them, and the other OTEL_*
     variables (service name, headers, sampler), itself."""
 
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+        # A refusal is logged as the crash: pydantic would quote the input, secrets included.
+        hide_input_in_errors=True,
+    )
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None
@@ -66,7 +73,14 @@ class CommonSettings(BaseSettings):
 
     # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key
     # (GatewaySettings refuses to start on it rather than run without authentication).
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,
+        # A refusal is logged as the crash: pydantic would quote the input, secrets included.
+        hide_input_in_errors=True,
+    )
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     # Prefix of every exchange and queue name; tests give each run its own.
@@ -104,6 +118,21 @@ class CommonSettings(BaseSettings):
             user_tokens_per_day=self.budget_user_tokens_per_day,
             tenant_tokens_per_day=self.budget_tenant_tokens_per_day,
         )
+
+    # Secrets with a default (or a fallback when unset) that an empty value must not select.
+    _not_blank: ClassVar[tuple[str, ...]] = ("AMQP_URL",)
+
+    @model_validator(mode="after")
+    def _no_blank_secret(self) -> Self:
+        """Fail closed: an empty AMQP_URL (a Secret's key left empty) is not the default URL,
+        guest with every permission; likewise each name in `_not_blank`."""
+        for name in self._not_blank:
+            value = getattr(self, name.lower())
+            given = value.get_secret_value() if isinstance(value, SecretStr) else value
+            ignored = name.lower() not in self.model_fields_set and _set_but_blank(name)
+            if ignored or (isinstance(given, str) and not given.strip()):  # "" is ignored, " " is not
+                raise ValueError(f"{name} is set but empty: set a real value, or unset it")
+        return self
 
 
 class GatewaySettings(CommonSettings):
@@ -239,6 +268,9 @@ class ToolRunnerSettings(CommonSettings):
 
 
 class MemorySettings(CommonSettings):
+    # An empty MONGODB_URL is refused rather than taken for unset (the embedded store).
+    _not_blank: ClassVar[tuple[str, ...]] = ("AMQP_URL", "MONGODB_URL")
+
     memory_port: int = 8083
     mongodb_url: SecretStr | None = None
     mongodb_database: str = "agentry"

@@ -38,7 +38,7 @@ class ConfigError(ValueError):
 class ToolPolicy(BaseModel):
     """Per tool of a server: overrides the server's defaults."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     side_effect: SideEffect | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
@@ -48,7 +48,7 @@ class ToolPolicy(BaseModel):
 
 
 class Mount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     source: Path
     target: str = Field(pattern=r"^/opt/[A-Za-z0-9._/-]+$")  # under /opt: never over the system
@@ -57,7 +57,7 @@ class Mount(BaseModel):
 class ServerConfig(BaseModel):
     """One server. Exactly one of `command` (stdio, in the sandbox) or `url` (streamable HTTP)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     # stdio: run inside the sandbox; `python`/`python3` is the sandbox's /usr/bin/python3.
     command: str | None = None
@@ -107,7 +107,8 @@ class ServerConfig(BaseModel):
 
 
 class McpConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Errors never quote the input: `${NAME}` references are resolved by then (secrets).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)
 
     servers: Annotated[dict[str, ServerConfig], Field(alias="mcpServers")] = Field(default_factory=dict)
 
