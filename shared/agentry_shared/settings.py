@@ -40,19 +40,19 @@ def offline_model_url() -> str:
     return f"http://127.0.0.1:{_env('OFFLINE_MODEL_PORT') or 8090}/v1"
 
 
+# Every settings class reads the environment alike. An empty variable means unset, and a
+# refusal never quotes its input: it is logged as the crash, secrets included.
+FROM_ENVIRONMENT = SettingsConfigDict(
+    env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True, hide_input_in_errors=True
+)
+
+
 class TracingSettings(BaseSettings):
     """Whether traces are exported: the OpenTelemetry SDK's own variables, read here only to
     decide whether to install it (tracing.py). The SDK reads them, and the other OTEL_*
     variables (service name, headers, sampler), itself."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="",
-        extra="ignore",
-        case_sensitive=False,
-        env_ignore_empty=True,
-        # A refusal is logged as the crash: pydantic would quote the input, secrets included.
-        hide_input_in_errors=True,
-    )
+    model_config = FROM_ENVIRONMENT
 
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_traces_endpoint: str | None = None
@@ -73,14 +73,7 @@ class CommonSettings(BaseSettings):
 
     # An empty variable means unset: AUTH_JWT_SECRET="" must never become an empty key
     # (GatewaySettings refuses to start on it rather than run without authentication).
-    model_config = SettingsConfigDict(
-        env_prefix="",
-        extra="ignore",
-        case_sensitive=False,
-        env_ignore_empty=True,
-        # A refusal is logged as the crash: pydantic would quote the input, secrets included.
-        hide_input_in_errors=True,
-    )
+    model_config = FROM_ENVIRONMENT
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     # Prefix of every exchange and queue name; tests give each run its own.

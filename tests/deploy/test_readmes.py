@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.packages import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {
-    "gateway": "agentry_gateway",
-    "reasoner": "agentry_reasoner",
-    "tool-runner": "agentry_tool_runner",
-    "memory": "agentry_memory",
-    "offline-model": "agentry_offline_model",
-}
 
 
 def modules(service: str) -> list[str]:

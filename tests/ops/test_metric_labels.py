@@ -16,14 +16,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import Counter, Gauge, Histogram
 
+from tests.packages import PACKAGES
+
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = {
-    "gateway": "agentry_gateway",
-    "reasoner": "agentry_reasoner",
-    "tool-runner": "agentry_tool_runner",
-    "memory": "agentry_memory",
-    "offline-model": "agentry_offline_model",
-}
 Metric = Counter | Gauge | Histogram
 
 
@@ -52,9 +47,9 @@ def label_values(metric: Metric, call: ast.Call) -> tuple[str, ...]:
     return tuple(given[name] for name in names)
 
 
-@pytest.mark.parametrize("service", sorted(SERVICES))
+@pytest.mark.parametrize("service", sorted(PACKAGES))
 def test_every_literal_label_value_exists_at_start_up(service: str) -> None:
-    package = SERVICES[service]
+    package = PACKAGES[service]
     metrics = importlib.import_module(f"{package}.metrics")
     calls = literal_label_calls(ROOT / "services" / service / package)
     missing = []
