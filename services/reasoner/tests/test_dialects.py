@@ -256,6 +256,16 @@ async def run_turn(
 ) -> tuple[Ports, Any]:
     client = model_client(base_url, "k", timeout=30.0, max_retries=0)  # as the service makes it
     adapter = OpenAIModel(client, model, ModelOptions(**options))
+    try:
+        return await run_turn_with(adapter, history=history, turn_id=turn_id)
+    finally:
+        await client.close()
+
+
+async def run_turn_with(
+    adapter: OpenAIModel, *, history: list[ChatMessage] | None = None, turn_id: str = "t"
+) -> tuple[Ports, Any]:
+    """One turn through `adapter`: the service keeps one per model for all its turns."""
     guarded = GuardedModel([(adapter, CircuitBreaker(5, 30))], retries=2, sleep=lambda _: _no_wait())
     ports = Ports(history or [ChatMessage(role="user", content="what is 37*91?")])
     turn = Turn(
@@ -270,7 +280,6 @@ async def run_turn(
         approvals=ports,
     )
     outcome = await turn.run(TurnBegun(attempt=1, state="running"))
-    await client.close()
     return ports, outcome
 
 
@@ -564,3 +573,39 @@ async def test_a_provider_error_quoting_the_output_is_not_shown(replay: tuple[Re
     assert not outcome.ok and outcome.code in ("model_unavailable", "model_error")
     assert any(f.type == "turn.failed" for f in ports.frames)
     assert SECRET not in client_text(ports)
+
+
+# A server without a reasoning parser, for a model whose chat template opens `<think>`:
+# the reply starts inside the thinking and only its closing tag shows it.
+STRAY_CLOSE = sse(
+    ROLE,
+    chunk({"content": f"{SECRET} the user greets"}),
+    chunk({"content": " me.</think>Hello!"}),
+    chunk({}, "stop"),
+)
+
+
+@pytest.mark.parametrize("setting", ["auto", "false"])
+async def test_a_model_that_closes_a_thinking_it_never_opened_starts_inside_it_next_time(
+    replay: tuple[Replay, str], setting: str
+) -> None:
+    """The first such reply was streamed before its `</think>` came (it is taken back with
+    `message.reset`); with `LLM_THINK_STARTS_OPEN=auto` the adapter, one per model for
+    every turn, then reads this model's replies as starting inside the thinking."""
+    server, url = replay
+    server.replies = [STRAY_CLOSE, STRAY_CLOSE]
+    client = model_client(url, "k", timeout=30.0, max_retries=0)
+    adapter = OpenAIModel(client, "m", ModelOptions(learns_starts_open=setting == "auto"))
+    try:
+        first, first_outcome = await run_turn_with(adapter, turn_id="t1")
+        second, second_outcome = await run_turn_with(adapter, turn_id="t2")
+    finally:
+        await client.close()
+    assert first_outcome.text == second_outcome.text == "Hello!"
+    assert SECRET in client_text(first) and any(f.type == "message.reset" for f in first.frames)
+    assert SECRET in second.reasoning[0] and answer_deltas(second) == "Hello!"
+    if setting == "auto":
+        assert SECRET not in client_text(second)
+        assert not any(f.type == "message.reset" for f in second.frames)
+    else:  # told it does not: every reply is read as it comes, and taken back
+        assert SECRET in client_text(second)

@@ -13,6 +13,7 @@ count becomes `HiddenReasoning`.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -35,6 +36,8 @@ from agentry_reasoner.model.options import MaxTokensField, ModelOptions
 from agentry_reasoner.model.provider_errors import from_body, from_sdk
 from agentry_reasoner.model.thinking import Piece, ThinkingSplitter
 from agentry_reasoner.model.tool_calls import ToolCallAccumulator
+
+log = logging.getLogger(__name__)
 
 
 def reasoning_of(delta: Mapping[str, Any]) -> str | None:
@@ -86,6 +89,7 @@ class OpenAIModel:
         self.options = options or ModelOptions()
         self._max_field: MaxTokensField = self.options.max_tokens_field
         self._stream_usage = self.options.stream_usage
+        self._starts_open = self.options.starts_open
 
     async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
         with model_call(self._model) as span, RequestMeter(self._model, messages, tools) as meter:
@@ -96,7 +100,7 @@ class OpenAIModel:
     async def _stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], meter: RequestMeter
     ) -> AsyncIterator[StreamItem]:
-        reading = _Reading(self.options, meter)
+        reading = _Reading(self.options, meter, starts_open=self._starts_open)
         try:
             stream: AsyncStream[object] = await self._create(messages, tools)
             async with stream:
@@ -104,6 +108,8 @@ class OpenAIModel:
                 yield ReasoningDelta("")  # answered: the thinking indicator runs from here
                 async for chunk in stream:
                     for item in reading.items_of_chunk(chunk):
+                        if isinstance(item, AnswerReset) and item.reason == "thinking":
+                            self._learn_starts_open()
                         yield item
         except openai.APIError as exc:
             raise from_sdk(exc) from exc
@@ -152,6 +158,17 @@ class OpenAIModel:
         stream: AsyncStream[object] = response.parse(to=AsyncStream[object])
         return stream
 
+    def _learn_starts_open(self) -> None:
+        """A `</think>` with no opening tag took back text the client already saw: this
+        model's template opens the thinking, so its later replies start inside it."""
+        if self.options.learns_starts_open and not self._starts_open:
+            self._starts_open = True
+            log.warning(
+                "the model closed a thinking it never opened; its replies now start inside the "
+                "thinking (set LLM_THINK_STARTS_OPEN=true to have that from the start)",
+                extra={"model": self._model},
+            )
+
     def _adapt_to(self, exc: openai.BadRequestError) -> bool:
         """A 400 that names a parameter this server will not take: change the request (for
         this and every later call) and say whether it is worth sending again."""
@@ -170,9 +187,9 @@ class _Reading:
     """One model call's chunks read so far: the thinking split out of `content`, the tool
     calls being assembled, and what the stream has said about its own end."""
 
-    def __init__(self, options: ModelOptions, meter: RequestMeter) -> None:
+    def __init__(self, options: ModelOptions, meter: RequestMeter, *, starts_open: bool) -> None:
         self.meter = meter
-        self.splitter = ThinkingSplitter(options.think_tags, starts_open=options.starts_open)
+        self.splitter = ThinkingSplitter(options.think_tags, starts_open=starts_open)
         self.calls = ToolCallAccumulator()
         self.finished = self.chose = False
         self.cut = False  # the reply reached the output cap (`finish_reason` "length")

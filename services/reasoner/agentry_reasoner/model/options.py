@@ -26,6 +26,9 @@ COMPLETION_TOKENS_MODELS = re.compile(r"(^|/)(o\d|gpt-5)", re.IGNORECASE)
 class ModelOptions:
     think_tags: tuple[str, ...] = DEFAULT_TAGS
     starts_open: bool = False
+    # `auto`: a reply that closes a thinking it never opened marks this model as one whose
+    # template opens it, for every later call (the first such reply was already streamed).
+    learns_starts_open: bool = False
     max_output_tokens: int | None = None
     max_tokens_field: MaxTokensField = "max_tokens"
     reasoning_effort: str | None = None
@@ -39,6 +42,7 @@ class ModelOptions:
         return cls(
             think_tags=tags,
             starts_open=bool(STARTS_OPEN_MODELS.search(model)) if starts_open == "auto" else starts_open == "true",
+            learns_starts_open=starts_open == "auto",
             max_output_tokens=settings.llm_max_output_tokens,
             max_tokens_field=(
                 ("max_completion_tokens" if COMPLETION_TOKENS_MODELS.search(model) else "max_tokens")
