@@ -92,7 +92,16 @@ def frames_schema() -> Schema:
 
 COMPONENT = "#/components/schemas/{model}"
 # Addresses are topology.py's names, with the parts that vary as AsyncAPI parameters.
-TOPOLOGY = Topology("{namespace}", CommonSettings.model_fields["agentry_partitions"].default)
+
+
+class _Template(Topology):
+    """topology.py's names with `{namespace}` in them: a placeholder, not a namespace."""
+
+    def __post_init__(self) -> None:
+        pass
+
+
+TOPOLOGY = _Template("{namespace}", CommonSettings.model_fields["agentry_partitions"].default)
 PARTITION = typing.cast(int, "{partition}")
 PARAMETERS: Schema = {
     "namespace": {"default": "agentry", "description": "AGENTRY_NAMESPACE: the prefix of every exchange and queue"},

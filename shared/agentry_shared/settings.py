@@ -42,6 +42,11 @@ def offline_model_url() -> str:
 
 # Every settings class reads the environment alike. An empty variable means unset, and a
 # refusal never quotes its input: it is logged as the crash, secrets included.
+# A namespace has no dot: the dot ends it in every exchange and queue name, so the broker
+# permissions of one namespace (docs/deploy.md, "Broker users") can never match a name of
+# another, as those of `a` would match the memory queue of `a.members`.
+NAMESPACE_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
 FROM_ENVIRONMENT = SettingsConfigDict(
     env_prefix="", extra="ignore", case_sensitive=False, env_ignore_empty=True, hide_input_in_errors=True
 )
@@ -77,7 +82,7 @@ class CommonSettings(BaseSettings):
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     # Prefix of every exchange and queue name; tests give each run its own.
-    agentry_namespace: str = Field(default="agentry", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    agentry_namespace: str = Field(default="agentry", pattern=NAMESPACE_PATTERN)
     # Number of partitions turns and events are spread over (per-conversation order). It
     # caps the replicas that can share the work of a role: keep it >= the HPA's maximum.
     # Every service of a namespace must agree; see docs/deploy.md before changing it live.

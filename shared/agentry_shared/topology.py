@@ -30,7 +30,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from agentry_shared.settings import CommonSettings
+from agentry_shared.settings import NAMESPACE_PATTERN, CommonSettings
 
 # The tail of a reply queue's name: `<client name>.<hex uuid>`.
 REPLY_NAME = r"[A-Za-z0-9_-]+\.[0-9a-f]+"
@@ -60,6 +60,13 @@ class Topology:
     # Every service of a namespace must agree: the broker refuses a queue re-declared
     # with other arguments.
     delivery_limit: int = 20
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(NAMESPACE_PATTERN, self.namespace):
+            raise ValueError(
+                f"namespace {self.namespace!r}: 1 to 64 letters, digits, '_' or '-' (no dot: it would "
+                "let one namespace's broker permissions reach another's queues)"
+            )
 
     @classmethod
     def from_settings(cls, settings: CommonSettings) -> Topology:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import string
 
 import pytest
 from agentry_shared.access import SERVICES, Service, declared_exchanges, permissions, topic_permissions
 from agentry_shared.bus import Bus
+from agentry_shared.settings import CommonSettings
 from agentry_shared.topology import Topology
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 T = Topology("ns-1", partitions=4)
 HEX = "0123456789abcdef0123456789abcdef"
@@ -161,3 +166,43 @@ def test_a_bus_names_its_reply_queue_as_its_permissions_expect() -> None:
             assert allowed(service, "configure", bus.reply_queue)
             assert reply_key_allowed(service, "read", bus.reply_queue)
         assert reply_key_allowed("memory", "write", bus.reply_queue)
+
+
+def _names_of(t: Topology) -> list[str]:
+    """Every exchange and queue name a namespace's services use."""
+    roles = ("gateway", "reasoner", "memory", "tool-runner")
+    return [
+        *t.exchanges(),
+        *t.durable_queues(["default", "sandbox", "network"]),
+        *(t.reply_queue(role, HEX) for role in roles),
+        *(f"{t.namespace}.{role}.{HEX}" for role in roles),
+        *(f"{t.namespace}.members.{role}.{role}-0123456789ab" for role in roles),
+    ]
+
+
+NAMESPACE = st.text(alphabet=string.ascii_letters + string.digits + "_-.", min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(mine=NAMESPACE, other=NAMESPACE)
+def test_no_namespace_may_touch_another_namespaces_names(mine: str, other: str) -> None:
+    """Broker users are per namespace: whatever two namespaces are called, the grants of one
+    match no name of the other (a dot in a namespace would: `a`'s grants cover the memory
+    queue of `a.members`), and a namespace that could break that is refused."""
+    assume(mine != other)
+    try:
+        ours, theirs = Topology(mine, partitions=2), Topology(other, partitions=2)
+    except ValueError as exc:
+        assert "." in mine + other and "no dot" in str(exc)
+        return
+    for service in SERVICES:
+        granted = permissions(ours, service)
+        for name in _names_of(theirs):
+            for kind in ("configure", "write", "read"):
+                assert re.fullmatch(getattr(granted, kind), name) is None, (service, kind, name)
+
+
+def test_a_dotted_namespace_is_refused_by_the_settings() -> None:
+    with pytest.raises(ValidationError, match="agentry_namespace"):
+        CommonSettings(agentry_namespace="a.members")
+    assert CommonSettings(agentry_namespace="a-members_2").agentry_namespace == "a-members_2"
