@@ -6,19 +6,25 @@ the `probe_record_*` tools, which append their pid to a file per run.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import shutil
 import signal
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pytest
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.memory import ClaimToolCall
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
+from agentry_shared.logs import JsonFormatter
 from agentry_shared.testing import CuttableProxy, until
+from agentry_tool_runner.calls.lifecycle import Calls
 
 if TYPE_CHECKING:  # test modules cannot import conftest at run time (importlib mode)
     from agentry_shared.testing import MemoryStandIn
@@ -237,3 +243,35 @@ async def test_a_result_finished_while_disconnected_is_not_lost(
         await proxy.close()
     assert kept is not None, "the result was not recorded in memory after the reconnect"
     assert kept.ok
+
+
+async def test_a_call_that_raises_is_logged_with_its_turn_and_handed_back(
+    client: Bus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error out of a call's handling is logged with the call's turn_id (an operator
+    finds the turn) and the request goes back to the broker, so a redelivery answers it
+    instead of it staying unacked until the connection closes."""
+    answer = Calls.answer
+    failed: list[str] = []
+
+    async def fails_once(self: Calls, tool: Any, asked: ToolRequested, *, redelivered: bool) -> ToolCompleted | None:
+        if not failed:
+            failed.append(asked.call_id)
+            raise RuntimeError("a bug in the call's handling")
+        return await answer(self, tool, asked, redelivered=redelivered)
+
+    monkeypatch.setattr(Calls, "answer", fails_once)
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("tool-runner"))
+    logging.getLogger("agentry_tool_runner").addHandler(handler)
+    try:
+        asked = request("probe_record_read_only", tmp_path / "runs")
+        reply = await call(client, asked)
+    finally:
+        logging.getLogger("agentry_tool_runner").removeHandler(handler)
+    assert (reply.ok, reply.output, failed) == (True, "recorded", [asked.call_id])
+    errors = [json.loads(line) for line in lines.getvalue().splitlines() if '"level": "error"' in line]
+    assert [(e["msg"], e.get("turn_id"), e.get("call_id")) for e in errors] == [
+        ("tool call failed; handed back to the broker", asked.turn_id, asked.call_id)
+    ]

@@ -127,7 +127,14 @@ class ToolCallConsumer:
                 turn_id=request.turn_id, call_id=request.call_id, conversation_id=request.scope.conversation_id
             ),
         ):
-            completed = await self._answer(request, redelivered=bool(message.redelivered))
+            try:
+                completed = await self._answer(request, redelivered=bool(message.redelivered))
+            except Exception:
+                # Logged here, where the call's ids are bound (a task's done callback has
+                # none of them); handed back, so the broker redelivers it (and dead-letters
+                # it after `AGENTRY_DELIVERY_LIMIT` deliveries) instead of holding it unacked.
+                log.exception("tool call failed; handed back to the broker", extra={"tool": request.tool})
+                completed = None
             if completed is None:
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
