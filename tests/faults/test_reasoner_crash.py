@@ -43,6 +43,7 @@ async def test_kill_while_waiting_for_a_tool_does_not_run_it_twice(fault_stack: 
     the resumed turn asks for the same call and gets the kept result."""
     frames = await _kill_holder_when(fault_stack, RUN_PYTHON, "tool.started")
     assert "42" in assert_clean_stream(frames)
+    assert _resumed(frames)
     runners = [p for p in fault_stack.procs if p.name == "tool-runner"]
     executed = sum(metric(p, "agentry_tool_executions_total") for p in runners)
     assert executed == 1, executed
@@ -54,6 +55,7 @@ async def test_kill_while_a_pure_tool_runs_answers_once(fault_stack: Stack) -> N
     clean answer."""
     frames = await _kill_holder_when(fault_stack, "what is 37*91?", "tool.started")
     assert "3367" in assert_clean_stream(frames)
+    assert _resumed(frames)  # the kill hit the turn, and another replica took it over
 
 
 async def test_kill_repeatedly_across_many_turns(fault_stack: Stack) -> None:
@@ -63,6 +65,10 @@ async def test_kill_repeatedly_across_many_turns(fault_stack: Stack) -> None:
         assert assert_clean_stream(frames) == " ".join(str(i) for i in range(1, 61))
         fault_stack.wait_ready(fault_stack.start("reasoner", port=_port()))
         await asyncio.sleep(0)
+
+
+def _resumed(frames: list[dict[str, object]]) -> bool:
+    return any(f["type"] == "message.reset" and f.get("reason") == "resumed" for f in frames)
 
 
 def _port() -> int:
