@@ -1,26 +1,31 @@
 """Dead letters: ConversationLog.fail_dead_turn on the real store, DeadLetterConsumer with a
-fake bus (and against the real broker in tools/admin/tests: what memory keeps is listed)."""
+fake bus, and against the real RabbitMQ where the broker's side is the point (a letter that
+keeps failing, handed back by stop(); what memory keeps is listed in tools/admin/tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from agentry_memory.log.dead_letters import DeadLetterConsumer
+from agentry_memory.log.dead_letters import ATTEMPTS, DeadLetterConsumer
 from agentry_memory.log.sequencer import ConversationLog, Outbound
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.events import EventPosted, EventsPosted, PostedEvent, TurnCheckpoint
-from agentry_shared.contracts.frames import MessageDelta, TurnCompleted
+from agentry_shared.contracts.frames import FANOUT_SEPARATOR, MessageDelta, TurnCompleted
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
+from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 TOPOLOGY = Topology("test", 4)
 
@@ -94,9 +99,14 @@ async def test_a_final_frame_through_the_log_finishes_its_turn(store: Store, sco
 # ---- the adapter ----------------------------------------------------------------------
 
 
+class FakeChannel:
+    is_closed = False
+
+
 class FakeMessage:
     def __init__(self, body: bytes, headers: dict[str, Any] | None = None) -> None:
         self.body, self.headers, self.acked, self.requeued = body, headers or {}, 0, 0
+        self.channel = FakeChannel()
 
     async def ack(self) -> None:
         self.acked += 1
@@ -143,9 +153,11 @@ class FlakyLog:
         return [Outbound("test.frames", turn.scope.conversation_id, b"failed", False)]
 
 
-def adapter(conversation_log: Any, keep_failures: int = 0) -> tuple[DeadLetterConsumer, FakeBus]:
+def adapter(conversation_log: Any, keep_failures: int = 0, **retry: float) -> tuple[DeadLetterConsumer, FakeBus]:
     bus = FakeBus(keep_failures)
-    return DeadLetterConsumer(cast(Bus, bus), cast(ConversationLog, conversation_log), retry_delay=0), bus
+    retry.setdefault("retry_delay", 0)
+    consumer = DeadLetterConsumer(cast(Bus, bus), cast(ConversationLog, conversation_log), **retry)
+    return consumer, bus
 
 
 async def handle(consumer: DeadLetterConsumer, message: FakeMessage) -> None:
@@ -191,16 +203,20 @@ async def test_events_and_unreadable_letters_are_logged_and_acked(scope: Scope, 
     assert any(getattr(record, "event_id", None) == "e" for record in caplog.records)
 
 
-async def test_passing_failures_are_retried_lasting_ones_dropped(scope: Scope) -> None:
+async def test_passing_failures_are_retried_lasting_ones_kept_as_errors_after_the_window(scope: Scope) -> None:
     flaky = FlakyLog(OSError("disk busy"), failures=2)
     consumer, bus = adapter(flaky)
     await handle(consumer, message := FakeMessage(encode(turn(scope))))
     assert (flaky.calls, len(bus.published), message.acked) == (3, 1, 1)
 
-    broken = FlakyLog(OSError("disk gone"), failures=99)
-    consumer, bus = adapter(broken)
+    # A deterministic failure is retried past the quick attempts, until the window ends,
+    # then kept with outcome `error`: it cannot hold a consumer slot for good.
+    broken = FlakyLog(OSError("disk gone"), failures=10**9)
+    consumer, bus = adapter(broken, retry_delay=0.001, retry_cap=0.01, retry_window=0.3)
     await handle(consumer, message := FakeMessage(encode(turn(scope))))
-    assert (broken.calls, bus.published, message.acked) == (5, [], 1)  # never requeued
+    assert broken.calls > ATTEMPTS and bus.published == []
+    assert (message.acked, message.requeued) == (1, 0)  # never requeued
+    assert [headers[HANDLED_OUTCOME] for _, headers in bus.kept] == ["error"]
 
     refused = FlakyLog(NotFound("no conversation"), failures=99)
     consumer, bus = adapter(refused)
@@ -248,3 +264,124 @@ async def test_a_dead_turn_end_of_a_turn_that_ended_changes_nothing(store: Store
     await handle(consumer, FakeMessage(encode(turn_end(scope))))
     assert bus.published == [] and bus.kept[0][1][HANDLED_OUTCOME] == "already_ended"
     assert (await store.turn_status(scope, "t1")).state == "completed"
+
+
+async def test_a_letter_whose_channel_closed_is_not_retried_the_broker_has_it_back(scope: Scope) -> None:
+    """The connection was lost while ending its turn failed (the broker restarting): the
+    broker requeued the letter and delivers it again; retrying this copy would keep it twice."""
+    broken = FlakyLog(ConnectionError("broker gone"), failures=10**9)
+    consumer, bus = adapter(broken, retry_window=60)
+    message = FakeMessage(encode(turn(scope)))
+    message.channel.is_closed = True
+    await asyncio.wait_for(handle(consumer, message), 5)
+    assert (broken.calls, message.acked, bus.kept) == (1, 0, [])
+
+
+# ---- against the real RabbitMQ --------------------------------------------------------
+
+
+class FlakyConversationLog(ConversationLog):
+    """The real log on the real store, whose fail_dead_turn raises `failures` times first
+    (MongoDB or the broker away for a while), then works."""
+
+    def __init__(self, store: Store, topology: Topology, failures: int) -> None:
+        super().__init__(store, topology)
+        self.failures, self.calls = failures, 0
+        self.called = asyncio.Event()
+
+    async def fail_dead_turn(self, entry: TurnRequested) -> list[Outbound]:
+        self.calls += 1
+        self.called.set()
+        if self.calls <= self.failures:
+            raise ConnectionError("the store is away")
+        return await super().fail_dead_turn(entry)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Bus]:
+    """A connected Bus in a namespace of its own (every exchange, `<ns>.dead` too); its
+    queues and exchanges are deleted afterwards."""
+    bus = Bus(MemorySettings().amqp_url.get_secret_value(), Topology(f"t{uuid.uuid4().hex}", 2), "dead-test")
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        cleanup = await bus.channel(prefetch=1)
+        for name in bus.topology.durable_queues([]):
+            await cleanup.queue_delete(name)
+        for name in bus.topology.exchanges():
+            await cleanup.exchange_delete(name)
+        await bus.close()
+
+
+async def collect(bus: Bus, queue_name: str | None = None, *, frames_of: str | None = None) -> asyncio.Queue[Any]:
+    """Consume (and ack) a queue, or a queue of our own bound to the frames of a
+    conversation: the messages, or each frame decoded."""
+    channel = await bus.channel(prefetch=100)
+    queue: AbstractQueue
+    if frames_of is not None:
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(bus.topology.frames_exchange, routing_key=frames_of)
+    else:
+        assert queue_name is not None
+        queue = await channel.get_queue(queue_name)
+    got: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_message(message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        if frames_of is None:
+            got.put_nowait(message)
+        else:
+            for body in message.body.split(FANOUT_SEPARATOR):
+                got.put_nowait(json.loads(body))
+
+    await queue.consume(on_message)
+    return got
+
+
+async def test_a_dead_turn_whose_ending_fails_for_a_while_still_reaches_its_user(
+    broker: Bus, store: Store, scope: Scope, caplog: Any
+) -> None:
+    # More failures than the quick attempts: once given up as `error`, the user never told.
+    flaky = FlakyConversationLog(store, broker.topology, failures=8)
+    consumer = DeadLetterConsumer(broker, flaky, retry_delay=0.001, retry_cap=0.01, retry_window=60)
+    frames = await collect(broker, frames_of=scope.conversation_id)
+    await consumer.start()
+    try:
+        await broker.publish(broker.topology.dead_letter_exchange, "#", encode(turn(scope)))
+        seen = [await asyncio.wait_for(frames.get(), 10) for _ in range(2)]
+        assert [f["type"] for f in seen] == ["message.accepted", "turn.failed"]
+        assert seen[1]["turn_id"] == "t1" and seen[1]["error"]["code"] == "poison"
+        kept = await collect(broker, broker.topology.handled_dead_letter_queue)
+        letter = await asyncio.wait_for(kept.get(), 10)
+        assert letter.headers[HANDLED_OUTCOME] == "turn_failed" and flaky.calls == 9
+    finally:
+        await asyncio.wait_for(consumer.stop(), 10)
+    assert (await store.turn_status(scope, "t1")).state == "failed"
+    # An error logged for each failure from the last quick attempt on.
+    retrying = [r for r in caplog.records if r.getMessage() == "dead-lettered turn could not be failed yet; retrying"]
+    assert [r.levelname for r in retrying] == ["ERROR"] * (8 - ATTEMPTS + 1)
+
+
+async def test_stop_hands_a_letter_waiting_to_retry_back_to_the_dead_letter_queue(
+    broker: Bus, store: Store, scope: Scope
+) -> None:
+    flaky = FlakyConversationLog(store, broker.topology, failures=10**9)
+    # It keeps failing: without the interrupt, stop() would wait out the window (60 s).
+    consumer = DeadLetterConsumer(broker, flaky, retry_delay=0.001, retry_cap=60, retry_window=60)
+    await consumer.start()
+    body = encode(turn(scope))
+    await broker.publish(broker.topology.dead_letter_exchange, "#", body)
+    while flaky.calls <= ATTEMPTS:  # past the quick attempts
+        flaky.called.clear()
+        await asyncio.wait_for(flaky.called.wait(), 10)
+
+    await asyncio.wait_for(consumer.stop(), 5)  # far sooner than the window
+    calls = flaky.calls
+    # Back in <ns>.dead, as it came (no handled headers), for another replica or the next start.
+    back = await asyncio.wait_for((await collect(broker, broker.topology.dead_letter_queue)).get(), 10)
+    assert back.body == body and HANDLED_OUTCOME not in (back.headers or {})
+    channel = await broker.channel(prefetch=1)
+    handled = await channel.declare_queue(broker.topology.handled_dead_letter_queue, passive=True)
+    assert handled.declaration_result.message_count == 0  # not kept
+    assert flaky.calls == calls  # and not tried again after the stop

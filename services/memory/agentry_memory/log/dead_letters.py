@@ -13,14 +13,33 @@ Then it is kept: copied, with the broker's death headers and memory's outcome
 `agentry-admin dead list` shows it beside the ones not handled yet, and acked only once
 the broker confirmed the copy. A copy that still cannot be made after a few attempts
 (the broker is going away) sends the letter back to `<ns>.dead`, to be handled again
-(idempotent). A letter whose handling keeps failing is kept too, after a few attempts
-(outcome `error`): never looped.
+(idempotent).
+
+Ending a dead turn that keeps raising (the store or the broker away for a while: a MongoDB
+failover, a broker restart) is retried: `ATTEMPTS` quick attempts (0.2 s doubling, ~3 s),
+then on, the wait doubling up to `RETRY_CAP_SECONDS`, each failure logged as an error with
+the turn_id, for `RETRY_WINDOW_SECONDS` from the first attempt; only then is the letter kept
+with outcome `error` (its user never told: the `AgentryDeadLetters` alert says so). Both
+bounds matter. The cap: once the store is back, the user hears within half a minute, not
+after a wait that doubled for minutes. The window: outages outlast ~3 s, and giving up
+then left users silent for good; but a deterministic bug raises on every attempt, and a
+letter retried forever would hold one of the `PREFETCH` consumer slots for good (a few of
+them would stall the queue) and hide the bug. Ten minutes outlasts a failover or a restart
+and stays well under RabbitMQ's `consumer_timeout` (30 min by default), past which the
+broker would close the channel of a delivery held unacked.
+
+`stop()` does not wait that window out: a letter waiting to retry goes back to `<ns>.dead`
+at once (nack, requeue), for another replica or this one restarted (handling is
+idempotent); an attempt already under way finishes first. A letter whose channel closed
+meanwhile (the connection was lost) is not retried either: the broker took it back and
+delivers it again, and two handlers of one letter would keep it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -31,6 +50,7 @@ from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOM
 from agentry_shared.logs import bind_context
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import ChannelInvalidStateError
 from pydantic import ValidationError
 
 from agentry_memory.log.inflight import InFlight
@@ -41,20 +61,32 @@ from agentry_memory.store.errors import StoreRefusal
 log = logging.getLogger(__name__)
 
 PREFETCH = 8
-ATTEMPTS = 5
+ATTEMPTS = 5  # quick attempts (keeping a copy: all of them; ending a turn: then the window)
 RETRY_DELAY_SECONDS = 0.2  # doubled after each attempt
+RETRY_CAP_SECONDS = 30.0  # ending a turn: the longest wait between two attempts
+RETRY_WINDOW_SECONDS = 600.0  # ending a turn: retried this long from its first attempt
 TURN_ENDS: Final = frozenset({"turn.completed", "turn.failed"})
+HANDED_BACK: Final = "handed_back"  # stopping, or its channel gone: back to <ns>.dead, not kept
 
 
 class DeadLetterConsumer:
     def __init__(
-        self, bus: Bus, conversation_log: ConversationLog, *, retry_delay: float = RETRY_DELAY_SECONDS
+        self,
+        bus: Bus,
+        conversation_log: ConversationLog,
+        *,
+        retry_delay: float = RETRY_DELAY_SECONDS,
+        retry_cap: float = RETRY_CAP_SECONDS,
+        retry_window: float = RETRY_WINDOW_SECONDS,
     ) -> None:
         self.bus = bus
         self.log = conversation_log
         self.retry_delay = retry_delay
+        self.retry_cap = retry_cap
+        self.retry_window = retry_window
         self._consumer: Consumer | None = None
         self._in_flight = InFlight()
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         channel = await self.bus.channel(PREFETCH)
@@ -64,13 +96,16 @@ class DeadLetterConsumer:
             self.bus.topology.handled_dead_letter_queue, durable=True, arguments=HANDLED_DEAD_LETTERS
         )
         await handled.bind(self.bus.topology.handled_dead_letter_exchange)  # declared by Bus.declare_exchanges
+        self._stopping.clear()
         self._consumer = Consumer(queue, await queue.consume(self._in_flight.wrap(self.handle)))
 
     async def stop(self) -> None:
-        """Stop taking dead letters and let those in hand finish."""
+        """Stop taking dead letters and let those in hand finish; one waiting to retry
+        goes back to `<ns>.dead` at once (an attempt under way finishes first)."""
         if self._consumer is not None:
-            await self._consumer.cancel()
+            await self._consumer.cancel()  # first: a letter handed back is not delivered here again
             self._consumer = None
+        self._stopping.set()
         await self._in_flight.wait_idle()
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
@@ -78,8 +113,9 @@ class DeadLetterConsumer:
         kept = False
         try:
             with processing(message.headers, self.bus.topology.dead_letter_exchange, None):
-                kind, outcome = await self.process(message.body, origin)
-                kept = await self._keep(message, kind, outcome)
+                kind, outcome = await self.process(message.body, origin, lambda: _held(message))
+                if outcome != HANDED_BACK:
+                    kept = await self._keep(message, kind, outcome)
             if kept:
                 DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
         finally:
@@ -113,8 +149,12 @@ class DeadLetterConsumer:
                 return True
         return False
 
-    async def process(self, body: bytes, origin: dict[str, str]) -> tuple[str, str]:
-        """Handle one dead letter; returns (kind, outcome) for the metrics. Never raises."""
+    async def process(
+        self, body: bytes, origin: dict[str, str], held: Callable[[], bool] = lambda: True
+    ) -> tuple[str, str]:
+        """Handle one dead letter; returns (kind, outcome) for the metrics. Never raises.
+        Outcome `HANDED_BACK`: stopping, or `held()` turned False (the delivery's channel is
+        gone), while ending its turn waited to retry: it goes back unhandled."""
         try:
             entry = LOG_ENTRY.validate_json(body)
         except ValidationError as exc:
@@ -134,13 +174,16 @@ class DeadLetterConsumer:
                 )
                 frames = [e.frame for e in entry.events]
             else:
-                return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_turn(entry), origin)
+                return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_turn(entry), origin, held)
             if not any(frame.type in TURN_ENDS for frame in frames):
                 return entry.kind, "logged"
             scope, turn_id = entry.scope, entry.turn_id
-            return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_end(scope, turn_id), origin)
+            return entry.kind, await self._fail_turn(lambda: self.log.fail_dead_end(scope, turn_id), origin, held)
 
-    async def _fail_turn(self, fail: Callable[[], Awaitable[list[Outbound]]], origin: dict[str, str]) -> str:
+    async def _fail_turn(
+        self, fail: Callable[[], Awaitable[list[Outbound]]], origin: dict[str, str], held: Callable[[], bool]
+    ) -> str:
+        started = time.monotonic()
         attempt = 1
         while True:
             try:
@@ -150,17 +193,54 @@ class DeadLetterConsumer:
             except StoreRefusal as exc:
                 log.error("dead-lettered turn refused; nobody to tell", extra={**origin, "reason": str(exc)})
                 return "refused"
-            except Exception:
-                if attempt >= ATTEMPTS:
-                    log.exception("dead-lettered turn could not be failed; dropped", extra=origin)
+            except Exception as exc:
+                elapsed = time.monotonic() - started
+                if attempt >= ATTEMPTS and elapsed >= self.retry_window:
+                    log.exception(
+                        "dead-lettered turn could not be failed; kept, its user not told",
+                        extra={**origin, "attempts": attempt, "seconds": round(elapsed, 1)},
+                    )
                     return "error"
-                await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
+                delay = self.retry_delay * 2 ** (attempt - 1)
+                if attempt >= ATTEMPTS:  # past the quick attempts: until the window ends
+                    delay = max(0.0, min(delay, self.retry_cap, self.retry_window - elapsed))
+                    log.error(
+                        "dead-lettered turn could not be failed yet; retrying",
+                        exc_info=attempt == ATTEMPTS,  # the traceback once
+                        extra={**origin, "attempt": attempt, "retry_in": round(delay, 3), "error": repr(exc)},
+                    )
+                if await self._stopped_within(delay):
+                    log.warning("stopping: the dead-lettered turn goes back, to be failed again", extra=origin)
+                    return HANDED_BACK
+                if not held():
+                    log.warning(
+                        "the broker took the dead-lettered turn back (channel closed); it comes again", extra=origin
+                    )
+                    return HANDED_BACK
                 attempt += 1
                 continue
             if not outbound:
                 return "already_ended"
             log.error("dead-lettered turn failed as poison", extra=origin)
             return "turn_failed"
+
+    async def _stopped_within(self, seconds: float) -> bool:
+        """Wait `seconds`; True, at once, if stop() is (or was) called meanwhile."""
+        if self._stopping.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _held(message: AbstractIncomingMessage) -> bool:
+    """Whether the delivery can still be settled: its channel is open."""
+    try:
+        return not message.channel.is_closed
+    except ChannelInvalidStateError:  # aio-pika's answer for a closed one
+        return False
 
 
 def _origin(headers: dict[str, Any] | None) -> dict[str, str]:
