@@ -275,6 +275,40 @@ def test_stored_frames_still_parse(raw: str) -> None:
     assert SERVER_FRAME.validate_json(raw).type == "turn.failed"
 
 
+# `tool.finished` as reasoners wrote it before it carried the tool error code.
+GOLDEN_TOOL_FINISHED = [
+    '{"type": "tool.finished", "conversation_id": "c", "turn_id": "t", "seq": 6, "tool": "calculator",'
+    ' "call_id": "call_1", "ok": false, "elapsed_ms": 0}',
+    '{"type": "tool.finished", "conversation_id": "c", "turn_id": "t", "seq": 7, "tool": "calculator",'
+    ' "call_id": "call_2", "ok": true, "elapsed_ms": 31}',
+]
+
+
+@pytest.mark.parametrize("raw", GOLDEN_TOOL_FINISHED)
+def test_stored_tool_finished_frames_without_a_code_still_parse(raw: str) -> None:
+    frame = SERVER_FRAME.validate_json(raw)
+    assert frame.type == "tool.finished" and frame.error is None and frame.retry_after_ms is None
+    assert json.loads(frame.model_dump_json()) == json.loads(raw)  # no `"error": null` added on the way
+
+
+def tool_finished(code: str, retry_after_ms: int | None = None) -> dict[str, Any]:
+    frame = {"type": "tool.finished", "conversation_id": "c", "turn_id": "t", "seq": 8, "tool": "calculator"}
+    return {**frame, "call_id": "call_3", "ok": False, "elapsed_ms": 0, "error": code, "retry_after_ms": retry_after_ms}
+
+
+def test_tool_finished_carries_every_tool_error_code_and_no_other() -> None:
+    for code in sorted(TOOL):
+        doc = tool_finished(code, 12_000 if code == "rate_limited" else None)
+        parsed = parse_server_frame(doc)
+        assert json.loads(parsed.model_dump_json(exclude_none=True)) == {k: v for k, v in doc.items() if v is not None}
+    for bad in ("nope", "cancelled ", "model_unavailable", "text_too_long"):
+        with pytest.raises(ValidationError):
+            parse_server_frame(tool_finished(bad))
+    for wait in (0, -5):  # "retry now" is no wait: a wait is at least 1 ms
+        with pytest.raises(ValidationError):
+            parse_server_frame(tool_finished("rate_limited", wait))
+
+
 @pytest.mark.parametrize("raw", GOLDEN_LOG_ENTRIES)
 def test_queued_log_entries_still_parse(raw: str) -> None:
     assert LOG_ENTRY.validate_json(raw).kind == "event.posted"

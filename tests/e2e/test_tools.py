@@ -45,6 +45,7 @@ async def test_destructive_tool_runs_only_after_approval(stack: Stack) -> None:
         await approve(ws, required, True)
         rest = await until_turn_ends(ws)
         assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [True], rest[-1]
+        assert not [f for f in rest if f["type"] == "tool.finished" and ({"error", "retry_after_ms"} & f.keys())]
         conversation = required["conversation_id"]
         read_back = await converse(ws, "read notes.txt", conversation_id=conversation)
         assert "hello from agentry" in answer(read_back)
@@ -56,6 +57,10 @@ async def test_denied_destructive_call_does_not_run(stack: Stack) -> None:
         await approve(ws, required, False)
         rest = await until_turn_ends(ws)
         assert [f["ok"] for f in rest if f["type"] == "tool.finished"] == [False]
+        # The client is told why (the code the model got), with no retry time: waiting does not help.
+        assert [(f.get("error"), f.get("retry_after_ms")) for f in rest if f["type"] == "tool.finished"] == [
+            ("not_approved", None)
+        ]
         assert rest[-1]["type"] == "turn.completed"
         reread = await converse(ws, "read denied.txt", conversation_id=required["conversation_id"])
         assert "hello from agentry" not in answer(reread)

@@ -44,14 +44,19 @@ REASONING_TEXTS = (
     "I will state the results",
 )
 COUNT_TO = 40
+TOOL_CALLS_PER_MINUTE = 2  # a question of four sums gets two of its calculator calls refused
 LAST_TURN = ".transcript:not([hidden]) .turn:last-child"
 
 
 @pytest.fixture(scope="module")
 def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Slow enough chunks (120 ms) to see the thinking indicator and to restart the gateway
-    mid-answer."""
-    s = Stack(Path(tmp_path_factory.mktemp("webstack")), OFFLINE_MODEL_CHUNK_DELAY_MS="120")
+    mid-answer; a tool rate limit low enough to reach with one question."""
+    s = Stack(
+        Path(tmp_path_factory.mktemp("webstack")),
+        OFFLINE_MODEL_CHUNK_DELAY_MS="120",
+        REASONER_TOOL_CALLS_PER_MINUTE=str(TOOL_CALLS_PER_MINUTE),
+    )
     try:
         s.start_all()
         yield s
@@ -182,7 +187,8 @@ def test_the_web_page_end_to_end(web_stack: Stack, browser: Browser, tmp_path: P
 
 def test_a_refusal_says_which_limit_and_when_to_retry(web_stack: Stack, browser: Browser) -> None:
     """A refused message is shown as not sent, and a limit's notice says when to retry
-    (`retry_after_ms`), not only that there is a time."""
+    (`retry_after_ms`), not only that there is a time. So does the chip of a tool call the
+    reasoner refused over REASONER_TOOL_CALLS_PER_MINUTE (`tool.finished` `error`)."""
     expect.set_options(timeout=WAIT_MS)
     context = browser.new_context()
     page = context.new_page()
@@ -193,6 +199,17 @@ def test_a_refusal_says_which_limit_and_when_to_retry(web_stack: Stack, browser:
         send(page, "x" * 32_001)  # over GATEWAY_MAX_TEXT_CHARS (32,000 by default)
         expect(page.locator("#notice")).to_contain_text("text_too_long")
         expect(page.locator(".transcript:not([hidden]) .user").last).to_have_attribute("data-state", "refused")
+        # Four calculator calls at once, two over the per-minute limit: their chips say so.
+        send(page, "what is 1+1, 2+2, 3+3 and 4+4?")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        chips = page.locator(f'{LAST_TURN} .chip[data-tool="calculator"]')
+        expect(chips).to_have_count(4)
+        expect(page.locator(f'{LAST_TURN} .chip[data-state="done"]')).to_have_count(TOOL_CALLS_PER_MINUTE)
+        refused = page.locator(f'{LAST_TURN} .chip[data-state="failed"]')
+        expect(refused).to_have_count(4 - TOOL_CALLS_PER_MINUTE)
+        for i in range(4 - TOOL_CALLS_PER_MINUTE):
+            expect(refused.nth(i)).to_have_attribute("data-error", "rate_limited")
+            expect(refused.nth(i)).to_have_text(re.compile(r"^calculator: failed: rate limited, retry in \d+ s$"))
         # Over GATEWAY_MAX_FRAMES_PER_SECOND (20/s, burst 40): one `rate_limited` with retry_after_ms.
         page.evaluate("() => { for (let i = 0; i < 100; i++) state.ws.send('{}'); }")
         expect(page.locator("#notice")).to_contain_text("GATEWAY_MAX_FRAMES_PER_SECOND")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sys
 from typing import TextIO
 
@@ -25,6 +26,21 @@ from agentry_client.frames import Frame, frame_dict
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 CLEAR_LINE = "\r\x1b[K"
+
+
+def tool_outcome(frame: ToolFinished) -> str:
+    """How a tool call ended, in words: `done`, or `failed` with why and, when waiting
+    helps, when to retry, as in "failed: rate limited, retry in 12 s" (the wait rounded up
+    to whole seconds)."""
+    if frame.ok:
+        return "done"
+    outcome = "failed"
+    # No code on frames stored before codes were sent; the code `failed` would repeat the word.
+    if frame.error and frame.error != "failed":
+        outcome += f": {frame.error.replace('_', ' ')}"
+    if frame.retry_after_ms:
+        outcome += f", retry in {math.ceil(frame.retry_after_ms / 1000)} s"
+    return outcome
 
 
 class JsonRenderer:
@@ -82,8 +98,7 @@ class TerminalRenderer:
         if isinstance(frame, ToolStarted):
             self._write(f"⚙ {frame.tool}…\n")
         elif isinstance(frame, ToolFinished):
-            outcome = "done" if frame.ok else "failed"
-            self._write(f"⚙ {frame.tool}… {outcome} ({frame.elapsed_ms} ms)\n")
+            self._write(f"⚙ {frame.tool}… {tool_outcome(frame)} ({frame.elapsed_ms} ms)\n")
         else:
             arguments = json.dumps(frame.arguments, ensure_ascii=False)
             self._write(f"⚠ {frame.tool} {arguments} needs your approval. Approve? [y/N] ")

@@ -4,12 +4,15 @@ the state file. (Against the real gateway: tests/e2e/test_client_library.py and 
 from __future__ import annotations
 
 import base64
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentry_client import UnknownFrame, frame_dict, parse_frame
 from agentry_client.client import approve_frame, with_user
+from agentry_client.render import TerminalRenderer
 from agentry_client.state import State, identity
 from agentry_shared.contracts.frames import ErrorFrame, MessageDelta, ToolApprovalRequired, arguments_sha256
 
@@ -82,3 +85,32 @@ def test_the_identity_is_the_user_or_the_tokens_subject() -> None:
     assert identity("alice", None) == "alice"
     assert identity(None, "garbage") == "token"
     assert identity(None, None) == "dev"
+
+
+def _finished(**fields: Any) -> str:
+    """What the terminal shows for one `tool.finished` frame, as the gateway sends it."""
+    raw = {
+        "type": "tool.finished",
+        "conversation_id": "c",
+        "turn_id": "t",
+        "seq": 8,
+        "tool": "calculator",
+        "call_id": "call_3",
+        **fields,
+    }
+    frame = parse_frame(json.dumps(raw))
+    out = io.StringIO()
+    TerminalRenderer(out, io.StringIO(), animate=False).frame(frame)
+    return out.getvalue()
+
+
+def test_a_failed_tool_call_says_which_limit_and_when_to_retry() -> None:
+    assert _finished(ok=True, elapsed_ms=31) == "⚙ calculator… done (31 ms)\n"
+    limited = _finished(ok=False, error="rate_limited", retry_after_ms=11_001)
+    assert limited == "⚙ calculator… failed: rate limited, retry in 12 s (0 ms)\n"  # rounded up, never sooner
+    assert _finished(ok=False, error="tool_limit") == "⚙ calculator… failed: tool limit (0 ms)\n"
+    assert _finished(ok=False, error="output_too_large", elapsed_ms=40) == (
+        "⚙ calculator… failed: output too large (40 ms)\n"
+    )
+    assert _finished(ok=False, error="failed", elapsed_ms=5) == "⚙ calculator… failed (5 ms)\n"
+    assert _finished(ok=False, elapsed_ms=5) == "⚙ calculator… failed (5 ms)\n"  # stored before codes were sent

@@ -7,7 +7,7 @@ from agentry_gateway.inbound import Rejected
 from agentry_gateway.openai import request as chat_request
 from agentry_gateway.openai.errors import OpenAIError, from_rejected
 from agentry_gateway.openai.front import wants_http
-from agentry_gateway.openai.translate import Answer
+from agentry_gateway.openai.translate import Answer, Chunks, Translator, progress
 from agentry_shared.contracts.errors import ClientErrorCode
 
 
@@ -100,3 +100,42 @@ def test_a_turn_over_its_budget_is_429_naming_it_with_retry_after(
     assert (response.status, refused.code) == (429, code)
     assert response.headers["Retry-After"] == retry_after
     assert setting in refused.message
+
+
+def _finished(**fields: object) -> dict[str, object]:
+    return {
+        "type": "tool.finished",
+        "conversation_id": "c",
+        "turn_id": "t",
+        "tool": "calculator",
+        "call_id": "call_3",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"ok": True, "elapsed_ms": 31}, "calculator done.\n"),
+        (
+            {"ok": False, "error": "rate_limited", "retry_after_ms": 12_000},
+            "calculator failed (rate_limited; retry in 12 s).\n",
+        ),
+        (
+            {"ok": False, "error": "rate_limited", "retry_after_ms": 11_001},
+            "calculator failed (rate_limited; retry in 12 s).\n",
+        ),
+        ({"ok": False, "error": "tool_limit"}, "calculator failed (tool_limit).\n"),
+        ({"ok": False, "error": "timeout", "retry_after_ms": None}, "calculator failed (timeout).\n"),
+        ({"ok": False, "error": "failed"}, "calculator failed.\n"),  # the code would only repeat the word
+        ({"ok": False}, "calculator failed.\n"),  # a frame stored before codes were sent
+    ],
+)
+def test_a_failed_tool_says_which_limit_and_when_to_retry(fields: dict[str, object], line: str) -> None:
+    """The progress line of `tool.finished` names the tool error code, and for a rate limit
+    when to retry (rounded up: never sooner than the limit lifts)."""
+    assert progress(_finished(**fields)) == line
+    translator = Translator(
+        Chunks("chatcmpl-t", 0, "agentry"), prompt="", include_usage=False, waits_for_approvals=False
+    )
+    assert translator.on(_finished(**fields)) == [translator.chunks.chunk({"reasoning_content": line})]

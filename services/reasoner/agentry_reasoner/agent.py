@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypedDict
@@ -279,10 +280,24 @@ class Turn:
             )
         )
 
-    async def _refuse(self, call: ToolCall, reason: ToolErrorCode, message: str) -> ToolCompleted:
+    async def _refuse(
+        self, call: ToolCall, reason: ToolErrorCode, message: str, retry_after_s: float | None = None
+    ) -> ToolCompleted:
+        """The call does not run: the model reads why (`message`), the client gets the code
+        and, when waiting helps, how long (`retry_after_s`), never the message."""
         TOOL_CALL_REJECTIONS.labels(reason).inc()
+        retry_after_ms = None if retry_after_s is None else max(1, math.ceil(retry_after_s * 1000))
         await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
-        await self.events.emit(ToolFinished(tool=call.name, call_id=call.call_id, ok=False, **self.ids))
+        await self.events.emit(
+            ToolFinished(
+                tool=call.name,
+                call_id=call.call_id,
+                ok=False,
+                error=reason,
+                retry_after_ms=retry_after_ms,
+                **self.ids,
+            )
+        )
         return tool_error(call, reason, message)
 
     async def _run_tool(self, call: ToolCall, by_name: dict[str, ToolDescriptor]) -> ToolCompleted:
@@ -296,7 +311,7 @@ class Turn:
             wait = await self.tools.take_token(tool)
             if wait > 0:
                 message = f"Too many {tool.name} calls; retry in {wait:.0f}s."
-                return await self._refuse(call, "rate_limited", message)
+                return await self._refuse(call, "rate_limited", message, retry_after_s=wait)
         if tool.side_effect == "destructive" and not await self._approved(call, tool, arguments):
             message = f"The user did not approve this {tool.name} call."
             return await self._refuse(call, "not_approved", message)
@@ -305,8 +320,12 @@ class Turn:
             await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
             result = await self.tools.call(tool, call.call_id, arguments)
             elapsed = int((time.monotonic() - started) * 1000)
+        # The code the model reads (tool_message: a failure without an error reads as `failed`).
+        failed = None if result.ok else (result.error.code if result.error else "failed")
         await self.events.emit(
-            ToolFinished(tool=call.name, call_id=call.call_id, ok=result.ok, elapsed_ms=elapsed, **self.ids)
+            ToolFinished(
+                tool=call.name, call_id=call.call_id, ok=result.ok, elapsed_ms=elapsed, error=failed, **self.ids
+            )
         )
         return result
 

@@ -14,9 +14,9 @@ from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage, to_openai
-from agentry_shared.contracts.frames import MessageDelta, ServerFrame, TurnCompleted, arguments_sha256
+from agentry_shared.contracts.frames import MessageDelta, ServerFrame, ToolFinished, TurnCompleted, arguments_sha256
 from agentry_shared.contracts.memory import Context, TurnBegun
-from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 
 CALC = ToolDescriptor(
     name="calculator",
@@ -50,6 +50,7 @@ class RecordingPorts:
         self.appended: list[ChatMessage] = []
         self.tool_runs: list[str] = []
         self.tokens_left = 1000
+        self.wait = 42.0  # seconds until a rate-limited call may go
         self.approval: bool | None = None  # what the user answers; None: never answers
         self.earlier_decision: bool | None = None
         self.asked: list[str] = []
@@ -59,6 +60,7 @@ class RecordingPorts:
         self.max_running = 0
         self.checkpointed_when_run: dict[str, bool] = {}  # call id: in a checkpoint when it ran
         self.held: list[bool] = []  # per frame: emitted to wait for the next one
+        self.failures: dict[str, ToolError] = {}  # call id: the error its tool ends with
 
     async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self.frames.append(frame)
@@ -83,7 +85,7 @@ class RecordingPorts:
 
     async def take_token(self, tool: ToolDescriptor) -> float:
         self.tokens_left -= 1
-        return 0.0 if self.tokens_left >= 0 else 42.0
+        return 0.0 if self.tokens_left >= 0 else self.wait
 
     async def decision(self, call_id: str, arguments: dict[str, Any]) -> bool | None:
         return self.earlier_decision
@@ -100,6 +102,8 @@ class RecordingPorts:
         self.max_running = max(self.max_running, self.running)
         await asyncio.sleep(self.tool_delay)
         self.running -= 1
+        if call_id in self.failures:
+            return ToolCompleted(call_id=call_id, tool=tool.name, ok=False, error=self.failures[call_id])
         done = arguments.get("expression", arguments.get("path"))
         return ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output=f"result of {done}")
 
@@ -123,6 +127,11 @@ FIRST = TurnBegun(attempt=1, state="running")
 
 def types(ports: RecordingPorts) -> list[str]:
     return [f.type for f in ports.frames]
+
+
+def finished(ports: RecordingPorts) -> dict[str, ToolFinished]:
+    """The `tool.finished` frame of each call, by call id."""
+    return {f.call_id: f for f in ports.frames if isinstance(f, ToolFinished)}
 
 
 async def test_text_answer_streams_thinking_then_deltas_and_keeps_reasoning_private() -> None:
@@ -165,6 +174,8 @@ async def test_tool_calls_run_in_parallel_and_results_go_back_to_the_model() -> 
     started = [f for f in ports.frames if f.type == "tool.started"]
     finished = [f for f in ports.frames if f.type == "tool.finished"]
     assert {f.call_id for f in started} == {"a", "b"} and all(f.ok for f in finished)
+    assert all(f.error is None and f.retry_after_ms is None for f in finished)
+    assert all({"error", "retry_after_ms"}.isdisjoint(f.model_dump()) for f in finished)  # not on the wire
     tool_messages = [m for m in model.seen[1] if m["role"] == "tool"]
     assert [m["content"] for m in tool_messages] == ["result of 1+1", "result of 2*3"]
     assert [m.role for m in ports.appended] == ["assistant", "tool", "tool", "assistant"]
@@ -218,6 +229,8 @@ async def test_unknown_tool_and_bad_json_are_returned_to_the_model_as_errors() -
     errors = [json.loads(m["content"])["error"]["code"] for m in model.seen[1] if m["role"] == "tool"]
     assert errors == ["unknown_tool", "invalid_arguments"]
     assert [f.ok for f in ports.frames if f.type == "tool.finished"] == [False, False]
+    shown = {call_id: (f.error, f.retry_after_ms) for call_id, f in finished(ports).items()}
+    assert shown == {"a": ("unknown_tool", None), "b": ("invalid_arguments", None)}
 
 
 async def test_step_limit_ends_the_turn_with_a_clear_failure() -> None:
@@ -317,6 +330,12 @@ async def test_calls_past_the_turn_budget_are_refused_and_parallelism_is_capped(
     assert tool_errors(model, step=2)[6:] == ["tool_limit"]  # the next step's result
     assert len(ports.tool_runs) == 4
     assert ports.max_running == 2
+    # The client is told which limit, and no retry time: waiting does not lift a turn's budget.
+    shown = {call_id: (f.ok, f.error, f.retry_after_ms) for call_id, f in finished(ports).items()}
+    assert shown == {
+        **{str(i): (True, None, None) for i in range(4)},
+        **{str(i): (False, "tool_limit", None) for i in (4, 5, 6)},
+    }
 
 
 async def test_rate_limit_per_user_and_tool() -> None:
@@ -326,6 +345,36 @@ async def test_rate_limit_per_user_and_tool() -> None:
     ports.tokens_left = 2
     assert (await make_turn(model, ports, tool_calls_per_minute=2).run(FIRST)).ok
     assert sorted(tool_errors(model)) == ["ok", "ok", "rate_limited"]
+    # The client is told which limit and when to retry (the bucket's wait, in ms).
+    refused = [f for f in finished(ports).values() if not f.ok]
+    assert [f.error for f in refused] == ["rate_limited"]
+    assert refused[0].retry_after_ms is not None and 0 < refused[0].retry_after_ms <= 60_000
+    assert all(f.error is None and f.retry_after_ms is None for f in finished(ports).values() if f.ok)
+
+
+async def test_a_rate_limited_calls_wait_is_rounded_up_to_whole_milliseconds() -> None:
+    """Never 0 (which would say "retry now") and never shorter than the bucket's wait."""
+    for wait, expected in ((0.0004, 1), (1.0, 1000), (12.3451, 12346)):
+        model = ScriptedModel([ToolCallsRequested([call("x", "calculator", {"expression": "1"})])], [TextDelta("ok")])
+        ports = RecordingPorts()
+        ports.tokens_left, ports.wait = 0, wait
+        assert (await make_turn(model, ports, tool_calls_per_minute=1).run(FIRST)).ok
+        assert (finished(ports)["x"].error, finished(ports)["x"].retry_after_ms) == ("rate_limited", expected)
+
+
+async def test_a_failed_tool_result_tells_the_client_its_code_but_not_its_message() -> None:
+    calls = [call("slow", "calculator", {"expression": "1"}), call("big", "calculator", {"expression": "2"})]
+    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("sorry")])
+    ports = RecordingPorts()
+    ports.failures = {
+        "slow": ToolError(code="timeout", message="calculator ran past 10s"),
+        "big": ToolError(code="output_too_large", message="SECRET tool output quoted here"),
+    }
+    assert (await make_turn(model, ports).run(FIRST)).ok
+    assert tool_errors(model) == ["timeout", "output_too_large"]  # the model reads the same codes
+    shown = {call_id: (f.ok, f.error, f.retry_after_ms) for call_id, f in finished(ports).items()}
+    assert shown == {"slow": (False, "timeout", None), "big": (False, "output_too_large", None)}
+    assert all("SECRET" not in f.model_dump_json() for f in ports.frames)
 
 
 async def test_destructive_call_waits_for_approval() -> None:
@@ -341,6 +390,8 @@ async def test_destructive_call_waits_for_approval() -> None:
         assert required[0].model_dump()["args_sha256"] == arguments_sha256({"content": "b", "path": "a"})
         assert tool_errors(model) == [expected]
         assert ports.tool_runs == (["w"] if answer else [])
+        shown = finished(ports)["w"]
+        assert (shown.error, shown.retry_after_ms) == ((None, None) if answer else ("not_approved", None))
 
 
 async def test_a_resumed_turn_does_not_ask_again_for_a_decided_approval() -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from agentry_shared.contracts.errors import ClientErrorCode, TurnFailureCode
+from agentry_shared.contracts.errors import ClientErrorCode, ToolErrorCode, TurnFailureCode
 
 # Every integer a client sends is at most this: exact in a JSON double (JavaScript clients),
 # and far inside SQLite's and BSON's int64, so a store never overflows on a client's number.
@@ -128,6 +128,10 @@ class ThinkingFinished(_ServerFrame):
     elapsed_ms: int
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
 class ToolStarted(_ServerFrame):
     type: Literal["tool.started"] = "tool.started"
     tool: str
@@ -135,11 +139,21 @@ class ToolStarted(_ServerFrame):
 
 
 class ToolFinished(_ServerFrame):
+    """A tool call ended; a failed or refused one (`ok: false`) says why and when to retry.
+
+    `error` is the tool error code the model was given (only the code: the model's message
+    can quote tool output or model text); `retry_after_ms` says when the same call may go,
+    only for `rate_limited`, the one refusal that waiting lifts. `ok: true` frames carry
+    neither, nor do frames stored before the fields existed. Unset, they are left out of the
+    JSON (not written as null): such a frame is byte for byte what it was before them."""
+
     type: Literal["tool.finished"] = "tool.finished"
     tool: str
     call_id: str
     ok: bool
     elapsed_ms: int = 0
+    error: ToolErrorCode | None = Field(default=None, exclude_if=_is_none)
+    retry_after_ms: int | None = Field(default=None, ge=1, exclude_if=_is_none)
 
 
 def arguments_sha256(arguments: dict[str, Any]) -> str:

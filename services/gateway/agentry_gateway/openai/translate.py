@@ -72,10 +72,23 @@ def progress(frame: dict[str, Any]) -> str | None:
     if kind == "tool.started":
         return f"Using {tool}…\n"
     if kind == "tool.finished":
-        return f"{tool} done.\n" if frame.get("ok") else f"{tool} failed.\n"
+        return f"{tool} done.\n" if frame.get("ok") else f"{tool} failed{_why(frame)}.\n"
     if kind == "message.reset" and frame.get("reason") == "resumed":
         return "Resuming after a restart…\n"
     return None
+
+
+def _why(frame: dict[str, Any]) -> str:
+    """What a failed `tool.finished` adds to "<tool> failed": its code, and, when waiting
+    helps (`retry_after_ms`), the wait in whole seconds, rounded up: " (rate_limited; retry
+    in 12 s)". Nothing for a frame without a code (stored before codes were sent), nor for
+    `failed`, which would only repeat the word."""
+    code, wait_ms = frame.get("error"), frame.get("retry_after_ms")
+    if not isinstance(code, str) or code in ("", "failed"):
+        return ""
+    if isinstance(wait_ms, int) and not isinstance(wait_ms, bool) and wait_ms > 0:
+        return f" ({code}; retry in {math.ceil(wait_ms / 1000)} s)"
+    return f" ({code})"
 
 
 def approval_line(tool: str, waiting: bool) -> str:

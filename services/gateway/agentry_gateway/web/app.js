@@ -133,7 +133,8 @@ const HANDLERS = {
   "tool.started": (turn, frame) => setChip(turn, frame.call_id, frame.tool, "running", "running"),
   "tool.finished": (turn, frame) => {
     const outcome = frame.ok ? "done" : "failed";
-    setChip(turn, frame.call_id, frame.tool, outcome, outcome);
+    const chip = setChip(turn, frame.call_id, frame.tool, outcome, toolOutcome(frame));
+    if (!frame.ok && typeof frame.error === "string") chip.dataset.error = frame.error;
     dropApproval(frame.turn_id, frame.call_id);
   },
   "message.delta": (turn, frame) => {
@@ -151,6 +152,21 @@ const HANDLERS = {
     endTurn(turn, "failed", `failed (${error.code}): ${error.message || ""}`);
   },
 };
+
+// How a tool call ended, in words: "done", or "failed" with the tool error code as words and,
+// when waiting helps (`retry_after_ms`), when to retry: "failed: rate limited, retry in 12 s".
+// Frames stored before codes were sent have none; the code `failed` would repeat the word.
+function toolOutcome(frame) {
+  if (frame.ok) return "done";
+  let text = "failed";
+  if (typeof frame.error === "string" && frame.error && frame.error !== "failed") {
+    text += `: ${frame.error.replace(/_/g, " ")}`;
+  }
+  if (typeof frame.retry_after_ms === "number" && frame.retry_after_ms > 0) {
+    text += `, retry in ${Math.ceil(frame.retry_after_ms / 1000)} s`;
+  }
+  return text;
+}
 
 function onAccepted(conversation, frame) {
   if (frame.id && frame.id === state.pendingNew) {
@@ -250,6 +266,7 @@ function setChip(turn, callId, tool, stateName, label) {
   chip.dataset.state = stateName;
   chip.dataset.tool = tool;
   chip.textContent = `${tool}: ${label}`;
+  return chip;
 }
 
 function show(id) {
