@@ -29,10 +29,11 @@ and stays well under RabbitMQ's `consumer_timeout` (30 min by default), past whi
 broker would close the channel of a delivery held unacked.
 
 `stop()` does not wait that window out: a letter waiting to retry goes back to `<ns>.dead`
-at once (nack, requeue), for another replica or this one restarted (handling is
-idempotent); an attempt already under way finishes first. A letter whose channel closed
-meanwhile (the connection was lost) is not retried either: the broker took it back and
-delivers it again, and two handlers of one letter would keep it twice.
+at once (a confirmed copy at its tail, then the ack: a requeue would count as a delivery,
+see `_copy_back`), for another replica or this one restarted (handling is idempotent); an
+attempt already under way finishes first. A letter whose channel closed meanwhile (the
+connection was lost) is not retried either: the broker took it back and delivers it
+again, and two handlers of one letter would keep it twice.
 """
 
 from __future__ import annotations
@@ -116,8 +117,10 @@ class DeadLetterConsumer:
                 kind, outcome = await self.process(message.body, origin, lambda: _held(message))
                 if outcome != HANDED_BACK:
                     kept = await self._keep(message, kind, outcome)
-            if kept:
-                DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
+                    if kept:
+                        DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
+                elif _held(message):  # stopping: a copy at the tail replaces it
+                    kept = await self._copy_back(message)
         finally:
             try:
                 if kept:
@@ -126,6 +129,21 @@ class DeadLetterConsumer:
                     await message.nack(requeue=True)
             except Exception as exc:  # the channel is gone: it comes back, and handling is idempotent
                 log.warning("could not settle a dead letter", extra={"error": repr(exc)})
+
+    async def _copy_back(self, message: AbstractIncomingMessage) -> bool:
+        """Put the letter back at the tail of `<ns>.dead` as it came (confirmed), to be acked.
+        Not a requeue: a quorum queue counts that as a delivery, and on RabbitMQ 4 (a
+        default delivery limit of 20, and nowhere to go past it) a letter handed back by
+        twenty stops during a long outage would be dropped."""
+        headers = {k: v for k, v in (message.headers or {}).items() if k != "x-delivery-count"}
+        try:
+            await self.bus.publish(
+                self.bus.topology.dead_letter_exchange, message.routing_key or "#", message.body, headers=headers
+            )
+        except Exception as exc:
+            log.warning("a dead letter could not be copied back; it is requeued", extra={"error": repr(exc)})
+            return False
+        return True
 
     async def _keep(self, message: AbstractIncomingMessage, kind: str, outcome: str) -> bool:
         """Copy the handled letter to `<ns>.dead.handled` (confirmed); False if it could not be."""
