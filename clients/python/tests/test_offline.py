@@ -3,6 +3,7 @@ the state file. (Against the real gateway: tests/e2e/test_client_library.py and 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -11,10 +12,17 @@ from typing import Any
 
 import pytest
 from agentry_client import UnknownFrame, frame_dict, parse_frame
-from agentry_client.client import approve_frame, with_user
+from agentry_client.client import AgentryClient, approve_frame, with_user
 from agentry_client.render import TerminalRenderer
 from agentry_client.state import State, identity
-from agentry_shared.contracts.frames import ErrorFrame, MessageDelta, ToolApprovalRequired, arguments_sha256
+from agentry_shared.contracts.frames import (
+    ErrorFrame,
+    MessageDelta,
+    ToolApprovalRequired,
+    ToolFinished,
+    TurnFailed,
+    arguments_sha256,
+)
 
 
 def test_server_frames_parse_into_the_shared_models() -> None:
@@ -114,3 +122,31 @@ def test_a_failed_tool_call_says_which_limit_and_when_to_retry() -> None:
     )
     assert _finished(ok=False, error="failed", elapsed_ms=5) == "⚙ calculator… failed (5 ms)\n"
     assert _finished(ok=False, elapsed_ms=5) == "⚙ calculator… failed (5 ms)\n"  # stored before codes were sent
+
+
+async def test_a_code_from_a_newer_gateway_keeps_the_conversation_going() -> None:
+    """A frame of a known type with a code this client does not know keeps its class and
+    its seq: refused, it left a gap no resume could fill, and the conversation stalled."""
+    client = AgentryClient("ws://127.0.0.1:9/ws")
+    ids = {"conversation_id": "c", "turn_id": "t"}
+    raws = [
+        {"type": "tool.started", "seq": 1, "tool": "calculator", "call_id": "k", **ids},
+        {"type": "tool.finished", "seq": 2, "tool": "calculator", "call_id": "k", "ok": False, "error": "brand_new"},
+        {"type": "turn.failed", "seq": 3, "error": {"code": "brand_new_failure", "message": "later"}, **ids},
+    ]
+    raws[1].update(ids)
+    with client.listen() as listener:
+        for raw in raws:
+            client._on_raw(json.dumps(raw))
+        got = [await asyncio.wait_for(listener.get(), 1) for _ in raws]
+    assert [type(f).__name__ for f in got] == ["ToolStarted", "ToolFinished", "TurnFailed"]
+    # The code as it came (the models' types name only the codes this client knows).
+    assert isinstance(got[1], ToolFinished) and frame_dict(got[1])["error"] == "brand_new"
+    assert isinstance(got[2], TurnFailed)
+    assert frame_dict(got[2])["error"] == {"code": "brand_new_failure", "message": "later"}
+    assert client.last_seq == {"c": 3} and not client._resuming
+
+
+def test_a_frame_with_a_wrong_field_is_still_refused() -> None:
+    with pytest.raises(ValueError):
+        parse_frame('{"type": "tool.finished", "conversation_id": "c", "seq": 2, "tool": 7, "call_id": "k"}')
