@@ -3,6 +3,7 @@
     agentry-admin dead list                       every dead letter, handled by memory or not (none is lost)
     agentry-admin dead replay [--index N ...]     back to their original exchange and routing key
     agentry-admin partitions [--seconds 3]        live replicas per role and who owns each partition
+    agentry-admin conversations list --user U [--tenant T] [--limit 50]
     agentry-admin conversations export --tenant T --user U --conversation C
     agentry-admin namespace delete --yes          every shared queue and exchange of the namespace
 
