@@ -120,14 +120,9 @@ async def broker() -> AsyncIterator[Broker]:
 StartGateway = Callable[..., Awaitable[tuple[Gateway, str]]]
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="session")
-async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
-    """Start an in-process gateway (own bus, as its own process would have); returns it and its ws URL.
-
-    Keyword arguments are settings, plus `memory_timeout`, `publish_timeout`, `replay_page`,
-    `outage_retry_seconds` (Gateway's), `amqp_url`, and `connect=False` to leave connecting to the gateway.
-    """
-    started: list[Gateway] = []
+def _gateway_starter(broker: Broker, started: list[Gateway]) -> StartGateway:
+    """Starts in-process gateways (own bus, as its own process would have), each kept in
+    `started` for the fixture that stops them."""
 
     async def start(**overrides: Any) -> tuple[Gateway, str]:
         values: dict[str, Any] = {
@@ -157,10 +152,34 @@ async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
         started.append(gateway)
         return gateway, f"ws://127.0.0.1:{port}/ws"
 
-    yield start
+    return start
+
+
+async def _stop_all(started: list[Gateway]) -> None:
     for gateway in started:
         await gateway.stop(2.0)
         await gateway.bus.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def start_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
+    """Start an in-process gateway; returns it and its ws URL. Stopped at the session's end.
+
+    Keyword arguments are settings, plus `memory_timeout`, `publish_timeout`, `replay_page`,
+    `outage_retry_seconds` (Gateway's), `amqp_url`, and `connect=False` to leave connecting to the gateway.
+    """
+    started: list[Gateway] = []
+    yield _gateway_starter(broker, started)
+    await _stop_all(started)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def start_own_gateway(broker: Broker) -> AsyncIterator[StartGateway]:
+    """As `start_gateway`, stopped at the test's end: for a gateway on `broker_proxy`,
+    which would otherwise go on reconnecting through the relay after its test."""
+    started: list[Gateway] = []
+    yield _gateway_starter(broker, started)
+    await _stop_all(started)
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")

@@ -178,10 +178,10 @@ async def test_resume_interrupted_by_an_outage_completes_after_it(broker: Broker
 
 
 async def test_reconnect_restores_bindings_and_catches_up(
-    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_own_gateway: StartGateway
 ) -> None:
     broker_proxy.mend()
-    gateway, url = await start_gateway(amqp_url=proxy_url)
+    gateway, url = await start_own_gateway(amqp_url=proxy_url)
     async with connect(f"{url}?user=pete") as ws:
         await send_message(ws, "before")  # a new conversation: its id is issued
         conversation = (await broker.log.next()).scope.conversation_id
@@ -211,9 +211,9 @@ async def test_reconnect_restores_bindings_and_catches_up(
 
 
 async def test_starts_without_a_broker_and_connects_when_it_appears(
-    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_own_gateway: StartGateway
 ) -> None:
-    gateway, url = await start_gateway(amqp_url=proxy_url, connect=False)  # the relay refuses it yet
+    gateway, url = await start_own_gateway(amqp_url=proxy_url, connect=False)  # the relay refuses it yet
     assert gateway.ready() == (False, "broker disconnected")
     assert await readyz(url) == 503
     async with connect(f"{url}?user=quinn") as ws:
@@ -232,12 +232,12 @@ async def test_starts_without_a_broker_and_connects_when_it_appears(
 
 
 async def test_memory_requests_work_after_repeated_reconnects(
-    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_gateway: StartGateway
+    broker: Broker, broker_proxy: CuttableProxy, proxy_url: str, start_own_gateway: StartGateway
 ) -> None:
     """`Bus.request`'s reply consumer comes back with its channel, every time: each answer
     below is a real reply from memory (`not_found`), not `unavailable`."""
     broker_proxy.mend()
-    gateway, url = await start_gateway(amqp_url=proxy_url)
+    gateway, url = await start_own_gateway(amqp_url=proxy_url)
     broker.memory.store_approval("outage-call", "rita", "outage-approve")
     async with connect(f"{url}?user=rita") as ws:
         for cut in range(3):
