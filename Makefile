@@ -69,7 +69,12 @@ mcp-everything:
 contracts: install
 	$(BIN)/python scripts/contracts.py
 
+# The tests need about this many of the broker's file handles free at their peak (see
+# scripts/ensure-rabbitmq.sh); checked before they start rather than stalling mid-run.
+TEST_FILE_HANDLES := 600
+
 test: install rabbitmq sandbox prometheus compose-cli asyncapi-spec mcp-everything browser
+	@RABBITMQ_FILE_HANDLES_NEEDED=$(TEST_FILE_HANDLES) scripts/ensure-rabbitmq.sh
 	$(BIN)/python -m pytest
 
 lint: install

@@ -39,8 +39,37 @@ except OSError:
 PY
 }
 
+# The tests hold a few hundred queues at once, and a quorum queue keeps files open: on a
+# broker whose file-handle budget is nearly spent (started with a low open-files limit,
+# and holding other namespaces' queues, e.g. the `agentry` one `make run` leaves) they
+# stall mid-run, each new queue waiting for a handle. `make test` asks for its headroom
+# first (RABBITMQ_FILE_HANDLES_NEEDED); a broker this machine cannot inspect is trusted.
+has_headroom() {
+  needed="${RABBITMQ_FILE_HANDLES_NEEDED:-0}"
+  [ "$needed" -gt 0 ] || return 0
+  case "$host" in 127.0.0.1|localhost|::1) ;; *) return 0 ;; esac
+  command -v rabbitmqctl >/dev/null 2>&1 || return 0
+  counts=$(rabbitmqctl -q status --formatter json </dev/null 2>/dev/null | python3 -c '
+import json, sys
+fds = json.load(sys.stdin).get("file_descriptors") or {}
+print(fds.get("total_used", 0), fds.get("total_limit", 0))' 2>/dev/null) || return 0
+  used=${counts% *}
+  limit=${counts#* }
+  [ "$limit" -gt 0 ] || return 0
+  [ $((limit - used)) -ge "$needed" ] && return 0
+  echo "RabbitMQ on $host:$port has $used of its $limit file handles in use; the tests need" \
+    "about $needed free (quorum queues keep files open), or they stall mid-run. Delete the" \
+    "namespaces you no longer need (.venv/bin/agentry-admin --namespace NS namespace delete" \
+    "--yes; 'make run' leaves 'agentry'), or restart the broker with a higher open-files" \
+    "limit (rabbitmqctl stop, then make rabbitmq)." >&2
+  return 1
+}
+
 if answers; then
-  if handshakes; then exit 0; fi
+  if handshakes; then
+    has_headroom || exit 1
+    exit 0
+  fi
   echo "RabbitMQ on $host:$port accepts connections but does not answer the AMQP handshake" \
     "within 10 s (a local broker started with a low open-files limit does this once its" \
     "file handles run out: see 'Max open files' in /proc/<its pid>/limits). Restart it" \
