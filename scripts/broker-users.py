@@ -104,6 +104,7 @@ def ensure(namespace: str, env_file: Path, base_url: str) -> dict[str, str]:
     descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as out:
         out.write(f"# broker users of namespace {namespace} (scripts/broker-users.py); secret\n")
+        out.write(f"AGENTRY_NAMESPACE={namespace}\n")  # run_all.py uses them for this namespace only
         out.writelines(f"{key}={value}\n" for key, value in urls.items())
     return urls
 

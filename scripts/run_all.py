@@ -8,6 +8,7 @@ period. Each service reads its settings from the environment, as in production.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agentry_shared.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -65,17 +68,23 @@ class Service:
 
 
 BROKER_USERS = ROOT / "data" / "broker-users.env"  # written by scripts/broker-users.py (make run)
+DEFAULT_NAMESPACE: str = CommonSettings.model_fields["agentry_namespace"].default
 
 
-def own_broker_user(name: str) -> dict[str, str]:
-    """{"AMQP_URL": this service's own broker user} when `make run` made them, else nothing."""
-    if not BROKER_USERS.exists():
+def own_broker_user(name: str, path: Path = BROKER_USERS) -> dict[str, str]:
+    """{"AMQP_URL": this service's own broker user} when `make run` made them for the
+    namespace this runs (AGENTRY_NAMESPACE), else nothing: another namespace's users are
+    refused this one's queues, and every service would crash-loop on ACCESS_REFUSED."""
+    if not path.exists():
         return {}
-    key = "AMQP_URL_" + name.upper().replace("-", "_")
-    for line in BROKER_USERS.read_text().splitlines():
-        if line.startswith(key + "="):
-            return {"AMQP_URL": line.split("=", 1)[1]}
-    return {}
+    lines = path.read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    header = re.search(r"broker users of namespace (\S+)", lines[0] if lines else "")
+    made_for = values.get("AGENTRY_NAMESPACE") or (header.group(1) if header else None)
+    if made_for != (os.environ.get("AGENTRY_NAMESPACE") or DEFAULT_NAMESPACE):
+        return {}
+    url = values.get("AMQP_URL_" + name.upper().replace("-", "_"))
+    return {"AMQP_URL": url} if url else {}
 
 
 SERVICES = [
