@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from aio_pika.abc import AbstractChannel
 from pydantic import BaseModel
 
 from agentry_shared.bus import Bus, Consumer, encode
@@ -42,8 +43,18 @@ from agentry_shared.contracts.memory import (
 )
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
+from agentry_shared.topology import Topology
 
 NO_ARGUMENTS = arguments_sha256({})  # the digest of a stored approval's (empty) arguments
+
+
+async def delete_declared(channel: AbstractChannel, topology: Topology) -> None:
+    """Delete a test namespace's shared queues and exchanges: tests share one broker and
+    leave nothing of theirs on it."""
+    for name in topology.durable_queues([]):
+        await channel.queue_delete(name)
+    for name in topology.exchanges():
+        await channel.exchange_delete(name)
 
 
 async def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:

@@ -29,7 +29,7 @@ from agentry_gateway.server import Gateway
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import GatewaySettings
-from agentry_shared.testing import CuttableProxy, MemoryStandIn
+from agentry_shared.testing import CuttableProxy, MemoryStandIn, delete_declared
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 from websockets.asyncio.client import ClientConnection
@@ -110,11 +110,7 @@ async def broker() -> AsyncIterator[Broker]:
     finally:
         await bus.close()
         async with await aio_pika.connect(AMQP_URL) as connection:
-            cleanup = await connection.channel()
-            for name in topology.durable_queues([]):
-                await cleanup.queue_delete(name)
-            for name in topology.exchanges():
-                await cleanup.exchange_delete(name)
+            await delete_declared(await connection.channel(), topology)
 
 
 StartGateway = Callable[..., Awaitable[tuple[Gateway, str]]]

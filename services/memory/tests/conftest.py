@@ -26,6 +26,7 @@ from agentry_shared.contracts.frames import FANOUT_SEPARATOR
 from agentry_shared.contracts.memory import MEMORY_REPLY, MemoryReply
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.settings import MemorySettings
+from agentry_shared.testing import delete_declared
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, SecretStr
@@ -208,9 +209,5 @@ async def start_memory(tmp_path: Path) -> AsyncIterator[MemoryFactory]:
         stop.set()
         await asyncio.wait_for(running, 15)  # a clean stop, and any startup error surfaces here
         if client.connected:
-            cleanup = await client.channel(prefetch=1)
-            for name in client.topology.durable_queues([]):
-                await cleanup.queue_delete(name)
-            for name in client.topology.exchanges():
-                await cleanup.exchange_delete(name)
+            await delete_declared(await client.channel(prefetch=1), client.topology)
         await client.close()

@@ -24,6 +24,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.settings import MemorySettings
+from agentry_shared.testing import delete_declared
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
@@ -306,11 +307,7 @@ async def broker() -> AsyncIterator[Bus]:
     try:
         yield bus
     finally:
-        cleanup = await bus.channel(prefetch=1)
-        for name in bus.topology.durable_queues([]):
-            await cleanup.queue_delete(name)
-        for name in bus.topology.exchanges():
-            await cleanup.exchange_delete(name)
+        await delete_declared(await bus.channel(prefetch=1), bus.topology)
         await bus.close()
 
 

@@ -50,6 +50,7 @@ from agentry_shared.contracts.memory import (
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import MemorySettings
+from agentry_shared.testing import delete_declared
 from agentry_shared.topology import Topology
 from pydantic import BaseModel, ValidationError
 
@@ -113,11 +114,7 @@ async def memory(tmp_path: Path) -> AsyncIterator[tuple[MemoryProcess, Bus]]:
         if service.process is not None:
             service.process.kill()
             service.process.wait(10)
-        cleanup = await client.channel(prefetch=1)
-        for name in service.topology.durable_queues([]):
-            await cleanup.queue_delete(name)
-        for name in service.topology.exchanges():
-            await cleanup.exchange_delete(name)
+        await delete_declared(await client.channel(prefetch=1), service.topology)
         await client.close()
 
 

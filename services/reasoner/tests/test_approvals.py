@@ -15,7 +15,7 @@ from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.scope import Scope
-from agentry_shared.testing import MemoryStandIn
+from agentry_shared.testing import MemoryStandIn, delete_declared
 from agentry_shared.topology import Topology
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -36,11 +36,7 @@ async def memory() -> AsyncIterator[MemoryStandIn]:
     finally:
         await bus.close()
         async with await aio_pika.connect(AMQP_URL) as connection:
-            cleanup = await connection.channel()
-            for name in topology.durable_queues([]):  # the stand-in's bus declared them all
-                await cleanup.queue_delete(name)
-            for name in topology.exchanges():
-                await cleanup.exchange_delete(name)
+            await delete_declared(await connection.channel(), topology)  # the stand-in's bus declared them all
 
 
 def approvals(memory: MemoryStandIn, call_id: str) -> BrokerApprovals:
