@@ -209,7 +209,8 @@ class ReasonerSettings(CommonSettings):
     # `<tag>…</tag>` is thinking, comma-separated. gpt-oss's harmony channels always count.
     llm_think_tags: str = Field(default="think,thinking", pattern=r"^\s*[A-Za-z0-9_:.-]+(\s*,\s*[A-Za-z0-9_:.-]+)*\s*$")
     # The reply starts inside the thinking (the chat template opened the tag; only the
-    # closing tag appears). auto: for DeepSeek-R1 and its distills, QwQ, *-thinking models.
+    # closing tag appears). auto: for DeepSeek-R1 and its distills, QwQ, *-thinking models;
+    # any other model's replies are held until one shows which it is (docs/models.md).
     llm_think_starts_open: Literal["auto", "true", "false"] = "auto"
     # Cap on each reply's tokens; unset sends none. Sent as `max_tokens`, or as
     # `max_completion_tokens` for models that need it (auto: OpenAI's o-series and gpt-5).

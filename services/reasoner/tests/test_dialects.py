@@ -17,11 +17,13 @@ import pytest_asyncio
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.breaker import CircuitBreaker
 from agentry_reasoner.model import GuardedModel, ModelOptions, OpenAIModel
+from agentry_reasoner.model.items import ReasoningDelta, TextDelta
 from agentry_reasoner.model.openai_chat import model_client
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+from agentry_shared.settings import ReasonerSettings
 from aiohttp import web
 
 SECRET = "SECRET-PLAN"
@@ -312,12 +314,13 @@ def answer_deltas(ports: Ports) -> str:
         ("harmony", VLLM_CALL, HARMONY_ANSWER),
     ],
 )
+@pytest.mark.parametrize("starts_open", [False, None], ids=["told-it-does-not", "not-known-yet"])
 async def test_each_dialect_calls_the_tool_and_keeps_thinking_private(
-    replay: tuple[Replay, str], name: str, first: Reply, then: Reply
+    replay: tuple[Replay, str], name: str, first: Reply, then: Reply, starts_open: bool | None
 ) -> None:
     server, url = replay
     server.replies = [first, then]
-    ports, outcome = await run_turn(url)
+    ports, outcome = await run_turn(url, starts_open=starts_open, learns_starts_open=starts_open is None)
     assert outcome.ok and "3367" in outcome.text, (name, ports.frames)
     assert answer_deltas(ports) == outcome.text
     assert SECRET not in client_text(ports)
@@ -609,3 +612,93 @@ async def test_a_model_that_closes_a_thinking_it_never_opened_starts_inside_it_n
         assert not any(f.type == "message.reset" for f in second.frames)
     else:  # told it does not: every reply is read as it comes, and taken back
         assert SECRET in client_text(second)
+
+
+def auto_options(model: str) -> ModelOptions:
+    """What the service builds for `model` with the default `LLM_THINK_STARTS_OPEN=auto`."""
+    return ModelOptions.for_model(ReasonerSettings(agentry_namespace="t"), model)
+
+
+async def test_a_model_not_known_yet_shows_no_thinking_even_in_its_first_reply(replay: tuple[Replay, str]) -> None:
+    """Before: a model whose name did not say its template opens `<think>` streamed its
+    first reply's thinking to the client until the `</think>` came, then took it back.
+    Now a model not known yet is read as starting inside the thinking until a reply
+    shows which it is."""
+    assert auto_options("my-served-model").starts_open is None
+    server, url = replay
+    server.replies = [STRAY_CLOSE, STRAY_CLOSE]
+    client = model_client(url, "k", timeout=30.0, max_retries=0)
+    adapter = OpenAIModel(client, "my-served-model", auto_options("my-served-model"))
+    try:
+        for turn_id in ("t1", "t2"):
+            ports, outcome = await run_turn_with(adapter, turn_id=turn_id)
+            assert outcome.text == answer_deltas(ports) == "Hello!"
+            assert SECRET not in client_text(ports)
+            assert not any(f.type == "message.reset" for f in ports.frames)
+            assert SECRET in ports.reasoning[0]
+    finally:
+        await client.close()
+
+
+async def pieces(adapter: OpenAIModel) -> tuple[list[str], str]:
+    """One model call: its answer text as the adapter hands it on piece by piece, and
+    its thinking (what the audit records)."""
+    items = [item async for item in adapter.stream([{"role": "user", "content": "hi"}], [])]
+    thinking = "".join(item.text for item in items if isinstance(item, ReasoningDelta))
+    return [item.text for item in items if isinstance(item, TextDelta)], thinking
+
+
+async def text_pieces(adapter: OpenAIModel) -> list[str]:
+    return (await pieces(adapter))[0]
+
+
+OWN_THINK_ANSWER = sse(
+    ROLE,
+    chunk({"content": f"<think>{SECRET}</think>"}),
+    chunk({"content": "It is "}),
+    chunk({"content": "3367."}),
+    chunk({}, "stop"),
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "first"),
+    [
+        (ANSWER, ["It is 3367."]),  # no marker: held whole until the reply ends
+        (OWN_THINK_ANSWER, ["It is ", "3367."]),  # its own `<think>`: the answer streams at once
+        (HARMONY_ANSWER, ["It is ", "3367."]),
+    ],
+    ids=["plain", "own-think", "harmony"],
+)
+async def test_a_model_not_known_yet_streams_once_a_reply_shows_it_marks_its_own_thinking(
+    replay: tuple[Replay, str], reply: Reply, first: list[str]
+) -> None:
+    """The price of holding: a model that writes no thinking markers at all has its first
+    reply (per process) come whole at its end; every later reply streams as it comes."""
+    server, url = replay
+    server.replies = [reply, reply]
+    client = model_client(url, "k", timeout=30.0, max_retries=0)
+    adapter = OpenAIModel(client, "plain-model", auto_options("plain-model"))
+    try:
+        text, thinking = await pieces(adapter)
+        assert text == first and "3367" not in thinking  # the answer is not audited as thinking
+        assert await text_pieces(adapter) == ["It is ", "3367."]
+    finally:
+        await client.close()
+
+
+async def test_a_model_known_to_open_its_thinking_stays_so_after_a_reply_without_it(
+    replay: tuple[Replay, str],
+) -> None:
+    """One reply without `</think>` does not make a model that showed it once stream
+    unread again: reading it wrongly that way would show its next thinking."""
+    server, url = replay
+    server.replies = [STRAY_CLOSE, ANSWER, STRAY_CLOSE]
+    client = model_client(url, "k", timeout=30.0, max_retries=0)
+    adapter = OpenAIModel(client, "my-served-model", auto_options("my-served-model"))
+    try:
+        assert await text_pieces(adapter) == ["Hello!"]
+        assert await text_pieces(adapter) == ["It is 3367."]
+        assert await text_pieces(adapter) == ["Hello!"]
+    finally:
+        await client.close()

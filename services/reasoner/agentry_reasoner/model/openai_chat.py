@@ -108,9 +108,8 @@ class OpenAIModel:
                 yield ReasoningDelta("")  # answered: the thinking indicator runs from here
                 async for chunk in stream:
                     for item in reading.items_of_chunk(chunk):
-                        if isinstance(item, AnswerReset) and item.reason == "thinking":
-                            self._learn_starts_open()
                         yield item
+                    self._learn(reading.splitter.verdict)
         except openai.APIError as exc:
             raise from_sdk(exc) from exc
         except json.JSONDecodeError as exc:
@@ -121,6 +120,7 @@ class OpenAIModel:
             raise ProviderStreamFailed(f"the model's stream broke off: {type(exc).__name__}") from exc
         for item in reading.end():
             yield item
+        self._learn(reading.splitter.verdict)
 
     def _request(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict[str, Any]:
         # The conversation and the tools go in `extra_body`, which the SDK sends as given:
@@ -158,15 +158,26 @@ class OpenAIModel:
         stream: AsyncStream[object] = response.parse(to=AsyncStream[object])
         return stream
 
-    def _learn_starts_open(self) -> None:
-        """A `</think>` with no opening tag took back text the client already saw: this
-        model's template opens the thinking, so its later replies start inside it."""
-        if self.options.learns_starts_open and not self._starts_open:
+    def _learn(self, verdict: bool | None) -> None:
+        """What a reply showed of the model's template, for its later replies: a `</think>`
+        no tag opened means the template opens the thinking (from not known, or from
+        "does not" after a reply whose text the client saw and had taken back); a reply
+        that marked its own thinking, or answered with no marker, means it does not. A
+        model once known to open it stays so: reading it wrongly so costs streaming,
+        reading it wrongly the other way shows thinking."""
+        if not self.options.learns_starts_open or verdict is None or self._starts_open is True:
+            return
+        if verdict:
             self._starts_open = True
             log.warning(
                 "the model closed a thinking it never opened; its replies now start inside the "
                 "thinking (set LLM_THINK_STARTS_OPEN=true to have that from the start)",
                 extra={"model": self._model},
+            )
+        elif self._starts_open is None:
+            self._starts_open = False
+            log.info(
+                "the model's replies start outside any thinking; they stream from now on", extra={"model": self._model}
             )
 
     def _adapt_to(self, exc: openai.BadRequestError) -> bool:
@@ -187,7 +198,7 @@ class _Reading:
     """One model call's chunks read so far: the thinking split out of `content`, the tool
     calls being assembled, and what the stream has said about its own end."""
 
-    def __init__(self, options: ModelOptions, meter: RequestMeter, *, starts_open: bool) -> None:
+    def __init__(self, options: ModelOptions, meter: RequestMeter, *, starts_open: bool | None) -> None:
         self.meter = meter
         self.splitter = ThinkingSplitter(options.think_tags, starts_open=starts_open)
         self.calls = ToolCallAccumulator()

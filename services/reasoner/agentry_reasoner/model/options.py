@@ -25,9 +25,11 @@ COMPLETION_TOKENS_MODELS = re.compile(r"(^|/)(o\d|gpt-5)", re.IGNORECASE)
 @dataclass(frozen=True)
 class ModelOptions:
     think_tags: tuple[str, ...] = DEFAULT_TAGS
-    starts_open: bool = False
-    # `auto`: a reply that closes a thinking it never opened marks this model as one whose
-    # template opens it, for every later call (the first such reply was already streamed).
+    # None: not known yet. A reply is then read as starting inside the thinking (nothing
+    # of it shown) until it shows otherwise, so no model's first reply can leak thinking.
+    starts_open: bool | None = False
+    # `auto`: what a reply shows (a `</think>` no tag opened, or its own markers, or an
+    # answer with none) decides `starts_open` for every later call of the process.
     learns_starts_open: bool = False
     max_output_tokens: int | None = None
     max_tokens_field: MaxTokensField = "max_tokens"
@@ -41,7 +43,9 @@ class ModelOptions:
         field = settings.llm_max_tokens_field
         return cls(
             think_tags=tags,
-            starts_open=bool(STARTS_OPEN_MODELS.search(model)) if starts_open == "auto" else starts_open == "true",
+            starts_open=(True if STARTS_OPEN_MODELS.search(model) else None)
+            if starts_open == "auto"
+            else starts_open == "true",
             learns_starts_open=starts_open == "auto",
             max_output_tokens=settings.llm_max_output_tokens,
             max_tokens_field=(
