@@ -304,6 +304,6 @@ class OfflineModelSettings(CommonSettings):
     offline_model_chunk_delay_ms: int = Field(default=5, ge=0)
     # The server whose wire format the stream imitates (see docs/models.md). A request may
     # pick another by its model name: `agentry-offline@ollama`.
-    offline_model_dialect: Literal["vllm", "llamacpp", "ollama", "openrouter", "inline-think", "openai-reasoning"] = (
-        "vllm"
-    )
+    offline_model_dialect: Literal[
+        "vllm", "llamacpp", "ollama", "openrouter", "inline-think", "open-think", "openai-reasoning"
+    ] = "vllm"

@@ -34,13 +34,16 @@ from agentry_offline_model.streaming import (
     stream_chunks,
 )
 
-Dialect = Literal["vllm", "llamacpp", "ollama", "openrouter", "inline-think", "openai-reasoning"]
+Dialect = Literal["vllm", "llamacpp", "ollama", "openrouter", "inline-think", "open-think", "openai-reasoning"]
 DIALECTS: tuple[str, ...] = get_args(Dialect)
 Json = dict[str, Any]
 Event = Json | str  # a str is a raw SSE line (a comment)
 
 _HOOK = re.compile(r"\[\[dialect:([a-z-]+)\]\]")
 FAULTS = ("stream-error", "call-no-id", "call-stray-brace")
+# How DeepSeek-R1's thinking starts when its template opened the tag: with words, which a
+# client would see stream (the sentinel's `[` alone could be a structured call's start).
+OPEN_THINK_START = "Okay, "
 
 
 def dialect_of(model: str, messages: Sequence[object], default: Dialect) -> Dialect:
@@ -117,6 +120,8 @@ def dialect_completion(dialect: Dialect, reply: Reply, envelope: Envelope, usage
         message.update(reasoning=reasoning, reasoning_details=details)
     elif dialect == "inline-think":
         message["content"] = f"<think>{reasoning}</think>\n\n{message['content'] or ''}"
+    elif dialect == "open-think":
+        message["content"] = f"{OPEN_THINK_START}{reasoning}</think>\n\n{message['content'] or ''}"
     return body  # openai-reasoning: the reasoning stays on the provider's side (its count in usage)
 
 
@@ -124,9 +129,12 @@ def _head(dialect: Dialect, reply: Reply, envelope: Envelope) -> Iterator[Event]
     if dialect == "openrouter":
         yield ": OPENROUTER PROCESSING"
     yield chunk_of(envelope, {"role": "assistant", "content": ""})
-    if dialect == "inline-think":
-        # The tags cut mid-word across chunks, as a server without a reasoning parser sends them.
-        text = "<think>" + "".join(reply.reasoning) + "</think>\n\n"
+    if dialect in ("inline-think", "open-think"):
+        # The tags cut mid-word across chunks, as a server without a reasoning parser sends
+        # them; `open-think`: the chat template opened `<think>` (DeepSeek-R1 and its
+        # distills), so the reply starts inside the thinking and only its end shows.
+        opening = "<think>" if dialect == "inline-think" else OPEN_THINK_START
+        text = opening + "".join(reply.reasoning) + "</think>\n\n"
         for at in range(0, len(text), 5):
             yield chunk_of(envelope, {"content": text[at : at + 5]})
         return

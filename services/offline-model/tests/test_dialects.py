@@ -75,6 +75,12 @@ def test_inline_think_puts_the_tags_in_content_cut_mid_tag() -> None:
     assert not joined(stream, "reasoning_content") and not joined(stream, "reasoning")
 
 
+def test_open_think_starts_inside_the_thinking_and_only_its_end_shows() -> None:
+    stream = events("open-think", TEXT_REPLY)
+    content = "".join(d.get("content") or "" for d in deltas(stream))
+    assert content == f"Okay, {THOUGHT}</think>\n\nIt is 3367."
+
+
 def test_openai_reasoning_sends_no_reasoning_and_counts_it_in_usage() -> None:
     stream = events("openai-reasoning", TEXT_REPLY, USAGE)
     assert joined(stream, "content") == "It is 3367."
@@ -96,7 +102,9 @@ def test_openrouter_comments_and_usage_always() -> None:
     assert any(d.get("reasoning_details") for d in deltas(stream))
 
 
-@pytest.mark.parametrize("dialect", ["vllm", "llamacpp", "openrouter", "inline-think", "openai-reasoning"])
+@pytest.mark.parametrize(
+    "dialect", ["vllm", "llamacpp", "openrouter", "inline-think", "open-think", "openai-reasoning"]
+)
 def test_calls_stream_with_id_and_name_first_then_arguments_in_pieces(dialect: Dialect) -> None:
     pieces = call_pieces(events(dialect, CALL_REPLY))
     heads = [p for p in pieces if "id" in p]
@@ -143,6 +151,7 @@ def test_stream_error_comes_after_the_thinking_and_ends_the_stream(dialect: Dial
         ("ollama", "reasoning"),
         ("openrouter", "reasoning"),
         ("inline-think", "content"),
+        ("open-think", "content"),
         ("openai-reasoning", None),
     ],
 )
@@ -153,6 +162,8 @@ def test_the_whole_answer_puts_the_thinking_where_the_dialect_does(dialect: Dial
     assert holders == ([where] if where else [])
     if dialect == "inline-think":
         assert message["content"] == f"<think>{THOUGHT}</think>\n\nIt is 3367."
+    elif dialect == "open-think":
+        assert message["content"] == f"Okay, {THOUGHT}</think>\n\nIt is 3367."
     else:
         assert message["content"] == "It is 3367."
     if dialect == "openai-reasoning":
