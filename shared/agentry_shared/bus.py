@@ -14,6 +14,7 @@ then write only to the exchanges of the servers it calls (`access.py`).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import uuid
@@ -35,6 +36,7 @@ from pamqp.commands import Basic
 from pydantic import BaseModel
 
 from agentry_shared.access import declared_exchanges
+from agentry_shared.logs import bind_context
 from agentry_shared.topology import RpcTarget, Topology
 from agentry_shared.tracing import processing, sending
 
@@ -310,11 +312,38 @@ class Bus:
                     await answer(message)
 
         async def answer(message: AbstractIncomingMessage) -> None:
+            """A request whose handler or reply fails is logged here, with the turn it names,
+            and dropped (acked, never redelivered to fail again): the caller times out. Not
+            raised: the broker library would log it a second time, without the ids."""
             try:
                 reply = await handler(message.body)
             except Exception:
-                log.exception("rpc handler failed", extra={"queue": target.queue})
-                raise
-            await self._reply(channel, message, reply)
+                failed("rpc handler failed", message)
+                return
+            try:
+                await self._reply(channel, message, reply)
+            except Exception:
+                failed("rpc reply failed", message)
+
+        def failed(what: str, message: AbstractIncomingMessage) -> None:
+            # The handler's own ids are unbound by now: read them from the request again.
+            with bind_context(**request_ids(message.body)):
+                log.exception(what, extra={"queue": target.queue})
 
         return Consumer(queue, await queue.consume(on_request))
+
+
+def request_ids(body: bytes) -> dict[str, str]:
+    """The turn and conversation a request names (`turn_id`, `scope.conversation_id` or
+    `conversation_id`), for the log line of its failure: parsed only then, never on the
+    way in. Nothing for a body that is not such JSON; ids cut to 128 characters."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(request, dict):
+        return {}
+    scope = request.get("scope")
+    conversation = scope.get("conversation_id") if isinstance(scope, dict) else request.get("conversation_id")
+    ids = {"turn_id": request.get("turn_id"), "conversation_id": conversation}
+    return {name: value[:128] for name, value in ids.items() if isinstance(value, str) and value}

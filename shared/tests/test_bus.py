@@ -4,12 +4,18 @@ lost connection (through a relay the test cuts: the shared broker is never resta
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
-from agentry_shared.bus import Bus, RpcTimeout
-from agentry_shared.testing import CuttableProxy
+from agentry_shared.bus import Bus, RpcTimeout, encode
+from agentry_shared.contracts.memory import BeginTurn, CancelTurnRequest
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.logs import JsonFormatter
+from agentry_shared.testing import CuttableProxy, until
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import PublishError
@@ -78,6 +84,46 @@ async def test_rpc_without_a_reply_times_out(bus: Bus, topology: Topology) -> No
         await server.cancel()
     with pytest.raises(RpcTimeout):  # nobody serves the queue now
         await bus.request(topology.memory_rpc, b"x", timeout=0.3)
+
+
+async def test_a_failed_rpc_handler_is_logged_with_the_requests_turn(bus: Bus, topology: Topology) -> None:
+    """The line of a handler that raised names the turn and conversation of the request
+    (an operator follows the turn to it), whichever way the request names them; a body
+    that is not JSON still gets its line, without ids. One line per failure: the broker
+    library does not log it again without them."""
+
+    async def broken(body: bytes) -> bytes:
+        raise RuntimeError("a bug in the handler")
+
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("memory"))
+    watched = [logging.getLogger("agentry_shared.bus"), logging.getLogger("aiormq"), logging.getLogger("aio_pika")]
+    for logger in watched:
+        logger.addHandler(handler)
+    scope = Scope(tenant_id="t1", user_id="u1", conversation_id="c1")
+    requests = [
+        encode(BeginTurn(scope=scope, turn_id="turn-1")),
+        encode(CancelTurnRequest(tenant_id="t1", user_id="u1", turn_id="turn-2")),
+        b"not json",
+    ]
+    server = await bus.serve_rpc(topology.memory_rpc, broken)
+    try:
+        for body in requests:
+            with pytest.raises(RpcTimeout):
+                await bus.request(topology.memory_rpc, body, timeout=0.3)
+        await until(lambda: lines.getvalue().count("rpc handler failed") == 3, "three failures logged")
+    finally:
+        for logger in watched:
+            logger.removeHandler(handler)
+        await server.cancel()
+    failures = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [(f["msg"], f.get("turn_id"), f.get("conversation_id")) for f in failures] == [
+        ("rpc handler failed", "turn-1", "c1"),
+        ("rpc handler failed", "turn-2", None),
+        ("rpc handler failed", None, None),
+    ]
+    assert all("a bug in the handler" in f["exc"] for f in failures)
 
 
 @pytest.fixture
