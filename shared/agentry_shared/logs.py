@@ -37,6 +37,12 @@ def bind_context(**ids: str | None) -> Iterator[None]:
         _context.reset(token)
 
 
+def bound_id(name: str) -> str | None:
+    """The id `name` bound around this code (None if none is): for a request that hands it
+    on, so the server's log lines carry it too (`tracing.model_headers`)."""
+    return (_context.get() or {}).get(name)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()

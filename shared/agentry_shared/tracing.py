@@ -37,6 +37,9 @@ from agentry_shared.settings import TracingSettings
 log = logging.getLogger(__name__)
 
 TRACER = trace.get_tracer("agentry")
+# The turn a model request is for, so the model server's log lines name it beside the
+# trace id. Only our offline model reads it; other servers ignore a header they do not know.
+TURN_ID_HEADER = "X-Agentry-Turn-Id"
 
 
 def setup_tracing(service: str, settings: TracingSettings | None = None) -> Callable[[], None]:
@@ -69,6 +72,16 @@ def current_traceparent() -> str | None:
 def inject(headers: dict[str, Any]) -> dict[str, Any]:
     """`headers` with the current trace context added (unchanged outside any trace)."""
     propagate.inject(headers)
+    return headers
+
+
+def model_headers(turn_id: str | None) -> dict[str, str]:
+    """The headers of a model request: the trace context (`inject`) and the turn's id,
+    an opaque id the client sees too (nothing secret goes in a header), sent only when
+    it is printable ASCII, what an HTTP header can carry as it is."""
+    headers: dict[str, str] = inject({})
+    if turn_id and turn_id.isascii() and turn_id.isprintable():
+        headers[TURN_ID_HEADER] = turn_id
     return headers
 
 
@@ -172,8 +185,8 @@ def serving_http(headers: Mapping[str, str], method: str, route: str) -> Iterato
 @contextmanager
 def model_call(model: str, base_url: str | None = None) -> Iterator[Span]:
     """A CLIENT span for one chat-completion request (GenAI conventions); the caller adds
-    the usage (`record_usage`) and sends `inject({})` as the request's headers, so the
-    model server's span continues this trace."""
+    the usage (`record_usage`) and sends `model_headers(...)` as the request's headers,
+    so the model server's span continues this trace."""
     attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": model}
     if base_url:
         attributes["server.address"] = base_url

@@ -168,9 +168,10 @@ async def test_one_trace_per_turn_across_five_processes(collector: Collector, tm
     served = [s for s in spans if s.service == "offline-model"]
     assert served and {parent_of(s).span_id for s in served} <= {c.span_id for c in chats}
     assert served[0].kind == ProtoSpan.SPAN_KIND_SERVER
-    # The turn's log lines carry its trace id (memory says nothing of a turn that went well).
+    # The turn's log lines carry its trace id (memory says nothing of a turn that went well);
+    # the offline model's too, the turn's id coming with the request (`X-Agentry-Turn-Id`).
     turn_id = frames[0]["turn_id"]
-    for name in ("gateway", "reasoner", "tool-runner"):
+    for name in ("gateway", "reasoner", "tool-runner", "offline-model"):
         (log_path,) = stack.workdir.glob(f"{name}-*.log")
         lines = [json.loads(line) for line in log_path.read_text().splitlines()]
         of_turn = [line for line in lines if line.get("turn_id") == turn_id]
@@ -227,3 +228,8 @@ def _check_summary_span(collector: Collector, stack: Stack, second_turn: list[di
     assert parent.name == f"process {stack.namespace}.log"  # the turn's entry in the log
     served = [s for s in spans if s.service == "offline-model" and s.parent_id == call.span_id]
     assert served and served[0].kind == ProtoSpan.SPAN_KIND_SERVER
+    # The model's line of the summary call names the turn whose context asked for it.
+    (log_path,) = stack.workdir.glob("offline-model-*.log")
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    summary_lines = [line for line in lines if line.get("span_id") == served[0].span_id]
+    assert [line.get("turn_id") for line in summary_lines] == [second_turn[0]["turn_id"]]

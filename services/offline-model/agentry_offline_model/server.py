@@ -18,9 +18,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+from agentry_shared.logs import bind_context
 from agentry_shared.ops import build_ops_app
 from agentry_shared.settings import OfflineModelSettings
-from agentry_shared.tracing import serving_http
+from agentry_shared.tracing import TURN_ID_HEADER, serving_http
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -72,11 +73,16 @@ def build_app(settings: OfflineModelSettings, *, hang_limit_s: float = MAX_HANG_
 
 @web.middleware
 async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The model's requests continue the caller's trace (`traceparent` header); ops
-    routes (/metrics, /healthz) are not traced."""
+    """The model's requests continue the caller's trace (`traceparent` header) and name
+    the caller's turn (`X-Agentry-Turn-Id`, cut to 128 characters) on their log lines;
+    ops routes (/metrics, /healthz) are not traced."""
     if not request.path.startswith("/v1/"):
         return await handler(request)
-    with serving_http(request.headers, request.method, request.path) as span:
+    turn_id = request.headers.get(TURN_ID_HEADER)
+    with (
+        serving_http(request.headers, request.method, request.path) as span,
+        bind_context(turn_id=turn_id[:128] if turn_id else None),
+    ):
         response = await handler(request)
         span.set_attribute("http.response.status_code", response.status)
         return response

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +17,9 @@ import pytest
 import pytest_asyncio
 from agentry_offline_model.rules import REASONING_SENTINEL
 from agentry_offline_model.server import build_app
+from agentry_shared.logs import JsonFormatter
 from agentry_shared.settings import OfflineModelSettings
+from agentry_shared.tracing import TURN_ID_HEADER
 from aiohttp import web
 from openai.types.chat import ChatCompletionFunctionToolParam
 from prometheus_client import REGISTRY
@@ -266,3 +270,32 @@ async def test_python_round_trip(client: openai.AsyncOpenAI) -> None:
     result = {"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"stdout": "42\n", "exit_code": 0})}
     second = await collect(client, [ask, assistant, result], tools=[python_tool])
     assert second["content"] == "The program exited with 0 and printed: 42"
+
+
+async def test_the_request_line_names_the_callers_trace_and_turn(client: openai.AsyncOpenAI) -> None:
+    """The per-request log line carries the trace id of the caller's `traceparent` and the
+    turn of its `X-Agentry-Turn-Id` (the reasoner sends both), so one filter on a turn's
+    `turn_id` finds the model's side too; a caller that sends neither gets a line without."""
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    traced = {"traceparent": f"00-{trace_id}-b7ad6b7169203331-01", TURN_ID_HEADER: "turn-42"}
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("offline-model"))
+    logger = logging.getLogger("agentry_offline_model")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        hi: Any = [{"role": "user", "content": "hi"}]
+        await collect(client, hi, extra_headers=traced)
+        await client.chat.completions.create(model="m", messages=hi, extra_headers=traced)
+        await collect(client, hi)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    requests = [json.loads(line) for line in lines.getvalue().splitlines()]
+    assert [(r["msg"], r["stream"], r.get("trace_id"), r.get("turn_id")) for r in requests] == [
+        ("chat completion", True, trace_id, "turn-42"),
+        ("chat completion", False, trace_id, "turn-42"),
+        ("chat completion", True, None, None),
+    ]

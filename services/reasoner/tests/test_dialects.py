@@ -23,7 +23,9 @@ from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import ServerFrame, TurnCompleted
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
+from agentry_shared.logs import bind_context
 from agentry_shared.settings import ReasonerSettings
+from agentry_shared.tracing import processing
 from aiohttp import web
 
 SECRET = "SECRET-PLAN"
@@ -181,14 +183,16 @@ STRAY_BRACE_CALL = sse(
 
 
 class Replay:
-    """Answers each request with the next reply; keeps the request bodies."""
+    """Answers each request with the next reply; keeps the request bodies and headers."""
 
     def __init__(self) -> None:
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(await request.json())
+        self.headers.append(dict(request.headers))
         status, kind, body = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
         return web.Response(status=status, body=body, content_type=kind)
 
@@ -518,6 +522,26 @@ async def test_reasoning_tokens_beside_reasoning_text_leave_the_text_as_the_reco
     server.replies = [with_text]
     ports, _ = await run_turn(url)
     assert ports.reasoning == {0: SECRET}
+
+
+async def test_a_request_of_a_turn_carries_its_trace_and_turn_id_and_nothing_else_of_ours(
+    replay: tuple[Replay, str],
+) -> None:
+    """The model server can log the turn (`X-Agentry-Turn-Id`, what our offline model
+    reads) beside the trace id (`traceparent`); no other id of the user goes out."""
+    server, url = replay
+    server.replies = [ANSWER]
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with (
+        processing({"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}, "turns", "0"),
+        bind_context(turn_id="turn-42", conversation_id="c-7"),
+    ):
+        await run_turn(url)
+    await run_turn(url)  # outside a turn: neither
+    sent, outside = ({k.lower(): v for k, v in h.items()} for h in server.headers)
+    assert sent["x-agentry-turn-id"] == "turn-42" and sent["traceparent"].split("-")[1] == trace_id
+    assert not any("c-7" in value for value in sent.values())
+    assert "x-agentry-turn-id" not in outside and "traceparent" not in outside
 
 
 async def test_usage_is_not_asked_for_when_turned_off(replay: tuple[Replay, str]) -> None:

@@ -12,14 +12,15 @@ Each request is a `chat <model>` CLIENT span (the reasoner's kind, marked
 `agentry.model.purpose=summary`) whose context rides the request's `traceparent` header:
 the refresh runs in the context of the `GetContext` that scheduled it, so the summary
 call shows in the trace of the turn that asked for that context, and the model server's
-span under it.
+span under it; that turn's id rides along (`tracing.TURN_ID_HEADER`) for the server's logs.
 """
 
 from __future__ import annotations
 
 import re
 
-from agentry_shared.tracing import inject, model_call, record_usage
+from agentry_shared.logs import bound_id
+from agentry_shared.tracing import model_call, model_headers, record_usage
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -63,7 +64,10 @@ class OpenAISummaryModel:
         with model_call(self.model) as span:
             span.set_attribute("agentry.model.purpose", "summary")
             response = await self.client.chat.completions.create(
-                model=self.model, messages=messages, stream=False, extra_headers=inject({}) or None
+                model=self.model,
+                messages=messages,
+                stream=False,
+                extra_headers=model_headers(bound_id("turn_id")) or None,
             )
             content = response.choices[0].message.content if response.choices else None
             usage = response.usage

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import openai
-from agentry_shared.tracing import inject, model_call, record_usage
+from agentry_shared.logs import bound_id
+from agentry_shared.tracing import model_call, model_headers, record_usage
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 
 from agentry_reasoner.model.items import (
@@ -129,8 +130,8 @@ class OpenAIModel:
         # change nothing: our messages are already plain JSON of the wire's shape.
         body: dict[str, Any] = {"messages": messages}
         kwargs: dict[str, Any] = {"model": self._model, "messages": [], "stream": True, "extra_body": body}
-        if traced := inject({}):
-            kwargs["extra_headers"] = traced  # the model server continues the turn's trace
+        if headers := model_headers(bound_id("turn_id")):
+            kwargs["extra_headers"] = headers  # the model server continues the turn's trace and names the turn
         if self._stream_usage:
             # The last chunk then carries `usage` (OpenAI, vLLM, llama.cpp, Ollama); servers
             # that do not know the option ignore it (and one that refuses it is asked without).
