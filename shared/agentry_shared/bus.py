@@ -327,16 +327,17 @@ class Bus:
 
         def failed(what: str, message: AbstractIncomingMessage) -> None:
             # The handler's own ids are unbound by now: read them from the request again.
-            with bind_context(**request_ids(message.body)):
+            with bind_context(**message_ids(message.body)):
                 log.exception(what, extra={"queue": target.queue})
 
         return Consumer(queue, await queue.consume(on_request))
 
 
-def request_ids(body: bytes) -> dict[str, str]:
-    """The turn and conversation a request names (`turn_id`, `scope.conversation_id` or
-    `conversation_id`), for the log line of its failure: parsed only then, never on the
-    way in. Nothing for a body that is not such JSON; ids cut to 128 characters."""
+def message_ids(body: bytes) -> dict[str, str]:
+    """The turn and conversation a message names (`turn_id`, `scope.conversation_id` or
+    `conversation_id`), for log lines out of reach of the parsed message (a failed RPC
+    handler's, read only then; a dead letter's). Nothing for a body that is not such JSON;
+    ids cut to 128 characters."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):

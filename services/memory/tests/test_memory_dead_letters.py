@@ -5,7 +5,9 @@ keeps failing, handed back by stop(); what memory keeps is listed in tools/admin
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from agentry_shared.contracts.frames import FANOUT_SEPARATOR, MessageDelta, Turn
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
+from agentry_shared.logs import JsonFormatter
 from agentry_shared.settings import MemorySettings
 from agentry_shared.testing import delete_declared
 from agentry_shared.topology import Topology
@@ -186,6 +189,31 @@ async def test_a_letter_that_cannot_be_kept_goes_back_unacked(store: Store, scop
     consumer, bus = adapter(ConversationLog(store, TOPOLOGY), keep_failures=99)
     await handle(consumer, lasting := FakeMessage(encode(turn(scope, "t2"))))
     assert (lasting.acked, lasting.requeued, bus.kept) == (0, 1, [])  # back to <ns>.dead, handled again later
+
+
+async def test_a_letter_that_cannot_be_kept_or_settled_is_logged_with_its_turn(store: Store, scope: Scope) -> None:
+    """Keeping and settling a letter happen after its handling: their lines name its turn
+    too, so an operator following a poison turn finds why it went back."""
+
+    class Unsettled(FakeMessage):
+        async def nack(self, requeue: bool = True) -> None:
+            raise ConnectionError("the channel is gone")
+
+    lines = io.StringIO()
+    handler = logging.StreamHandler(lines)
+    handler.setFormatter(JsonFormatter("memory"))
+    logger = logging.getLogger("agentry_memory.log.dead_letters")
+    logger.addHandler(handler)
+    try:
+        consumer, _bus = adapter(ConversationLog(store, TOPOLOGY), keep_failures=99)
+        await handle(consumer, Unsettled(encode(turn(scope, "t7"))))
+    finally:
+        logger.removeHandler(handler)
+    warnings = [json.loads(line) for line in lines.getvalue().splitlines() if '"level": "warning"' in line]
+    assert [(w["msg"], w.get("turn_id"), w.get("conversation_id")) for w in warnings] == [
+        ("a handled dead letter could not be kept; it goes back", "t7", scope.conversation_id),
+        ("could not settle a dead letter", "t7", scope.conversation_id),
+    ]
 
 
 async def test_events_and_unreadable_letters_are_logged_and_acked(scope: Scope, caplog: Any) -> None:

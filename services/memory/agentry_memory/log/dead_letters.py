@@ -45,7 +45,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from agentry_shared.bus import HANDLED_DEAD_LETTERS, QUORUM, Bus, Consumer
+from agentry_shared.bus import HANDLED_DEAD_LETTERS, QUORUM, Bus, Consumer, message_ids
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.logs import bind_context
@@ -110,6 +110,11 @@ class DeadLetterConsumer:
         await self._in_flight.wait_idle()
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
+        # Every line of the letter names its turn, those of keeping and settling it too.
+        with bind_context(**message_ids(message.body)):
+            await self._handle(message)
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         origin = _origin(message.headers)
         kept = False
         try:
