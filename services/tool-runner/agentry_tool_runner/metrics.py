@@ -68,5 +68,7 @@ def initialise_tools(tools: Iterable[tuple[str, str]]) -> None:
         initialise(TOOL_EXECUTIONS, [tool])
 
 
+# A request naming a tool this worker does not have: counted and timed under "unknown".
 initialise(TOOL_CALLS, ["unknown"], ["unknown"], {"unknown_tool"})
+initialise(TOOL_CALL_DURATION, ["unknown"], ["unknown"])
 initialise(TOOL_CALL_CLAIMS, ("run", "reply_kept", "wait", "refuse"))
