@@ -8,8 +8,10 @@ never downloads one. A screenshot of each step is saved under the test's tmp_pat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,5 +217,43 @@ def test_a_refusal_says_which_limit_and_when_to_retry(web_stack: Stack, browser:
         expect(page.locator("#notice")).to_contain_text("GATEWAY_MAX_FRAMES_PER_SECOND")
         expect(page.locator("#notice")).to_contain_text(re.compile(r"retry in \d+(\.\d)? s"))
         expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    finally:
+        context.close()
+
+
+def test_a_reloaded_page_does_not_repeat_a_retry_time_that_has_passed(web_stack: Stack, browser: Browser) -> None:
+    """Regression: a `tool.finished` refused over REASONER_TOOL_CALLS_PER_MINUTE carries
+    `retry_after_ms`, counted from when it was made. The page reloaded an hour later (its
+    frames replayed by `resume`) showed "retry in 12 s" again, as if counted from then; its
+    chip now says only that the call was rate limited, the wait being over."""
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    question = "what is 5+5, 6+6, 7+7 and 8+8?"
+    url = f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}"
+    try:
+        page.goto(url)
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, question)
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        refused = page.locator(f'{LAST_TURN} .chip[data-state="failed"]')
+        expect(refused).to_have_count(4 - TOOL_CALLS_PER_MINUTE)
+        expect(refused.first).to_have_text(re.compile(r"^calculator: failed: rate limited, retry in \d+ s$"))
+        conversation_id = page.locator(".transcript:not([hidden])").get_attribute("data-conversation-id")
+        assert conversation_id
+        # An hour passes for the conversation's frames (memory's own record of when each was made).
+        memory_db = Path(web_stack.env["MEMORY_DATA_DIR"]) / "memory.sqlite3"
+        with contextlib.closing(sqlite3.connect(memory_db, timeout=10)) as db, db:
+            db.execute(
+                "UPDATE frames SET created_at = created_at - 3600 WHERE conversation = "
+                "(SELECT id FROM conversations WHERE conversation_id = ?)",
+                (conversation_id,),
+            )
+        page.goto(url)
+        page.click(f"#conversations button >> text={question}")
+        expect(refused).to_have_count(4 - TOOL_CALLS_PER_MINUTE)
+        for i in range(4 - TOOL_CALLS_PER_MINUTE):
+            expect(refused.nth(i)).to_have_text("calculator: failed: rate limited")
     finally:
         context.close()

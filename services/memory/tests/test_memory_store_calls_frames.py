@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
+from agentry_memory.log.sequencer import encode_frame
 from agentry_memory.store import Store
 from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.mongo import frames as mongo_frames
+from agentry_memory.store.sqlite import frames as sqlite_frames
 from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.frames import ToolFinished
 from agentry_shared.contracts.scope import Scope
 
 RESULT = {"kind": "tool.completed", "call_id": "c1", "tool": "clock", "ok": True, "output": "12:00"}
@@ -100,3 +105,41 @@ async def test_sweep_keeps_turns_and_messages(store: Store, scope: Scope) -> Non
     await store.sweep_frames(time.time() + 1)
     assert [m.content for m in (await store.context(scope, "t1", 40)).messages] == ["hi"]
     assert (await store.turn_status(scope, "t1")).state == "completed"
+
+
+async def test_a_replayed_retry_hint_counts_from_the_replay(
+    store: Store, scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a `tool.finished` refused `rate_limited` carries `retry_after_ms`, counted
+    from when it was made. A client that resumed (or reloaded the page) later was told the
+    whole wait again, from now; a replay now gives what is left of it, and nothing once it
+    has passed (the call may go). Frames without a wait are handed back as stored."""
+    clock = [1_000_000.0]
+    for backend in (sqlite_frames, mongo_frames):
+        monkeypatch.setattr(backend, "time", SimpleNamespace(time=lambda: clock[0]))
+    await store.claim_conversation(scope)
+    limited = ToolFinished(
+        conversation_id=scope.conversation_id,
+        tool="calculator",
+        call_id="c1",
+        ok=False,
+        error="rate_limited",
+        retry_after_ms=12_000,
+    )
+    done = ToolFinished(conversation_id=scope.conversation_id, tool="calculator", call_id="c2", ok=True)
+    encoded = [(f"e{n}", encode_frame(frame, scope.conversation_id, None)) for n, frame in enumerate((limited, done))]
+    await store.append_frames(scope, list(encoded))
+
+    async def replay() -> list[dict[str, object]]:
+        return await store.frames_after(scope, 0, 10)
+
+    assert (await replay())[0]["retry_after_ms"] == 12_000  # replayed at once: all of it
+    clock[0] += 4.5
+    frames = await replay()
+    assert frames[0]["retry_after_ms"] == 7_500 and frames[0]["error"] == "rate_limited"
+    assert frames[1] == done.model_copy(update={"seq": 2}).model_dump(mode="json")
+    clock[0] += 7.5
+    assert "retry_after_ms" not in (await replay())[0]  # passed: no wait is left
+    assert (await replay())[0]["error"] == "rate_limited"
+    clock[0] -= 60  # the clock stepped back: never a longer wait than the frame's own
+    assert (await replay())[0]["retry_after_ms"] == 12_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -226,6 +227,24 @@ class EncodedFrame:
         body = json.dumps({k: v for k, v in frame.items() if k != "seq"}, ensure_ascii=False, separators=(",", ":"))
         error = frame.get("error") or {}
         return cls(body.encode()[1:-1], b"", str(frame.get("type")), frame.get("turn_id"), error.get("code"))
+
+
+def replayed(body: str, stored_at: float, now: float) -> dict[str, Any]:
+    """A stored frame as a replay hands it on `now`: a `tool.finished` frame's
+    `retry_after_ms` was counted from when the frame was made, and a client counts it from
+    when it reads it, so it is shortened by the frame's age, and left out once it has
+    passed (the call may go now). Everything else is as stored."""
+    frame: dict[str, Any] = json.loads(body)
+    wait = frame.get("retry_after_ms")
+    if frame.get("type") != "tool.finished" or not isinstance(wait, int):
+        return frame
+    # A clock that stepped back makes no wait longer than the one the frame was made with.
+    left = min(wait, math.ceil(wait - (now - stored_at) * 1000))
+    if left >= 1:
+        frame["retry_after_ms"] = left
+    else:
+        del frame["retry_after_ms"]
+    return frame
 
 
 @dataclass(frozen=True)

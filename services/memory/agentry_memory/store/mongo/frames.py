@@ -11,7 +11,6 @@ which the partitioned log makes rare (one active consumer per partition).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,7 +19,7 @@ from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.store.mongo.base import MongoBase, conversation_filter
-from agentry_memory.store.records import FINISHED, EncodedFrame
+from agentry_memory.store.records import FINISHED, EncodedFrame, replayed
 
 SEQ_ATTEMPTS = 20
 
@@ -68,8 +67,10 @@ class MongoFrames(MongoBase):
 
     async def frames_after(self, scope: Scope, after_seq: int, limit: int) -> list[dict[str, Any]]:
         await self._owned(scope)
-        cursor = self._c("frames").find({**conversation_filter(scope), "seq": {"$gt": after_seq}}, {"body": 1})
-        return [json.loads(doc["body"]) async for doc in cursor.sort("seq", 1).limit(limit)]
+        where = {**conversation_filter(scope), "seq": {"$gt": after_seq}}
+        cursor = self._c("frames").find(where, {"body": 1, "created_at": 1})
+        now = time.time()
+        return [replayed(doc["body"], doc["created_at"], now) async for doc in cursor.sort("seq", 1).limit(limit)]
 
     async def sweep_frames(self, older_than: float) -> int:
         """Per conversation with expired frames: delete up to the newest expired seq (a

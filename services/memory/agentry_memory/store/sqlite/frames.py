@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from typing import Any
 
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.store.records import EncodedFrame
+from agentry_memory.store.records import EncodedFrame, replayed
 from agentry_memory.store.sqlite.base import SqliteBase
 
 # Conversations whose expired frames one sweep transaction deletes: small enough that the
@@ -85,10 +84,11 @@ class FrameTables(SqliteBase):
         with self._tx(write=False) as db:
             conversation = self._owned(db, scope)
             rows = db.execute(
-                "SELECT body FROM frames WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT body, created_at FROM frames WHERE conversation = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (conversation, after_seq, limit),
             ).fetchall()
-        return [json.loads(body) for (body,) in rows]
+        now = time.time()
+        return [replayed(body, created_at, now) for body, created_at in rows]
 
     async def sweep_frames(self, older_than: float) -> int:
         deleted = 0
