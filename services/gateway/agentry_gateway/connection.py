@@ -38,7 +38,7 @@ from agentry_gateway.authenticator import Authenticator, peer
 from agentry_gateway.conversations import conversation_list
 from agentry_gateway.expiry import TOKEN_EXPIRED, TOKEN_EXPIRED_CLOSE, Expiry
 from agentry_gateway.fanout import Fanout
-from agentry_gateway.inbound import FOLLOW_LIMIT, FORBIDDEN, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
+from agentry_gateway.inbound import FOLLOW_LIMIT, FORBIDDEN, INVALID_RESUME, NOT_FOUND, TURN_NOT_ACTIVE, Rejected
 from agentry_gateway.intake import Intake
 from agentry_gateway.memory_client import MemoryClient
 from agentry_gateway.outbox import Offer, Outbox
@@ -290,6 +290,7 @@ class ClientSession:
         try:
             with bind_context(conversation_id=conversation_id):
                 await self._claim(self._scope(conversation_id))
+                await self._check_cursor(self._scope(conversation_id), frame.after_seq)
                 self._resync.resume(conversation_id, frame.after_seq, frame.id)
                 try:
                     await self._subscribe(conversation_id)
@@ -301,6 +302,17 @@ class ClientSession:
             return
         self._resync.start(conversation_id)
         metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _check_cursor(self, scope: Scope, after_seq: int) -> None:
+        """Refuse an `after_seq` the conversation never reached: the socket would take every
+        frame up to it for already sent and drop them, the `message.accepted` of the
+        client's next message too. Memory keeps a conversation's last frame, so there is a
+        frame from `after_seq` on unless the conversation ends before it."""
+        if after_seq > 0 and not await self._shared.memory.frames(scope, after_seq - 1, 1):
+            message = (
+                f"after_seq {after_seq} is beyond the conversation's last seq: send the last seq you have (0: all)"
+            )
+            raise Rejected(INVALID_RESUME, message)
 
     async def _claim(self, scope: Scope, *, new: bool = False) -> None:
         conversation_id = scope.conversation_id

@@ -12,7 +12,7 @@ from agentry_gateway.server import Gateway
 from agentry_shared.contracts.frames import MAX_CLIENT_INT, ErrorFrame, Resume, SendMessage
 from websockets.asyncio.client import connect
 
-from services.gateway.tests.conftest import Broker, recv_json, send_message
+from services.gateway.tests.conftest import Broker, issued, recv_json, send_message
 
 LIMITS = inbound.Limits(max_frame_bytes=1024, max_text_chars=100)
 
@@ -81,3 +81,27 @@ async def test_a_lone_surrogate_costs_one_error_frame_not_the_socket(
         turn = await broker.log.next()
         assert (turn.text, turn.client_message_id) == ("still here", "m1")
     assert not [r for r in caplog.records if r.exc_info], "a refused frame logs no traceback"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_resume_past_the_conversations_end_is_refused_and_loses_nothing(
+    broker: Broker, gateway: tuple[Gateway, str]
+) -> None:
+    """Regression: `after_seq` above the conversation's last seq (any value up to 2^53 was
+    taken) made the socket treat every frame up to it as already sent: the conversation's
+    next frames, the `message.accepted` of the client's own next message too, were dropped
+    without a word. Such a resume is now `invalid_resume`, and changes nothing."""
+    conversation = issued(broker, "ahead", "resume-ahead")
+    for seq in (1, 2, 3):
+        await broker.send_frame(conversation, seq, publish=False)
+    async with connect(gateway[1] + "?user=ahead") as ws:
+        for after_seq in (4, MAX_CLIENT_INT):
+            await ws.send(
+                json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": after_seq, "id": "r"})
+            )
+            error = await recv_json(ws)
+            assert (error["code"], error["id"], error["conversation_id"]) == ("invalid_resume", "r", conversation)
+            assert f"after_seq {after_seq} is beyond the conversation's last seq" in error["message"]
+        await ws.send(json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": 3}))  # its end
+        await broker.send_frame(conversation, 4)
+        assert (await recv_json(ws))["seq"] == 4

@@ -54,8 +54,10 @@ async def test_resume_replays_then_follows_live_without_gap_or_duplicate(
             await assert_silent(ws)
     finally:
         broker.memory.while_answering = None
-    fetched = [r.after_seq for r in broker.memory.requests_of(GetFrames) if r.scope.conversation_id == conversation]
-    assert fetched[:2] == [2, 5] and all(r.limit == 3 for r in broker.memory.requests_of(GetFrames)[-len(fetched) :])
+    fetched = [r for r in broker.memory.requests_of(GetFrames) if r.scope.conversation_id == conversation]
+    # First one frame from after_seq on (after_seq is within the conversation), then pages of 3.
+    assert [(r.after_seq, r.limit) for r in fetched[:3]] == [(1, 1), (2, 3), (5, 3)]
+    assert all(r.limit == 3 for r in fetched[1:])
 
 
 async def test_resume_replays_frames_as_stored(broker: Broker, gateway: tuple[Gateway, str]) -> None:
