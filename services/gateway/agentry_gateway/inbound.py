@@ -91,7 +91,7 @@ def _check_message(frame: SendMessage, limits: Limits) -> tuple[ClientErrorCode,
     if not frame.text.strip():
         return INVALID_MESSAGE, "text must not be blank"
     if len(frame.text) > limits.max_text_chars:
-        return TEXT_TOO_LONG, f"text is longer than {limits.max_text_chars} characters"
+        return TEXT_TOO_LONG, f"text is longer than GATEWAY_MAX_TEXT_CHARS ({limits.max_text_chars}) characters"
     return None
 
 
@@ -139,7 +139,7 @@ def parse(data: str | bytes, limits: Limits) -> ClientFrame | ErrorFrame:
     if isinstance(data, bytes):
         return error(BINARY_NOT_SUPPORTED, "send JSON in text frames")
     if _utf8_size_over(data, limits.max_frame_bytes):
-        return error(FRAME_TOO_LARGE, f"frame is larger than {limits.max_frame_bytes} bytes")
+        return error(FRAME_TOO_LARGE, f"frame is larger than GATEWAY_MAX_FRAME_BYTES ({limits.max_frame_bytes}) bytes")
     try:
         raw = json.loads(data)
     except (ValueError, RecursionError):  # RecursionError: absurdly nested input

@@ -94,3 +94,19 @@ async def test_sockets_per_user_are_bounded(start_gateway: StartGateway) -> None
     async with connect(url + "?user=many") as again:  # the count went down with the sockets
         await send_message(again, "")
         assert (await recv_json(again))["code"] == "invalid_message"
+
+
+async def test_size_refusals_name_their_setting(broker: Broker, gateway: tuple[Gateway, str]) -> None:
+    """Regression: `frame_too_large` and `text_too_long` gave only a number ("frame is larger
+    than 4096 bytes"), unlike every other limit, which names the setting an operator can
+    change; neither says to wait (retrying the same frame cannot help)."""
+    async with connect(gateway[1] + "?user=big") as ws:
+        await send_message(ws, "x" * 5000, id="m1")  # over 4096 bytes, under the hard cap
+        await send_message(ws, "x" * 1001, id="m2")  # over 1000 characters
+        too_large, too_long = await recv_json(ws), await recv_json(ws)
+        assert too_large["code"] == "frame_too_large" and "GATEWAY_MAX_FRAME_BYTES (4096)" in too_large["message"]
+        assert (too_long["code"], too_long["id"]) == ("text_too_long", "m2")
+        assert "GATEWAY_MAX_TEXT_CHARS (1000)" in too_long["message"]
+        assert "retry_after_ms" not in too_large and "retry_after_ms" not in too_long
+        await send_message(ws, "small", id="m3")
+        assert (await broker.log.next()).client_message_id == "m3"
