@@ -13,7 +13,7 @@ from agentry_memory.store.errors import Forbidden, NotFound
 from agentry_memory.store.mongo import frames as mongo_frames
 from agentry_memory.store.sqlite import frames as sqlite_frames
 from agentry_shared.contracts.chat import ChatMessage
-from agentry_shared.contracts.frames import ToolFinished
+from agentry_shared.contracts.frames import ToolApprovalRequired, ToolFinished, arguments_sha256
 from agentry_shared.contracts.scope import Scope
 
 RESULT = {"kind": "tool.completed", "call_id": "c1", "tool": "clock", "ok": True, "output": "12:00"}
@@ -143,3 +143,31 @@ async def test_a_replayed_retry_hint_counts_from_the_replay(
     assert (await replay())[0]["error"] == "rate_limited"
     clock[0] -= 60  # the clock stepped back: never a longer wait than the frame's own
     assert (await replay())[0]["retry_after_ms"] == 12_000
+
+
+async def test_a_replayed_approval_deadline_counts_from_the_replay(
+    store: Store, scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replayed `tool.approval_required` said the full `expires_in_ms` again (the web page's
+    dialog: "No answer within 120 s"), however long ago it was asked; now what is left, 0
+    once passed (answering then gets `approval_expired`)."""
+    clock = [1_000_000.0]
+    for backend in (sqlite_frames, mongo_frames):
+        monkeypatch.setattr(backend, "time", SimpleNamespace(time=lambda: clock[0]))
+    await store.claim_conversation(scope)
+    asked = ToolApprovalRequired(
+        conversation_id=scope.conversation_id,
+        tool="workspace_write",
+        call_id="c1",
+        arguments={"path": "a.txt"},
+        args_sha256=arguments_sha256({"path": "a.txt"}),
+        expires_in_ms=120_000,
+    )
+    await store.append_frames(scope, [("e1", encode_frame(asked, scope.conversation_id, "t1"))])
+    clock[0] += 100
+    [frame] = await store.frames_after(scope, 0, 10)
+    assert frame == asked.model_copy(update={"seq": 1, "turn_id": "t1", "expires_in_ms": 20_000}).model_dump(
+        mode="json"
+    )
+    clock[0] += 3600
+    assert (await store.frames_after(scope, 0, 10))[0]["expires_in_ms"] == 0

@@ -230,21 +230,28 @@ class EncodedFrame:
 
 
 def replayed(body: str, stored_at: float, now: float) -> dict[str, Any]:
-    """A stored frame as a replay hands it on `now`: a `tool.finished` frame's
-    `retry_after_ms` was counted from when the frame was made, and a client counts it from
-    when it reads it, so it is shortened by the frame's age, and left out once it has
-    passed (the call may go now). Everything else is as stored."""
+    """A stored frame as a replay hands it on `now`. Two durations in frames count from
+    when the frame was made, and a client counts them from when it reads it, so they are
+    shortened by the frame's age: a `tool.finished` frame's `retry_after_ms` (left out once
+    it has passed: the call may go now), and a `tool.approval_required` frame's
+    `expires_in_ms` (0 once passed: the call was denied). Everything else is as stored."""
     frame: dict[str, Any] = json.loads(body)
-    wait = frame.get("retry_after_ms")
-    if frame.get("type") != "tool.finished" or not isinstance(wait, int):
-        return frame
-    # A clock that stepped back makes no wait longer than the one the frame was made with.
-    left = min(wait, math.ceil(wait - (now - stored_at) * 1000))
-    if left >= 1:
-        frame["retry_after_ms"] = left
-    else:
-        del frame["retry_after_ms"]
+    kind = frame.get("type")
+    if kind == "tool.finished" and isinstance(wait := frame.get("retry_after_ms"), int):
+        left = _left(wait, stored_at, now)
+        if left >= 1:
+            frame["retry_after_ms"] = left
+        else:
+            del frame["retry_after_ms"]
+    elif kind == "tool.approval_required" and isinstance(wait := frame.get("expires_in_ms"), int):
+        frame["expires_in_ms"] = max(0, _left(wait, stored_at, now))
     return frame
+
+
+def _left(wait_ms: int, stored_at: float, now: float) -> int:
+    """What is left of a wait of `wait_ms` that began at `stored_at`; a clock that stepped
+    back makes no wait longer than the one the frame was made with."""
+    return min(wait_ms, math.ceil(wait_ms - (now - stored_at) * 1000))
 
 
 @dataclass(frozen=True)
