@@ -4,7 +4,7 @@ Handlers bind ids once with `bind_context`; every log call below them carries th
 so an operator can follow one turn across services with a single filter on `turn_id`.
 
 Repeated warnings and errors are throttled (`Throttle`): a client repeating a bad frame,
-or a peer failing a thousand times a second, costs one line per interval and a count.
+or a peer failing a thousand times a second, costs a few lines per interval and a count.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ ThrottleKey = tuple[str, int, str, str | None]
 
 
 class Throttle(logging.Filter):
-    """The same line at most once per `seconds`; the next one shown carries `suppressed`,
-    how many were dropped since.
+    """The same line at most `burst` times per `seconds`; the next one shown carries
+    `suppressed`, how many were dropped since. A burst, not one: the same failure of two
+    turns a second apart (each line with its own `turn_id`) must both be findable by the
+    turn's id; a flood still costs a few lines per interval.
 
     "The same line" is logger, level, message template (the `msg` before `%` arguments)
     and the record's `throttle_key` extra, if any (say, a user id: one noisy user then
@@ -85,13 +87,20 @@ class Throttle(logging.Filter):
     """
 
     def __init__(
-        self, seconds: float = 10.0, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+        self,
+        seconds: float = 10.0,
+        *,
+        burst: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 10_000,
     ) -> None:
         super().__init__()
         self.seconds = seconds
+        self.burst = burst
         self._clock = clock
         self._max_keys = max_keys
-        self._shown: dict[ThrottleKey, tuple[float, int]] = {}  # key -> (shown at, suppressed since)
+        # key -> (the interval's start, lines shown in it, lines suppressed since the last shown)
+        self._shown: dict[ThrottleKey, tuple[float, int, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         throttle_key = getattr(record, "throttle_key", None)
@@ -99,13 +108,15 @@ class Throttle(logging.Filter):
             return True
         key = (record.name, record.levelno, str(record.msg), None if throttle_key is None else str(throttle_key))
         now = self._clock()
-        shown = self._shown.get(key)
-        if shown is not None and now - shown[0] < self.seconds:
-            self._shown[key] = (shown[0], shown[1] + 1)
+        start, shown, suppressed = self._shown.get(key, (now, 0, 0))
+        if now - start >= self.seconds:
+            start, shown = now, 0
+        if shown >= self.burst:
+            self._shown[key] = (start, shown, suppressed + 1)
             return False
-        if shown is not None and shown[1]:
-            record.suppressed = shown[1]
-        self._shown[key] = (now, 0)
+        if suppressed:
+            record.suppressed = suppressed
+        self._shown[key] = (start, shown + 1, 0)
         if len(self._shown) > self._max_keys:
             self._forget(now)
         return True

@@ -23,22 +23,33 @@ def record(msg: str = "frame handling failed", level: int = logging.WARNING, **e
     return made
 
 
-def test_the_same_line_passes_once_per_interval_then_says_how_many_were_dropped() -> None:
+def test_the_same_line_passes_a_burst_per_interval_then_says_how_many_were_dropped() -> None:
     clock = Clock()
-    throttle = Throttle(10.0, clock=clock)
+    throttle = Throttle(10.0, burst=5, clock=clock)
     passed = [throttle.filter(record()) for _ in range(1000)]
-    assert passed.count(True) == 1
+    assert passed == [True] * 5 + [False] * 995
     clock.now += 10.0
     later = record()
     assert throttle.filter(later)
-    assert later.suppressed == 999  # type: ignore[attr-defined]
+    assert later.suppressed == 995  # type: ignore[attr-defined]
     clock.now += 10.0
     quiet = record()
     assert throttle.filter(quiet) and not hasattr(quiet, "suppressed")
 
 
+def test_the_same_failure_of_two_turns_moments_apart_is_logged_for_each() -> None:
+    """Before: one line per interval, so the second turn's failure had no line with its
+    `turn_id` (only a count on a later line), and its operator found nothing."""
+    clock = Clock()
+    throttle = Throttle(10.0, clock=clock)
+    first, second = record("turn could not run", logging.ERROR), record("turn could not run", logging.ERROR)
+    assert throttle.filter(first)
+    clock.now += 1.0
+    assert throttle.filter(second)
+
+
 def test_keys_messages_and_levels_are_throttled_apart() -> None:
-    throttle = Throttle(10.0, clock=Clock())
+    throttle = Throttle(10.0, burst=1, clock=Clock())
     assert throttle.filter(record(throttle_key="alice"))
     assert throttle.filter(record(throttle_key="bob"))
     assert not throttle.filter(record(throttle_key="alice"))
@@ -47,7 +58,7 @@ def test_keys_messages_and_levels_are_throttled_apart() -> None:
 
 
 def test_routine_info_lines_are_never_throttled() -> None:
-    throttle = Throttle(10.0, clock=Clock())
+    throttle = Throttle(10.0, burst=1, clock=Clock())
     assert all(throttle.filter(record("turn published", logging.INFO)) for _ in range(100))
     assert throttle.filter(record("refused", logging.INFO, throttle_key="u"))
     assert not throttle.filter(record("refused", logging.INFO, throttle_key="u"))
