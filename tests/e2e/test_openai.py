@@ -170,3 +170,33 @@ def test_sse_body_ends_with_done(stack: Stack) -> None:
     events = [line[len("data: ") :] for line in body.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
     assert all(json.loads(e)["object"] == "chat.completion.chunk" for e in events[:-1])
+
+
+def test_a_body_that_cannot_be_decoded_is_a_400_not_an_internal_error(stack: Stack) -> None:
+    """A `Content-Encoding` the body is not in: the client's mistake, said as one (it was a
+    500 `internal`, logged as a gateway bug)."""
+    log = stack.replicas("gateway")[0].log_path
+    start = log.stat().st_size
+    status, error = _post_raw(stack, json.dumps({"model": MODEL, "messages": user("hi")}).encode(), "gzip")
+    assert status == 400, error
+    assert error["code"] == "invalid_request" and "content-encoding" in error["message"].lower(), error
+    sync_client(stack).models.list()  # the gateway has finished with the first connection
+    with log.open() as lines:
+        lines.seek(start)
+        assert '"level": "error"' not in lines.read()
+
+
+def _post_raw(stack: Stack, body: bytes, encoding: str) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        stack.http("gateway", "/v1/chat/completions"),
+        data=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())["error"]

@@ -25,6 +25,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.logs import bind_context
 from agentry_shared.settings import GatewaySettings
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from agentry_gateway.auth import AuthError, Identity
@@ -115,6 +116,12 @@ class Endpoint:
             limit = self._settings.gateway_max_frame_bytes
             message = f"the body is over GATEWAY_MAX_FRAME_BYTES ({limit} bytes)"
             response = OpenAIError(413, "request_too_large", message).response()
+        except web.RequestPayloadError as exc:
+            # The client's bytes, not the gateway: a Content-Encoding they are not in, a
+            # broken chunked framing. The rest of the body is not read (aiohttp would
+            # otherwise read it after the response, meet the error again and log it).
+            request.content.feed_eof()
+            response = OpenAIError(400, "invalid_request", f"the body could not be read: {_why(exc)}").response()
         except web.HTTPException as exc:
             code: OpenAIErrorCode = "not_found" if exc.status == 404 else "invalid_request"
             response = OpenAIError(exc.status, code, exc.reason).response()
@@ -278,6 +285,11 @@ class Endpoint:
         if frame.get("type") == "turn.failed":
             return [from_turn_failure(frame.get("error")).body()]
         return translator.on(frame)
+
+
+def _why(exc: web.RequestPayloadError) -> str:
+    cause = exc.__cause__
+    return cause.message if isinstance(cause, HttpProcessingError) else "malformed"
 
 
 async def _send(response: web.StreamResponse, events: list[dict[str, Any]]) -> None:
