@@ -200,3 +200,24 @@ def _post_raw(stack: Stack, body: bytes, encoding: str) -> tuple[int, dict[str, 
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())["error"]
+
+
+def test_optional_parameters_sent_as_null_are_unset(stack: Stack) -> None:
+    """OpenAI's optional parameters are nullable; clients send null for unset (`n=None` in
+    the SDK). They were refused 400 ("n: Input should be a valid integer")."""
+    client = sync_client(stack)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=user("what is 2+2?"), n=None, stream=None, temperature=None, max_tokens=None, stop=None
+    )
+    assert "4" in (completion.choices[0].message.content or "")
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=user("what is 2+2?"),
+            stream=True,
+            n=None,
+            extra_body={"stream_options": {"include_usage": None}},  # the SDK's types want a bool
+        )
+    )
+    assert "4" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert all(c.usage is None for c in chunks)

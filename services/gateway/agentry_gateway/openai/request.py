@@ -28,21 +28,22 @@ class Message(_Lenient):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: bool | None = False
 
 
 class ChatRequest(_Lenient):
+    # Optional parameters may be null, as in OpenAI's API (clients send `"n": null` for unset).
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int | None = 1
     tools: list[dict[str, Any]] | None = None
     metadata: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
 
     @property
     def conversation_id(self) -> str | None:
@@ -60,7 +61,7 @@ def parse(body: bytes, model_name: str) -> ChatRequest:
     if request.model != model_name:
         message = f"no model {request.model!r} here: this endpoint serves {model_name!r} (GET /v1/models)"
         raise OpenAIError(404, "model_not_found", message, param="model")
-    if request.n != 1:
+    if request.n not in (None, 1):
         raise OpenAIError(400, "unsupported_parameter", "n must be 1: the agent gives one answer", param="n")
     if request.tools:
         message = "client tools are not supported: the agent calls its own tools"
