@@ -32,9 +32,12 @@ def sync_client(stack: Stack, name: str = "dev") -> openai.OpenAI:
     )
 
 
-def async_client(stack: Stack, name: str = "dev") -> openai.AsyncOpenAI:
+def async_client(stack: Stack, name: str = "dev", max_retries: int = 0) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
-        base_url=stack.http("gateway", "/v1"), api_key="unused", default_headers={"x-agentry-user": name}, max_retries=0
+        base_url=stack.http("gateway", "/v1"),
+        api_key="unused",
+        default_headers={"x-agentry-user": name},
+        max_retries=max_retries,
     )
 
 
@@ -144,6 +147,28 @@ async def test_a_dropped_stream_cancels_its_turn(slow_stack: Stack) -> None:
     await response.http_response.aclose()  # the client goes away mid-answer
     ended = await _turn_end(slow_stack, conversation, "oa-dropper")
     assert ended["type"] == "turn.failed" and ended["error"]["code"] == "cancelled", ended
+
+
+async def test_a_turn_cancelled_from_a_socket_is_not_rerun_by_the_sdk(slow_stack: Stack) -> None:
+    """The SDK retries a 409; a cancelled turn's says not to (`x-should-retry: false`). It
+    was retried: the cancel was undone, the turn ran again and the SDK returned its answer."""
+    name = "oa-cancelled"
+    client = async_client(slow_stack, name, max_retries=2)  # the SDK's default
+    first = await client.chat.completions.with_raw_response.create(model=MODEL, messages=user("hi"))
+    conversation, first_turn = first.headers[HEADER], first.parse().id.removeprefix("chatcmpl-")
+    asking = asyncio.create_task(
+        client.chat.completions.create(model=MODEL, messages=user("count to 200"), extra_headers={HEADER: conversation})
+    )
+    async with connect(f"{slow_stack.ws_url}?user={name}") as ws:
+        await send(ws, {"type": "resume", "conversation_id": conversation})
+        async with asyncio.timeout(30):
+            while (frame := await next_frame(ws)).get("turn_id") in (None, first_turn):
+                pass
+        await send(ws, {"type": "cancel", "turn_id": frame["turn_id"]})
+        with pytest.raises(openai.ConflictError) as cancelled:
+            await asking
+    assert cancelled.value.code == "cancelled"
+    assert cancelled.value.response.headers["x-should-retry"] == "false"
 
 
 async def _turn_end(stack: Stack, conversation: str, name: str) -> dict[str, Any]:

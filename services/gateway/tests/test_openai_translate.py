@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from agentry_gateway.inbound import Rejected
 from agentry_gateway.openai import request as chat_request
-from agentry_gateway.openai.errors import OpenAIError, from_rejected
+from agentry_gateway.openai.errors import OpenAIError, from_rejected, from_turn_failure
 from agentry_gateway.openai.front import wants_http
 from agentry_gateway.openai.translate import Answer, Chunks, Translator, progress
 from agentry_shared.contracts.errors import ClientErrorCode
@@ -100,6 +100,23 @@ def test_a_turn_over_its_budget_is_429_naming_it_with_retry_after(
     assert (response.status, refused.code) == (429, code)
     assert response.headers["Retry-After"] == retry_after
     assert setting in refused.message
+
+
+@pytest.mark.parametrize(
+    ("refused", "final"),
+    [
+        (from_rejected(Rejected("conversation_limit", "over MEMORY_MAX_CONVERSATIONS_PER_USER")), True),
+        (from_turn_failure({"code": "memory_limit_reached", "message": "no more"}), True),
+        (from_turn_failure({"code": "cancelled", "message": "The turn was cancelled."}), True),
+        (from_rejected(Rejected("rate_limited", "over a budget", retry_after=3.0)), False),
+        (from_turn_failure({"code": "model_unavailable", "message": "down"}), False),
+    ],
+)
+def test_a_refusal_that_waiting_cannot_lift_tells_the_sdk_not_to_retry(refused: OpenAIError, final: bool) -> None:
+    """The SDK retries 409, 429 and 5xx unless told not to (`x-should-retry: false`)."""
+    assert ("x-should-retry" in refused.response().headers) is final
+    if final:
+        assert refused.response().headers["x-should-retry"] == "false"
 
 
 def _finished(**fields: object) -> dict[str, object]:

@@ -41,6 +41,11 @@ _FROM_CLIENT_CODE: Final[dict[ClientErrorCode, tuple[int, OpenAIErrorCode]]] = {
     "text_too_long": (400, "text_too_long"),
 }
 
+# Refusals that the same request, sent again, cannot get past: a cancelled turn (rerunning
+# it would undo the cancel), a count limit that does not reset by waiting. They say so in
+# `x-should-retry: false`, which the official SDKs obey (they retry 409, 429 and 5xx).
+_FINAL: Final[frozenset[str]] = frozenset({"cancelled", "conversation_limit", "memory_limit_reached"})
+
 # A failed turn, by its code: what the client can do about it decides the status.
 _TURN_STATUS: Final[dict[TurnFailureCode, int]] = {
     "model_unavailable": 503,
@@ -82,6 +87,8 @@ class OpenAIError(Exception):
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Bearer realm="agentry"'
+        if self.code in _FINAL:
+            headers["x-should-retry"] = "false"
         return web.json_response(self.body(), status=self.status, headers=headers)
 
     def sse(self) -> bytes:
