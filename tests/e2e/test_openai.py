@@ -171,6 +171,16 @@ async def test_a_turn_cancelled_from_a_socket_is_not_rerun_by_the_sdk(slow_stack
     assert cancelled.value.response.headers["x-should-retry"] == "false"
 
 
+async def test_a_failed_turn_names_its_new_conversation(stack: Stack) -> None:
+    """Every answer carries its conversation, a failed turn's too: the client can resume it
+    (the failure, the user's message in it). The error response had no id."""
+    with pytest.raises(openai.InternalServerError) as failed:
+        await async_client(stack, "oa-failed").chat.completions.create(model=MODEL, messages=user("[[model-error]] hi"))
+    assert failed.value.code == "model_unavailable"
+    ended = await _turn_end(stack, failed.value.response.headers[HEADER], "oa-failed")
+    assert ended["type"] == "turn.failed" and ended["error"]["code"] == "model_unavailable", ended
+
+
 async def _turn_end(stack: Stack, conversation: str, name: str) -> dict[str, Any]:
     """The end of the conversation's (only) turn, watched over the WebSocket."""
     async with connect(f"{stack.ws_url}?user={name}") as ws:

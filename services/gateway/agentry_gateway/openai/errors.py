@@ -76,13 +76,14 @@ class OpenAIError(Exception):
         self.message = message
         self.param = param
         self.retry_after = retry_after
+        self.headers: dict[str, str] = {}  # more response headers (the conversation's id)
 
     def body(self) -> dict[str, object]:
         kind = _TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error")
         return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
 
     def response(self, extra: dict[str, str] | None = None) -> web.Response:
-        headers = dict(extra or {})
+        headers = {**self.headers, **(extra or {})}
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         if self.status == 401:

@@ -202,6 +202,10 @@ class Endpoint:
             if turn.chat.stream:
                 return await self._stream(request, turn, watch)
             return await self._complete(turn, watch)
+        except OpenAIError as exc:
+            # The turn is in its conversation now, failed or not: the client may resume it.
+            exc.headers.update(self._headers(turn))
+            raise
         finally:
             if not turn.ended:
                 self._canceller.cancel(turn.identity.tenant_id, turn.identity.user_id, turn.turn_id)
