@@ -198,6 +198,11 @@ class Endpoint:
         except Rejected as exc:
             await watch.close()
             raise from_rejected(exc) from exc
+        except BaseException:
+            # The request went away (or failed) before the turn was published: nothing to
+            # cancel, but the conversation must not stay followed by a watch no one reads.
+            await asyncio.shield(watch.close())
+            raise
         try:
             if turn.chat.stream:
                 return await self._stream(request, turn, watch)
