@@ -70,6 +70,21 @@ def test_the_last_message_must_be_the_users() -> None:
 
 
 @pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"nope", "the body: Invalid JSON: expected ident at line 1 column 2"),
+        (b"[1]", "the body: Input should be an object"),
+        (b'{"model": "agentry", "messages": []}', "messages: List should have at least 1 item after validation, not 0"),
+    ],
+)
+def test_a_body_that_is_not_a_chat_request_says_where(body: bytes, message: str) -> None:
+    """The message names the field at fault, or the body as a whole (it began with ": ")."""
+    with pytest.raises(OpenAIError) as refused:
+        chat_request.parse(body, "agentry")
+    assert (refused.value.status, refused.value.code, refused.value.message) == (400, "invalid_request", message)
+
+
+@pytest.mark.parametrize(
     ("line", "http"),
     [
         (b"POST /v1/chat/completions HTTP/1.1", True),

@@ -57,7 +57,8 @@ def parse(body: bytes, model_name: str) -> ChatRequest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise OpenAIError(400, "invalid_request", f"{where}: {first['msg']}", param=where or None) from exc
+        message = f"{where}: {first['msg']}" if where else f"the body: {first['msg']}"  # not JSON, not an object
+        raise OpenAIError(400, "invalid_request", message, param=where or None) from exc
     if request.model != model_name:
         message = f"no model {request.model!r} here: this endpoint serves {model_name!r} (GET /v1/models)"
         raise OpenAIError(404, "model_not_found", message, param="model")
