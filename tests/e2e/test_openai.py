@@ -11,6 +11,7 @@ from typing import Any
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
 from websockets.asyncio.client import connect
 
 from tests.client import next_frame, send
@@ -122,6 +123,23 @@ def test_errors_are_openai_shaped(stack: Stack) -> None:
         "param": "n",
         "code": "unsupported_parameter",
     }
+
+
+class Answer(BaseModel):
+    value: int
+
+
+def test_a_json_response_format_is_refused_not_ignored(stack: Stack) -> None:
+    """The agent answers in prose: asked for JSON, it says so. It ignored the format, and
+    the SDK's `parse` failed on the prose with a validation error that did not say why."""
+    client = sync_client(stack)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.parse(model=MODEL, messages=user("what is 2+2?"), response_format=Answer)
+    assert (refused.value.code, refused.value.param) == ("unsupported_parameter", "response_format")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=user("hi"), response_format={"type": "json_object"})
+    text = client.chat.completions.create(model=MODEL, messages=user("what is 2+2?"), response_format={"type": "text"})
+    assert "4" in (text.choices[0].message.content or "")
 
 
 def test_another_users_conversation_is_forbidden(stack: Stack) -> None:

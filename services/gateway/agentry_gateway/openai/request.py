@@ -3,7 +3,7 @@
 Pure: validated here, refused with an `OpenAIError` saying what to change. Parameters the
 agent has no use for (temperature, max_tokens, user, ...) are accepted and ignored, as
 OpenAI-compatible servers do; ones it cannot honour are refused (`n` other than 1, client
-`tools`: the agent uses its own).
+`tools`: the agent uses its own; a JSON `response_format`).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class ChatRequest(_Lenient):
     stream_options: StreamOptions | None = None
     n: int | None = 1
     tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
 
     @property
@@ -67,6 +68,11 @@ def parse(body: bytes, model_name: str) -> ChatRequest:
     if request.tools:
         message = "client tools are not supported: the agent calls its own tools"
         raise OpenAIError(400, "unsupported_parameter", message, param="tools")
+    shape = (request.response_format or {}).get("type", "text")
+    if shape != "text":
+        # Ignored, a client parsing the answer as JSON (the SDK's `parse`) would fail on prose.
+        message = f"response_format {shape!r} is not supported: the agent answers in text"
+        raise OpenAIError(400, "unsupported_parameter", message, param="response_format")
     return request
 
 
