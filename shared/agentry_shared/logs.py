@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -26,13 +26,27 @@ _context: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+_EXCEPTION_IDS = "_agentry_log_ids"
+
+
 @contextmanager
 def bind_context(**ids: str | None) -> Iterator[None]:
-    """Attach ids (turn_id, conversation_id, ...) to every log line in this block."""
+    """Attach ids (turn_id, conversation_id, ...) to every log line in this block, and to
+    an exception that leaves it: the line that reports it is often written out of the
+    block (a middleware, a done callback, a caller's `except`), and still names the turn."""
     merged = {**(_context.get() or {}), **{k: v for k, v in ids.items() if v is not None}}
     token = _context.set(merged)
     try:
         yield
+    except BaseException as exc:
+        # The innermost block's ids are the most precise, and an outer block's are a part
+        # of them; ids that are not (one exception object raised again in another turn, as
+        # some libraries do with a stored error) are replaced.
+        stored = getattr(exc, _EXCEPTION_IDS, None)
+        if not (isinstance(stored, dict) and merged.items() <= stored.items()):
+            with suppress(AttributeError, TypeError):  # an exception type without attributes
+                setattr(exc, _EXCEPTION_IDS, merged)
+        raise
     finally:
         _context.reset(token)
 
@@ -55,6 +69,7 @@ class JsonFormatter(logging.Formatter):
             "service": self.service,
             "logger": record.name,
             "msg": record.getMessage(),
+            **_exception_ids(record),
             **(_context.get() or {}),
             **log_ids(),
         }
@@ -69,6 +84,14 @@ class JsonFormatter(logging.Formatter):
         except UnicodeEncodeError:  # a lone surrogate (from a client's JSON): escaped, never a crash
             text = json.dumps(line)
         return text
+
+
+def _exception_ids(record: logging.LogRecord) -> dict[str, str]:
+    """The ids bound where the record's exception was raised (`bind_context`); the ids
+    bound where the line is written take precedence."""
+    exc = record.exc_info[1] if record.exc_info else None
+    ids = getattr(exc, _EXCEPTION_IDS, None)
+    return ids if isinstance(ids, dict) else {}
 
 
 ThrottleKey = tuple[str, int, str, str | None]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import suppress
 
-from agentry_shared.logs import JsonFormatter, Throttle
+from agentry_shared.logs import JsonFormatter, Throttle, bind_context
 
 
 class Clock:
@@ -76,3 +77,41 @@ def test_a_lone_surrogate_in_a_line_is_escaped_not_a_crash() -> None:
     line = JsonFormatter("gateway").format(record("bad id", id="\ud800"))
     line.encode()
     assert json.loads(line)["id"] == "\ud800"
+
+
+def failure_line(exc: BaseException) -> dict[str, object]:
+    """How the line that reports `exc` (`log.exception(...)`) reads."""
+    made = logging.LogRecord("agentry_x", logging.ERROR, __file__, 1, "task failed", None, (type(exc), exc, None))
+    line: dict[str, object] = json.loads(JsonFormatter("x").format(made))
+    return line
+
+
+def raised_in_a_turn() -> BaseException:
+    try:
+        with bind_context(conversation_id="c1"), bind_context(turn_id="t1"):
+            raise RuntimeError("boom")
+    except RuntimeError as exc:
+        return exc
+    raise AssertionError("not raised")
+
+
+def test_a_failure_reported_outside_its_turn_still_names_the_turn() -> None:
+    """Before: the line written by a middleware, a done callback or a caller's `except`,
+    out of the block that bound the ids, had no `turn_id`: the turn's failure could not be
+    found by its id."""
+    line = failure_line(raised_in_a_turn())
+    assert (line["turn_id"], line["conversation_id"]) == ("t1", "c1")
+
+
+def test_the_ids_where_the_line_is_written_come_first() -> None:
+    exc = raised_in_a_turn()
+    with bind_context(turn_id="t2"):
+        line = failure_line(exc)
+    assert (line["turn_id"], line["conversation_id"]) == ("t2", "c1")
+
+
+def test_one_exception_object_raised_again_in_another_turn_names_that_turn() -> None:
+    exc = raised_in_a_turn()
+    with suppress(RuntimeError), bind_context(conversation_id="c2"), bind_context(turn_id="t2"):
+        raise exc
+    assert (failure_line(exc)["turn_id"], failure_line(exc)["conversation_id"]) == ("t2", "c2")
