@@ -72,3 +72,12 @@ async def test_other_tools_go_to_the_inner_executor() -> None:
     inner = _Inner()
     result = await InWorkerExecutor(inner).run(_tool("python"), {"code": "print(1)"})
     assert result.output == "from the sandbox" and inner.ran == ["python"]
+
+
+@pytest.mark.parametrize("zone", ["Europe", "America/Argentina", "Etc"])
+async def test_a_folder_of_the_zone_database_is_an_unknown_time_zone(zone: str) -> None:
+    """ZoneInfo opens a folder of the database as a file: its IsADirectoryError named the
+    worker's own path (its venv) to the model, as `failed`, not as a bad time zone."""
+    result = await InWorkerExecutor(_Inner()).run(_tool("current_time"), {"timezone": zone})
+    assert result.error is not None and result.error.code == "failed"
+    assert result.error.message == f"unknown time zone {zone!r}; use an IANA name like 'Europe/Paris'"

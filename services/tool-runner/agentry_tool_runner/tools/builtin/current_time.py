@@ -13,7 +13,9 @@ def run(timezone: str | None = None) -> str:
         return datetime.now(UTC).isoformat(timespec="seconds")
     try:
         zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):  # ValueError: not a valid key, e.g. a path
+    # ValueError: not a valid key (a path); OSError: a folder of the database ("Europe"),
+    # whose message would name where the worker keeps it.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ToolFailure(f"unknown time zone {timezone!r}; use an IANA name like 'Europe/Paris'") from None
     return datetime.now(zone).isoformat(timespec="seconds")
 
