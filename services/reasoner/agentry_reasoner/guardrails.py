@@ -42,6 +42,8 @@ def check_call(
         arguments = json.loads(call.arguments)
     except json.JSONDecodeError as exc:
         return tool_error(call, "invalid_arguments", f"Arguments are not valid JSON: {exc.msg}")
+    except (ValueError, RecursionError):  # an integer of over 4300 digits; nesting past the recursion limit
+        return tool_error(call, "invalid_arguments", "Arguments are nested too deeply or hold too long a number.")
     if not isinstance(arguments, dict):
         return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
     problem = argument_errors(tool, arguments)

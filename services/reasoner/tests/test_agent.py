@@ -320,6 +320,22 @@ async def test_arguments_are_checked_against_the_schema_before_dispatch() -> Non
     assert ports.tool_runs == ["d"]  # nothing invalid was dispatched
 
 
+async def test_arguments_json_cannot_parse_is_an_error_for_the_model_not_a_crash() -> None:
+    """Nesting deeper than the JSON parser recurses (RecursionError) and an integer longer
+    than Python converts (a ValueError, not a JSONDecodeError) failed the whole turn as
+    `internal`; they are arguments the model got wrong, like any other bad JSON."""
+    calls = [
+        ToolCall("a", "calculator", '{"expression": ' + "[" * 5000 + "]" * 5000 + "}"),
+        ToolCall("b", "calculator", '{"expression": ' + "9" * 5000 + "}"),
+        call("c", "calculator", {"expression": "1+1"}),
+    ]
+    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("ok")])
+    ports = RecordingPorts()
+    assert (await make_turn(model, ports).run(FIRST)).ok
+    assert tool_errors(model) == ["invalid_arguments", "invalid_arguments", "ok"]
+    assert ports.tool_runs == ["c"]
+
+
 async def test_calls_past_the_turn_budget_are_refused_and_parallelism_is_capped() -> None:
     calls = [call(str(i), "calculator", {"expression": str(i)}) for i in range(6)]
     later = [call("6", "calculator", {"expression": "6"})]  # the budget is the turn's, not the step's
