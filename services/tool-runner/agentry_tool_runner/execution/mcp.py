@@ -8,7 +8,8 @@ result (MCP content) turned into the tool message the model gets:
     audio, links and embedded resources as a short description; cut at the tool's
     output cap, visibly;
   - `isError` results -> `failed` with the server's text;
-  - the server down -> `unavailable`; a protocol error -> `failed`;
+  - the server down -> `unavailable`; a protocol error, or a result that is not a
+    CallToolResult -> `failed`;
   - the server lost mid-call (its process died, its connection dropped): run once more
     on the new connection if the tool is `read_only` or `idempotent`, else `interrupted`;
   - the timeout, or a cancel: the SDK sends `notifications/cancelled`; a server that then
@@ -33,6 +34,7 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.tools import ToolCompleted
 from mcp.client._transport import TransportStreams
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 
 from agentry_tool_runner.execution.executor import Executor
 from agentry_tool_runner.execution.isolation import Isolation
@@ -160,6 +162,10 @@ class McpExecutor:
             return failure(tool.name, "unavailable", f"the MCP server {tool.server!r} is unavailable: {down}")
         except MCPError as exc:
             return failure(tool.name, "failed", f"the MCP server refused the call: {exc.message}")
+        except ValidationError as exc:  # the SDK's check of the result: the server's fault, not ours
+            log.warning("MCP server sent an invalid result", extra={"server": tool.server, "error": str(exc)[:300]})
+            message = f"the MCP server {tool.server!r} answered with something that is not a tool result"
+            return failure(tool.name, "failed", message)
 
     async def _attempts(self, tool: McpTool, connection: ServerConnection, arguments: dict[str, Any]) -> ToolCompleted:
         """Once; once more on the next connection when the server was lost and the tool may run twice."""

@@ -1,0 +1,85 @@
+"""MCP servers that break the protocol's promises, through the real worker and the real
+sandbox: `misbehaving_mcp_server.py` (standard library only, JSON-RPC by hand) as a stdio
+server. What one server does costs its own tools at most, never the worker or the
+catalog every user's turn is built from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentry_shared.bus import encode
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted, ToolRequested
+
+if TYPE_CHECKING:
+    from conftest import RealWorker, RealWorkerFactory
+
+SERVER = Path(__file__).with_name("misbehaving_mcp_server.py")
+
+
+@asynccontextmanager
+async def misbehaving(start: RealWorkerFactory, **environment: str) -> AsyncIterator[RealWorker]:
+    """A worker whose one MCP server (prefix `bad`) is the misbehaving one, with `environment`."""
+    # Not under pytest's 0700 temporary folder: the sandbox user must reach the server's file.
+    folder = Path(tempfile.mkdtemp(prefix="agentry-misbehaving-mcp-"))
+    try:
+        folder.chmod(0o755)
+        shutil.copy(SERVER, folder / SERVER.name)
+        (folder / SERVER.name).chmod(0o644)
+        server = {
+            "command": "python",
+            "args": [f"/opt/misbehaving/{SERVER.name}"],
+            "mounts": [{"source": str(folder), "target": "/opt/misbehaving"}],
+            "env": environment,
+            "side_effect": "read_only",
+            "start_timeout_seconds": 10,
+        }
+        config = folder / "mcp.json"
+        config.write_text(json.dumps({"mcpServers": {"bad": server}}))
+        config.chmod(0o644)
+        async with start(TOOL_RUNNER_MCP_CONFIG=str(config)) as worker:
+            yield worker
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def ask(worker: RealWorker, tool: str, arguments: dict[str, Any]) -> ToolCompleted:
+    request = ToolRequested(
+        scope=Scope(tenant_id="t1", user_id="u1", conversation_id="c1"),
+        turn_id=f"turn-{uuid.uuid4().hex}",
+        call_id=f"call-{uuid.uuid4().hex[:8]}",
+        tool=tool,
+        arguments=arguments,
+        deadline=time.time() + 60,
+    )
+    body = await worker.bus.request(worker.bus.topology.tool_pool("default"), encode(request), timeout=30)
+    reply = TOOL_REPLY.validate_json(body)
+    assert isinstance(reply, ToolCompleted)
+    return reply
+
+
+async def server_tools(worker: RealWorker) -> list[str]:
+    body = await worker.bus.request(worker.bus.topology.tool_catalog, encode(CatalogRequested()), timeout=10)
+    catalog = TOOL_REPLY.validate_json(body)
+    assert isinstance(catalog, Catalog)
+    return [tool.name for tool in catalog.tools if tool.name.startswith("bad__")]
+
+
+async def test_a_result_that_is_no_tool_result_is_the_servers_failure(start_real_worker: RealWorkerFactory) -> None:
+    """The SDK refuses it (a pydantic ValidationError); that used to escape the MCP
+    executor and read `crashed`, "the tool runner failed to run the tool", logged as an
+    error of the runner's with its traceback."""
+    async with misbehaving(start_real_worker) as worker:
+        reply = await ask(worker, "bad__not-a-result", {})
+        assert reply.error is not None and reply.error.code == "failed", reply
+        assert reply.error.message == "the MCP server 'bad' answered with something that is not a tool result"
+        assert "tool executor failed" not in worker.log.read_text()
+        assert (await ask(worker, "bad__tool-0-0", {})).output == "called tool-0-0"
