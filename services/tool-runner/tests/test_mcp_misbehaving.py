@@ -83,3 +83,21 @@ async def test_a_result_that_is_no_tool_result_is_the_servers_failure(start_real
         assert reply.error.message == "the MCP server 'bad' answered with something that is not a tool result"
         assert "tool executor failed" not in worker.log.read_text()
         assert (await ask(worker, "bad__tool-0-0", {})).output == "called tool-0-0"
+
+
+async def test_a_listing_without_end_offers_the_first_max_tools(start_real_worker: RealWorkerFactory) -> None:
+    """A next cursor on every page: the worker gathered pages until the start timeout, its
+    memory growing all along (and again at every reconnect), and the server never came up;
+    now it stops at the server's `max_tools` (64) and offers those."""
+    async with misbehaving(start_real_worker, LIST_WITHOUT_END="1", PAGE_SIZE="10") as worker:
+        offered = await server_tools(worker)
+        assert len(offered) == 64 and offered[:3] == ["bad__not-a-result", "bad__padded-1", "bad__tool-0-0"]
+        assert (await ask(worker, offered[-1], {})).output == f"called {offered[-1].removeprefix('bad__')}"
+        assert "lists more tools than max_tools" in worker.log.read_text()
+
+
+async def test_a_tool_whose_schema_is_too_large_is_left_out(start_real_worker: RealWorkerFactory) -> None:
+    """A schema goes into every model request of every user's turn: 32 KiB of it at most."""
+    async with misbehaving(start_real_worker, SCHEMA_PADDING=str(40 * 1024)) as worker:
+        offered = await server_tools(worker)
+        assert "bad__padded-1" not in offered and "bad__tool-0-0" in offered

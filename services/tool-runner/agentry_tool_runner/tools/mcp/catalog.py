@@ -11,6 +11,7 @@ are now: a server that is down has no tools in the catalog.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from agentry_tool_runner.tools.tool import Limits, Tool
 log = logging.getLogger(__name__)
 
 _MAX_DESCRIPTION = 2000
+# A schema goes into every model request of every turn: larger ones are left out.
+_MAX_SCHEMA_BYTES = 32 * 1024
 
 
 class _ServerSchema(BaseModel):
@@ -83,7 +86,7 @@ def to_tool(server_name: str, server: ServerConfig, prefix: str, remote: mcp_typ
     if name is None or schema is None:
         log.warning(
             "MCP tool left out: its name or input schema cannot be offered",
-            extra={"server": server_name, "tool": remote.name},
+            extra={"server": server_name, "tool": remote.name[:100]},
         )
         return None
     timeout = policy.timeout_seconds if policy and policy.timeout_seconds else server.timeout_seconds
@@ -107,10 +110,11 @@ def to_tool(server_name: str, server: ServerConfig, prefix: str, remote: mcp_typ
 
 
 def _object_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
-    """The server's schema as a function's `parameters`: an object, valid JSON Schema."""
-    schema = copy.deepcopy(schema)
-    if schema.get("type") != "object":
+    """The server's schema as a function's `parameters`: an object, valid JSON Schema, at
+    most `_MAX_SCHEMA_BYTES` of JSON."""
+    if schema.get("type") != "object" or len(json.dumps(schema).encode()) > _MAX_SCHEMA_BYTES:
         return None
+    schema = copy.deepcopy(schema)
     schema.setdefault("properties", {})
     try:
         Draft202012Validator.check_schema(schema)

@@ -34,6 +34,7 @@ State = Literal["starting", "up", "down"]
 StdioFactory = Callable[[str, ServerConfig], contextlib.AbstractAsyncContextManager[tuple[TransportStreams, Any]]]
 
 _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
+_MAX_PAGES = 100  # of one listing, whatever the tools on them
 CLIENT_INFO = mcp_types.Implementation(name="agentry-tool-runner", version="1")
 
 
@@ -174,20 +175,30 @@ class ServerConnection:
             log.warning("MCP transport error", extra={"server": self.name, "error": str(message)[:300]})
 
     async def _list(self, session: ClientSession) -> None:
-        listed: list[mcp_types.Tool] = []
+        """Every page, up to `max_tools` tools offered or `_MAX_PAGES` pages: a server that
+        lists without end (a cursor on every page) or lists thousands would otherwise grow
+        the worker's memory until the start timeout, or the catalog of every turn."""
+        limit = self.config.max_tools
+        tools: dict[str, McpTool] = {}
         cursor: str | None = None
-        while True:
+        full = False
+        for _ in range(_MAX_PAGES):
             params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
             page = await session.list_tools(params=params)
-            listed += page.tools
+            for remote in page.tools:
+                if full := len(tools) >= limit:
+                    break
+                tool = to_tool(self.name, self.config, self.prefix, remote)
+                if tool is not None:
+                    tools[tool.name] = tool
             cursor = page.next_cursor
-            if not cursor:
+            if not cursor or full:
                 break
-        tools = {}
-        for remote in listed:
-            tool = to_tool(self.name, self.config, self.prefix, remote)
-            if tool is not None:
-                tools[tool.name] = tool
+        if full or cursor:
+            log.warning(
+                "MCP server lists more tools than max_tools (or pages); the rest are left out",
+                extra={"server": self.name, "offered": len(tools), "max_tools": limit, "max_pages": _MAX_PAGES},
+            )
         self.tools = tools
 
     # ---- calls ----------------------------------------------------------------------

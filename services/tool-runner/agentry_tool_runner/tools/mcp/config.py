@@ -77,6 +77,9 @@ class ServerConfig(BaseModel):
     # Per tool and per worker; 0: no limit of ours (the reasoner's per-user limit still holds).
     calls_per_minute: int = Field(default=0, ge=0)
     tools: dict[str, ToolPolicy] = Field(default_factory=dict)
+    # The most tools offered from it (the first listed): each goes into every model request
+    # of every user's turn, and a listing without end must end.
+    max_tools: int = Field(default=64, ge=1, le=1000)
     # stdio only: the sandbox's reach.
     network: bool = False
     python_packages: bool = False
