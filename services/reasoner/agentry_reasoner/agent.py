@@ -322,9 +322,17 @@ class Turn:
             elapsed = int((time.monotonic() - started) * 1000)
         # The code the model reads (tool_message: a failure without an error reads as `failed`).
         failed = None if result.ok else (result.error.code if result.error else "failed")
+        # A limit of the tool-runner's says when to retry, as the reasoner's own does (_refuse).
+        retry_after_ms = result.retry_after_ms if failed == "rate_limited" else None
         await self.events.emit(
             ToolFinished(
-                tool=call.name, call_id=call.call_id, ok=result.ok, elapsed_ms=elapsed, error=failed, **self.ids
+                tool=call.name,
+                call_id=call.call_id,
+                ok=result.ok,
+                elapsed_ms=elapsed,
+                error=failed,
+                retry_after_ms=retry_after_ms,
+                **self.ids,
             )
         )
         return result

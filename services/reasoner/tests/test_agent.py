@@ -61,6 +61,7 @@ class RecordingPorts:
         self.checkpointed_when_run: dict[str, bool] = {}  # call id: in a checkpoint when it ran
         self.held: list[bool] = []  # per frame: emitted to wait for the next one
         self.failures: dict[str, ToolError] = {}  # call id: the error its tool ends with
+        self.retry_after_ms: dict[str, int] = {}  # call id: when its failure says to retry
 
     async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
         self.frames.append(frame)
@@ -103,7 +104,8 @@ class RecordingPorts:
         await asyncio.sleep(self.tool_delay)
         self.running -= 1
         if call_id in self.failures:
-            return ToolCompleted(call_id=call_id, tool=tool.name, ok=False, error=self.failures[call_id])
+            error, retry_after_ms = self.failures[call_id], self.retry_after_ms.get(call_id)
+            return ToolCompleted(call_id=call_id, tool=tool.name, ok=False, error=error, retry_after_ms=retry_after_ms)
         done = arguments.get("expression", arguments.get("path"))
         return ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output=f"result of {done}")
 
@@ -391,6 +393,22 @@ async def test_a_failed_tool_result_tells_the_client_its_code_but_not_its_messag
     shown = {call_id: (f.ok, f.error, f.retry_after_ms) for call_id, f in finished(ports).items()}
     assert shown == {"slow": (False, "timeout", None), "big": (False, "output_too_large", None)}
     assert all("SECRET" not in f.model_dump_json() for f in ports.frames)
+
+
+async def test_a_tool_runners_rate_limit_tells_the_client_when_to_retry() -> None:
+    """An MCP server's calls_per_minute, counted by the tool-runner, is `rate_limited` too:
+    its `tool.finished` said so without `retry_after_ms`, the one thing that code promises."""
+    calls = [call("limited", "calculator", {"expression": "1"}), call("failed", "calculator", {"expression": "2"})]
+    model = ScriptedModel([ToolCallsRequested(calls)], [TextDelta("later")])
+    ports = RecordingPorts()
+    ports.failures = {
+        "limited": ToolError(code="rate_limited", message="more than 1 calls a minute; retry in 12s"),
+        "failed": ToolError(code="failed", message="no"),
+    }
+    ports.retry_after_ms = {"limited": 11_500, "failed": 500}  # only rate_limited says when
+    assert (await make_turn(model, ports).run(FIRST)).ok
+    shown = {call_id: (f.error, f.retry_after_ms) for call_id, f in finished(ports).items()}
+    assert shown == {"limited": ("rate_limited", 11_500), "failed": ("failed", None)}
 
 
 async def test_destructive_call_waits_for_approval() -> None:

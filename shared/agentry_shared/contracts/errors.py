@@ -206,7 +206,10 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "unknown_tool": "the model named no such tool",
     "invalid_arguments": "the arguments are not JSON or do not match the tool's schema",
     "not_approved": "a destructive call the user denied, or did not approve before it expired",
-    "rate_limited": "the user called this tool more than REASONER_TOOL_CALLS_PER_MINUTE times in a minute",
+    "rate_limited": (
+        "the user called this tool more than REASONER_TOOL_CALLS_PER_MINUTE times in a minute, or its MCP"
+        " server's calls_per_minute was used up on the tool-runner; retry after `retry_after_ms`"
+    ),
     "tool_limit": "the turn asked for more than REASONER_MAX_TOOL_CALLS_PER_TURN tool calls",
     "deadline_exceeded": "the request's deadline passed before it was run",
     "timeout": "the tool ran longer than its timeout (or no runner answered in time)",

@@ -61,6 +61,9 @@ class ToolCompleted(BaseModel):
     output: str = ""
     error: ToolError | None = None
     duration_ms: int = 0
+    # `rate_limited` only: when the same call may go again (a limit of the tool-runner's,
+    # an MCP server's `calls_per_minute`); the reasoner hands it on in `tool.finished`.
+    retry_after_ms: int | None = Field(default=None, ge=1)
 
 
 ToolReply = Annotated[Catalog | ToolCompleted, Field(discriminator="kind")]

@@ -23,6 +23,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -112,17 +113,18 @@ class RateLimits:
     def __init__(self) -> None:
         self._calls: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
 
-    def take(self, tool: McpTool) -> bool:
+    def take(self, tool: McpTool) -> float:
+        """0 when the call may go (and it is counted), else the seconds until it may."""
         if tool.calls_per_minute <= 0:
-            return True
+            return 0.0
         now = time.monotonic()
         window = self._calls[tool.name]
         while window and now - window[0] >= 60.0:
             window.popleft()
         if len(window) >= tool.calls_per_minute:
-            return False
+            return max(0.001, 60.0 - (now - window[0]))
         window.append(now)
-        return True
+        return 0.0
 
 
 class McpExecutor:
@@ -147,8 +149,12 @@ class McpExecutor:
         except jsonschema.ValidationError as exc:
             where = ".".join(map(str, exc.absolute_path)) or "arguments"
             return failure(tool.name, "invalid_arguments", f"{where}: {exc.message}"[:500])
-        if not self._limits.take(tool):
-            return failure(tool.name, "rate_limited", f"more than {tool.calls_per_minute} calls a minute here")
+        wait = self._limits.take(tool)
+        if wait > 0:
+            message = f"more than {tool.calls_per_minute} calls a minute of this tool here; retry in {math.ceil(wait)}s"
+            refused = failure(tool.name, "rate_limited", message)
+            refused.retry_after_ms = math.ceil(wait * 1000)
+            return refused
         connection = self.hub.connections.get(tool.server)
         if connection is None:
             return failure(tool.name, "unavailable", f"this worker is not connected to the MCP server {tool.server!r}")
