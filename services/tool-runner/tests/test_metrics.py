@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 
 
 def test_a_call_of_an_unknown_tool_has_its_series_before_the_first() -> None:
+    # Present, not 0: other tests of the same process may have made such calls by now.
     unknown = {"tool": "unknown", "pool": "unknown"}
-    assert REGISTRY.get_sample_value("agentry_tool_calls_total", {**unknown, "outcome": "unknown_tool"}) == 0
-    assert REGISTRY.get_sample_value("agentry_tool_call_duration_seconds_count", unknown) == 0
+    assert REGISTRY.get_sample_value("agentry_tool_calls_total", {**unknown, "outcome": "unknown_tool"}) is not None
+    assert REGISTRY.get_sample_value("agentry_tool_call_duration_seconds_count", unknown) is not None
