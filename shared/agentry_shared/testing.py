@@ -22,6 +22,9 @@ from agentry_shared.bus import Bus, Consumer, encode
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.memory import (
     MEMORY_REQUEST,
+    AbandonConversation,
+    Abandoned,
+    AdmitTurn,
     Approval,
     ApprovalState,
     CancelTurnRequest,
@@ -38,6 +41,7 @@ from agentry_shared.contracts.memory import (
     MemoryRequest,
     RequestApproval,
     ToolCallClaimed,
+    TurnAdmission,
     TurnCancelAccepted,
     TurnState,
 )
@@ -155,6 +159,10 @@ class MemoryStandIn:
 
     - ClaimConversation: `new` creates the conversation for the claiming (tenant, user)
       (`owners`); otherwise an unknown one is `not_found` and another user's `forbidden`.
+    - AbandonConversation: forgets an owner's conversation unless it has `frames` (kept:
+      `removed=False`).
+    - AdmitTurn: admits every turn, but answers a user in `admissions` with what is there
+      (a refusal over a budget, or a failure).
     - GetFrames: serves `frames[conversation][seq]` to the owner; `while_answering` (a
       test's hook) runs after the page is read and before it is sent, so a test can make
       the conversation go on during a replay.
@@ -187,6 +195,7 @@ class MemoryStandIn:
         self.turns: dict[str, tuple[str, TurnState, str]] = {}
         self.approvals: dict[str, StoredApproval] = {}
         self.claims: dict[tuple[str, str], StandInClaim] = {}
+        self.admissions: dict[str, TurnAdmission | MemoryFailure] = {}  # user_id -> AdmitTurn's answer
         self.while_answering: Callable[[GetFrames], Awaitable[None]] | None = None
         self._consumer: Consumer | None = None
 
@@ -243,6 +252,8 @@ class MemoryStandIn:
     def _reply(self, request: MemoryRequest) -> BaseModel:
         handlers: dict[type[Any], Callable[[Any], BaseModel]] = {
             ClaimConversation: self._claim_conversation,
+            AbandonConversation: self._abandon_conversation,
+            AdmitTurn: self._admit_turn,
             CancelTurnRequest: self._cancel,
             DecideApproval: self._decide,
             RequestApproval: self._request_approval,
@@ -277,6 +288,18 @@ class MemoryStandIn:
         if self._owned_by_another(scope):
             return MemoryFailure(code="forbidden", message="not yours")
         return Claimed(created=created)
+
+    def _abandon_conversation(self, request: AbandonConversation) -> Abandoned | MemoryFailure:
+        scope = request.scope
+        if self._owned_by_another(scope):
+            return MemoryFailure(code="forbidden", message="not yours")
+        if self.frames.get(scope.conversation_id):
+            return Abandoned(removed=False)
+        self.owners.pop(scope.conversation_id, None)
+        return Abandoned(removed=True)
+
+    def _admit_turn(self, request: AdmitTurn) -> TurnAdmission | MemoryFailure:
+        return self.admissions.get(request.scope.user_id, TurnAdmission(allowed=True))
 
     async def _frames(self, request: GetFrames) -> Frames | MemoryFailure:
         if self._owned_by_another(request.scope):

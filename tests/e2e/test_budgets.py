@@ -68,6 +68,24 @@ async def test_the_third_turn_in_a_minute_is_refused(minute_stack: Stack) -> Non
     assert error["conversation_id"] == conversation
 
 
+async def test_a_refused_first_message_starts_no_conversation(minute_stack: Stack) -> None:
+    """Regression: a message without `conversation_id` over a budget was refused after its
+    conversation was created: each retry left an empty "(untitled)" conversation in the
+    user's list (toward MEMORY_MAX_CONVERSATIONS_PER_USER). Memory now deletes it again."""
+    if (left := 60 - time.time() % 60) < 20:
+        await asyncio.sleep(left)  # all in one fixed window
+    async with connect(f"{minute_stack.ws_url}?user=minute-new") as ws:
+        first = await converse(ws, "what is 2*3?")
+        conversation = first[0]["conversation_id"]
+        await converse(ws, "what is 2*3?", conversation)
+        for _ in range(2):
+            error = await refused(ws, "what is 2*3?")
+            assert error["code"] == "rate_limited" and "conversation_id" not in error, error
+        await send(ws, {"type": "list_conversations", "id": "l"})
+        listed = await next_frame(ws)
+    assert [c["conversation_id"] for c in listed["conversations"]] == [conversation], listed
+
+
 async def test_a_turn_that_uses_up_the_tokens_finishes_and_the_next_is_refused(tokens_stack: Stack) -> None:
     async with connect(f"{tokens_stack.ws_url}?user=spender") as ws:
         first = await converse(ws, "what is 37*91?")

@@ -201,11 +201,12 @@ class ClientSession:
     async def _on_message(self, frame: SendMessage) -> None:
         """Without `conversation_id` a new conversation starts, its id issued here; a client
         can only name one that exists (memory answers `not_found` and creates nothing)."""
+        new = frame.conversation_id is None
         conversation_id = frame.conversation_id or uuid.uuid4().hex
         scope = self._scope(conversation_id)
         try:
             with bind_context(conversation_id=conversation_id):
-                await self._claim(scope, new=frame.conversation_id is None)
+                await self._claim(scope, new=new)
                 await self._subscribe(conversation_id)
                 if self._ws.state is not State.OPEN:
                     # The client left while we claimed: it never saw an acceptance and will
@@ -213,14 +214,40 @@ class ClientSession:
                     return
                 await self._shared.intake.publish(scope, frame.text, frame.id)
         except Rejected as exc:
-            # A new conversation's id once it exists: a client that did not name one can retry
-            # in it. Not before: naming an id memory never created would be `not_found`.
-            known = frame.conversation_id or (conversation_id if conversation_id in self._claimed else None)
+            known = frame.conversation_id
+            if new and conversation_id in self._claimed and not await self._abandon(scope):
+                known = conversation_id  # it stays: the client can retry in it
             self._refuse(
                 inbound.error(exc.code, exc.message, id=frame.id, conversation_id=known, retry_after=exc.retry_after)
             )
             return
         metrics.CLIENT_FRAMES.labels("accepted").inc()
+
+    async def _abandon(self, scope: Scope) -> bool:
+        """The conversation created for a first message that was then refused (over a turn
+        budget, `unavailable`) goes again, or each retry would leave an empty one counting
+        toward MEMORY_MAX_CONVERSATIONS_PER_USER. Its id was issued to no one but this
+        socket, so nothing else can be using it. False: memory kept it (a turn is in it: the
+        publish went through after all) or did not answer."""
+        conversation_id = scope.conversation_id
+        try:
+            with bind_context(conversation_id=conversation_id):
+                removed = await self._shared.memory.abandon(scope)
+        except Rejected:
+            log.warning("a refused message's new conversation could not be abandoned", exc_info=True)
+            return False
+        if removed:
+            await self._unfollow(conversation_id)
+        return removed
+
+    async def _unfollow(self, conversation_id: str) -> None:
+        """Give back the follow slot (GATEWAY_MAX_FOLLOWED_CONVERSATIONS) of a conversation
+        this socket took it for by a frame that was then refused."""
+        self._claimed.discard(conversation_id)
+        self._outbox.reset(conversation_id, None)
+        if conversation_id in self._subscribed:
+            self._subscribed.discard(conversation_id)
+            await self._shared.fanout.unsubscribe(conversation_id, self)
 
     async def _on_cancel(self, frame: CancelTurn) -> None:
         """Memory decides and tells the reasoners; the turn then ends with `turn.failed`

@@ -1,5 +1,5 @@
-"""The gateway's requests to the memory service: claim, cancel, fetch frames, decide
-approvals, list a user's conversations.
+"""The gateway's requests to the memory service: claim (and abandon), cancel, fetch frames,
+decide approvals, list a user's conversations.
 
 Every failure becomes `Rejected` with the error code the client gets; the socket stays
 open. Waits are bounded, and while the broker is known to be down the answer is
@@ -9,7 +9,7 @@ client would hang instead of hearing that it should retry.
 Requests go through `Bus.request`, whose reply consumer is restored with its robust
 channel after a reconnect (tested through a cut TCP relay in `tests/test_outage.py`). A
 request that meets a channel being closed or restored is sent again within the same
-deadline; every request here is idempotent (claim, cancel, read frames or the list, decide approval:
+deadline; every request here is idempotent (claim, abandon, cancel, read frames or the list, decide approval:
 deciding again the same way gets the same answer).
 """
 
@@ -23,6 +23,8 @@ from agentry_shared.bus import Bus, RpcTimeout, encode
 from agentry_shared.contracts.frames import Approve, ConversationSummary
 from agentry_shared.contracts.memory import (
     MEMORY_REPLY,
+    AbandonConversation,
+    Abandoned,
     AdmitTurn,
     Approval,
     CancelTurnRequest,
@@ -83,6 +85,14 @@ class MemoryClient:
         if isinstance(reply, Claimed):
             return reply.created
         raise self._refusal(reply, "claim")
+
+    async def abandon(self, scope: Scope) -> bool:
+        """Delete a conversation `claim(new=True)` created for a message that was then
+        refused, so the refusal leaves nothing behind; False: memory kept it, a turn is in it."""
+        reply = await self._call(AbandonConversation(scope=scope))
+        if isinstance(reply, Abandoned):
+            return reply.removed
+        raise self._refusal(reply, "abandon_conversation")
 
     async def admit(self, scope: Scope, turn_id: str, budgets: TurnBudgets) -> None:
         """Count the turn against the user's and the tenant's budgets, or refuse it

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from agentry_gateway.server import Gateway
+from agentry_shared.contracts.memory import ClaimConversation, MemoryFailure, TurnAdmission
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -110,3 +111,47 @@ async def test_size_refusals_name_their_setting(broker: Broker, gateway: tuple[G
         assert "retry_after_ms" not in too_large and "retry_after_ms" not in too_long
         await send_message(ws, "small", id="m3")
         assert (await broker.log.next()).client_message_id == "m3"
+
+
+@pytest.mark.parametrize(
+    ("admission", "code"),
+    [
+        (
+            TurnAdmission(
+                allowed=False, code="rate_limited", limit="BUDGET_USER_TURNS_PER_MINUTE", retry_after_seconds=30
+            ),
+            "rate_limited",
+        ),
+        (MemoryFailure(code="internal", message="the memory service failed"), "unavailable"),
+    ],
+)
+async def test_a_refused_first_message_leaves_no_conversation_behind(
+    broker: Broker, start_gateway: StartGateway, admission: TurnAdmission | MemoryFailure, code: str
+) -> None:
+    """Regression: a `message` without `conversation_id` refused after its conversation was
+    created (over a turn budget, `unavailable`) left that conversation, empty, in memory and
+    followed by the socket: each retry made one more "(untitled)" conversation toward
+    MEMORY_MAX_CONVERSATIONS_PER_USER, and took a GATEWAY_MAX_FOLLOWED_CONVERSATIONS slot
+    (the third retry here was `follow_limit`). A refusal now leaves nothing: no
+    conversation, no binding, no `conversation_id` to retry in."""
+    gw, url = await start_gateway(gateway_max_followed_conversations=2, budget_user_turns_per_minute=5)
+    user = f"refused-{uuid.uuid4().hex[:8]}"
+    broker.memory.admissions[user] = admission
+    async with connect(f"{url}?user={user}") as ws:
+        for n in range(3):
+            await send_message(ws, "hello", id=f"m{n}")
+            error = await recv_json(ws)
+            assert (error["code"], error["id"]) == (code, f"m{n}"), error
+            assert "conversation_id" not in error
+        created = {
+            c.scope.conversation_id for c in broker.memory.requests_of(ClaimConversation) if c.scope.user_id == user
+        }
+        assert len(created) == 3
+        assert not created & broker.memory.owners.keys()
+        assert not created & gw.fanout.bound
+        assert broker.log.empty()
+        del broker.memory.admissions[user]
+        await send_message(ws, "now within budget", id="ok")
+        turn = await broker.log.next()
+        assert (turn.client_message_id, turn.scope.user_id) == ("ok", user)
+        assert turn.scope.conversation_id in broker.memory.owners

@@ -27,6 +27,17 @@ class ClaimConversation(BaseModel):
     new: bool = False
 
 
+class AbandonConversation(BaseModel):
+    """The gateway created this conversation (`ClaimConversation` with `new`) for a
+    `message` it then refused (over a turn budget, `unavailable`): delete it unless a turn
+    is in it, so a refused first message leaves no empty conversation behind to count
+    toward MEMORY_MAX_CONVERSATIONS_PER_USER. One with a turn (a publish that went through
+    after all) is kept; another user's is `forbidden`."""
+
+    kind: Literal["memory.abandon_conversation"] = "memory.abandon_conversation"
+    scope: Scope
+
+
 class GetContext(BaseModel):
     """The messages the model sees for this turn: the conversation up to and with it."""
 
@@ -220,6 +231,7 @@ class ListConversations(BaseModel):
 
 MemoryRequest = Annotated[
     ClaimConversation
+    | AbandonConversation
     | GetContext
     | AppendMessages
     | RecordReasoning
@@ -247,6 +259,13 @@ class Done(BaseModel):
 class Claimed(BaseModel):
     kind: Literal["memory.claimed"] = "memory.claimed"
     created: bool
+
+
+class Abandoned(BaseModel):
+    """Reply to AbandonConversation: `removed` False when the conversation has a turn and was kept."""
+
+    kind: Literal["memory.abandoned"] = "memory.abandoned"
+    removed: bool
 
 
 class Context(BaseModel):
@@ -338,6 +357,7 @@ class MemoryFailure(BaseModel):
 MemoryReply = Annotated[
     Done
     | Claimed
+    | Abandoned
     | Context
     | Frames
     | TurnBegun

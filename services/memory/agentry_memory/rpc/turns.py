@@ -1,4 +1,4 @@
-"""Answers the requests about a conversation's turns: claiming the conversation, beginning
+"""Answers the requests about a conversation's turns: claiming (or abandoning) the conversation, beginning
 and cancelling a turn, recording its reasoning.
 
 A cancel is recorded before it is broadcast, so a reasoner that begins the turn later
@@ -13,6 +13,8 @@ from typing import assert_never
 
 from agentry_shared.contracts.control import CancelRequested
 from agentry_shared.contracts.memory import (
+    AbandonConversation,
+    Abandoned,
     BeginTurn,
     CancelTurnRequest,
     ClaimConversation,
@@ -35,8 +37,8 @@ log = logging.getLogger(__name__)
 EARLIER_TURN_WAIT_SECONDS = 2.0
 EARLIER_TURN_POLL_SECONDS = 0.002
 
-TurnRequest = ClaimConversation | BeginTurn | CancelTurnRequest | RecordReasoning
-TURN_REQUESTS = (ClaimConversation, BeginTurn, CancelTurnRequest, RecordReasoning)
+TurnRequest = ClaimConversation | AbandonConversation | BeginTurn | CancelTurnRequest | RecordReasoning
+TURN_REQUESTS = (ClaimConversation, AbandonConversation, BeginTurn, CancelTurnRequest, RecordReasoning)
 
 
 async def answer_turn_request(
@@ -47,6 +49,11 @@ async def answer_turn_request(
             # Only a new (gateway-issued) id is created; naming an unknown one is `not_found`.
             created = await store.claim_conversation(scope, create=new, max_conversations=max_conversations)
             return Claimed(created=created)
+        case AbandonConversation(scope=scope):
+            # The gateway refused the message it created the conversation for.
+            removed = await store.abandon_conversation(scope)
+            log.info("new conversation abandoned" if removed else "abandoned conversation kept: it has a turn")
+            return Abandoned(removed=removed)
         case RecordReasoning(scope=scope, turn_id=turn_id, step=step, text=text):
             await store.record_reasoning(scope, turn_id, step, text)
             return Done()

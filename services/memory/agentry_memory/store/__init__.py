@@ -91,6 +91,12 @@ class ConversationStore(Protocol):
         `LimitReached` (MongoDB counts without a transaction: racing creations may pass
         the limit by a few)."""
 
+    async def abandon_conversation(self, scope: Scope) -> bool:
+        """Delete the scope's conversation if no turn is in it (True: it is gone, or never
+        was); one with a turn is kept (False). `Forbidden` if it is someone else's. For a
+        conversation the gateway created for a message it then refused: checking for turns
+        and deleting are one step, so a turn that comes in meanwhile is never orphaned."""
+
     async def list_conversations(self, tenant_id: str, user_id: str, limit: int) -> list[ConversationSummary]:
         """The user's conversations (never another tenant's or user's), the most recently
         active first (`last_activity_at`: the latest of the creation, the newest turn's

@@ -34,6 +34,21 @@ class MongoTurns(MongoFrames):
                 raise LimitReached(f"the user has {count} conversations, the most allowed")
         return await self._create_or_owned(scope, time.time())
 
+    async def abandon_conversation(self, scope: Scope) -> bool:
+        """One conditional delete: `turns` (the turn counter) is 0 until a turn is added
+        (`_insert_turn` counts before it inserts). A turn whose insert finds the conversation
+        deleted between its two steps fails, and its log entry is retried, creating it again."""
+        deleted = await self._c("conversations").delete_one(
+            {"_id": scope.conversation_id, **user_filter(scope), "turns": 0}
+        )
+        if deleted.deleted_count == 1:
+            return True
+        try:
+            await self._owned(scope)
+        except NotFound:
+            return True
+        return False
+
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         index, _ = await self._insert_turn(scope, turn_id, user_message)
         return index

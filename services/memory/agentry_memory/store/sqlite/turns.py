@@ -41,6 +41,20 @@ class TurnTables(FrameTables):
                 return True
             return False
 
+    async def abandon_conversation(self, scope: Scope) -> bool:
+        return await self._run(self._abandon_conversation, scope)
+
+    def _abandon_conversation(self, scope: Scope) -> bool:
+        with self._tx() as db:
+            try:
+                conversation = self._owned(db, scope)
+            except NotFound:
+                return True
+            if db.execute("SELECT 1 FROM turns WHERE conversation = ? LIMIT 1", (conversation,)).fetchone():
+                return False
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation,))
+            return True
+
     async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
         return await self._write(self._add_turn, scope, turn_id, user_message)
 
