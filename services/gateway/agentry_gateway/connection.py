@@ -312,8 +312,10 @@ class ClientSession:
             self._overflow()
 
     async def _on_resume(self, frame: Resume) -> None:
-        """Claim, hold live frames, subscribe, then replay in a task of its own (`resync`)."""
+        """Claim, hold live frames, subscribe, then replay in a task of its own (`resync`).
+        A refused resume of a conversation not followed before gives its follow slot back."""
         conversation_id = frame.conversation_id
+        followed = conversation_id in self._claimed
         try:
             with bind_context(conversation_id=conversation_id):
                 await self._claim(self._scope(conversation_id))
@@ -325,6 +327,8 @@ class ClientSession:
                     self._resync.abandon(conversation_id)
                     raise
         except Rejected as exc:
+            if not followed:
+                await self._unfollow(conversation_id)
             self._refuse(inbound.error(exc.code, exc.message, id=frame.id, conversation_id=conversation_id))
             return
         self._resync.start(conversation_id)

@@ -13,7 +13,7 @@ from agentry_shared.contracts.memory import ClaimConversation, MemoryFailure, Tu
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from services.gateway.tests.conftest import Broker, StartGateway, recv_json, send_message
+from services.gateway.tests.conftest import Broker, StartGateway, issued, recv_json, recv_seqs, send_message
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -155,3 +155,37 @@ async def test_a_refused_first_message_leaves_no_conversation_behind(
         turn = await broker.log.next()
         assert (turn.client_message_id, turn.scope.user_id) == ("ok", user)
         assert turn.scope.conversation_id in broker.memory.owners
+
+
+async def test_a_refused_resume_takes_no_follow_slot(broker: Broker, start_gateway: StartGateway) -> None:
+    """Regression: a `resume` refused after its ownership claim (`invalid_resume` past the
+    conversation's end) still counted toward GATEWAY_MAX_FOLLOWED_CONVERSATIONS, so a few
+    refusals left a socket that could follow nothing (`follow_limit`). A refused resume now
+    gives the slot back, unless the socket followed the conversation before it."""
+    gw, url = await start_gateway(gateway_max_followed_conversations=2)
+    user = f"refollow-{uuid.uuid4().hex[:8]}"
+    a, b, c = (issued(broker, user, f"{user}-{name}") for name in "abc")
+    for conversation in (a, b, c):
+        for seq in (1, 2):
+            await broker.send_frame(conversation, seq, publish=False)
+
+    async def resume(conversation: str, after_seq: int) -> None:
+        await ws.send(json.dumps({"type": "resume", "conversation_id": conversation, "after_seq": after_seq}))
+
+    async with connect(f"{url}?user={user}") as ws:
+        for conversation in (a, b):
+            await resume(conversation, 9)
+            assert (await recv_json(ws))["code"] == "invalid_resume"
+        assert not {a, b} & gw.fanout.bound
+        await resume(c, 0)
+        replayed = await recv_json(ws)
+        assert (replayed.get("conversation_id"), replayed.get("seq")) == (c, 1), replayed  # was `follow_limit`
+        assert await recv_seqs(ws, 1) == [2]
+        await resume(a, 0)
+        assert await recv_seqs(ws, 2) == [1, 2]
+        await resume(a, 9)  # refused, but a was followed before: it still is
+        assert (await recv_json(ws))["code"] == "invalid_resume"
+        await broker.send_frame(a, 3)
+        assert await recv_seqs(ws, 1) == [3]
+        await resume(b, 0)  # a and c fill the socket's two slots
+        assert (await recv_json(ws))["code"] == "follow_limit"
