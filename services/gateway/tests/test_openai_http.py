@@ -39,7 +39,12 @@ async def test_a_request_gone_before_its_turn_is_published_stops_following_the_c
             extra_headers={"x-agentry-conversation-id": conversation},
         )
     )
-    await until(lambda: any(isinstance(r, AdmitTurn) for r in broker.memory.requests), "the admission asked")
+    await until(  # this request's: the stand-in is shared with the other tests
+        lambda: any(
+            isinstance(r, AdmitTurn) and r.scope.conversation_id == conversation for r in broker.memory.requests
+        ),
+        "the admission asked",
+    )
     assert conversation in gateway.fanout.bound  # followed from before the turn is published
     asking.cancel()  # the client goes away
     with pytest.raises(asyncio.CancelledError):
