@@ -424,6 +424,45 @@ def test_memory_runs_several_replicas_with_mongodb() -> None:
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
+def scaled_out() -> set[str]:
+    """The Deployments that may run more than one pod: more than one replica in the base or
+    an overlay, or a target of an HPA (base, k8s/mongodb) or of a KEDA ScaledObject."""
+    names = {name for name, d in deployments().items() if d["spec"]["replicas"] > 1}
+    mongodb = K8S / "mongodb"
+    overlay = load(mongodb / "memory-scaling.yaml")
+    patches = [load(mongodb / p["path"])[0] for p in kustomization(mongodb)["patches"] if "path" in p]
+    names |= {p["metadata"]["name"] for p in patches if p.get("spec", {}).get("replicas", 1) > 1}
+    for doc in [*base_resources(), *overlay, *keda_resources()]:
+        if doc["kind"] in ("HorizontalPodAutoscaler", "ScaledObject"):
+            names.add(doc["spec"]["scaleTargetRef"]["name"])
+    return names
+
+
+def test_replicas_spread_across_nodes() -> None:
+    """Every Deployment that may run several pods spreads them over nodes (so one node's
+    loss is not every replica's), counting only its own pods."""
+    found = deployments()
+    patched = {
+        doc["metadata"]["name"]: doc
+        for p in kustomization(K8S / "mongodb")["patches"]
+        if "path" in p
+        for doc in load(K8S / "mongodb" / p["path"])
+    }
+    names = scaled_out()
+    assert {"gateway", "reasoner", "memory", *SANDBOXED_DEPLOYMENTS} <= names
+    for name in sorted(names):
+        pod = found[name]["spec"]["template"]["spec"]
+        constraints = pod.get("topologySpreadConstraints") or patched.get(name, {}).get("spec", {}).get(
+            "template", {}
+        ).get("spec", {}).get("topologySpreadConstraints", [])
+        by_node = [c for c in constraints if c["topologyKey"] == "kubernetes.io/hostname"]
+        assert by_node, f"{name} may run several replicas but does not spread them over nodes"
+        for constraint in by_node:
+            assert constraint["maxSkew"] == 1, name
+            counted = {n for n, d in found.items() if selects(constraint["labelSelector"], pod_labels(d))}
+            assert counted == {name}, f"{name} spreads by the pods of {sorted(counted)}"
+
+
 def test_tool_runner_pools_and_their_keda_queues() -> None:
     cfg = config()
     topology = Topology(cfg["AGENTRY_NAMESPACE"], int(cfg["AGENTRY_PARTITIONS"]))
