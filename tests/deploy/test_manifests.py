@@ -491,6 +491,63 @@ def test_tool_runner_pools_and_their_keda_queues() -> None:
         assert auth["spec"]["secretTargetRef"] == [host]
 
 
+# RabbitMQ's pods as their usual installers label them. The RabbitMQ Cluster Operator names
+# each cluster's pods after the RabbitmqCluster (its internal/metadata/label.go), so only
+# `component` says "a broker" whatever the cluster is called; Helm charts (Bitnami's) set
+# `name: rabbitmq`.
+BROKER_PODS = {
+    "cluster operator": {
+        "app.kubernetes.io/name": "production-ready",
+        "app.kubernetes.io/component": "rabbitmq",
+        "app.kubernetes.io/part-of": "rabbitmq",
+    },
+    "helm chart": {"app.kubernetes.io/name": "rabbitmq", "app.kubernetes.io/instance": "broker"},
+}
+
+
+def egress_reaches(policy: dict[str, Any], labels: dict[str, str], port: int) -> bool:
+    """Whether an egress rule of the policy admits a pod with these labels (in any
+    namespace) on this TCP port."""
+    for rule in policy["spec"].get("egress", []):
+        if not any(p.get("port") == port for p in rule.get("ports", [])):
+            continue
+        for peer in rule.get("to", []):
+            if peer.get("namespaceSelector") == {} and selects(peer.get("podSelector", {}), labels):
+                return True
+    return False
+
+
+def test_network_policies_reach_the_broker_whatever_installed_it() -> None:
+    """A broker from the Cluster Operator under any cluster name, or from a Helm chart: the
+    services reach AMQP, the Job the management API; no other port, no other pod."""
+    policies = of_kind(base_resources(), "NetworkPolicy")
+    amqp, management = policies["allow-rabbitmq"], policies["broker-users-to-management"]
+    for installer, labels in BROKER_PODS.items():
+        for port in (5672, 5671):
+            assert egress_reaches(amqp, labels, port), f"AMQP {port} to a broker of the {installer}"
+        assert egress_reaches(management, labels, 15672), f"the management API of the {installer}'s broker"
+        assert not egress_reaches(amqp, labels, 15672) and not egress_reaches(management, labels, 5672)
+    other = {"app.kubernetes.io/name": "postgres", "app.kubernetes.io/component": "database"}
+    assert not egress_reaches(amqp, other, 5672) and not egress_reaches(management, other, 15672)
+
+
+def pod_target(labels: dict[str, str], port: int) -> dict[str, str]:
+    """The meta labels Kubernetes service discovery (role: pod) gives a pod's port."""
+    meta = {f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v for k, v in labels.items()}
+    return {**meta, "__meta_kubernetes_pod_container_port_number": str(port)}
+
+
+def relabel_keeps(job: dict[str, Any], target: dict[str, str]) -> bool:
+    """Whether the job's `keep` relabellings keep the target (Prometheus joins the source
+    labels with `;`, a missing one as empty, and anchors the regex)."""
+    for rule in job["relabel_configs"]:
+        if rule.get("action") == "keep":
+            value = rule.get("separator", ";").join(target.get(name, "") for name in rule["source_labels"])
+            if not re.fullmatch(rule["regex"], value):
+                return False
+    return True
+
+
 def test_network_policies_deny_by_default_and_keep_tools_inside() -> None:
     resources = base_resources()
     policies = of_kind(resources, "NetworkPolicy")
@@ -612,11 +669,11 @@ def test_kubernetes_scrapes_the_brokers_plugin() -> None:
     scrape = load(K8S / "prometheus" / "rabbitmq-scrape.yaml")
     (job,) = [job for doc in scrape for job in doc.get("scrape_configs", [])]
     assert job["metrics_path"] == "/metrics/per-object"
-    kept = {(tuple(r["source_labels"]), r["regex"]) for r in job["relabel_configs"] if r.get("action") == "keep"}
-    assert kept == {
-        (("__meta_kubernetes_pod_label_app_kubernetes_io_name",), "rabbitmq"),  # the NetworkPolicies' broker label
-        (("__meta_kubernetes_pod_container_port_number",), "15692"),
-    }
+    # The brokers the NetworkPolicies let the services reach, on the plugin's port only.
+    for labels in BROKER_PODS.values():
+        assert relabel_keeps(job, pod_target(labels, 15692)), labels
+        assert not relabel_keeps(job, pod_target(labels, 5672)), labels
+    assert not relabel_keeps(job, pod_target({"app.kubernetes.io/name": "agentry"}, 15692))
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (apt-get install prometheus, or `make prometheus`)")
