@@ -2,9 +2,10 @@
 
 What a typo in YAML would otherwise only show in a cluster: every manifest parses; every
 setting named in the ConfigMap, a Deployment or docker-compose.yml is a real settings
-field; every Deployment probes /healthz and /readyz on its service's port, runs hardened
-and bounded; KEDA watches the queues the tool-runner really consumes; alert rules use
-metrics the services really export. Then the real validators (kubernetes-validate,
+field, and one the service it is given to reads; every Deployment probes /healthz and
+/readyz on its service's port, runs hardened, bounded and spread over nodes; KEDA
+watches the queues the tool-runner really consumes; alert rules use metrics the services
+really export. Then the real validators (kubernetes-validate,
 promtool, docker-compose) when they are installed, an honest skip when they are not.
 """
 
@@ -36,6 +37,7 @@ from agentry_shared.settings import (
     OfflineModelSettings,
     ReasonerSettings,
     ToolRunnerSettings,
+    TracingSettings,
 )
 from agentry_shared.topology import Topology
 from pydantic_settings import BaseSettings
@@ -218,6 +220,41 @@ def test_deployments_and_secret_name_only_real_settings() -> None:
         names |= container_env_names(the_container(deployment))
     unknown = names - SETTINGS
     assert not unknown, f"environment variables no settings class reads: {sorted(unknown)}"
+
+
+def own_settings(service: Service) -> set[str]:
+    """What one service's process reads: its settings class (the OpenTelemetry variables too)."""
+    return {name.upper() for name in (*service.settings.model_fields, *TracingSettings.model_fields)}
+
+
+# Image variables that are not settings: Python's and pip's, the healthcheck's pointer to the
+# port setting, and the build's commit (agentry_shared.metrics reads it).
+NOT_SETTINGS = {"PATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PIP_DISABLE_PIP_VERSION_CHECK"}
+NOT_SETTINGS |= {"PORT_VARIABLE", "AGENTRY_GIT_SHA"}
+
+
+def test_each_service_is_given_only_settings_it_reads() -> None:
+    """A variable set on one service's container (Deployment, an overlay's patch of it,
+    compose, its image) that only another service reads is ignored as silently as a typo:
+    e.g. MONGODB_URL on the reasoner, or LLM_MODEL on the gateway."""
+    wrong = []
+    mongodb = K8S / "mongodb"  # the one overlay that patches a container
+    patches = [load(mongodb / p["path"])[0] for p in kustomization(mongodb)["patches"] if "path" in p]
+    for name, deployment in deployments().items():
+        service = service_of(deployment)
+        containers = [the_container(deployment)]
+        containers += [
+            c for p in patches if p["metadata"]["name"] == name for c in p["spec"]["template"]["spec"]["containers"]
+        ]
+        for container in containers:
+            wrong += [f"Deployment {name}: {n}" for n in sorted(container_env_names(container) - own_settings(service))]
+    for name, compose_service in agentry_compose_services().items():
+        service = SERVICES[compose_service["build"]["args"]["SERVICE"]]
+        wrong += [f"compose {name}: {n}" for n in sorted(set(compose_service["environment"]) - own_settings(service))]
+    for name, service in SERVICES.items():
+        env = {item.partition("=")[0] for item in " ".join(instructions(image_of(name), "ENV")).split()}
+        wrong += [f"image {name}: {n}" for n in sorted(env - NOT_SETTINGS - own_settings(service))]
+    assert not wrong, "variables set where no setting reads them:\n" + "\n".join(wrong)
 
 
 def test_gateway_never_runs_the_development_identity_in_kubernetes() -> None:
