@@ -20,6 +20,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -851,24 +852,105 @@ def test_dockerignore_keeps_the_context_small() -> None:
 # --- alert rules use real metrics ------------------------------------------------------
 
 
-def exported_metric_names() -> set[str]:
-    sources = [*ROOT.glob("services/*/agentry_*/**/*.py"), *ROOT.glob("shared/agentry_shared/**/*.py")]
-    names: set[str] = set()
-    for path in sources:
-        names.update(re.findall(r"""["'](agentry_[a-z0-9_]+)["']""", path.read_text()))
-    return names
+# Run apart, so the series it creates stay out of this process's registry: every metric of
+# the five services, with the series a process has once it serves a model and a tool.
+_EXPORTED_SCRIPT = """
+import importlib, json
+from prometheus_client import REGISTRY
+for package in PACKAGES:
+    importlib.import_module(package + ".metrics")
+importlib.import_module("agentry_reasoner.metrics").watch_model("m", lambda: "closed")
+importlib.import_module("agentry_tool_runner.metrics").initialise_tools([("t", "p")])
+for service in SERVICES:
+    importlib.import_module("agentry_shared.metrics").publish_build_info(service)
+suffixes = {"counter": ["_total", "_created"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum", "_created"]}
+names, values = {}, {}
+for collector in set(REGISTRY._names_to_collectors.values()):
+    name, kind = getattr(collector, "_name", ""), getattr(collector, "_type", "")
+    if name.startswith("agentry_"):
+        for suffix in suffixes[kind]:
+            names[name + suffix] = list(collector._labelnames) + (["le"] if suffix == "_bucket" else [])
+for family in REGISTRY.collect():
+    for sample in family.samples:
+        for label, value in sample.labels.items():
+            values.setdefault(sample.name, {}).setdefault(label, []).append(value)
+print(json.dumps({"names": names, "values": values}))
+"""
+# Labels Prometheus adds to every scraped series (and Kubernetes relabelling, often).
+TARGET_LABELS = {"__name__", "job", "instance", "pod", "namespace"}
+# Label values only known at run time (model and tool names, MCP pools, the build).
+OPEN_LABELS = {"model", "tool", "pool", "version", "git_sha"}
 
 
-def test_alert_rules_use_exported_metrics() -> None:
-    exported = exported_metric_names()
-    used: set[str] = set()
+@functools.cache
+def exported_series() -> tuple[dict[str, list[str]], dict[str, dict[str, set[str]]]]:
+    """Every series name the services export, with its label names; and the values each
+    label takes from start-up (the services create every closed-set value at 0)."""
+    from tests.packages import PACKAGES
+
+    script = f"PACKAGES = {sorted(PACKAGES.values())!r}\nSERVICES = {sorted(PACKAGES)!r}\n{_EXPORTED_SCRIPT}"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    found = json.loads(done.stdout)
+    values = {name: {k: set(v) for k, v in labels.items()} for name, labels in found["values"].items()}
+    return found["names"], values
+
+
+def selectors(expr: str) -> Iterator[tuple[str, list[tuple[str, str, str]]]]:
+    """(series name, [(label, operator, value)]) of each agentry_* selector in a PromQL
+    expression or a promtool input series."""
+    for match in re.finditer(r"\b(agentry_[a-z0-9_]+)\s*(?:\{([^}]*)\})?", expr):
+        matchers = re.findall(r"""(\w+)\s*(=~|!~|!=|=)\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""", match[2] or "")
+        yield match[1], [(label, op, double or single) for label, op, double, single in matchers]
+
+
+def wrong_selections(expr: str) -> list[str]:
+    """What in the expression names a series, label or label value no service exports."""
+    names, values = exported_series()
+    wrong = []
+    for name, matchers in selectors(expr):
+        if name not in names:
+            wrong.append(f"{name}: no such series")
+            continue
+        for label, op, value in matchers:
+            if label not in {*names[name], *TARGET_LABELS}:
+                wrong.append(f"{name}: no label {label}")
+                continue
+            known = values.get(name, {}).get(label)
+            if known is None or label in OPEN_LABELS or "$" in value:
+                continue
+            # A regex is checked where it is a list of words ("crashed|timeout"; a dot
+            # taken as itself, as in "turn.requested"), an exact match always.
+            literals = [w for w in value.split("|") if re.fullmatch(r"[\w.]+", w)] if "~" in op else [value]
+            for literal in literals:
+                if literal and literal not in known:
+                    wrong.append(f"{name}: {label} is never {literal!r} (it is one of {sorted(known)})")
+    return wrong
+
+
+def test_rules_dashboard_and_rule_tests_select_what_the_services_export() -> None:
+    """An alert on a series, label or label value no service exports never fires, and a
+    promtool test fed such series proves nothing: names with the suffixes of their type
+    (_total of a counter, _bucket of a histogram), label names of that metric, and values
+    of the closed label sets (outcomes, kinds, histogram buckets) as the services write them."""
+    wrong = []
     for group in load(RULES)[0]["groups"]:
         for rule in group["rules"]:
-            used.update(re.findall(r"\b(agentry_[a-z0-9_]+)", rule["expr"]))
-    assert used
-    base = {re.sub(r"_(bucket|sum|count)$", "", name) for name in used}
-    missing = base - exported
-    assert not missing, f"alert rules use metrics no service exports: {sorted(missing)}"
+            wrong += [f"rule {rule.get('alert') or rule['record']}: {w}" for w in wrong_selections(rule["expr"])]
+    for test in load(RULES_TEST)[0]["tests"]:
+        for series in test.get("input_series", []):
+            wrong += [f"{RULES_TEST.name} input: {w}" for w in wrong_selections(series["series"])]
+        for case in test.get("promql_expr_test", []):
+            wrong += [f"{RULES_TEST.name} expr: {w}" for w in wrong_selections(case["expr"])]
+
+    def targets(panels: list[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+        for panel in panels:
+            yield from targets(panel.get("panels", []))
+            yield from ((panel["title"], target["expr"]) for target in panel.get("targets", []))
+
+    dashboard = json.loads((K8S / "grafana" / "agentry-dashboard.json").read_text())
+    for title, expr in targets(dashboard["panels"]):
+        wrong += [f"panel {title}: {w}" for w in wrong_selections(expr)]
+    assert not wrong, "selections of nothing:\n" + "\n".join(sorted(set(wrong)))
 
 
 # --- (c) the real validators, when installed -------------------------------------------
