@@ -119,3 +119,9 @@ async def test_an_http_request_over_a_turn_budget_gets_429_with_retry_after(minu
             assert response.status == 429, error
     assert error["code"] == "rate_limited" and "BUDGET_USER_TURNS_PER_MINUTE" in error["message"]
     assert retry_after is not None and 0 < int(retry_after) <= 60
+    # The refused request, which named no conversation, left none behind (it did: an
+    # empty one toward MEMORY_MAX_CONVERSATIONS_PER_USER per refused retry).
+    async with connect(f"{minute_stack.ws_url}?user=minute-http") as ws:
+        await send(ws, {"type": "list_conversations", "id": "l"})
+        listed = await next_frame(ws)
+    assert len(listed["conversations"]) == TURNS_PER_MINUTE, listed

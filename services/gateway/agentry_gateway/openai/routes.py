@@ -191,13 +191,18 @@ class Endpoint:
             max_frames=self._settings.gateway_send_queue_frames,
             idle_seconds=KEEPALIVE_SECONDS,
         )
+        claimed = False
         try:
             await parts.memory.claim(turn.scope, new=turn.new)
+            claimed = True
             await watch.subscribe()
             turn.turn_id = await parts.intake.publish(turn.scope, turn.text, None)
         except Rejected as exc:
             await watch.close()
-            raise from_rejected(exc) from exc
+            error = from_rejected(exc)
+            if claimed and not (turn.new and await self._abandon(turn.scope)):
+                error.headers.update(self._headers(turn))  # it exists: the client may retry in it
+            raise error from exc
         except BaseException:
             # The request went away (or failed) before the turn was published: nothing to
             # cancel, but the conversation must not stay followed by a watch no one reads.
@@ -240,6 +245,17 @@ class Endpoint:
         except (Rejected, KeyError, ValidationError):
             # Undecided, the call is denied anyway when its approval expires.
             log.warning("could not deny a tool call; it expires instead", extra={"turn_id": turn.turn_id})
+
+    async def _abandon(self, scope: Scope) -> bool:
+        """The conversation created for a request that was then refused (over a turn
+        budget, `unavailable`) goes again, as on the socket: each retry would otherwise
+        leave an empty one toward MEMORY_MAX_CONVERSATIONS_PER_USER. False: memory kept it
+        (a turn got in after all) or did not answer."""
+        try:
+            return await self._parts.memory.abandon(scope)
+        except Rejected:
+            log.warning("a refused request's new conversation could not be abandoned", exc_info=True)
+            return False
 
     def _headers(self, turn: Turn) -> dict[str, str]:
         return {CONVERSATION_HEADER: turn.scope.conversation_id}
