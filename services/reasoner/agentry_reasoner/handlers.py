@@ -376,19 +376,25 @@ class TurnConsumer:
         except TimeoutError:
             if not deadline.expired():
                 raise  # a publish or an RPC timed out, not the turn: retried by the caller
+            self._cancellable.discard(turn_id)  # ending: a cancel now must not cut the end short
             await turn.fail("deadline_exceeded", f"The turn did not finish within its deadline of {limit:.0f}s.")
             return "deadline_exceeded"
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if turn_id not in self._cancel_requested or current is None:
                 raise
-            current.uncancel()
+            # A second cancel (the user pressed it again) must not cancel the task while it
+            # ends the turn: the end would be cut short and the delivery left unsettled.
+            self._cancellable.discard(turn_id)
+            while current.uncancel() > 0:  # every cancel heard before the task woke
+                pass
             await turn.fail("cancelled", "The turn was cancelled.")
             return "cancelled"
         except (TurnAborted, HandedBack, aio_pika.exceptions.AMQPError):
             raise  # infrastructure trouble: retried by the caller, not a failure of the turn
         except Exception as exc:
             log.exception("turn crashed")
+            self._cancellable.discard(turn_id)
             await turn.fail("internal", f"The agent failed unexpectedly ({type(exc).__name__}).")
             return "internal"
         return "completed" if outcome.ok else (outcome.code or "failed")

@@ -16,7 +16,7 @@ import pytest
 from agentry_reasoner.agent import FrameIds
 from agentry_reasoner.broker_ports import BrokerEvents, HandedBack
 from agentry_reasoner.handlers import TurnConsumer
-from agentry_reasoner.model import TextDelta
+from agentry_reasoner.model import TextDelta, ToolCall, ToolCallsRequested
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.bus import Bus, encode
 from agentry_shared.contracts.chat import ChatMessage
@@ -30,9 +30,18 @@ from agentry_shared.contracts.frames import (
     TurnFailed,
     TurnStarted,
 )
-from agentry_shared.contracts.memory import MEMORY_REQUEST, BeginTurn, Context, MemoryFailure, TurnBegun
+from agentry_shared.contracts.memory import (
+    MEMORY_REQUEST,
+    AppendMessages,
+    BeginTurn,
+    Context,
+    Done,
+    MemoryFailure,
+    TakeToolToken,
+    TurnBegun,
+)
 from agentry_shared.contracts.scope import Scope
-from agentry_shared.contracts.tools import Catalog
+from agentry_shared.contracts.tools import Catalog, ToolDescriptor
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.settings import ReasonerSettings
 from agentry_shared.testing import until
@@ -327,3 +336,82 @@ async def test_a_turn_forwarded_begun_skips_begin_turn_only_when_nothing_could_h
 
 async def _no_tools() -> bytes:
     return encode(Catalog(tools=[]))
+
+
+class CheckpointHeldMemory:
+    """Begins the turn and stores its first checkpoint; holds every later one until
+    `release` is set (the turn's failure checkpoints while the test acts)."""
+
+    def __init__(self) -> None:
+        self.appends = 0
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def handle(self, body: bytes) -> bytes:
+        request = MEMORY_REQUEST.validate_json(body)
+        if isinstance(request, BeginTurn):
+            context = Context(messages=[ChatMessage(role="user", content="what is 1+1?")])
+            return encode(TurnBegun(attempt=2, state="running", context=context))
+        if isinstance(request, AppendMessages):
+            self.appends += 1
+            if self.appends > 1:
+                self.holding.set()
+                await self.release.wait()
+            return encode(Done())
+        if isinstance(request, TakeToolToken):
+            return encode(MemoryFailure(code="unsupported", message="no rate limits here"))
+        return encode(MemoryFailure(code="internal", message=f"not played: {request.kind}"))
+
+
+async def test_a_second_cancel_while_the_first_ends_the_turn_still_ends_it_once(bus: Bus) -> None:
+    """Before: a user who pressed cancel twice (memory broadcasts each while the turn runs)
+    cancelled the turn's task again while it was ending `cancelled`; the ending was cut
+    short, no `turn.failed` went out and the delivery was never settled: the client waited
+    for ever and the turn stayed `running` in memory."""
+    topology = bus.topology
+    memory = CheckpointHeldMemory()
+    rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
+    calculator = ToolDescriptor(name="calculator", description="math", parameters={"type": "object"})
+    catalog = await bus.serve_rpc(topology.tool_catalog, lambda _: _tools(calculator))
+    frames = await frames_on_the_log(bus)  # the tool's pool is never served: the call runs until cancelled
+    settings = ReasonerSettings(
+        agentry_namespace=topology.namespace, agentry_partitions=1, agentry_heartbeat_seconds=0.2
+    )
+    model = ScriptedModel([ToolCallsRequested([ToolCall("c1", "calculator", '{"expression": "1+1"}')])])
+    consumer = TurnConsumer(bus, model, settings)
+    heard: list[str] = []
+    on_control = consumer._on_control
+
+    async def counting(message: AbstractIncomingMessage) -> None:
+        await on_control(message)
+        heard.append("cancel")
+
+    consumer._on_control = counting  # type: ignore[method-assign]
+    await consumer.start()
+    try:
+        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+        turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
+        await bus.publish(topology.turns_exchange, "0", encode(turn))
+        seen: list[ServerFrame] = []
+        while not seen or seen[-1].type != "tool.started":
+            seen.append(await asyncio.wait_for(frames.get(), 10))
+        cancel = encode(CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id))
+        await bus.publish(topology.control_exchange, "", cancel, persistent=False)
+        await asyncio.wait_for(memory.holding.wait(), 10)  # ending `cancelled`: its checkpoint
+        await bus.publish(topology.control_exchange, "", cancel, persistent=False)
+        await until(lambda: len(heard) == 2, "the reasoner heard the second cancel")
+        memory.release.set()
+        while seen[-1].type not in ("turn.completed", "turn.failed"):
+            seen.append(await asyncio.wait_for(frames.get(), 10))
+        assert isinstance(seen[-1], TurnFailed) and seen[-1].error.code == "cancelled"
+        await until(lambda: not consumer._running, "the turn's delivery was settled")
+        await asyncio.sleep(0.3)
+        assert frames.empty()  # ended once
+    finally:
+        await consumer.stop(1.0)
+        await rpc.cancel()
+        await catalog.cancel()
+
+
+async def _tools(*tools: ToolDescriptor) -> bytes:
+    return encode(Catalog(tools=list(tools)))
