@@ -25,6 +25,7 @@ from agentry_shared.tracing import TURN_ID_HEADER, serving_http
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from agentry_offline_model.conversation import role_of
 from agentry_offline_model.dialects import Dialect, Event, dialect_chunks, dialect_completion, dialect_of, faults_of
 from agentry_offline_model.hang import GAVE_UP, MAX_HANG_S, hang_until_client_leaves
 from agentry_offline_model.metrics import DURATION, IN_PROGRESS, REQUESTS
@@ -166,7 +167,35 @@ async def _read_body(request: web.Request) -> dict[str, Any]:
         raise RequestError(400, "'messages' is required and must be a list of chat messages")
     if body.get("tools") is not None and not isinstance(body["tools"], list):
         raise RequestError(400, "'tools' must be a list of tool definitions")
+    unanswered = unanswered_tool_calls(body["messages"])
+    if unanswered:
+        raise RequestError(400, UNANSWERED_CALLS + ", ".join(unanswered))
     return body
+
+
+# OpenAI's wording; most servers refuse such a conversation the same way.
+UNANSWERED_CALLS = (
+    "An assistant message with 'tool_calls' must be followed by tool messages responding to each "
+    "'tool_call_id'. The following tool_call_ids did not have response messages: "
+)
+
+
+def unanswered_tool_calls(messages: list[Any]) -> list[str]:
+    """The ids of calls that the tool messages right after their assistant message do not
+    answer, as model APIs check them (a client that sends these has a bug to see)."""
+    missing: list[str] = []
+    for i, message in enumerate(messages):
+        calls = message.get("tool_calls") if isinstance(message, Mapping) and role_of(message) == "assistant" else None
+        if not isinstance(calls, list):
+            continue
+        answered = set()
+        for later in messages[i + 1 :]:
+            if role_of(later) != "tool":
+                break
+            answered.add(later.get("tool_call_id"))
+        ids = [c.get("id") for c in calls if isinstance(c, Mapping)]
+        missing += [call_id for call_id in ids if isinstance(call_id, str) and call_id not in answered]
+    return missing
 
 
 async def _stream(

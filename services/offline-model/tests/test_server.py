@@ -159,6 +159,24 @@ async def test_invalid_bodies_are_400(base_url: str) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_call_without_its_result_is_refused_as_real_servers_do(client: openai.AsyncOpenAI) -> None:
+    """So the stack's tests meet what OpenAI's API (and most others) answer to a
+    conversation holding a tool call with no tool message for it."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    unanswered: list[Any] = [
+        {"role": "user", "content": "what is 1+1?"},
+        {"role": "assistant", "content": None, "tool_calls": [call, {**call, "id": "call_2"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "2"},
+        {"role": "user", "content": "hi"},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await collect(client, unanswered)
+    assert "call_2" in str(refused.value) and "call_1" not in str(refused.value).split("messages:")[1]
+    answered = [*unanswered[:3], {"role": "tool", "tool_call_id": "call_2", "content": "2"}, unanswered[3]]
+    assert await collect(client, answered)
+
+
+@pytest.mark.asyncio
 async def test_sse_framing_and_ops(base_url: str) -> None:
     body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     async with aiohttp.ClientSession() as session:

@@ -34,7 +34,7 @@ from agentry_shared.contracts.memory import TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor
 
 from agentry_reasoner.answer_gate import AnswerGate
-from agentry_reasoner.checkpoint import final_answer, unanswered_calls
+from agentry_reasoner.checkpoint import final_answer, unanswered_calls, with_results_for_unfinished_calls
 from agentry_reasoner.coalesce import DeltaCoalescer
 from agentry_reasoner.guardrails import check_call, checked_message, tool_error, tool_message
 from agentry_reasoner.metrics import TOOL_CALL_REJECTIONS, TOOL_CALLS_PER_TURN
@@ -223,9 +223,11 @@ class Turn:
 
     def _as_sent(self, history: list[ChatMessage]) -> list[dict[str, Any]]:
         """`history` in the model's format, converted once for all the turn's steps (for a
-        long context, ~0.15 ms a step); a trimmed history is a new list, converted anew."""
+        long context, ~0.15 ms a step); a trimmed history is a new list, converted anew.
+        Calls an earlier turn left without results (it was cancelled or failed while they
+        ran) get one saying so: the model's API refuses calls without results."""
         if self._sent_history is None or self._sent_history[0] is not history:
-            self._sent_history = (history, to_openai(history))
+            self._sent_history = (history, to_openai(with_results_for_unfinished_calls(history)))
         return self._sent_history[1]
 
     async def _run_and_record(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> None:

@@ -450,3 +450,35 @@ async def test_tool_output_is_data_it_cannot_change_the_system_prompt_or_the_cat
     assert second[0] == {"role": "system", "content": "be helpful"}
     injected = [m for m in second if "ignore previous" in str(m.get("content"))]
     assert [m["role"] for m in injected] == ["tool"]
+
+
+async def test_calls_an_earlier_turn_left_without_results_are_answered_for_the_model() -> None:
+    """Before: a turn cancelled (or failed) while its tool ran kept the call without a
+    result; every later turn of the conversation sent it so, and a model API that checks
+    (OpenAI's and most others') refused each with a 400: the conversation was stuck."""
+    write = {"id": "w", "type": "function", "function": {"name": "workspace_write", "arguments": "{}"}}
+    calc = {"id": "k", "type": "function", "function": {"name": "calculator", "arguments": "{}"}}
+    history = [
+        ChatMessage(role="user", content="save it"),
+        ChatMessage(role="assistant", tool_calls=[write]),  # cancelled while waiting for approval
+        ChatMessage(role="user", content="two at once"),
+        ChatMessage(role="assistant", tool_calls=[calc, {**write, "id": "w2"}]),
+        ChatMessage(role="tool", tool_call_id="k", content="2"),  # the other one never returned
+        ChatMessage(role="user", content="hello again"),
+    ]
+    model = ScriptedModel([TextDelta("hi")])
+    ports = RecordingPorts(history=history)
+    assert (await make_turn(model, ports).run(FIRST)).ok
+    sent = model.seen[0][1:]
+    assert [(m["role"], m.get("tool_call_id")) for m in sent] == [
+        ("user", None),
+        ("assistant", None),
+        ("tool", "w"),
+        ("user", None),
+        ("assistant", None),
+        ("tool", "k"),
+        ("tool", "w2"),
+        ("user", None),
+    ]
+    assert json.loads(sent[2]["content"])["error"]["code"] == "interrupted"
+    assert sent[5]["content"] == "2"
