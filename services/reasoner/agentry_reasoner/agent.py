@@ -11,7 +11,7 @@ import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from agentry_shared.contracts.chat import ChatMessage, to_openai
@@ -86,6 +86,22 @@ class TurnAborted(Exception):
     def __init__(self, code: TurnFailureCode, message: str) -> None:
         super().__init__(message)
         self.code: TurnFailureCode = code
+
+
+def valid_unicode(text: str) -> str:
+    """`text` as UTF-8 can carry it: a UTF-16 surrogate pair that came as two code points
+    joined into its character, a lone surrogate replaced with U+FFFD. JSON can spell a lone
+    surrogate (`"\\ud800"`) and the SDK's decoder passes it on; no frame, log entry or
+    store could hold it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _is_high_surrogate(char: str) -> bool:
+    return "\ud800" <= char <= "\udbff"
 
 
 def openai_tools(catalog: list[ToolDescriptor]) -> list[dict[str, Any]]:
@@ -367,6 +383,7 @@ class _StepState:
         self.thinking_since: float | None = None
         self.thought = False
         self.text: list[str] = []
+        self.split_pair = ""  # a delta's last code point, the first half of a surrogate pair
         self.sent = False  # some of `text` went to the client
         self.calls: list[ToolCall] = []
         self.gate = AnswerGate()
@@ -388,13 +405,20 @@ class _StepState:
                 await self._on_text(item.text)
             else:
                 self.calls = [
-                    c if c.call_id else replace(c, call_id=self.turn._call_id(self.step, i))
+                    ToolCall(
+                        valid_unicode(c.call_id) or self.turn._call_id(self.step, i),
+                        valid_unicode(c.name),
+                        valid_unicode(c.arguments),
+                    )
                     for i, c in enumerate(item.calls)
                 ]
 
     async def finish(self) -> None:
         """The stream ended: what the gate still holds is the answer, unless calls came."""
         await self._end_thinking()
+        if self.split_pair:  # its second half never came
+            self.split_pair = ""
+            await self._on_text("\ufffd")
         rest = self.gate.rest()
         if self.calls:
             if self.sent:
@@ -404,7 +428,7 @@ class _StepState:
 
     def audit_text(self) -> str:
         """The step's reasoning as the audit records it (never sent to a client)."""
-        text = "".join(self.reasoning)
+        text = valid_unicode("".join(self.reasoning))
         if not text and self.hidden_reasoning_tokens:
             return f"[reasoning hidden by the provider: {self.hidden_reasoning_tokens} tokens]"
         return text
@@ -420,6 +444,12 @@ class _StepState:
         self.reasoning.append(text)
 
     async def _on_text(self, text: str) -> None:
+        text, self.split_pair = self.split_pair + text, ""
+        if text and _is_high_surrogate(text[-1]):  # its pair may open the next delta
+            text, self.split_pair = text[:-1], text[-1]
+        text = valid_unicode(text)
+        if not text:
+            return
         self.text.append(text)
         piece = self.gate.offer(text)
         if piece:
@@ -435,6 +465,7 @@ class _StepState:
 
     async def _take_back(self, reason: str) -> None:
         self.text.clear()
+        self.split_pair = ""
         self.gate.reset()
         await self.coalescer.discard()
         if self.sent:

@@ -46,6 +46,11 @@ def check_call(
         return tool_error(call, "invalid_arguments", "Arguments are nested too deeply or hold too long a number.")
     if not isinstance(arguments, dict):
         return tool_error(call, "invalid_arguments", "Arguments must be a JSON object.")
+    try:
+        json.dumps(arguments, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        message = "Arguments hold a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape): write valid Unicode."
+        return tool_error(call, "invalid_arguments", message)
     problem = argument_errors(tool, arguments)
     if problem is not None:
         return tool_error(call, "invalid_arguments", f"Arguments do not match the {tool.name} schema: {problem}")

@@ -482,3 +482,27 @@ async def test_calls_an_earlier_turn_left_without_results_are_answered_for_the_m
     ]
     assert json.loads(sent[2]["content"])["error"]["code"] == "interrupted"
     assert sent[5]["content"] == "2"
+
+
+async def test_lone_surrogates_from_the_model_never_reach_frames_or_memory() -> None:
+    """Before: JSON can spell a lone UTF-16 surrogate ("\\ud800") and the SDK's decoder passes
+    it on; the frame carrying it could not be serialised, the turn crashed and was retried in
+    place until its deadline. Now a pair split over two deltas is joined, a lone one is U+FFFD,
+    and arguments holding one go back to the model as `invalid_arguments`."""
+    lone_in_arguments = ToolCall("a", "calculator", '{"expression": "1\\ud800"}')  # escaped in the JSON
+    split_in_arguments = ToolCall("b", "calculator", '{"expression": "\ud83d' + '\ude00"}')  # two code points
+    model = ScriptedModel(
+        [ReasoningDelta("plan \udc00"), ToolCallsRequested([lone_in_arguments, split_in_arguments])],
+        [TextDelta("smile \ud83d"), TextDelta("\ude00, lone \udc00 and \x00 end \ud83d")],
+    )
+    ports = RecordingPorts()
+    outcome = await make_turn(model, ports).run(FIRST)
+    assert outcome.ok and outcome.text == "smile \U0001f600, lone \ufffd and \x00 end \ufffd"
+    assert "".join(f.text for f in ports.frames if isinstance(f, MessageDelta)) == outcome.text
+    for frame in ports.frames:
+        frame.model_dump_json()  # raised on a lone surrogate
+    for message in ports.appended:
+        message.model_dump_json()
+    assert ports.reasoning[0] == "plan \ufffd"
+    assert tool_errors(model) == ["invalid_arguments", "ok"]
+    assert ports.tool_runs == ["b"]
