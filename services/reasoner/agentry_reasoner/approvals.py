@@ -26,16 +26,26 @@ POLL_S = 1.0
 
 
 class ApprovalBoard:
-    """Decisions heard on the control exchange, by (turn_id, call_id)."""
+    """Decisions heard on the control exchange, by (turn_id, call_id), for the calls this
+    replica waits on. Every replica hears every decision (a fanout), and a call may be
+    decided after its wait ended (a second answer, a late one): those are dropped, or the
+    board would keep them for good."""
 
     def __init__(self) -> None:
         self._events: dict[tuple[str, str], asyncio.Event] = {}
         self._decisions: dict[tuple[str, str], bool] = {}
 
+    def expect(self, turn_id: str, call_id: str) -> None:
+        """A decision on this call will be waited for: keep it when it comes."""
+        self._events.setdefault((turn_id, call_id), asyncio.Event())
+
     def decided(self, turn_id: str, call_id: str, approved: bool) -> None:
         key = (turn_id, call_id)
+        event = self._events.get(key)
+        if event is None:
+            return  # not waited on here: another replica's call, or its wait ended
         self._decisions[key] = approved
-        self._events.setdefault(key, asyncio.Event()).set()
+        event.set()
 
     async def wait(self, turn_id: str, call_id: str, timeout_s: float) -> bool | None:
         key = (turn_id, call_id)
@@ -77,18 +87,19 @@ class BrokerApprovals:
     async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
         deadline = time.time() + timeout_s
         digest = arguments_sha256(arguments)
-        await memory_call(
-            self._bus,
-            RequestApproval(
-                scope=self._scope,
-                turn_id=self._turn_id,
-                call_id=call_id,
-                tool=tool,
-                arguments=arguments,
-                expires_at=deadline,
-            ),
-        )
+        self._board.expect(self._turn_id, call_id)  # a decision broadcast from now on is kept
         try:
+            await memory_call(
+                self._bus,
+                RequestApproval(
+                    scope=self._scope,
+                    turn_id=self._turn_id,
+                    call_id=call_id,
+                    tool=tool,
+                    arguments=arguments,
+                    expires_at=deadline,
+                ),
+            )
             while (left := deadline - time.time()) > 0:
                 state = await self._state(call_id, digest)
                 if state != "pending":

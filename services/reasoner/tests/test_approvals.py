@@ -4,6 +4,7 @@ Real RabbitMQ; memory is `MemoryStandIn` (agentry_shared.testing)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from agentry_reasoner.approvals import ApprovalBoard, BrokerApprovals
 from agentry_shared.bus import Bus
 from agentry_shared.contracts.frames import arguments_sha256
 from agentry_shared.contracts.scope import Scope
-from agentry_shared.testing import MemoryStandIn, delete_declared
+from agentry_shared.testing import MemoryStandIn, delete_declared, until
 from agentry_shared.topology import Topology
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -59,3 +60,33 @@ async def test_an_old_approval_does_not_cover_new_arguments(memory: MemoryStandI
 
 async def test_a_call_never_asked_is_undecided(memory: MemoryStandIn) -> None:
     assert await approvals(memory, "call_3").decision("call_3", {"path": "a"}) is None
+
+
+def held(board: ApprovalBoard) -> int:
+    """The calls the board holds something for (a wait or a decision)."""
+    return len(board._events.keys() | board._decisions.keys())
+
+
+async def test_the_board_keeps_only_decisions_it_waits_for() -> None:
+    """Before: every replica kept every decision it heard (the control exchange is a fanout),
+    and a call decided after its wait ended (answered twice, answered late) stayed too: the
+    board grew for as long as the replica ran."""
+    board = ApprovalBoard()
+    board.decided("turn-other", "call_1", True)  # another replica's call
+    assert held(board) == 0
+    board.expect("turn-ours", "call_2")
+    board.decided("turn-ours", "call_2", False)
+    assert await board.wait("turn-ours", "call_2", timeout_s=5) is False
+    board.forget("turn-ours", "call_2")
+    board.decided("turn-ours", "call_2", True)  # a second answer, after the wait ended
+    assert held(board) == 0
+
+
+async def test_a_broadcast_decision_ends_the_wait_and_is_then_forgotten(memory: MemoryStandIn) -> None:
+    board = ApprovalBoard()
+    asked = BrokerApprovals(memory.bus, board, SCOPE, "turn-call_4")
+    waiting = asyncio.create_task(asked.ask("workspace_write", "call_4", {"path": "a"}, timeout_s=30))
+    await until(lambda: held(board) == 1, "the reasoner waits for the decision")
+    board.decided("turn-call_4", "call_4", True)
+    assert await asyncio.wait_for(waiting, 10) is True
+    assert held(board) == 0
