@@ -51,7 +51,7 @@ from agentry_reasoner.model import (
     ToolCall,
 )
 from agentry_reasoner.ports import Approvals, Events, Memory, Tools
-from agentry_reasoner.window import trimmed
+from agentry_reasoner.window import trimmed, with_tool_outputs_halved
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,9 @@ class Turn:
         self, step: int, history: list[ChatMessage], tool_specs: list[dict[str, Any]]
     ) -> tuple[str, list[ToolCall], list[ChatMessage]]:
         """A model step; when the prompt does not fit the model's window, the older half of
-        the conversation is left out and the step tried once more (then `context_too_long`)."""
+        the conversation is left out and the step tried once more, then this turn's tool
+        outputs are halved while any is long (then `context_too_long`). The halved outputs
+        are what the turn keeps: the next turn would not fit with them whole either."""
         tried_shorter = False
         while True:
             messages = [{"role": "system", "content": self.system_prompt}, *self._as_sent(history)]
@@ -231,11 +233,16 @@ class Turn:
                 return text, calls, history
             except ContextTooLong:
                 shorter = None if tried_shorter else trimmed(history)
-                if shorter is None:
+                if shorter is not None:
+                    tried_shorter = True
+                    log.warning("the context does not fit the model; leaving older messages out", extra={"step": step})
+                    history = shorter
+                    continue
+                halved = with_tool_outputs_halved(self.produced)
+                if halved is None:
                     raise
-                tried_shorter = True
-                log.warning("the context does not fit the model; leaving older messages out", extra={"step": step})
-                history = shorter
+                log.warning("the context does not fit the model; halving tool outputs", extra={"step": step})
+                self.produced = halved
 
     def _as_sent(self, history: list[ChatMessage]) -> list[dict[str, Any]]:
         """`history` in the model's format, converted once for all the turn's steps (for a

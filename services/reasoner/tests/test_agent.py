@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 from agentry_reasoner import agent
 from agentry_reasoner.agent import Budget, Turn
-from agentry_reasoner.model import ModelUnavailable, ReasoningDelta, StreamItem, TextDelta, ToolCall, ToolCallsRequested
+from agentry_reasoner.model import (
+    ContextTooLong,
+    ModelUnavailable,
+    ReasoningDelta,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    ToolCallsRequested,
+)
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage, to_openai
 from agentry_shared.contracts.frames import MessageDelta, ServerFrame, ToolFinished, TurnCompleted, arguments_sha256
@@ -506,3 +514,50 @@ async def test_lone_surrogates_from_the_model_never_reach_frames_or_memory() -> 
     assert ports.reasoning[0] == "plan \ufffd"
     assert tool_errors(model) == ["invalid_arguments", "ok"]
     assert ports.tool_runs == ["b"]
+
+
+class WindowedModel(ScriptedModel):
+    """Refuses a prompt over `window` characters, as a server refuses one over its context."""
+
+    def __init__(self, window: int, *steps: list[StreamItem] | Exception) -> None:
+        super().__init__(*steps)
+        self.window = window
+        self.refused = 0
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
+        if sum(len(str(m.get("content") or "")) for m in messages) > self.window:
+            self.refused += 1
+            raise ContextTooLong("the conversation does not fit the model's context window")
+        async for item in super().stream(messages, tools):
+            yield item
+
+
+async def test_a_turn_whose_own_tool_outputs_outgrow_the_window_halves_them_instead_of_failing() -> None:
+    """Before: when this turn's tool outputs alone did not fit the model's window, leaving
+    older turns out could not help and the turn failed `context_too_long`, its tools' work
+    lost. Now long outputs are halved (their start kept, the cut said) until the step fits."""
+
+    class BigOutputs(RecordingPorts):
+        async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+            return ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output=call_id * 20_000)
+
+    calls = [call("a", "calculator", {"expression": "1"}), call("b", "calculator", {"expression": "2"})]
+    model = WindowedModel(12_000, [ToolCallsRequested(calls)], [TextDelta("done")])
+    history = [ChatMessage(role="user", content="first"), ChatMessage(role="assistant", content="one")]
+    ports = BigOutputs(history=[*history, ChatMessage(role="user", content="fetch both")])
+    outcome = await make_turn(model, ports).run(FIRST)
+    assert outcome.ok and outcome.text == "done", outcome
+    outputs = [m["content"] for m in model.seen[-1] if m["role"] == "tool"]
+    assert [o[:1000] for o in outputs] == ["a" * 1000, "b" * 1000]  # each keeps its start
+    assert all(o.endswith("characters of this output left out to fit the model's context window]") for o in outputs)
+    said = [int(o.rsplit("[", 1)[1].split()[0]) for o in outputs]
+    assert [len(o.split("\n[")[0]) + n for o, n in zip(outputs, said, strict=True)] == [20_000, 20_000]
+    assert [m.content for m in ports.appended if m.role == "tool"] == outputs  # the turn keeps them halved
+
+
+async def test_a_prompt_that_does_not_fit_without_long_tool_outputs_still_fails_clearly() -> None:
+    model = WindowedModel(10, [TextDelta("never")])
+    ports = RecordingPorts(history=[ChatMessage(role="user", content="a message longer than the window")])
+    outcome = await make_turn(model, ports).run(FIRST)
+    assert outcome.code == "context_too_long" and model.refused == 1
+    assert ports.frames[-1].type == "turn.failed" and ports.frames[-1].error.code == "context_too_long"
