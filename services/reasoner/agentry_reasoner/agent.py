@@ -195,6 +195,14 @@ class Turn:
         self.tool_calls_made = sum(len(m.tool_calls or []) for m in self.produced)
         for step in range(sum(m.role == "assistant" for m in self.produced), self.budget.max_steps):
             text, calls, history = await self._fitted_step(step, history, tool_specs)
+            if not calls and not text.strip():
+                # An empty bubble and an empty assistant message in every later context say
+                # nothing to the user; a reasoning model cut off while still thinking ends so.
+                raise TurnAborted(
+                    "model_error",
+                    "The model ended its reply with neither an answer nor a tool call (cut off "
+                    "by LLM_MAX_OUTPUT_TOKENS while it was still thinking?).",
+                )
             if not calls:
                 self.produced.append(ChatMessage(role="assistant", content=text))
                 return text

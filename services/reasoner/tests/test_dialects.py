@@ -578,6 +578,12 @@ async def test_thinking_cut_by_the_output_cap_stays_private(replay: tuple[Replay
     ports, outcome = await run_turn(url, starts_open=True)
     assert SECRET not in client_text(ports) and SECRET not in outcome.text
     assert SECRET in ports.reasoning[0]
+    # No answer at all: a clear failure that names the likely cause, not an empty answer
+    # (it was one: an empty bubble, and an empty assistant message in every later context).
+    assert not outcome.ok and outcome.code == "model_error"
+    failed = [f for f in ports.frames if f.type == "turn.failed"]
+    assert failed and "LLM_MAX_OUTPUT_TOKENS" in failed[0].error.message
+    assert not any(f.type == "turn.completed" for f in ports.frames)
 
 
 # Provider errors that quote the model's output: llama.cpp's parser failing on what the
