@@ -69,5 +69,6 @@ async def test_a_turn_past_its_deadline_fails_with_deadline_exceeded(deadline_st
         frames = await converse(ws, "take your time [[model-hang]]")
         assert frames[-1]["type"] == "turn.failed"
         assert frames[-1]["error"]["code"] == "deadline_exceeded"
+        assert "REASONER_TURN_DEADLINE_SECONDS" in frames[-1]["error"]["message"]  # which limit
         again = await converse(ws, "what is 2+2?", conversation_id=frames[0]["conversation_id"])
         assert "4" in again[-1]["text"]

@@ -222,7 +222,8 @@ class Turn:
             # may as well ask the model again; their step goes with the next checkpoint.
             await self._run_and_record(calls, by_name)
         raise TurnAborted(
-            "step_limit", f"The agent stopped after {self.budget.max_steps} steps without reaching an answer."
+            "step_limit",
+            f"The agent stopped after {self.budget.max_steps} steps (REASONER_MAX_STEPS) without reaching an answer.",
         )
 
     async def _fitted_step(

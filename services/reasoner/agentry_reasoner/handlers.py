@@ -377,7 +377,10 @@ class TurnConsumer:
             if not deadline.expired():
                 raise  # a publish or an RPC timed out, not the turn: retried by the caller
             self._cancellable.discard(turn_id)  # ending: a cancel now must not cut the end short
-            await turn.fail("deadline_exceeded", f"The turn did not finish within its deadline of {limit:.0f}s.")
+            await turn.fail(
+                "deadline_exceeded",
+                f"The turn did not finish within its deadline of {limit:.0f}s (REASONER_TURN_DEADLINE_SECONDS).",
+            )
             return "deadline_exceeded"
         except asyncio.CancelledError:
             current = asyncio.current_task()

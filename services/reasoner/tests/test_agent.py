@@ -22,7 +22,14 @@ from agentry_reasoner.model import (
 )
 from agentry_reasoner.testing import ScriptedModel
 from agentry_shared.contracts.chat import ChatMessage, to_openai
-from agentry_shared.contracts.frames import MessageDelta, ServerFrame, ToolFinished, TurnCompleted, arguments_sha256
+from agentry_shared.contracts.frames import (
+    MessageDelta,
+    ServerFrame,
+    ToolFinished,
+    TurnCompleted,
+    TurnFailed,
+    arguments_sha256,
+)
 from agentry_shared.contracts.memory import Context, TurnBegun
 from agentry_shared.contracts.tools import ToolCompleted, ToolDescriptor, ToolError
 
@@ -249,6 +256,8 @@ async def test_step_limit_ends_the_turn_with_a_clear_failure() -> None:
     outcome = await make_turn(model, ports, max_steps=3).run(FIRST)
     assert not outcome.ok and outcome.code == "step_limit"
     assert types(ports)[-1] == "turn.failed"
+    failed = ports.frames[-1]
+    assert isinstance(failed, TurnFailed) and "REASONER_MAX_STEPS" in failed.error.message  # which limit
     assert len(model.seen) == 3
 
 
