@@ -284,6 +284,11 @@ class Turn:
             async for item in self.model.stream(messages, tools):
                 await state.take(item)
             await state.finish()
+        except BaseException:
+            # Cancelled or failed midway: what the coalescer holds was never seen, and is not
+            # the end of any answer (a cancelled turn's client must get nothing more of it).
+            await state.coalescer.discard()
+            raise
         finally:
             await state.coalescer.close()
         if state.audit_text():

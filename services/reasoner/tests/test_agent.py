@@ -570,3 +570,40 @@ async def test_a_prompt_that_does_not_fit_without_long_tool_outputs_still_fails_
     outcome = await make_turn(model, ports).run(FIRST)
     assert outcome.code == "context_too_long" and model.refused == 1
     assert ports.frames[-1].type == "turn.failed" and ports.frames[-1].error.code == "context_too_long"
+
+
+class StreamsThenWaits:
+    """Streams two pieces of an answer, then waits until the turn is cancelled."""
+
+    def __init__(self) -> None:
+        self.waiting = asyncio.Event()
+
+    async def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> AsyncIterator[StreamItem]:
+        yield TextDelta("Hello")
+        yield TextDelta(" world")
+        self.waiting.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_turn_cancelled_while_its_answer_streams_sends_nothing_more_of_it() -> None:
+    """Before: the text the coalescer still held went out as one more `message.delta`
+    after the cancel, before `turn.failed`."""
+    model, ports = StreamsThenWaits(), RecordingPorts()
+    budget = Budget(delta_interval_s=10.0)  # the second piece waits in the coalescer
+    turn = Turn(
+        conversation_id="c1",
+        turn_id="t1",
+        system_prompt="be helpful",
+        model=model,
+        memory=ports,
+        tools=ports,
+        events=ports,
+        budget=budget,
+        approvals=ports,
+    )
+    running = asyncio.create_task(turn.run(FIRST))
+    await model.waiting.wait()
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert [f.text for f in ports.frames if isinstance(f, MessageDelta)] == ["Hello"]
