@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,13 @@ from tests.stack import Stack
 pytestmark = pytest.mark.e2e
 
 AGENTRY = str(Path(sys.executable).parent / "agentry")
+# The client under test is the one on this run's path (a worktree's, say), not only the
+# venv's installed copy.
+PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn[str]:
-    env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm"}
+    env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm", **PYTHONPATH}
     child = pexpect.spawn(
         AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=env, encoding="utf-8", timeout=30
     )
@@ -36,7 +40,7 @@ def leave(child: pexpect.spawn[str]) -> None:
 def ask(stack: Stack, user: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [AGENTRY, "ask", "--url", stack.ws_url, "--user", user, *args],
-        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin"},
+        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", **PYTHONPATH},
         capture_output=True,
         text=True,
         timeout=60,
