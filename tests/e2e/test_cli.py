@@ -125,3 +125,27 @@ def test_ask_without_a_gateway_exits_3(tmp_path: Path) -> None:
         [AGENTRY, "ask", "--url", "ws://127.0.0.1:9/ws", "hi"], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 3 and "cannot connect" in done.stderr
+
+
+# Escape sequences a model (or the tool output it quotes) could send: retitle the window
+# (OSC 0), clear the screen, conceal text, move the cursor back over earlier text, ring the bell.
+HOSTILE = "look \x1b]0;PWNED\x07 \x1b[2J \x1b[8mhidden\x1b[0m \x9b2J x\x08\x08y"
+RAW_CONTROLS = ("\x1b]", "\x1b[2J", "\x1b[8m", "\x9b", "\x07", "\x08")
+
+
+def test_escape_sequences_in_the_answer_are_shown_not_obeyed(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: the offline model echoes the message, and the terminal obeyed the escape
+    sequences in it (its window retitled, its screen cleared, text hidden). They are now
+    shown as visible symbols (ESC as ␛), in `chat` and in `ask`."""
+    done = ask(slow_stack, "cli-7", tmp_path, HOSTILE)
+    assert done.returncode == 0, done.stderr
+    assert not [c for c in RAW_CONTROLS if c in done.stdout], repr(done.stdout)
+    assert "␛]0;PWNED␇" in done.stdout and "hidden" in done.stdout
+    child = chat(slow_stack, "cli-7", tmp_path)
+    child.sendline("say " + HOSTILE.replace("\x08", ""))  # no backspace: the terminal's line editing takes it
+    child.expect_exact('You said: "say look ')  # the answer (the line typed is echoed raw by the terminal)
+    child.expect_exact("you> ")
+    answer = child.before or ""
+    assert not [c for c in RAW_CONTROLS if c in answer], repr(answer)
+    assert "␛]0;PWNED␇" in answer and "␛[8mhidden" in answer
+    leave(child)

@@ -22,7 +22,7 @@ from agentry_client.chat import HELP, Chat
 from agentry_client.client import DEFAULT_URL, AgentryClient
 from agentry_client.console import Lines
 from agentry_client.errors import ConnectionLost, ServerError
-from agentry_client.render import JsonRenderer, TerminalRenderer
+from agentry_client.render import JsonRenderer, TerminalRenderer, printable
 from agentry_client.state import State, identity
 from agentry_client.turn import Turn
 
@@ -80,7 +80,7 @@ async def run(args: argparse.Namespace) -> int:
             return await chat.run()
         return await ask(client, args, conversation, remember)
     except ConnectionLost as lost:
-        print(f"agentry: {lost}", file=sys.stderr)
+        print(printable(f"agentry: {lost}"), file=sys.stderr)
         return EXIT_NO_CONNECTION
     finally:
         await client.close()
@@ -93,17 +93,17 @@ async def ask(
         turn = await client.send(args.text, conversation)
         await _read(turn, client, args)
     except ServerError as error:
-        print(f"agentry: refused: {error}", file=sys.stderr)
+        print(printable(f"agentry: refused: {error}"), file=sys.stderr)
         return EXIT_REFUSED
     if turn.conversation_id:
         remember(turn.conversation_id)
     if not isinstance(turn.end, TurnCompleted):
         failure = turn.end.error if turn.end is not None else None
         reason = f"{failure.code}: {failure.message}" if failure else "no answer"
-        print(f"agentry: turn failed: {reason}", file=sys.stderr)
+        print(printable(f"agentry: turn failed: {reason}"), file=sys.stderr)
         return EXIT_TURN_FAILED
     if not args.json:
-        print(turn.text)
+        print(printable(turn.text))
     return EXIT_OK
 
 
@@ -114,7 +114,8 @@ async def _read(turn: Turn, client: AgentryClient, args: argparse.Namespace) -> 
             json_out.frame(frame)
         if isinstance(frame, ToolApprovalRequired):
             if not args.yes:
-                print(f"agentry: denied {frame.tool} (pass --yes to approve destructive tools)", file=sys.stderr)
+                denied = f"agentry: denied {printable(frame.tool)} (pass --yes to approve destructive tools)"
+                print(denied, file=sys.stderr)
             await client.approve(frame, bool(args.yes))
 
 

@@ -27,6 +27,23 @@ from agentry_client.frames import Frame, frame_dict
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 CLEAR_LINE = "\r\x1b[K"
 
+# Control characters in text from the model, a tool or the gateway, as visible symbols: an
+# escape sequence could otherwise move the cursor, clear the screen, retitle the window or
+# hide text. C0 controls show as their control pictures (ESC as ␛), DEL as ␡, C1 controls
+# (ESC's one-byte forms, CSI U+009B among them) as �; a carriage return is dropped (it would
+# let later text overwrite earlier text); newline and tab are kept.
+_VISIBLE = {
+    **{code: chr(0x2400 + code) for code in range(0x20) if chr(code) not in "\n\t\r"},
+    ord("\r"): None,
+    0x7F: "\u2421",
+    **{code: "\ufffd" for code in range(0x80, 0xA0)},
+}
+
+
+def printable(text: str) -> str:
+    """`text` safe to write to a terminal: no control character but newline and tab."""
+    return text.translate(_VISIBLE)
+
 
 def tool_outcome(frame: ToolFinished) -> str:
     """How a tool call ended, in words: `done`, or `failed` with why and, when waiting
@@ -54,7 +71,7 @@ class JsonRenderer:
         self.out.flush()
 
     def note(self, text: str) -> None:
-        sys.stderr.write(text + "\n")
+        sys.stderr.write(printable(text) + "\n")
 
     def stop(self) -> None:
         pass
@@ -85,6 +102,7 @@ class TerminalRenderer:
         """A line of the client's own (dim), on a line of its own."""
         self._stop_spinner()
         self._newline()
+        text = printable(text)  # it may quote the gateway (a refusal's message)
         self._write(f"\x1b[2m{text}\x1b[0m\n" if self.animate else f"{text}\n")
 
     def stop(self) -> None:
@@ -95,13 +113,14 @@ class TerminalRenderer:
     def _tool(self, frame: ToolStarted | ToolFinished | ToolApprovalRequired) -> None:
         self._stop_spinner()
         self._newline()
+        tool = printable(frame.tool)
         if isinstance(frame, ToolStarted):
-            self._write(f"⚙ {frame.tool}…\n")
+            self._write(f"⚙ {tool}…\n")
         elif isinstance(frame, ToolFinished):
-            self._write(f"⚙ {frame.tool}… {tool_outcome(frame)} ({frame.elapsed_ms} ms)\n")
+            self._write(f"⚙ {tool}… {printable(tool_outcome(frame))} ({frame.elapsed_ms} ms)\n")
         else:
-            arguments = json.dumps(frame.arguments, ensure_ascii=False)
-            self._write(f"⚠ {frame.tool} {arguments} needs your approval. Approve? [y/N] ")
+            arguments = printable(json.dumps(frame.arguments, ensure_ascii=False))
+            self._write(f"⚠ {tool} {arguments} needs your approval. Approve? [y/N] ")
 
     def _answer(self, frame: MessageDelta | MessageReset) -> None:
         self._stop_spinner()
@@ -110,7 +129,7 @@ class TerminalRenderer:
             self._write("↺ (the answer restarts)\n")
             self._printed = ""
             return
-        self._write(frame.text)
+        self._write(printable(frame.text))
         self._printed += frame.text
         self._mid_line = not frame.text.endswith("\n")
 
@@ -119,11 +138,11 @@ class TerminalRenderer:
         if isinstance(frame, TurnCompleted) and frame.text != self._printed:
             # Deltas missing (joined late) or different: show the whole answer.
             self._newline()
-            self._write(frame.text)
+            self._write(printable(frame.text))
             self._mid_line = True
         self._newline()
         if isinstance(frame, TurnFailed):
-            self.err.write(f"✗ turn failed: {frame.error.code}: {frame.error.message}\n")
+            self.err.write(printable(f"✗ turn failed: {frame.error.code}: {frame.error.message}") + "\n")
             self.err.flush()
         self._printed = ""
 
