@@ -21,10 +21,10 @@ AGENTRY = str(Path(sys.executable).parent / "agentry")
 PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
-def chat(stack: Stack, user: str, state: Path, *args: str) -> pexpect.spawn[str]:
-    env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm", **PYTHONPATH}
+def chat(stack: Stack, user: str, state: Path, *args: str, env: dict[str, str] | None = None) -> pexpect.spawn[str]:
+    full_env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm", **PYTHONPATH, **(env or {})}
     child = pexpect.spawn(
-        AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=env, encoding="utf-8", timeout=30
+        AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=full_env, encoding="utf-8", timeout=30
     )
     child.expect_exact("you> ")
     return child
@@ -37,10 +37,12 @@ def leave(child: pexpect.spawn[str]) -> None:
     assert child.exitstatus == 0
 
 
-def ask(stack: Stack, user: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ask(
+    stack: Stack, user: str, state: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [AGENTRY, "ask", "--url", stack.ws_url, "--user", user, *args],
-        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", **PYTHONPATH},
+        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", **PYTHONPATH, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -148,4 +150,20 @@ def test_escape_sequences_in_the_answer_are_shown_not_obeyed(slow_stack: Stack, 
     answer = child.before or ""
     assert not [c for c in RAW_CONTROLS if c in answer], repr(answer)
     assert "␛]0;PWNED␇" in answer and "␛[8mhidden" in answer
+    leave(child)
+
+
+def test_a_terminal_that_is_not_utf_8_gets_the_answer_not_a_traceback(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: on a terminal whose encoding lacks a character of the answer (an ASCII or
+    Latin-1 locale), `ask` died with UnicodeEncodeError after the turn had completed, and
+    `chat` at its first tool line (⚙). Such characters now print as `?`."""
+    ascii_only = {"PYTHONIOENCODING": "ascii"}
+    done = ask(slow_stack, "cli-8", tmp_path, "say 你好 and café", env=ascii_only)
+    assert done.returncode == 0, done.stderr
+    assert 'You said: "say ?? and caf?"' in done.stdout
+    child = chat(slow_stack, "cli-8", tmp_path, env=ascii_only)
+    child.sendline("what is 37*91?")
+    child.expect_exact("? calculator? done")  # ⚙ and … are not ASCII
+    child.expect_exact("3367")
+    child.expect_exact("you> ")
     leave(child)

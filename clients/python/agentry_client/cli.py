@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    _tolerant_output()
     try:
         code = asyncio.run(run(args))
     except KeyboardInterrupt:
@@ -117,6 +119,14 @@ async def _read(turn: Turn, client: AgentryClient, args: argparse.Namespace) -> 
                 denied = f"agentry: denied {printable(frame.tool)} (pass --yes to approve destructive tools)"
                 print(denied, file=sys.stderr)
             await client.approve(frame, bool(args.yes))
+
+
+def _tolerant_output() -> None:
+    """A character the terminal's encoding lacks (an ASCII or Latin-1 locale) prints as `?`:
+    raising instead would end the client in the middle of an answer."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="replace")
 
 
 def _prompt(json_mode: bool) -> Callable[[str], None]:
