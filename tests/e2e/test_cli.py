@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pexpect
 import pytest
+from agentry_client import AgentryClient
+from agentry_shared.contracts.frames import TurnCompleted, TurnFailed
 
 from tests.stack import Stack
 
@@ -167,3 +171,46 @@ def test_a_terminal_that_is_not_utf_8_gets_the_answer_not_a_traceback(slow_stack
     child.expect_exact("3367")
     child.expect_exact("you> ")
     leave(child)
+
+
+def test_ctrl_c_cancels_the_running_turn_and_the_chat_goes_on(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: Ctrl-C in the middle of an answer ended `agentry chat` (exit 130) and left
+    the turn running on the server to its end. It now cancels the turn, and the chat goes on."""
+    child = chat(slow_stack, "cli-9", tmp_path)
+    child.sendline("count to 300")
+    child.expect(r"\b5 6 7\b")
+    child.sendintr()
+    child.expect_exact("turn failed: cancelled")
+    child.expect_exact("you> ")
+    child.sendline("what is 37*91?")  # the same conversation goes on
+    child.expect_exact("3367")
+    child.expect_exact("you> ")
+    leave(child)
+
+
+async def test_ctrl_c_in_ask_cancels_the_turn(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: Ctrl-C ended `agentry ask` but not its turn, which ran on to the end."""
+    env = {"XDG_STATE_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", **PYTHONPATH}
+    child = pexpect.spawn(
+        AGENTRY,
+        ["ask", "--json", "--url", slow_stack.ws_url, "--user", "cli-10", "count to 300"],
+        env=env,
+        encoding="utf-8",
+        timeout=30,
+    )
+    child.expect(r'"type": "message.accepted".*?"conversation_id": "(\w+)"')
+    accepted = child.match
+    assert isinstance(accepted, re.Match)
+    conversation_id = accepted.group(1)
+    child.expect_exact('"message.delta"')
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 130
+    async with AgentryClient(slow_stack.ws_url, user="cli-10") as client:
+        await client.resume(conversation_id, 0)
+        async with asyncio.timeout(30):
+            async for frame in client.frames():
+                if isinstance(frame, TurnCompleted | TurnFailed):
+                    break
+    assert isinstance(frame, TurnFailed) and frame.error.code == "cancelled", frame

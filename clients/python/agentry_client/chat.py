@@ -1,16 +1,19 @@
 """`agentry chat`: a conversation in the terminal.
 
-Type a message and the answer streams. While a turn runs, `/cancel` stops it and an
-approval question is answered with `y` (anything else denies). `/new` starts a new
-conversation, `/quit` (or end of input) leaves.
+Type a message and the answer streams. While a turn runs, `/cancel` (or Ctrl-C) stops it
+and an approval question is answered with `y` (anything else denies). `/new` starts a new
+conversation, `/quit` (or end of input, or Ctrl-C at the prompt) leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Protocol
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
 
 from agentry_shared.contracts.frames import ToolApprovalRequired
 
@@ -20,7 +23,7 @@ from agentry_client.errors import ServerError
 from agentry_client.frames import Frame
 from agentry_client.turn import Turn
 
-HELP = "/new starts a new conversation, /cancel stops the running turn, /quit leaves"
+HELP = "/new starts a new conversation, /cancel (or Ctrl-C) stops the running turn, /quit leaves"
 PROMPT = "you> "
 
 
@@ -47,6 +50,7 @@ class Chat:
         self.prompt = prompt
         self.approvals: list[ToolApprovalRequired] = []
         self.eof = False
+        self._tasks: set[asyncio.Future[Any]] = set()
 
     async def run(self) -> int:
         while not self.eof:
@@ -85,7 +89,19 @@ class Chat:
             self.on_conversation(self.conversation_id)
 
     async def stream(self, turn: Turn) -> None:
-        """Show the turn's frames while answering what the user types meanwhile."""
+        """Show the turn's frames while answering what the user types meanwhile; Ctrl-C
+        cancels the turn (a second one leaves)."""
+        with _interrupts(lambda: self.interrupt(turn)):
+            await self._stream(turn)
+
+    def interrupt(self, turn: Turn) -> None:
+        """Ctrl-C while a turn runs: cancel it, as `/cancel` does."""
+        self.renderer.note("(cancelling… Ctrl-C again leaves)")
+        task = asyncio.ensure_future(turn.cancel())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stream(self, turn: Turn) -> None:
         frames = aiter(turn)
         next_frame: asyncio.Future[Frame] = asyncio.ensure_future(anext(frames))
         next_line: asyncio.Future[str | None] | None = None
@@ -138,3 +154,32 @@ class Chat:
             self.renderer.note("(cancelling…)")
         elif text:
             self.renderer.note("(a turn is running: wait for it, or /cancel it)")
+
+
+@contextlib.contextmanager
+def _interrupts(on_interrupt: Callable[[], None]) -> Iterator[None]:
+    """The first Ctrl-C calls `on_interrupt` in the event loop; the next one does what Ctrl-C
+    does otherwise (the program ends). Without this, Ctrl-C ended the program in the middle
+    of a turn and left the turn running on the server."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGINT)
+    fired = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal fired
+        if not fired:
+            fired = True
+            loop.call_soon_threadsafe(on_interrupt)
+        elif callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)

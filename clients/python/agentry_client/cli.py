@@ -3,6 +3,9 @@
     agentry chat [--continue]        a conversation, live (Ctrl-D or /quit leaves)
     agentry ask "what is 37*91?"     prints the answer; exit 1 when the turn fails
 
+Ctrl-C cancels the running turn: `chat` goes on (a second Ctrl-C, or one at the prompt,
+leaves), `ask` exits 130.
+
 Exit codes: 0 answered, 1 the turn failed (`turn.failed`, the error on stderr), 2 the
 gateway refused a frame (an `error`), 3 no connection (or lost and not resumable).
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import os
 import sys
@@ -22,12 +26,13 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus
 from agentry_client.chat import HELP, Chat
 from agentry_client.client import DEFAULT_URL, AgentryClient
 from agentry_client.console import Lines
-from agentry_client.errors import ConnectionLost, ServerError
+from agentry_client.errors import AgentryError, ConnectionLost, ServerError
 from agentry_client.render import JsonRenderer, TerminalRenderer, printable
 from agentry_client.state import State, identity
 from agentry_client.turn import Turn
 
 EXIT_OK, EXIT_TURN_FAILED, EXIT_REFUSED, EXIT_NO_CONNECTION = 0, 1, 2, 3
+CANCEL_TIMEOUT_SECONDS = 2.0  # how long Ctrl-C waits for the turn's `cancel` to go out
 
 
 def parser() -> argparse.ArgumentParser:
@@ -93,7 +98,12 @@ async def ask(
 ) -> int:
     try:
         turn = await client.send(args.text, conversation)
-        await _read(turn, client, args)
+        try:
+            await _read(turn, client, args)
+        except asyncio.CancelledError:  # Ctrl-C: stop the turn too, not only this program
+            with contextlib.suppress(AgentryError, TimeoutError):
+                await asyncio.wait_for(turn.cancel(), CANCEL_TIMEOUT_SECONDS)
+            raise
     except ServerError as error:
         print(printable(f"agentry: refused: {error}"), file=sys.stderr)
         return EXIT_REFUSED
