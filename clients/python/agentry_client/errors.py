@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 from agentry_shared.contracts.frames import ErrorFrame
 from agentry_shared.contracts.frames import TurnFailed as TurnFailedFrame
 
@@ -21,8 +23,15 @@ class ServerError(AgentryError):
     """The gateway answered a frame of ours with an `error` frame (docs/protocol.md)."""
 
     def __init__(self, frame: ErrorFrame) -> None:
-        super().__init__(f"{frame.code}: {frame.message}")
+        # The message names the limit; `retry_after_ms` (not in the message) says when to retry.
+        wait = f" (retry in {math.ceil(frame.retry_after_ms / 1000)} s)" if frame.retry_after_ms else ""
+        super().__init__(f"{frame.code}: {frame.message}{wait}")
         self.frame = frame
+
+    @property
+    def retry_after_ms(self) -> int | None:
+        """When the same frame may succeed, when waiting helps (a limit's refusal)."""
+        return self.frame.retry_after_ms
 
     @property
     def code(self) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentry_client import UnknownFrame, frame_dict, parse_frame
+from agentry_client import ServerError, UnknownFrame, frame_dict, parse_frame
 from agentry_client.client import AgentryClient, approve_frame, with_user
 from agentry_client.render import TerminalRenderer
 from agentry_client.state import State, identity
@@ -150,3 +150,14 @@ async def test_a_code_from_a_newer_gateway_keeps_the_conversation_going() -> Non
 def test_a_frame_with_a_wrong_field_is_still_refused() -> None:
     with pytest.raises(ValueError):
         parse_frame('{"type": "tool.finished", "conversation_id": "c", "seq": 2, "tool": 7, "call_id": "k"}')
+
+
+def test_a_refusal_over_a_limit_says_when_to_retry() -> None:
+    """Regression: `agentry` printed "refused: rate_limited: over BUDGET_USER_TURNS_PER_MINUTE:
+    ...; send it again after retry_after_ms" without the wait itself, which only the frame's
+    `retry_after_ms` carries. The error now says it, rounded up to whole seconds."""
+    message = "over BUDGET_USER_TURNS_PER_MINUTE: the message was not accepted; send it again after retry_after_ms"
+    refused = ServerError(ErrorFrame(code="rate_limited", message=message, id="m-1", retry_after_ms=11_001))
+    assert str(refused) == f"rate_limited: {message} (retry in 12 s)"
+    assert refused.retry_after_ms == 11_001
+    assert str(ServerError(ErrorFrame(code="forbidden", message="not yours"))) == "forbidden: not yours"
