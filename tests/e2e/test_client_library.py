@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from agentry_client import AgentryClient, ServerError, TurnFailed
+from agentry_client import AgentryClient, ConnectionLost, ServerError, TurnFailed
 from agentry_shared.contracts.frames import MessageDelta, ToolApprovalRequired, ToolFinished
 
 from tests.stack import Stack
@@ -66,3 +66,27 @@ async def test_a_refused_message_raises_server_error(stack: Stack) -> None:
         with pytest.raises(ServerError) as refused:
             await other.ask("hi", mine.conversation_id)
         assert refused.value.code == "forbidden"
+
+
+async def test_a_frame_sent_while_the_client_gives_up_reconnecting_raises(slow_stack: Stack) -> None:
+    """Regression: a frame sent while the client was reconnecting (`cancel` while the gateway
+    was down, say) waited for a connection for ever once the client had given up: the caller
+    hung (`agentry chat` with it). It now raises ConnectionLost like every other call."""
+    port = slow_stack.ports["gateway"]
+    async with AgentryClient(slow_stack.ws_url, user="lib-6", reconnect_attempts=3, reconnect_delay=1) as client:
+        turn = await client.send("count to 300")
+        async with asyncio.timeout(30):
+            async for frame in turn:
+                if isinstance(frame, MessageDelta):
+                    break
+        (gateway,) = slow_stack.replicas("gateway")
+        socket = client._ws
+        assert socket is not None
+        try:
+            slow_stack.terminate(gateway)  # gone for longer than the client tries to reconnect
+            async with asyncio.timeout(30):
+                await socket.wait_closed()  # the client reconnects meanwhile
+                with pytest.raises(ConnectionLost):
+                    await turn.cancel()
+        finally:
+            slow_stack.wait_ready(slow_stack.start("gateway", port=port))

@@ -292,6 +292,9 @@ class AgentryClient:
             self._ended = ended
             for listener in list(self._listeners):
                 listener.put(ended)
+            # Wake every `_send` waiting for a connection that will not come: each sees the
+            # end and raises (else a `cancel` sent while reconnecting waited for ever).
+            self._connected.set()
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
