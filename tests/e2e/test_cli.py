@@ -214,3 +214,16 @@ async def test_ctrl_c_in_ask_cancels_the_turn(slow_stack: Stack, tmp_path: Path)
                 if isinstance(frame, TurnCompleted | TurnFailed):
                     break
     assert isinstance(frame, TurnFailed) and frame.error.code == "cancelled", frame
+
+
+def test_a_dumb_terminal_gets_no_escape_sequences(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: with TERM=dumb (Emacs' shell, a serial console) `agentry chat` still drew
+    its spinner and dim notes with escape sequences, shown there as garbage (`^[[K`)."""
+    child = chat(slow_stack, "cli-11", tmp_path, env={"TERM": "dumb"})
+    shown = child.logfile_read = io.StringIO()
+    child.sendline("what is 37*91?")
+    child.expect_exact("⚙ calculator… done")
+    child.expect_exact("3367")
+    child.expect_exact("you> ")
+    leave(child)
+    assert "\x1b" not in (child.before or "") + shown.getvalue()

@@ -66,7 +66,7 @@ async def run(args: argparse.Namespace) -> int:
     state = State()
     who = identity(args.user, args.token)
     conversation = args.conversation or (state.last_conversation(args.url, who) if args.resume_last else None)
-    renderer = JsonRenderer() if args.json else TerminalRenderer(animate=sys.stdout.isatty())
+    renderer = JsonRenderer() if args.json else TerminalRenderer(animate=_capable_terminal())
     client = AgentryClient(
         args.url, token=args.token, user=args.user, on_reconnect=lambda _: renderer.note("(reconnected: resuming)")
     )
@@ -129,6 +129,13 @@ async def _read(turn: Turn, client: AgentryClient, args: argparse.Namespace) -> 
                 denied = f"agentry: denied {printable(frame.tool)} (pass --yes to approve destructive tools)"
                 print(denied, file=sys.stderr)
             await client.approve(frame, bool(args.yes))
+
+
+def _capable_terminal() -> bool:
+    """Whether stdout takes the escape sequences of the spinner and the dim notes: a terminal,
+    but not a dumb one (TERM=dumb or unset: Emacs' shell, a serial console), where they show
+    as garbage."""
+    return sys.stdout.isatty() and os.environ.get("TERM", "dumb") != "dumb"
 
 
 def _tolerant_output() -> None:
