@@ -28,7 +28,12 @@ PYTHONPATH = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.envi
 def chat(stack: Stack, user: str, state: Path, *args: str, env: dict[str, str] | None = None) -> pexpect.spawn[str]:
     full_env = {"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", "TERM": "xterm", **PYTHONPATH, **(env or {})}
     child = pexpect.spawn(
-        AGENTRY, ["chat", "--url", stack.ws_url, "--user", user, *args], env=full_env, encoding="utf-8", timeout=30
+        AGENTRY,
+        ["chat", "--url", stack.ws_url, "--user", user, *args],
+        env=full_env,
+        encoding="utf-8",
+        codec_errors="replace",  # the terminal echoes what is typed, valid UTF-8 or not
+        timeout=30,
     )
     child.expect_exact("you> ")
     return child
@@ -227,3 +232,21 @@ def test_a_dumb_terminal_gets_no_escape_sequences(slow_stack: Stack, tmp_path: P
     child.expect_exact("you> ")
     leave(child)
     assert "\x1b" not in (child.before or "") + shown.getvalue()
+
+
+# Python reads stdin with errors="surrogateescape" in the C locale, "strict" when told an encoding.
+@pytest.mark.parametrize("locale", [{}, {"PYTHONIOENCODING": "utf-8"}], ids=["c-locale", "strict-utf-8"])
+def test_a_line_that_is_not_valid_text_is_refused_and_the_chat_goes_on(
+    slow_stack: Stack, tmp_path: Path, locale: dict[str, str]
+) -> None:
+    """Regression: a line of bytes the terminal's encoding cannot decode (Latin-1 typed into
+    a UTF-8 terminal) ended `agentry chat` with a traceback, or, read strictly, killed its
+    input reader so that it waited for ever. The line is now refused with a note."""
+    child = chat(slow_stack, "cli-12", tmp_path, env=locale)
+    os.write(child.child_fd, b"caf\xe9 au lait\n")  # Latin-1 é: no UTF-8
+    child.expect_exact("not sent")
+    child.expect_exact("you> ")
+    child.sendline("what is 37*91?")
+    child.expect_exact("3367")
+    child.expect_exact("you> ")
+    leave(child)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from agentry_shared.contracts.frames import ToolApprovalRequired
 
 from agentry_client.client import AgentryClient
-from agentry_client.console import Lines
+from agentry_client.console import Lines, decodable
 from agentry_client.errors import ServerError
 from agentry_client.frames import Frame
 from agentry_client.turn import Turn
@@ -63,6 +63,10 @@ class Chat:
 
     async def command(self, text: str) -> None:
         if not text:
+            return
+        if not decodable(text):
+            encoding = getattr(self.lines.source, "encoding", None) or "its"
+            self.renderer.note(f"(not sent: the line is not valid {encoding} text; type it again)")
             return
         if text == "/new":
             self.conversation_id = None
