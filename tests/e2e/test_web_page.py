@@ -15,10 +15,11 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from agentry_offline_model.reply import REASONING_SENTINEL
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.stack import Stack
 
@@ -255,5 +256,32 @@ def test_a_reloaded_page_does_not_repeat_a_retry_time_that_has_passed(web_stack:
         expect(refused).to_have_count(4 - TOOL_CALLS_PER_MINUTE)
         for i in range(4 - TOOL_CALLS_PER_MINUTE):
             expect(refused.nth(i)).to_have_text("calculator: failed: rate limited")
+    finally:
+        context.close()
+
+
+def _page(browser: Browser, web_stack: Stack, **context: Any) -> tuple[BrowserContext, Page]:
+    """A fresh page of a new user, connected."""
+    expect.set_options(timeout=WAIT_MS)
+    opened = browser.new_context(**context)
+    page = opened.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
+    expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    return opened, page
+
+
+def test_a_long_word_wraps_inside_its_bubble(web_stack: Stack, browser: Browser) -> None:
+    """Regression: a word longer than the bubble (a URL, a hash, a base64 blob) in a message
+    or an answer ran out of its bubble and gave the whole transcript a horizontal scrollbar."""
+    context, page = _page(browser, web_stack, viewport={"width": 1000, "height": 700})
+    try:
+        send(page, "x" * 150 + " and " + "y" * 900)  # the echoed answer quotes it (cut at 200)
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        widths = page.evaluate(
+            """() => [...document.querySelectorAll('.transcript:not([hidden]) :is(.user, .turn)'),
+                      document.querySelector('#transcripts')].map((e) => [e.scrollWidth, e.clientWidth])"""
+        )
+        assert all(scroll <= client for scroll, client in widths), widths
     finally:
         context.close()
