@@ -285,3 +285,19 @@ def test_a_long_word_wraps_inside_its_bubble(web_stack: Stack, browser: Browser)
         assert all(scroll <= client for scroll, client in widths), widths
     finally:
         context.close()
+
+
+def test_the_newest_answer_comes_into_view_in_a_long_conversation(web_stack: Stack, browser: Browser) -> None:
+    """Regression: once a conversation was taller than the window, a new answer streamed below
+    its bottom edge and the transcript stayed where it was: the user saw nothing happen."""
+    context, page = _page(browser, web_stack, viewport={"width": 1000, "height": 600})
+    try:
+        send(page, "\n".join(f"line {n}" for n in range(1, 61)))  # one message taller than the window
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        expect(page.locator(LAST_TURN)).to_be_in_viewport()
+        send(page, "what is 37*91?")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        expect(page.locator(f"{LAST_TURN} .answer")).to_contain_text("3367")
+        expect(page.locator(LAST_TURN)).to_be_in_viewport()
+    finally:
+        context.close()

@@ -41,6 +41,20 @@ function send(frame) {
   return false;
 }
 
+// Runs `change` (which may grow the transcript) and keeps the transcript scrolled to its end
+// if it was there: a new answer comes into view, but not while the user reads further up.
+function followingEnd(change) {
+  const box = $("transcripts");
+  const atEnd = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+  change();
+  if (atEnd) box.scrollTop = box.scrollHeight;
+}
+
+function scrollToEnd() {
+  const box = $("transcripts");
+  box.scrollTop = box.scrollHeight;
+}
+
 function notice(text) {
   $("notice").textContent = text;
 }
@@ -75,7 +89,7 @@ function connect() {
     } catch {
       return;
     }
-    onFrame(frame);
+    followingEnd(() => onFrame(frame));
   });
   ws.addEventListener("close", () => {
     if (state.ws !== ws) return;
@@ -272,6 +286,7 @@ function setChip(turn, callId, tool, stateName, label) {
 function show(id) {
   state.current = id;
   for (const [key, conversation] of state.conversations) conversation.el.hidden = key !== id;
+  scrollToEnd();
   for (const button of document.querySelectorAll("#conversations button")) {
     button.setAttribute("aria-current", String(button.dataset.conversationId === id));
   }
@@ -367,6 +382,7 @@ function submit(event) {
   conversationOf(state.current).el.append(bubble);
   state.pendingUser.set(id, bubble);
   $("text").value = "";
+  scrollToEnd(); // what was just sent, and the answer below it
 }
 
 function startNew() {
