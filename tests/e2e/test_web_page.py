@@ -9,6 +9,7 @@ never downloads one. A screenshot of each step is saved under the test's tmp_pat
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 from agentry_offline_model.reply import REASONING_SENTINEL
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, WebSocketRoute, expect, sync_playwright
 
 from tests.stack import Stack
 
@@ -299,5 +300,54 @@ def test_the_newest_answer_comes_into_view_in_a_long_conversation(web_stack: Sta
         expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
         expect(page.locator(f"{LAST_TURN} .answer")).to_contain_text("3367")
         expect(page.locator(LAST_TURN)).to_be_in_viewport()
+    finally:
+        context.close()
+
+
+def test_missing_frames_are_fetched_again(web_stack: Stack, browser: Browser) -> None:
+    """Regression: the page ignored a `seq` that jumped and a `resume_required` error (the
+    gateway could not fetch what a socket missed during a broker outage): the frames in
+    between never came, so a tool chip stayed "running" and a finished turn "working…" for
+    ever. It now resumes from the last `seq` it has. The frames are lost on the way to the
+    page (a route between the page and the real gateway)."""
+    lost: list[str] = []
+
+    def route(socket: WebSocketRoute) -> None:
+        server = socket.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "tool.finished" and "tool.finished" not in lost:
+                lost.append("tool.finished")  # the next frame's seq jumps
+                return
+            if frame.get("type") == "turn.completed" and frame["text"] == "1 2 3" and "turn.completed" not in lost:
+                lost.append("turn.completed")  # the last frame: no later seq shows the gap
+                message = json.dumps(
+                    {
+                        "type": "error",
+                        "code": "resume_required",
+                        "conversation_id": frame["conversation_id"],
+                        "message": "frames of this conversation were missed: send resume",
+                    }
+                )
+            socket.send(message)
+
+        server.on_message(from_server)
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    try:
+        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "what is 37*91?")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        expect(page.locator(f'{LAST_TURN} .chip[data-tool="calculator"]')).to_have_attribute("data-state", "done")
+        send(page, "count to 3")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        expect(page.locator(f"{LAST_TURN} .answer")).to_have_text("1 2 3")
+        assert lost == ["tool.finished", "turn.completed"]
     finally:
         context.close()

@@ -107,6 +107,8 @@ function setConnection(stateName, text) {
 }
 
 function resume(conversationId, afterSeq) {
+  const conversation = state.conversations.get(conversationId);
+  if (conversation) conversation.resuming = true; // later frames wait for the replay
   send({ type: "resume", conversation_id: conversationId, after_seq: afterSeq, id: clientId("r") });
 }
 
@@ -120,7 +122,14 @@ function onFrame(frame) {
   conversation.followed = true; // the socket gets only frames of conversations it follows
   if (typeof frame.seq === "number") {
     if (frame.seq <= conversation.lastSeq) return; // already shown
+    if (frame.seq > conversation.lastSeq + 1 && conversation.lastSeq > 0 && !conversation.gapAccepted) {
+      // Frames are missing: fetch them from the last one shown (this one comes again after them).
+      if (!conversation.resuming) resume(frame.conversation_id, conversation.lastSeq);
+      return;
+    }
     conversation.lastSeq = frame.seq;
+    conversation.resuming = false;
+    conversation.gapAccepted = false;
   }
   if (frame.type === "message.accepted") return onAccepted(conversation, frame);
   if (!frame.turn_id) return;
@@ -207,6 +216,13 @@ function onAccepted(conversation, frame) {
 // A refusal names its limit in `message`; `retry_after_ms`, when present, says when the same
 // frame may succeed. A refused message was not accepted: its bubble says so, not "sent".
 function onError(frame) {
+  const conversation = frame.conversation_id ? state.conversations.get(frame.conversation_id) : undefined;
+  if (conversation && frame.code === "resume_required") {
+    // The gateway could not fetch frames this socket missed: fetch them ourselves.
+    return resume(frame.conversation_id, conversation.lastSeq);
+  }
+  if (conversation && frame.code === "resume_gap") conversation.gapAccepted = true; // expired: go on from the next kept
+  else if (conversation) conversation.resuming = false; // a refused resume: the next gap asks again
   const wait = typeof frame.retry_after_ms === "number" ? ` (retry in ${(frame.retry_after_ms / 1000).toFixed(1)} s)` : "";
   notice(`${frame.code}: ${frame.message}${wait}`);
   if (frame.id && frame.id === state.pendingNew) state.pendingNew = null;
@@ -227,7 +243,8 @@ function conversationOf(id) {
     node.dataset.conversationId = id === null ? "" : id;
     node.hidden = id !== state.current;
     $("transcripts").append(node);
-    conversation = { lastSeq: 0, followed: false, el: node, turns: new Map() };
+    // resuming: a resume is on its way; gapAccepted: the next seq may jump (frames expired).
+    conversation = { lastSeq: 0, followed: false, resuming: false, gapAccepted: false, el: node, turns: new Map() };
     state.conversations.set(id, conversation);
   }
   return conversation;
