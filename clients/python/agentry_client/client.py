@@ -91,6 +91,7 @@ class AgentryClient:
         self.on_reconnect = on_reconnect
         self.last_seq: dict[str, int] = {}
         self._resuming: set[str] = set()
+        self._expired: set[str] = set()  # got `resume_gap`: the next seq may jump
         self._listeners: list[Listener] = []
         self._ws: ClientConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -259,22 +260,26 @@ class AgentryClient:
         if isinstance(frame, ErrorFrame):
             if frame.code == "resume_required" and frame.conversation_id:
                 self._resume_soon(frame.conversation_id)
+            elif frame.code == "resume_gap" and frame.conversation_id:
+                self._expired.add(frame.conversation_id)
         elif frame.conversation_id and frame.seq and not self._in_order(frame.conversation_id, frame.seq):
             return
         self._broadcast(frame)
 
     def _in_order(self, conversation_id: str, seq: int) -> bool:
         """Track the conversation's last seq; False for a frame already seen, or one past a
-        gap (then resume from the last one we have: the missing frames come first)."""
+        gap (then resume from the last one we have: the missing frames come first). After a
+        `resume_gap` the frames before the first kept one are gone: that jump is taken."""
         last = self.last_seq.get(conversation_id)
         if last is not None and seq <= last:
             return False
-        if last is not None and seq > last + 1:
+        if last is not None and seq > last + 1 and conversation_id not in self._expired:
             if conversation_id not in self._resuming:
                 self._resume_soon(conversation_id)
             return False
         self.last_seq[conversation_id] = seq
         self._resuming.discard(conversation_id)
+        self._expired.discard(conversation_id)
         return True
 
     def _resume_soon(self, conversation_id: str) -> None:

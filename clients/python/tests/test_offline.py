@@ -161,3 +161,24 @@ def test_a_refusal_over_a_limit_says_when_to_retry() -> None:
     assert str(refused) == f"rate_limited: {message} (retry in 12 s)"
     assert refused.retry_after_ms == 11_001
     assert str(ServerError(ErrorFrame(code="forbidden", message="not yours"))) == "forbidden: not yours"
+
+
+async def test_a_resume_over_expired_frames_goes_on_from_the_first_kept_one() -> None:
+    """Regression: `resume(c, after_seq)` over frames that had expired (`resume_gap`: they are
+    kept 24 hours) got the kept ones from a higher seq; the client took that jump for a gap
+    still being filled and dropped every frame of the conversation from then on."""
+    client = AgentryClient("ws://127.0.0.1:9/ws")
+    client.last_seq["c"] = 5  # what `resume("c", 5)` records before sending the frame
+    client._resuming.add("c")
+    ids = {"conversation_id": "c", "turn_id": "t"}
+    raws = [
+        {"type": "error", "code": "resume_gap", "message": "frames up to seq 30 expired", "conversation_id": "c"},
+        {"type": "message.delta", "seq": 31, "text": "kept ", **ids},
+        {"type": "message.delta", "seq": 32, "text": "and live", **ids},
+    ]
+    with client.listen() as listener:
+        for raw in raws:
+            client._on_raw(json.dumps(raw))
+        got = [await asyncio.wait_for(listener.get(), 1) for _ in raws]
+    assert [getattr(f, "seq", None) for f in got] == [None, 31, 32]
+    assert client.last_seq == {"c": 32} and not client._resuming
