@@ -44,6 +44,40 @@ async def test_a_fact_is_kept_once_and_refreshed_when_told_again(store: Store, s
     assert len(await store.recall_facts(scope, "", 10)) == 2
 
 
+DIFFERENT_FACTS = [  # each pair: two things, though one character or word apart
+    ("My daughter Alice is allergic to peanuts", "My daughter Alice is allergic to walnuts"),
+    ("My son is allergic to peanuts", "My son is not allergic to peanuts"),
+    ("My son likes spinach", "My son dislikes spinach"),
+    ("Our preferred deployment region is eu-west-1", "Our preferred deployment region is eu-west-2"),
+    ("The production database password rotates every 30 days", "The staging database password rotates every 30 days"),
+    ("Project Apollo is due 2025-03-01", "Project Apollo is due 2025-04-01"),
+    ("My cat is called Tom", "My car is called Tom"),
+]
+
+
+async def test_facts_a_word_or_a_number_apart_are_two_facts(store: Store, scope: Scope) -> None:
+    await store.claim_conversation(scope)
+    for first, second in DIFFERENT_FACTS:
+        _, created = await store.remember_fact(scope, None, first, "other", 1000.0)
+        assert created
+        _, created = await store.remember_fact(scope, None, second, "other", 1000.0)
+        assert created, f"{second!r} overwrote {first!r}"
+    kept = {fact.text for fact in await store.recall_facts(scope, "", 50)}
+    assert kept == {text for pair in DIFFERENT_FACTS for text in pair}
+    typo, created = await store.remember_fact(scope, None, "My daughter Alice is alergic to peanuts", "other", 2000.0)
+    assert not created and typo.text == "My daughter Alice is alergic to peanuts"  # a typo is the same fact
+    for title in ("Migrate service A to region 1", "Migrate service B to region 1", "Migrate service A to region 2"):
+        _, created = await store.update_task(scope, None, title, "open", "", 3000.0)
+        assert created, title
+    _, created = await store.update_task(scope, None, "migrate service B to regoin 1", "done", "", 4000.0)
+    assert not created
+    assert [(t.title, t.status) for t in await store.tasks(scope, True, 10)] == [
+        ("migrate service B to regoin 1", "done"),
+        ("Migrate service A to region 2", "open"),
+        ("Migrate service A to region 1", "open"),
+    ]
+
+
 async def test_recall_finds_the_best_matches_across_the_users_conversations(store: Store, scope: Scope) -> None:
     await store.claim_conversation(scope)
     for i, text in enumerate(["I prefer tea over coffee", "We chose RabbitMQ for the broker", "My dog is Rex"]):

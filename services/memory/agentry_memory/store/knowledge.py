@@ -20,6 +20,7 @@ FACTS_HEADER = "Known facts about the user:"
 TASKS_HEADER = "Open tasks of the user:"
 # difflib ratio of two normalised facts above which they are one fact told twice.
 SAME_FACT_RATIO = 0.9
+MIN_TYPO_LETTERS = 4  # "cat" / "car" are two words, "recieve" / "receive" one
 MAX_TERMS = 24
 _WORD = re.compile(r"\w+")
 
@@ -46,8 +47,41 @@ def fact_key(text: str) -> str:
 
 
 def same_fact(key: str, other_key: str) -> bool:
-    """Near-identical wording (a typo, a spelling variant, a word more) is the same fact."""
-    return key == other_key or SequenceMatcher(None, key, other_key).ratio() >= SAME_FACT_RATIO
+    """Near-identical wording (a typo, a spelling variant, a plural) is the same fact; a
+    word or a number apart is another one. The whole ratio alone merged "allergic to
+    peanuts" into "allergic to walnuts", "region eu-west-1" into "eu-west-2" and "is not"
+    into "is", and the refreshed fact replaces the kept one's wording: the first was lost."""
+    if key == other_key:
+        return True
+    words, other_words = key.split(), other_key.split()
+    if len(words) != len(other_words) or SequenceMatcher(None, key, other_key).ratio() < SAME_FACT_RATIO:
+        return False
+    return all(_same_word(a, b) for a, b in zip(words, other_words, strict=True))
+
+
+def _same_word(word: str, other: str) -> bool:
+    """The same word, but for a typo (one letter wrong, missing, extra or two swapped, in
+    words of four letters or more) or a plural `s`; never two numbers."""
+    if word == other:
+        return True
+    if any(c.isdigit() for c in word + other):
+        return False
+    short, long = sorted((word, other), key=len)
+    return long == short + "s" or (len(short) >= MIN_TYPO_LETTERS and _one_edit(short, long))
+
+
+def _one_edit(short: str, long: str) -> bool:
+    """Whether one letter replaced, inserted or two adjacent letters swapped turn `short`
+    into `long` (`len(short) <= len(long)`)."""
+    if len(long) - len(short) > 1:
+        return False
+    first = next((i for i, (a, b) in enumerate(zip(short, long, strict=False)) if a != b), len(short))
+    if len(short) < len(long):
+        return short[first:] == long[first + 1 :]
+    if short[first + 1 :] == long[first + 1 :]:
+        return True
+    swapped = first + 1 < len(short) and short[first] == long[first + 1] and short[first + 1] == long[first]
+    return swapped and short[first + 2 :] == long[first + 2 :]
 
 
 def search_terms(text: str) -> list[str]:
