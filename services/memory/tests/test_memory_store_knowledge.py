@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from agentry_memory.store import ApprovalAnswer, Store
+from agentry_memory.store import ApprovalAnswer, Store, knowledge
 from agentry_memory.store.errors import Forbidden, Invalid, NotFound
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import arguments_sha256
@@ -76,6 +76,34 @@ async def test_facts_a_word_or_a_number_apart_are_two_facts(store: Store, scope:
         ("Migrate service A to region 2", "open"),
         ("Migrate service A to region 1", "open"),
     ]
+
+
+async def test_a_user_keeps_a_bounded_number_of_facts_and_tasks(
+    store: Store, scope: Scope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "remember X" with 10,000 different X: each new one past the limit replaces the least
+    # recently confirmed (for tasks: a done one first, then the least recently updated).
+    monkeypatch.setattr(knowledge, "MAX_FACTS_PER_USER", 3, raising=False)
+    monkeypatch.setattr(knowledge, "MAX_TASKS_PER_USER", 3, raising=False)
+    await store.claim_conversation(scope)
+    for i, animal in enumerate(["cats", "dogs", "owls", "bats"]):
+        await store.remember_fact(scope, None, f"I like {animal}", "preference", 1000.0 + i)
+    await store.remember_fact(scope, None, "I like cats", "preference", 2000.0)  # gone: new again
+    await store.remember_fact(scope, None, "I like owls", "preference", 2001.0)  # kept: refreshed
+    await store.remember_fact(scope, None, "I like eels", "preference", 2002.0)
+    assert await texts(store, scope, "") == ["I like eels", "I like owls", "I like cats"]
+    await store.update_task(scope, None, "Paint the fence", "open", "", 1000.0)
+    await store.update_task(scope, None, "Fix the roof", "done", "", 1001.0)
+    await store.update_task(scope, None, "Call the plumber", "open", "", 1002.0)
+    await store.update_task(scope, None, "Mow the lawn", "open", "", 1003.0)  # the done one goes
+    await store.update_task(scope, None, "Wash the car", "done", "", 1004.0)  # then the oldest, never itself
+    assert [t.title for t in await store.tasks(scope, True, 10)] == ["Wash the car", "Mow the lawn", "Call the plumber"]
+    bob = other_conversation(scope, user_id="bob")
+    await store.claim_conversation(bob)
+    await store.remember_fact(bob, None, "I like frogs", "preference", 3000.0)
+    await store.update_task(bob, None, "Sweep", "open", "", 3000.0)
+    assert len(await store.recall_facts(scope, "", 10)) == 3  # another user's count is their own
+    assert len(await store.tasks(scope, True, 10)) == 3
 
 
 async def test_recall_finds_the_best_matches_across_the_users_conversations(store: Store, scope: Scope) -> None:

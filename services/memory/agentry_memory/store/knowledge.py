@@ -22,6 +22,12 @@ TASKS_HEADER = "Open tasks of the user:"
 SAME_FACT_RATIO = 0.9
 MIN_TYPO_LETTERS = 4  # "cat" / "car" are two words, "recieve" / "receive" one
 MAX_TERMS = 24
+# What one user may have kept: past it, a new fact replaces the least recently confirmed
+# one, a new task the least recently updated (a done one first). Remembering and task
+# updates compare against the user's rows, and an update read every title: with 10,000
+# tasks one took 0.4 s of the store's only thread, holding up every other user's turn.
+MAX_FACTS_PER_USER = 1000
+MAX_TASKS_PER_USER = 200
 _WORD = re.compile(r"\w+")
 
 # Words that match almost every fact, or only say "search my memory": searching for them

@@ -12,9 +12,10 @@ from typing import Any, cast
 
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.scope import Scope
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from agentry_memory.store import knowledge
 from agentry_memory.store.errors import Invalid
 from agentry_memory.store.knowledge import fact_key, same_fact, search_terms
 from agentry_memory.store.mongo.base import MongoBase, user_filter
@@ -56,6 +57,7 @@ class MongoFacts(MongoBase):
                 await facts.insert_one(document)
             except DuplicateKeyError:
                 continue  # the same fact remembered at once elsewhere: refresh that one
+            await self._evict("facts", scope, document["_id"], knowledge.MAX_FACTS_PER_USER, "confirmed_at")
             return _fact(document), True
         raise RuntimeError("could not remember the fact: it kept changing")
 
@@ -118,8 +120,23 @@ class MongoFacts(MongoBase):
                 await tasks.insert_one(document)
             except DuplicateKeyError:
                 continue
+            await self._evict("tasks", scope, document["_id"], knowledge.MAX_TASKS_PER_USER, "updated_at")
             return _task(document), True
         raise RuntimeError("could not update the task: it kept changing")
+
+    async def _evict(self, name: str, scope: Scope, added: object, most: int, order: str) -> None:
+        """Past `most` documents of the user, delete the first ones by `order` (tasks: the
+        done ones first), never the one just `added`. Two replicas adding at once may
+        leave one too many, until the next addition."""
+        collection = self._c(name)
+        excess = await collection.count_documents(user_filter(scope)) - most
+        for first in [{"status": "done"}, {}] if name == "tasks" else [{}]:
+            if excess <= 0:
+                return
+            where = {**user_filter(scope), **first, "_id": {"$ne": added}}
+            oldest = collection.find(where, {"_id": 1}).sort([(order, ASCENDING), ("_id", ASCENDING)]).limit(excess)
+            ids = [doc["_id"] async for doc in oldest]
+            excess -= (await collection.delete_many({"_id": {"$in": ids}})).deleted_count
 
     async def tasks(self, scope: Scope, include_done: bool, limit: int) -> list[Task]:
         await self._owned(scope)

@@ -14,12 +14,27 @@ from typing import Any
 from agentry_shared.contracts.facts import FactCategory, TaskStatus
 from agentry_shared.contracts.scope import Scope
 
+from agentry_memory.store import knowledge
 from agentry_memory.store.errors import Invalid
 from agentry_memory.store.knowledge import fact_key, same_fact, search_terms
 from agentry_memory.store.records import Fact, Task
 from agentry_memory.store.sqlite.base import SqliteBase
 
 NEAR_CANDIDATES = 5
+# Per kind: how many rows the user has, and the deletion of the oldest past the limit
+# (facts: least recently confirmed; tasks: done ones first, then least recently updated).
+EVICT = {
+    "facts": (
+        "SELECT COUNT(*) FROM facts WHERE tenant_id = ? AND user_id = ?",
+        "DELETE FROM facts WHERE id IN (SELECT id FROM facts WHERE tenant_id = ? AND user_id = ? AND id != ? "
+        "ORDER BY confirmed_at, id LIMIT ?)",
+    ),
+    "tasks": (
+        "SELECT COUNT(*) FROM tasks WHERE tenant_id = ? AND user_id = ?",
+        "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks WHERE tenant_id = ? AND user_id = ? AND id != ? "
+        "ORDER BY status != 'done', updated_at, id LIMIT ?)",
+    ),
+}
 
 
 def owner_token(tenant_id: str, user_id: str) -> str:
@@ -67,6 +82,7 @@ class FactTables(SqliteBase):
                     ),
                 )
                 fact_id, created = cursor.lastrowid, True
+                _evict(db, "facts", scope, fact_id, knowledge.MAX_FACTS_PER_USER)
             else:
                 db.execute(
                     "UPDATE facts SET key = ?, text = ?, category = ?, conversation_id = ?, turn_id = ?, "
@@ -140,6 +156,7 @@ class FactTables(SqliteBase):
                     (*_user(scope), key, title, status, progress, scope.conversation_id, turn_id, now, now),
                 )
                 task_id, created = cursor.lastrowid, True
+                _evict(db, "tasks", scope, task_id, knowledge.MAX_TASKS_PER_USER)
             else:
                 db.execute(
                     "UPDATE tasks SET key = ?, title = ?, status = ?, progress = CASE WHEN ? = '' THEN progress "
@@ -162,6 +179,14 @@ class FactTables(SqliteBase):
                 (*_user(scope), include_done, limit),
             ).fetchall()
         return [_task(row) for row in rows]
+
+
+def _evict(db: sqlite3.Connection, kind: str, scope: Scope, added: int | None, most: int) -> None:
+    """Past `most` rows of the user, delete the oldest (`EVICT`), never the one just `added`."""
+    count_rows, delete_oldest = EVICT[kind]
+    (count,) = db.execute(count_rows, _user(scope)).fetchone()
+    if count > most:
+        db.execute(delete_oldest, (*_user(scope), added, count - most))
 
 
 def _user(scope: Scope) -> tuple[str, str]:
