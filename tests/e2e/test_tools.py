@@ -92,13 +92,17 @@ async def test_an_approval_reaches_only_the_conversation_it_names(stack: Stack) 
 async def test_a_turn_cancelled_while_its_call_waits_leaves_the_conversation_usable(stack: Stack) -> None:
     """Before: the cancelled turn kept its call without a result, and the conversation's
     next turn sent it so; a model that checks (the offline model does as OpenAI's API) refused
-    it, and every later turn of the conversation failed `model_error`."""
+    it, and every later turn of the conversation failed `model_error`. And the client got
+    no `tool.finished` for the call it was asked to approve: its chip (and the web page's
+    approval dialog) stayed open for good."""
     async with connect(stack.ws_url + "?user=canceller") as ws:
         required = (await _ask_to_write(ws, "cancelled.txt"))[-1]
         await send(ws, {"type": "cancel", "turn_id": required["turn_id"]})
         ended = await until_turn_ends(ws)
         assert ended[-1]["type"] == "turn.failed" and ended[-1]["error"]["code"] == "cancelled", ended[-1]
-        assert not [f for f in ended if f["type"] == "tool.finished"]  # the call never ran
+        ends = [(f["call_id"], f["ok"], f.get("error")) for f in ended if f["type"] == "tool.finished"]
+        assert ends == [(required["call_id"], False, "cancelled")]  # once, before the turn's end
+        assert not [f for f in ended if f["type"] == "tool.started"]  # the call never ran
         later = await converse(ws, "hello again", conversation_id=required["conversation_id"])
         assert "hello again" in answer(later)
         reread = await converse(ws, "read cancelled.txt", conversation_id=required["conversation_id"])

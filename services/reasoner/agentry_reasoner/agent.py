@@ -80,6 +80,23 @@ class FrameIds(TypedDict):
     turn_id: str
 
 
+@dataclass
+class ShownCall:
+    """A call the client was shown (`tool.started`, or `tool.approval_required`) whose
+    `tool.finished` has not gone out yet."""
+
+    tool: str
+    awaiting_approval: bool  # no decision yet: the call has not run
+
+
+def unfinished_call_error(failure: TurnFailureCode, call: ShownCall) -> ToolErrorCode:
+    """What a shown call ended by the turn's failure says: stopped by the user's cancel,
+    never run when its approval was still open, otherwise it may or may not have run."""
+    if failure == "cancelled":
+        return "cancelled"
+    return "not_approved" if call.awaiting_approval else "interrupted"
+
+
 class TurnAborted(Exception):
     """Ends the turn with `turn.failed`; `code` is what the client sees."""
 
@@ -136,6 +153,9 @@ class Turn:
         self.produced: list[ChatMessage] = []  # what this turn adds to the conversation
         self.unrecorded: dict[int, str] = {}  # steps' reasoning, sent with the next checkpoint
         self.tool_calls_made = 0
+        # By call id; a failed turn ends each with `tool.finished` (a client's chip for it
+        # would otherwise show it running for good).
+        self.unfinished: dict[str, ShownCall] = {}
         # The context as the model reads it, made once per turn: every step sends it again.
         self._sent_history: tuple[list[ChatMessage], list[dict[str, Any]]] | None = None
 
@@ -167,9 +187,28 @@ class Turn:
         for step, reasoning in self.unrecorded.items():  # nothing produced to go with it
             await self.memory.record_reasoning(step, reasoning)
         self.unrecorded = {}
+        await self._end_unfinished_calls(code)
         await self.events.emit(TurnFailed(error=FrameError(code=code, message=message), **self.ids))
         TOOL_CALLS_PER_TURN.observe(self.tool_calls_made)
         return TurnOutcome(ok=False, code=code)
+
+    async def _end_unfinished_calls(self, failure: TurnFailureCode) -> None:
+        """Each call of this attempt the client saw start and not end gets its `tool.finished`
+        (before `turn.failed`, which ends the turn). A later attempt of the turn shows its
+        calls with frames of its own, so this never repeats one of another attempt's."""
+        unfinished, self.unfinished = self.unfinished, {}
+        for call_id, shown in unfinished.items():
+            error = unfinished_call_error(failure, shown)
+            await self.events.emit(ToolFinished(tool=shown.tool, call_id=call_id, ok=False, error=error, **self.ids))
+
+    async def _show_started(self, call: ToolCall) -> None:
+        self.unfinished[call.call_id] = ShownCall(call.name, awaiting_approval=False)
+        await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
+
+    async def _show_finished(self, frame: ToolFinished) -> None:
+        # Forgotten before the emit: an emit cancelled after it took the frame has sent it.
+        self.unfinished.pop(frame.call_id, None)
+        await self.events.emit(frame)
 
     async def checkpoint(self) -> None:
         """Store what the turn produced so far, with the reasoning not yet recorded."""
@@ -303,21 +342,25 @@ class Turn:
 
     async def _run_tools(self, calls: list[ToolCall], by_name: dict[str, ToolDescriptor]) -> list[ToolCompleted]:
         """The calls of one step run in parallel (at most `max_parallel_tool_calls` at once);
-        each ends in a result the model reads. Calls past the turn's budget are refused."""
+        each ends in a result the model reads. Calls past the turn's budget are refused.
+        One that raises (memory down, a bug) stops the others before the turn ends: they
+        must not run on and report after its `turn.failed`."""
         allowed = max(0, self.budget.max_tool_calls - self.tool_calls_made)
         self.tool_calls_made += len(calls)
-        return list(
-            await asyncio.gather(
-                *(
-                    self._run_tool(call, by_name)
-                    if i < allowed
-                    else self._refuse(
-                        call, "tool_limit", f"This turn already used its {self.budget.max_tool_calls} tool calls."
-                    )
-                    for i, call in enumerate(calls)
-                )
+        limit = f"This turn already used its {self.budget.max_tool_calls} tool calls."
+        tasks = [
+            asyncio.ensure_future(
+                self._run_tool(call, by_name) if i < allowed else self._refuse(call, "tool_limit", limit)
             )
-        )
+            for i, call in enumerate(calls)
+        ]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _refuse(
         self, call: ToolCall, reason: ToolErrorCode, message: str, retry_after_s: float | None = None
@@ -326,8 +369,8 @@ class Turn:
         and, when waiting helps, how long (`retry_after_s`), never the message."""
         TOOL_CALL_REJECTIONS.labels(reason).inc()
         retry_after_ms = None if retry_after_s is None else max(1, math.ceil(retry_after_s * 1000))
-        await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
-        await self.events.emit(
+        await self._show_started(call)
+        await self._show_finished(
             ToolFinished(
                 tool=call.name,
                 call_id=call.call_id,
@@ -356,14 +399,14 @@ class Turn:
             return await self._refuse(call, "not_approved", message)
         async with self.slots:
             started = time.monotonic()
-            await self.events.emit(ToolStarted(tool=call.name, call_id=call.call_id, **self.ids))
+            await self._show_started(call)
             result = await self.tools.call(tool, call.call_id, arguments)
             elapsed = int((time.monotonic() - started) * 1000)
         # The code the model reads (tool_message: a failure without an error reads as `failed`).
         failed = None if result.ok else (result.error.code if result.error else "failed")
         # A limit of the tool-runner's says when to retry, as the reasoner's own does (_refuse).
         retry_after_ms = result.retry_after_ms if failed == "rate_limited" else None
-        await self.events.emit(
+        await self._show_finished(
             ToolFinished(
                 tool=call.name,
                 call_id=call.call_id,
@@ -381,6 +424,7 @@ class Turn:
         if decided is not None:
             return decided
         timeout = self.budget.approval_timeout_s
+        self.unfinished[call.call_id] = ShownCall(tool.name, awaiting_approval=True)
         await self.events.emit(
             ToolApprovalRequired(
                 tool=tool.name,
@@ -391,7 +435,10 @@ class Turn:
                 **self.ids,
             )
         )
-        return await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
+        approved = await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
+        if approved:
+            self.unfinished[call.call_id].awaiting_approval = False  # it may run from now on
+        return approved
 
 
 class _StepState:

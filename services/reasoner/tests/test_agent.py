@@ -607,3 +607,108 @@ async def test_a_turn_cancelled_while_its_answer_streams_sends_nothing_more_of_i
     with pytest.raises(asyncio.CancelledError):
         await running
     assert [f.text for f in ports.frames if isinstance(f, MessageDelta)] == ["Hello"]
+
+
+class HoldsCallsOpen(RecordingPorts):
+    """Call "slow" runs until cancelled, and no user ever answers an approval request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running_slow = asyncio.Event()
+        self.asking = asyncio.Event()
+        self.ended_one = asyncio.Event()
+
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
+        await super().emit(frame, hold=hold)
+        if isinstance(frame, ToolFinished):
+            self.ended_one.set()
+
+    async def call(self, tool: ToolDescriptor, call_id: str, arguments: dict[str, Any]) -> ToolCompleted:
+        if call_id == "slow":
+            self.running_slow.set()
+            await asyncio.Event().wait()
+        return await super().call(tool, call_id, arguments)
+
+    async def ask(self, tool: str, call_id: str, arguments: dict[str, Any], timeout_s: float) -> bool:
+        self.asking.set()
+        await asyncio.Event().wait()
+        return False
+
+
+@pytest.mark.parametrize(
+    ("failure", "running", "awaiting_approval"),
+    [("cancelled", "cancelled", "cancelled"), ("deadline_exceeded", "interrupted", "not_approved")],
+)
+async def test_a_turn_ended_while_calls_run_or_await_approval_ends_each_call_first(
+    failure: str, running: str, awaiting_approval: str
+) -> None:
+    """Before: the client saw `tool.started` (or `tool.approval_required`) and then only
+    `turn.failed`: a chip per call showed it running (or asking) for good. The handler
+    cancels the turn's task (the user's cancel, the deadline), then ends it with `fail`."""
+    calls = [
+        call("slow", "calculator", {"expression": "1+1"}),
+        call("w", "workspace_write", {"path": "a", "content": "b"}),
+        call("quick", "current_time", {}),
+    ]
+    ports = HoldsCallsOpen()
+    turn = make_turn(ScriptedModel([ToolCallsRequested(calls)]), ports)
+    running_turn = asyncio.create_task(turn.run(FIRST))
+    await ports.running_slow.wait()
+    await ports.asking.wait()
+    await ports.ended_one.wait()  # "quick" ended
+    running_turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running_turn
+    outcome = await turn.fail(failure, "ended")  # type: ignore[arg-type]
+    assert outcome.code == failure
+    ends = [(f.call_id, f.ok, f.error) for f in ports.frames if isinstance(f, ToolFinished)]
+    assert sorted(ends) == [("quick", True, None), ("slow", False, running), ("w", False, awaiting_approval)]
+    assert ports.frames[-1].type == "turn.failed"
+
+
+class CancelledAsTheEndIsSent(RecordingPorts):
+    """The turn is cancelled while a call's `tool.finished` is being sent (the frame was
+    taken, the emit had not returned): the broker's emit yields after taking urgent frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending_end = asyncio.Event()
+
+    async def emit(self, frame: ServerFrame, *, hold: bool = False) -> None:
+        await super().emit(frame, hold=hold)
+        if isinstance(frame, ToolFinished) and not self.sending_end.is_set():
+            self.sending_end.set()
+            await asyncio.Event().wait()
+
+
+async def test_a_cancel_that_lands_while_a_calls_end_is_sent_ends_the_call_once() -> None:
+    ports = CancelledAsTheEndIsSent()
+    turn = make_turn(ScriptedModel([ToolCallsRequested([call("a", "calculator", {"expression": "1"})])]), ports)
+    running_turn = asyncio.create_task(turn.run(FIRST))
+    await ports.sending_end.wait()
+    running_turn.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running_turn
+    await turn.fail("cancelled", "The turn was cancelled.")
+    assert [(f.call_id, f.ok) for f in ports.frames if isinstance(f, ToolFinished)] == [("a", True)]
+    assert types(ports)[-2:] == ["tool.finished", "turn.failed"]
+
+
+class MemoryDownForTheClock(HoldsCallsOpen):
+    async def take_token(self, tool: ToolDescriptor) -> float:
+        if tool.name == "current_time":
+            await self.running_slow.wait()  # the other call runs
+            raise agent.TurnAborted("memory_unavailable", "The memory service did not answer in time.")
+        return await super().take_token(tool)
+
+
+async def test_a_call_that_fails_the_turn_stops_the_steps_other_calls_before_the_turn_ends() -> None:
+    """Before: the other calls of the step ran on after `turn.failed` (asyncio.gather does
+    not stop them) and could report after it; their `tool.started` was never ended."""
+    calls = [call("slow", "calculator", {"expression": "1+1"}), call("clock", "current_time", {})]
+    ports = MemoryDownForTheClock()
+    outcome = await make_turn(ScriptedModel([ToolCallsRequested(calls)]), ports, tool_calls_per_minute=10).run(FIRST)
+    assert outcome.code == "memory_unavailable"
+    ends = [(f.call_id, f.ok, f.error) for f in ports.frames if isinstance(f, ToolFinished)]
+    assert ends == [("slow", False, "interrupted")]
+    assert types(ports)[-1] == "turn.failed"

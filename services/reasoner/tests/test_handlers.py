@@ -26,6 +26,7 @@ from agentry_shared.contracts.frames import (
     MessageDelta,
     ServerFrame,
     ThinkingStarted,
+    ToolFinished,
     TurnCompleted,
     TurnFailed,
     TurnStarted,
@@ -415,3 +416,49 @@ async def test_a_second_cancel_while_the_first_ends_the_turn_still_ends_it_once(
 
 async def _tools(*tools: ToolDescriptor) -> bytes:
     return encode(Catalog(tools=list(tools)))
+
+
+@pytest.mark.parametrize("ending", ["cancel", "deadline"])
+async def test_a_call_running_when_the_turn_ends_is_ended_once_before_the_turn(bus: Bus, ending: str) -> None:
+    """Before: the client got `tool.started` and then only `turn.failed`: a chip per call
+    (the web page, the terminal client, /v1 progress) showed the call running for good."""
+    topology = bus.topology
+    memory = CheckpointHeldMemory()
+    memory.release.set()
+    rpc = await bus.serve_rpc(topology.memory_rpc, memory.handle)
+    calculator = ToolDescriptor(name="calculator", description="math", parameters={"type": "object"})
+    catalog = await bus.serve_rpc(topology.tool_catalog, lambda _: _tools(calculator))
+    frames = await frames_on_the_log(bus)  # the tool's pool is never served: the call runs until the end
+    settings = ReasonerSettings(
+        agentry_namespace=topology.namespace,
+        agentry_partitions=1,
+        agentry_heartbeat_seconds=0.2,
+        reasoner_turn_deadline_seconds=3 if ending == "deadline" else 300,
+    )
+    model = ScriptedModel([ToolCallsRequested([ToolCall("c1", "calculator", '{"expression": "1+1"}')])])
+    consumer = TurnConsumer(bus, model, settings)
+    await consumer.start()
+    try:
+        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+        turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
+        await bus.publish(topology.turns_exchange, "0", encode(turn))
+        seen: list[ServerFrame] = []
+        while not seen or seen[-1].type != "tool.started":
+            seen.append(await asyncio.wait_for(frames.get(), 10))
+        if ending == "cancel":
+            cancel = encode(CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id))
+            await bus.publish(topology.control_exchange, "", cancel, persistent=False)
+        while seen[-1].type not in ("turn.completed", "turn.failed"):
+            seen.append(await asyncio.wait_for(frames.get(), 10))
+        await until(lambda: not consumer._running, "the turn's delivery was settled")
+    finally:
+        await consumer.stop(1.0)
+        await rpc.cancel()
+        await catalog.cancel()
+    ends = [f for f in seen if isinstance(f, ToolFinished)]
+    assert [(f.call_id, f.ok, f.error) for f in ends] == [
+        ("c1", False, "cancelled" if ending == "cancel" else "interrupted")
+    ]
+    assert [f.type for f in seen[-2:]] == ["tool.finished", "turn.failed"]
+    assert isinstance(seen[-1], TurnFailed)
+    assert seen[-1].error.code == ("cancelled" if ending == "cancel" else "deadline_exceeded")

@@ -205,7 +205,7 @@ ToolErrorCode = Literal[
 TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "unknown_tool": "the model named no such tool",
     "invalid_arguments": "the arguments are not JSON or do not match the tool's schema",
-    "not_approved": "a destructive call the user denied, or did not approve before it expired",
+    "not_approved": "a destructive call the user denied, or did not approve before it expired or its turn failed",
     "rate_limited": (
         "the user called this tool more than REASONER_TOOL_CALLS_PER_MINUTE times in a minute, or its MCP"
         " server's calls_per_minute was used up on the tool-runner; retry after `retry_after_ms`"
@@ -218,8 +218,11 @@ TOOL_ERROR_MEANINGS: Final[dict[ToolErrorCode, str]] = {
     "denied": "the tool's policy forbids it (a host not on the allowlist, a path out of the workspace)",
     "sandbox_unavailable": "the tool needs the sandbox, which this worker does not have",
     "crashed": "the tool's process died by a signal, exited without a result, or could not start",
-    "cancelled": "the turn was cancelled; the call was stopped",
-    "interrupted": "a destructive call whose runner died while running it: it may or may not have taken effect",
+    "cancelled": "the turn was cancelled; the call was stopped (or, awaiting approval, never ran)",
+    "interrupted": (
+        "a destructive call whose runner died while running it, or a call whose turn failed while it ran:"
+        " it may or may not have taken effect"
+    ),
     "unavailable": "not run: memory did not answer, or the tool's MCP server is down or not connected",
     "invalid": "a memory tool: memory refused the request as invalid",
     "forbidden": "a memory tool: the conversation belongs to another user",
