@@ -199,6 +199,18 @@ async def test_a_failed_turn_names_its_new_conversation(stack: Stack) -> None:
     assert ended["type"] == "turn.failed" and ended["error"]["code"] == "model_unavailable", ended
 
 
+async def test_a_turn_failed_for_a_model_that_is_down_says_when_to_retry(stack: Stack) -> None:
+    """Before: its 503 had no `Retry-After` (every other retryable refusal has one), so the
+    SDK retried within a second or two, into the reasoner's circuit breaker, open for
+    LLM_BREAKER_COOLDOWN_SECONDS: each retry was one more turn failed at once."""
+    client = async_client(stack, "oa-model-down")
+    with pytest.raises(openai.InternalServerError) as failed:
+        await client.chat.completions.create(model=MODEL, messages=user("[[model-error]] hi"))
+    assert (failed.value.status_code, failed.value.code) == (503, "model_unavailable")
+    assert failed.value.response.headers["Retry-After"] == "30"  # docs/openai.md
+    assert "x-should-retry" not in failed.value.response.headers  # waiting helps
+
+
 async def _turn_end(stack: Stack, conversation: str, name: str) -> dict[str, Any]:
     """The end of the conversation's (only) turn, watched over the WebSocket."""
     async with connect(f"{stack.ws_url}?user={name}") as ws:

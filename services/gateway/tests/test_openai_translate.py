@@ -117,6 +117,13 @@ def test_a_turn_over_its_budget_is_429_naming_it_with_retry_after(
     assert setting in refused.message
 
 
+@pytest.mark.parametrize(("code", "retry_after"), [("model_unavailable", "30"), ("memory_unavailable", "5")])
+def test_a_turn_failed_for_a_service_that_is_down_says_when_to_retry(code: str, retry_after: str) -> None:
+    """Before: the 503 had no `Retry-After`; the SDK retried at once into the open breaker."""
+    response = from_turn_failure({"code": code, "message": "down"}).response()
+    assert (response.status, response.headers["Retry-After"]) == (503, retry_after)
+
+
 @pytest.mark.parametrize(
     ("refused", "final"),
     [

@@ -59,6 +59,17 @@ _TURN_STATUS: Final[dict[TurnFailureCode, int]] = {
     "cancelled": 409,
 }
 
+# When a turn that failed for a service being down may be sent again (`Retry-After`). The
+# gateway cannot see the reasoner's circuit breaker, so these are fixed and conservative:
+# a model that failed a turn (after the reasoner's own retries) has its breaker open for
+# LLM_BREAKER_COOLDOWN_SECONDS (30 s by default); a retry sooner, which the SDKs make by
+# themselves without the header, fails at once. Memory that did not answer gets a shorter
+# pause, as the gateway's own `unavailable` does.
+TURN_RETRY_AFTER_SECONDS: Final[dict[TurnFailureCode, float]] = {
+    "model_unavailable": 30.0,
+    "memory_unavailable": 5.0,
+}
+
 
 class OpenAIError(Exception):
     def __init__(
@@ -117,4 +128,9 @@ def from_turn_failure(error: object) -> OpenAIError:
     fields = error if isinstance(error, dict) else {}
     raw, message = fields.get("code"), str(fields.get("message", ""))
     code: TurnFailureCode = raw if raw in codes(TurnFailureCode) else "internal"
-    return OpenAIError(_TURN_STATUS.get(code, 500), code, f"the turn failed ({code}): {message}")
+    return OpenAIError(
+        _TURN_STATUS.get(code, 500),
+        code,
+        f"the turn failed ({code}): {message}",
+        retry_after=TURN_RETRY_AFTER_SECONDS.get(code),
+    )
