@@ -436,8 +436,8 @@ class Turn:
             )
         )
         approved = await self.approvals.ask(tool.name, call.call_id, arguments, timeout)
-        if approved:
-            self.unfinished[call.call_id].awaiting_approval = False  # it may run from now on
+        if approved and (shown := self.unfinished.get(call.call_id)) is not None:
+            shown.awaiting_approval = False  # it may run from now on
         return approved
 
 
