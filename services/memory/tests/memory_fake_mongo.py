@@ -162,6 +162,10 @@ class FakeMongoDatabase:
     async def command(self, command: dict[str, Any]) -> Any:
         return self._db.command(command)
 
+    async def list_collection_names(self) -> list[str]:
+        await asyncio.sleep(0)
+        return list(self._db.list_collection_names())
+
 
 class FakeMongoClient:
     """One in-memory server: stores opened on the same client see the same data."""

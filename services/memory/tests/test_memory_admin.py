@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from agentry_memory.store import Store
+from agentry_memory.store.mongo import MongoStore
+from agentry_memory.store.records import token_window
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.upkeep.admin import main, parser, run
 from agentry_shared.contracts.chat import ChatMessage
+from agentry_shared.contracts.frames import MessageDelta
+from agentry_shared.contracts.memory import TurnBudgets
 from agentry_shared.contracts.scope import Scope
+
+# SQLite's FTS5 bookkeeping: its row counts follow the index's segments, not the facts.
+FTS_INTERNALS = ("facts_fts_data", "facts_fts_idx", "facts_fts_config")
 
 
 async def test_reasoning_is_printed_one_json_line_per_step(
@@ -41,6 +50,63 @@ async def test_erase_user_prints_what_it_deleted(
     assert await run(store, args) == 0
     counts = json.loads(capsys.readouterr().out)
     assert (counts["conversations"], counts["turns"], counts["messages"], counts["facts"]) == (1, 1, 1, 1)
+
+
+async def everything_about(store: Store, scope: Scope, turn_id: str) -> None:
+    """One record of every kind the store keeps about a user (the test below fails on a
+    table or collection this leaves empty, so a new kind must be added here)."""
+    now = token_window(time.time()) + 10  # counted in this minute's window
+    budgets = TurnBudgets(user_turns_per_minute=100, user_concurrent_turns=10, user_tokens_per_day=10_000)
+    await store.claim_conversation(scope)
+    assert (await store.admit_turn(scope, turn_id, budgets, now)).allowed  # turn_admissions, budget_counts
+    await store.add_turn(scope, turn_id, ChatMessage(role="user", content="my card is 4111"))
+    await store.append_messages(scope, turn_id, [ChatMessage(role="assistant", content="noted")])
+    delta = MessageDelta(conversation_id=scope.conversation_id, turn_id=turn_id, text="noted")
+    await store.append_frames(scope, [(f"{turn_id}:delta", delta.model_dump(mode="json"))])
+    await store.save_summary(scope, "they shared a card", 1, 5, now)
+    await store.record_reasoning(scope, turn_id, 0, "[reasoning] a card number")
+    await store.claim_tool_call(scope, turn_id, "call-1", "calculator")
+    await store.complete_tool_call(scope, turn_id, "call-1", {"value": 4111})
+    await store.request_approval(scope, turn_id, "call-2", "delete_file", {"path": "/x"}, now + 60)
+    assert (await store.take_tool_token(scope, "calculator", 10, now)).allowed  # tool_tokens (rate limit)
+    await store.record_usage(scope, 42, now)  # budget_counts: tokens of the day
+    await store.remember_fact(scope, turn_id, "card ends in 4111", "preference", now)
+    await store.update_task(scope, turn_id, "Cancel the card", "open", "called the bank", now)
+
+
+async def rows(store: Store) -> dict[str, int]:
+    """How many rows each table (documents each collection) of the store holds."""
+    if isinstance(store, SqliteStore):
+        db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)
+        try:
+            names = [
+                name
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                if not name.startswith("sqlite_") and name not in FTS_INTERNALS
+            ]
+            return {name: db.execute(f"SELECT COUNT(*) FROM {name}").fetchone()[0] for name in names}
+        finally:
+            db.close()
+    assert isinstance(store, MongoStore) and store._db is not None
+    database = store._db
+    return {name: await database[name].count_documents({}) for name in await database.list_collection_names()}
+
+
+async def test_erase_user_leaves_nothing_of_the_user_and_all_of_the_others(store: Store, scope: Scope) -> None:
+    bob = scope.model_copy(update={"user_id": "bob", "conversation_id": f"{scope.conversation_id}-bob"})
+    await everything_about(store, bob, "bob-t1")
+    without_alice = await rows(store)
+    await everything_about(store, scope, "alice-t1")
+    with_alice = await rows(store)
+    # Every kind of record is there to be erased (the tenant's own budget counts aside,
+    # which count everyone's turns and name no user).
+    assert {name for name, count in with_alice.items() if count == without_alice.get(name, 0)} == set()
+
+    assert await run(store, parser().parse_args(["erase-user", "--tenant", "acme", "--user", "alice"])) == 0
+    await store.open()
+    assert await rows(store) == without_alice
+    assert [f.text for f in await store.recall_facts(bob, "card", 5)] == ["card ends in 4111"]
+    assert len((await store.context(bob, "bob-t1", 10)).produced) == 1
 
 
 async def test_the_command_uses_the_configured_store(
