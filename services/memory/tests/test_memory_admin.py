@@ -6,10 +6,12 @@ import asyncio
 import json
 import sqlite3
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from agentry_memory.store import Store
+from agentry_memory.log.sequencer import ConversationLog
+from agentry_memory.store import Erased, Store
 from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.records import token_window
 from agentry_memory.store.sqlite import SqliteStore
@@ -18,9 +20,12 @@ from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import MessageDelta
 from agentry_shared.contracts.memory import TurnBudgets
 from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.topology import Topology
 
 # SQLite's FTS5 bookkeeping: its row counts follow the index's segments, not the facts.
 FTS_INTERNALS = ("facts_fts_data", "facts_fts_idx", "facts_fts_config")
+ERASURES = "erasures"
 
 
 async def test_reasoning_is_printed_one_json_line_per_step(
@@ -98,13 +103,15 @@ async def test_erase_user_leaves_nothing_of_the_user_and_all_of_the_others(store
     without_alice = await rows(store)
     await everything_about(store, scope, "alice-t1")
     with_alice = await rows(store)
-    # Every kind of record is there to be erased (the tenant's own budget counts aside,
-    # which count everyone's turns and name no user).
-    assert {name for name, count in with_alice.items() if count == without_alice.get(name, 0)} == set()
+    # Every kind of record is there to be erased (the erasures aside: only erase-user writes one).
+    assert {name for name, count in with_alice.items() if count == without_alice.get(name, 0)} <= {ERASURES}
 
     assert await run(store, parser().parse_args(["erase-user", "--tenant", "acme", "--user", "alice"])) == 0
     await store.open()
-    assert await rows(store) == without_alice
+    left = await rows(store)
+    assert left.pop(ERASURES) == 1  # the one record kept: tenant, user and when
+    assert left == {name: count for name, count in without_alice.items() if name != ERASURES}
+    assert await store.erased_at("acme", "alice") is not None and await store.erased_at("acme", "bob") is None
     assert [f.text for f in await store.recall_facts(bob, "card", 5)] == ["card ends in 4111"]
     assert len((await store.context(bob, "bob-t1", 10)).produced) == 1
 
@@ -123,3 +130,43 @@ async def test_the_command_uses_the_configured_store(
     assert json.loads(capsys.readouterr().out)["turns"] == 1
     with pytest.raises(SystemExit):
         parser().parse_args(["erase-user", "--tenant", "acme"])  # --user is required
+
+
+def turn(scope: Scope, turn_id: str, accepted_at: float) -> TurnRequested:
+    return TurnRequested(
+        scope=scope, turn_id=turn_id, text="my card is 4111", accepted_at=datetime.fromtimestamp(accepted_at, UTC)
+    )
+
+
+async def test_a_turn_accepted_before_the_erasure_does_not_bring_the_user_back(store: Store, scope: Scope) -> None:
+    log = ConversationLog(store, Topology("test", 4))
+    accepted = time.time()  # by the gateway; still in the log when the operator erases
+    await store.add_turn(scope, "t1", ChatMessage(role="user", content="hi"))
+    await store.erase_user("acme", "alice")
+    erased_at = await store.erased_at("acme", "alice")
+    assert erased_at is not None and erased_at >= accepted
+
+    assert await log.ingest(turn(scope, "t2", accepted)) == []  # dropped, and acked
+    with pytest.raises(Erased):  # dead-lettered meanwhile: no poison frame, no conversation
+        await log.fail_dead_turn(turn(scope, "t3", accepted))
+    assert await store.list_conversations("acme", "alice", 10) == []
+    assert {name: count for name, count in (await rows(store)).items() if count and name != ERASURES} == {}
+
+    # The user comes back: what they send after the erasure is theirs again.
+    await log.ingest(turn(scope, "t4", erased_at + 1))
+    assert [c.conversation_id for c in await store.list_conversations("acme", "alice", 10)] == [scope.conversation_id]
+
+
+async def test_an_erasure_at_any_moment_of_a_turn_being_stored_leaves_nothing(store: Store, scope: Scope) -> None:
+    """The erasure runs while the log stores a turn accepted before it, started at every
+    step of the store's writes in turn: whichever wins, nothing of the user is left."""
+    log = ConversationLog(store, Topology("test", 4))
+    for steps in range(40):
+        conversation = scope.model_copy(update={"conversation_id": f"{scope.conversation_id}-{steps}"})
+        storing = asyncio.ensure_future(log.ingest(turn(conversation, f"t{steps}", time.time())))
+        for _ in range(steps):
+            await asyncio.sleep(0)  # the fake MongoDB yields once per operation
+        await store.erase_user("acme", "alice")
+        await storing  # stored before the erasure (then erased), or dropped
+        left = {name: count for name, count in (await rows(store)).items() if count and name != ERASURES}
+        assert left == {}, f"erasing after {steps} steps left {left}"

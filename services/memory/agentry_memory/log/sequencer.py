@@ -26,7 +26,7 @@ from agentry_shared.topology import Topology
 from agentry_memory.context.assembler import ContextAssembler
 from agentry_memory.metrics import FRAMES_APPENDED
 from agentry_memory.store import FINISHED, EncodedFrame, Store
-from agentry_memory.store.errors import NotFound, StoreRefusal
+from agentry_memory.store.errors import Erased, NotFound, StoreRefusal
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,14 @@ class ConversationLog:
         scope, assembler = turn.scope, self.assembler
         accepted = self._accepted_frame(turn)
         # The turn, its begin and its `message.accepted` in one store write (one commit).
-        begun, stored = await self.store.enter_turn(scope, turn.turn_id, message, accepted, begin=assembler is not None)
+        try:
+            begun, stored = await self.store.enter_turn(
+                scope, turn.turn_id, message, accepted, begin=assembler is not None, accepted_at=_unix(turn)
+            )
+        except Erased:
+            # Accepted before its user was erased: storing it would bring the user back.
+            log.warning("turn of a user erased since it was accepted; dropped")
+            return []
         fanned = self._fanout(scope, [accepted], [stored])
         if not begun or assembler is None:
             return [fanned, self._forward(turn, body)]
@@ -122,11 +129,14 @@ class ConversationLog:
         The turn is added first if it never was (it died before ingest), so the user sees
         its `message.accepted` before the failure. A turn that already ended (by a frame
         other than ours) is left alone. Idempotent: a redelivery yields the same frames.
-        Raises `StoreRefusal` for a turn of someone else's conversation (nothing to tell).
+        Raises `StoreRefusal` for a turn of someone else's conversation (nothing to tell),
+        `Erased` for one accepted before its user was erased.
         """
         scope = turn.scope
         try:
-            await self.store.add_turn(scope, turn.turn_id, ChatMessage(role="user", content=turn.text))
+            await self.store.add_turn(
+                scope, turn.turn_id, ChatMessage(role="user", content=turn.text), accepted_at=_unix(turn)
+            )
         except StoreRefusal:
             raise
         except Exception:
@@ -201,6 +211,11 @@ class ConversationLog:
             body=FANOUT_SEPARATOR.join(lines),
             persistent=False,
         )
+
+
+def _unix(turn: TurnRequested) -> float:
+    """When the gateway accepted the turn (its clock), as the store compares it to an erasure."""
+    return turn.accepted_at.timestamp()
 
 
 _HEAD: Final = {"conversation_id", "turn_id"}

@@ -18,7 +18,7 @@ from agentry_shared.contracts.frames import ConversationSummary
 from agentry_shared.contracts.memory import TurnBudgets, TurnState
 from agentry_shared.contracts.scope import Scope
 
-from agentry_memory.store.errors import Forbidden, Invalid, LimitReached, NotFound, StoreRefusal
+from agentry_memory.store.errors import Erased, Forbidden, Invalid, LimitReached, NotFound, StoreRefusal
 from agentry_memory.store.records import (
     FINISHED,
     TOKEN_WINDOW_SECONDS,
@@ -49,6 +49,7 @@ __all__ = [
     "ApprovalRecord",
     "ConversationStore",
     "EncodedFrame",
+    "Erased",
     "Fact",
     "Forbidden",
     "Invalid",
@@ -103,15 +104,21 @@ class ConversationStore(Protocol):
         start and its end; ties by id, descending), at most `limit`; each titled by its
         first user message (`conversation_title`)."""
 
-    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+    async def add_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> int:
         """Record a turn (state `queued`) and its user message (position 0); returns its
         turn_index (1, 2, ...).
 
         Creates the conversation if the log brings a turn for an unclaimed one; a turn_id
-        seen before returns its first index and changes nothing.
+        seen before returns its first index and changes nothing. `accepted_at` (Unix time
+        the gateway accepted the turn): `Erased`, and nothing stored, if the user was erased
+        at or after it (`erase_user`), even by an erasure running meanwhile.
         """
 
-    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+    async def add_and_begin_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> bool:
         """`add_turn`, and if that created the turn and every earlier turn of the
         conversation has finished (none `queued` or `running`), begin it as `begin_turn`
         would: `running`, attempt 1. True if it did (memory then forwards the turn begun,
@@ -126,9 +133,11 @@ class ConversationStore(Protocol):
         accepted: tuple[str, EncodedFrame],
         *,
         begin: bool,
+        accepted_at: float | None = None,
     ) -> tuple[bool, tuple[int, bool]]:
         """A turn's way into the log: `add_turn` (with `begin`, `add_and_begin_turn`), then
-        `append_frames([accepted])`, its `message.accepted` (event id, frame). Returns
+        `append_frames([accepted])`, its `message.accepted` (event id, frame); `Erased` as
+        `add_turn`, with no frame stored either. Returns
         (begun, (seq, created)). One transaction where the backend has them (SQLite: one
         commit instead of two on every turn's path); MongoDB writes the turn first, then the
         frame, each safe to repeat. A refused turn (`StoreRefusal`) stores no frame."""
@@ -286,7 +295,12 @@ class KnowledgeStore(Protocol):
 
     async def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
         """Delete everything about a user (conversations, turns, messages, frames, summaries,
-        reasoning, tool calls, approvals, rate-limit counts, facts, tasks); how many of each."""
+        reasoning, tool calls, approvals, rate-limit and turn-budget counts, facts, tasks);
+        how many of each. Records the erasure (tenant, user, time: all that is kept), so a
+        turn accepted before it and stored after it is refused (`add_turn`)."""
+
+    async def erased_at(self, tenant_id: str, user_id: str) -> float | None:
+        """When the user was last erased (Unix time); None if never."""
 
     async def sweep_reasoning(self, older_than: float) -> int:
         """Delete reasoning recorded before `older_than` (Unix time); returns how many."""

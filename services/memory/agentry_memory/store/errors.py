@@ -21,3 +21,7 @@ class LimitReached(StoreRefusal):
 
 class Invalid(StoreRefusal):
     """The request cannot be stored as it is (e.g. a fact with no words)."""
+
+
+class Erased(StoreRefusal):
+    """The user was erased after this was accepted: storing it would bring them back."""

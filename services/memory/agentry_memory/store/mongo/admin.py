@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from agentry_memory.store.errors import NotFound
 from agentry_memory.store.mongo.base import MongoBase, as_date
 from agentry_memory.store.records import ReasoningStep
@@ -35,8 +37,12 @@ class MongoAdmin(MongoBase):
 
     async def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
         """Not one transaction (none on a standalone mongod): run it again if it was cut
-        short; what is left is deleted then."""
+        short; what is left is deleted then. The erasure is recorded first: a turn accepted
+        before it that the log stores meanwhile either is stored before the record (and
+        deleted here) or finds the record when it checks after its writes (and undoes them:
+        `MongoTurns`)."""
         user = {"tenant_id": tenant_id, "user_id": user_id}
+        await self._c("erasures").update_one(user, {"$max": {"erased_at": time.time()}}, upsert=True)
         return {name: (await self._c(name).delete_many(user)).deleted_count for name in ERASE_ORDER}
 
     async def sweep_reasoning(self, older_than: float) -> int:

@@ -21,7 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from agentry_memory.store.errors import Forbidden, NotFound
+from agentry_memory.store.errors import Erased, Forbidden, NotFound
 from agentry_memory.store.mongo.schema import Document, ensure_indexes
 
 T = TypeVar("T")
@@ -141,6 +141,18 @@ class MongoBase:
             return True
         await self._owned(scope)
         return False
+
+    async def erased_at(self, tenant_id: str, user_id: str) -> float | None:
+        erasure = await self._c("erasures").find_one({"tenant_id": tenant_id, "user_id": user_id})
+        return None if erasure is None else float(erasure["erased_at"])
+
+    async def _refuse_if_erased(self, scope: Scope, accepted_at: float | None) -> None:
+        """`Erased` if scope's user was erased at or after `accepted_at` (None: not checked)."""
+        if accepted_at is None:
+            return
+        erased_at = await self.erased_at(scope.tenant_id, scope.user_id)
+        if erased_at is not None and erased_at >= accepted_at:
+            raise Erased(f"user erased at {erased_at}, after the turn was accepted at {accepted_at}")
 
     async def _turn(self, scope: Scope, turn_id: str) -> Document:
         """A turn of the scope's conversation (checked first); `NotFound` if not there."""

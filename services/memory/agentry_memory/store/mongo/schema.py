@@ -72,6 +72,7 @@ def indexes(reasoning_retention_seconds: float) -> dict[str, list[IndexModel]]:
             unique("task", *USER, ("key", ASCENDING)),
             IndexModel([*USER, ("updated_at", DESCENDING)], name="by_update"),
         ],
+        "erasures": [unique("user", *USER)],
     }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import cast
 
 from agentry_shared.contracts.chat import ChatMessage
@@ -12,7 +14,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from agentry_memory.context.tokens import message_tokens
-from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
+from agentry_memory.store.errors import Erased, Forbidden, LimitReached, NotFound
 from agentry_memory.store.mongo.base import as_date, conversation_filter, user_filter
 from agentry_memory.store.mongo.frames import MongoFrames
 from agentry_memory.store.mongo.schema import Document
@@ -49,11 +51,20 @@ class MongoTurns(MongoFrames):
             return True
         return False
 
-    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
-        index, _ = await self._insert_turn(scope, turn_id, user_message)
+    async def add_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> int:
+        async with self._unless_erased(scope, accepted_at):
+            index, _ = await self._insert_turn(scope, turn_id, user_message)
         return index
 
-    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+    async def add_and_begin_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> bool:
+        async with self._unless_erased(scope, accepted_at):
+            return await self._add_and_begin_turn(scope, turn_id, user_message)
+
+    async def _add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
         """Three operations, each safe to repeat: the begin only changes a turn nobody has
         begun (attempts 0, `queued`), so a racing `BeginTurn` or a second ingest wins or
         loses cleanly; the earlier turns checked here can only finish meanwhile (a queued
@@ -81,16 +92,38 @@ class MongoTurns(MongoFrames):
         accepted: tuple[str, EncodedFrame],
         *,
         begin: bool,
+        accepted_at: float | None = None,
     ) -> tuple[bool, tuple[int, bool]]:
         """The turn, then its frame: a crash between them is repaired by the redelivery
         (the turn is seen again, the frame stored then)."""
-        if begin:
-            begun = await self.add_and_begin_turn(scope, turn_id, user_message)
-        else:
-            await self.add_turn(scope, turn_id, user_message)
-            begun = False
-        [stored] = await self.append_frames(scope, [accepted])
+        async with self._unless_erased(scope, accepted_at):
+            if begin:
+                begun = await self._add_and_begin_turn(scope, turn_id, user_message)
+            else:
+                await self._insert_turn(scope, turn_id, user_message)
+                begun = False
+            [stored] = await self.append_frames(scope, [accepted])
         return begun, stored
+
+    @contextlib.asynccontextmanager
+    async def _unless_erased(self, scope: Scope, accepted_at: float | None) -> AsyncIterator[None]:
+        """`Erased`, with nothing kept, if scope's user was erased at or after `accepted_at`.
+
+        Checked before the writes (the usual refusal: nothing written) and again after
+        them, because no transaction holds the check and the writes together: an erasure
+        records itself before it deletes, so either it was recorded before the second
+        check (seen here: what was written is deleted again) or after it, and then its
+        deletes come after these writes and take them."""
+        await self._refuse_if_erased(scope, accepted_at)
+        yield
+        try:
+            await self._refuse_if_erased(scope, accepted_at)
+        except Erased:
+            where = conversation_filter(scope)
+            for name in ("frames", "messages", "turns", "summaries", "approvals"):
+                await self._c(name).delete_many(where)
+            await self._c("conversations").delete_one({"_id": scope.conversation_id, **user_filter(scope)})
+            raise
 
     async def _insert_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> tuple[int, bool]:
         """(turn_index, whether this call created the turn). The turn_index comes from the

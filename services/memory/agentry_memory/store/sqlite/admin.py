@@ -3,6 +3,8 @@ retention of reasoning. No RPC reaches these; `admin.py` and the sweeper do."""
 
 from __future__ import annotations
 
+import time
+
 from agentry_memory.store.errors import NotFound
 from agentry_memory.store.records import ReasoningStep
 from agentry_memory.store.sqlite.base import SqliteBase
@@ -74,15 +76,31 @@ class AdminTables(SqliteBase):
         return [ReasoningStep(int(step), text, float(at)) for step, text, at in rows]
 
     async def erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
-        return await self._run(self._erase_user, tenant_id, user_id)
+        return await self._run(self._erase_user, tenant_id, user_id, time.time())
 
-    def _erase_user(self, tenant_id: str, user_id: str) -> dict[str, int]:
-        """One transaction: a crash leaves the user either whole or gone, never half."""
+    def _erase_user(self, tenant_id: str, user_id: str, now: float) -> dict[str, int]:
+        """One transaction: a crash leaves the user either whole or gone, never half; the
+        erasure is recorded in it, so a turn accepted before it and stored after is refused."""
         counts: dict[str, int] = {}
         with self._tx() as db:
             for kind, statement in ERASE:
                 counts[kind] = db.execute(statement, {"tenant": tenant_id, "user": user_id}).rowcount
+            db.execute(
+                "INSERT INTO erasures (tenant_id, user_id, erased_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET erased_at = MAX(erased_at, excluded.erased_at)",
+                (tenant_id, user_id, now),
+            )
         return counts
+
+    async def erased_at(self, tenant_id: str, user_id: str) -> float | None:
+        return await self._run(self._erased_at, tenant_id, user_id)
+
+    def _erased_at(self, tenant_id: str, user_id: str) -> float | None:
+        with self._tx(write=False) as db:
+            row = db.execute(
+                "SELECT erased_at FROM erasures WHERE tenant_id = ? AND user_id = ?", (tenant_id, user_id)
+            ).fetchone()
+        return None if row is None else float(row[0])
 
     async def sweep_reasoning(self, older_than: float) -> int:
         deleted = 0

@@ -9,7 +9,7 @@ all IF NOT EXISTS). `PRAGMA user_version` says which release wrote the file.
 from __future__ import annotations
 
 # Bumped, with an entry in MIGRATIONS, whenever the tables change.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -168,6 +168,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     UNIQUE (tenant_id, user_id, key)
 );
 CREATE INDEX IF NOT EXISTS tasks_by_update ON tasks (tenant_id, user_id, updated_at);
+-- The one record kept of an erased user: when, so a turn accepted before it is refused.
+CREATE TABLE IF NOT EXISTS erasures (
+    tenant_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    erased_at REAL NOT NULL,
+    PRIMARY KEY (tenant_id, user_id)
+);
 """
 
 # MIGRATIONS[v]: the statements that turn a file of version v - 1 into version v.
@@ -232,4 +239,6 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE approvals ADD COLUMN args_sha256 TEXT",
         "DROP INDEX IF EXISTS approvals_by_call",
     ],
+    # Version 5: erasures is a new table (SCHEMA creates it).
+    5: [],
 }

@@ -12,7 +12,7 @@ from agentry_shared.contracts.memory import TurnState
 from agentry_shared.contracts.scope import Scope
 
 from agentry_memory.context.tokens import message_tokens
-from agentry_memory.store.errors import Forbidden, LimitReached, NotFound
+from agentry_memory.store.errors import Erased, Forbidden, LimitReached, NotFound
 from agentry_memory.store.records import FINISHED, EncodedFrame, TurnStatus
 from agentry_memory.store.sqlite.frames import FrameTables
 
@@ -55,20 +55,26 @@ class TurnTables(FrameTables):
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation,))
             return True
 
-    async def add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
-        return await self._write(self._add_turn, scope, turn_id, user_message)
+    async def add_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> int:
+        return await self._write(self._add_turn, scope, turn_id, user_message, accepted_at)
 
-    def _add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> int:
+    def _add_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage, accepted_at: float | None) -> int:
         with self._tx() as db:
-            _, index, _ = self._insert_turn(db, scope, turn_id, user_message)
+            _, index, _ = self._insert_turn(db, scope, turn_id, user_message, accepted_at)
             return index
 
-    async def add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
-        return await self._write(self._add_and_begin_turn, scope, turn_id, user_message)
+    async def add_and_begin_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, *, accepted_at: float | None = None
+    ) -> bool:
+        return await self._write(self._add_and_begin_turn, scope, turn_id, user_message, accepted_at)
 
-    def _add_and_begin_turn(self, scope: Scope, turn_id: str, user_message: ChatMessage) -> bool:
+    def _add_and_begin_turn(
+        self, scope: Scope, turn_id: str, user_message: ChatMessage, accepted_at: float | None
+    ) -> bool:
         with self._tx() as db:
-            _, begun = self._add_and_begin(db, scope, turn_id, user_message)
+            _, begun = self._add_and_begin(db, scope, turn_id, user_message, accepted_at)
             return begun
 
     async def enter_turn(
@@ -79,25 +85,32 @@ class TurnTables(FrameTables):
         accepted: tuple[str, EncodedFrame],
         *,
         begin: bool,
+        accepted_at: float | None = None,
     ) -> tuple[bool, tuple[int, bool]]:
-        return await self._write(self._enter_turn, scope, turn_id, user_message, accepted, begin)
+        return await self._write(self._enter_turn, scope, turn_id, user_message, accepted, begin, accepted_at)
 
     def _enter_turn(
-        self, scope: Scope, turn_id: str, user_message: ChatMessage, accepted: tuple[str, EncodedFrame], begin: bool
+        self,
+        scope: Scope,
+        turn_id: str,
+        user_message: ChatMessage,
+        accepted: tuple[str, EncodedFrame],
+        begin: bool,
+        accepted_at: float | None,
     ) -> tuple[bool, tuple[int, bool]]:
         with self._tx() as db:
             if begin:
-                conversation, begun = self._add_and_begin(db, scope, turn_id, user_message)
+                conversation, begun = self._add_and_begin(db, scope, turn_id, user_message, accepted_at)
             else:
-                (conversation, _, _), begun = self._insert_turn(db, scope, turn_id, user_message), False
+                (conversation, _, _), begun = self._insert_turn(db, scope, turn_id, user_message, accepted_at), False
             [stored] = self._sequence(db, conversation, [accepted])
             return begun, stored
 
     def _add_and_begin(
-        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage
+        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage, accepted_at: float | None
     ) -> tuple[int, bool]:
         """(conversation row, whether the turn was added now and begun)."""
-        conversation, index, created = self._insert_turn(db, scope, turn_id, user_message)
+        conversation, index, created = self._insert_turn(db, scope, turn_id, user_message, accepted_at)
         if not created:
             return conversation, False
         unfinished = db.execute(
@@ -113,9 +126,18 @@ class TurnTables(FrameTables):
         return conversation, True
 
     def _insert_turn(
-        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage
+        self, db: sqlite3.Connection, scope: Scope, turn_id: str, user_message: ChatMessage, accepted_at: float | None
     ) -> tuple[int, int, bool]:
-        """(conversation row, turn_index, whether this call created the turn)."""
+        """(conversation row, turn_index, whether this call created the turn). `Erased` if
+        the user was erased at or after `accepted_at`: checked in the transaction that
+        writes, which an erasure's transaction cannot interleave with."""
+        if accepted_at is not None:
+            erased = db.execute(
+                "SELECT erased_at FROM erasures WHERE tenant_id = ? AND user_id = ? AND erased_at >= ?",
+                (scope.tenant_id, scope.user_id, accepted_at),
+            ).fetchone()
+            if erased is not None:
+                raise Erased(f"user erased at {erased[0]}, after the turn was accepted at {accepted_at}")
         try:
             conversation = self._owned(db, scope)
         except NotFound:
