@@ -54,6 +54,7 @@ NEEDED = [
     ("memory", "configure", T.handled_dead_letter_queue),
     ("memory", "write", T.handled_dead_letter_exchange),  # keeps what it handled in dead.handled
     ("memory", "configure", T.handled_dead_letter_exchange),
+    ("memory", "read", T.handled_dead_letter_queue),  # takes an erased user's letters out again
     ("memory", "read", T.memory_rpc_queue),
     ("memory", "read", T.memory_exchange),
     ("memory", "write", T.replies_exchange),

@@ -50,7 +50,7 @@ FRAMES_APPENDED = Counter(
 DEAD_LETTERS = Counter(
     "agentry_memory_dead_letters_total",
     "Messages taken from the dead-letter queue, by kind and outcome "
-    "(turn_failed, already_ended, refused, logged, unreadable, error).",
+    "(turn_failed, already_ended, refused, logged, unreadable, error, erased).",
     ["kind", "outcome"],
 )
 FRAMES_SWEPT = Counter(
@@ -83,6 +83,8 @@ initialise(RPC_DURATION, RPC_KINDS)
 initialise(LOG_ENTRIES, LOG_KINDS | {"unknown"}, ("ok", "rejected", "handed_back", "unacked"))
 initialise(LOG_ENTRY_DURATION, LOG_KINDS)
 initialise(
-    DEAD_LETTERS, LOG_KINDS | {"unknown"}, ("turn_failed", "already_ended", "refused", "logged", "unreadable", "error")
+    DEAD_LETTERS,
+    LOG_KINDS | {"unknown"},
+    ("turn_failed", "already_ended", "refused", "logged", "unreadable", "error", "erased"),
 )
 initialise(SUMMARIES, ("saved", "superseded", "failed"))

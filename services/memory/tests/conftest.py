@@ -102,6 +102,19 @@ def scope() -> Scope:
 # ---- the service against the real RabbitMQ ------------------------------------------
 
 
+@pytest.fixture
+async def broker() -> AsyncIterator[Bus]:
+    """A connected Bus in a namespace of its own (every exchange, `<ns>.dead` too); its
+    queues and exchanges are deleted afterwards."""
+    bus = Bus(MemorySettings().amqp_url.get_secret_value(), Topology(f"t{uuid.uuid4().hex}", 2), "dead-test")
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        await delete_declared(await bus.channel(prefetch=1), bus.topology)
+        await bus.close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from agentry_memory.store.mongo import MongoStore
 from agentry_memory.store.records import token_window
 from agentry_memory.store.sqlite import SqliteStore
 from agentry_memory.upkeep.admin import main, parser, run
+from agentry_shared.bus import HANDLED_DEAD_LETTERS, Bus, encode
 from agentry_shared.contracts.chat import ChatMessage
 from agentry_shared.contracts.frames import MessageDelta
 from agentry_shared.contracts.memory import TurnBudgets
 from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
+from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
+from agentry_shared.settings import MemorySettings
 from agentry_shared.topology import Topology
 
 # SQLite's FTS5 bookkeeping: its row counts follow the index's segments, not the facts.
@@ -97,16 +101,48 @@ async def rows(store: Store) -> dict[str, int]:
     return {name: await database[name].count_documents({}) for name in await database.list_collection_names()}
 
 
-async def test_erase_user_leaves_nothing_of_the_user_and_all_of_the_others(store: Store, scope: Scope) -> None:
+async def kept_dead_letter(broker: Bus, scope: Scope, turn_id: str) -> bytes:
+    """A dead turn as memory keeps it in `<ns>.dead.handled`: the user's text in it."""
+    body = encode(turn(scope, turn_id, time.time()))
+    headers = {HANDLED_OUTCOME: "turn_failed", HANDLED_KIND: "turn.requested", HANDLED_AT: "2025-01-01T00:00:00"}
+    await broker.publish(broker.topology.handled_dead_letter_exchange, "", body, headers=headers)
+    return body
+
+
+async def handled_letters(broker: Bus) -> list[bytes]:
+    """What `<ns>.dead.handled` holds, in order (taken: the test is over with them)."""
+    channel = await broker.channel(prefetch=1)
+    queue = await channel.declare_queue(broker.topology.handled_dead_letter_queue, passive=True)
+    letters = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        letters.append(message.body)
+    return letters
+
+
+async def test_erase_user_leaves_nothing_of_the_user_and_all_of_the_others(
+    store: Store, scope: Scope, broker: Bus
+) -> None:
+    channel = await broker.channel(prefetch=1)  # <ns>.dead.handled, as memory declares it
+    handled = await channel.declare_queue(
+        broker.topology.handled_dead_letter_queue, durable=True, arguments=HANDLED_DEAD_LETTERS
+    )
+    await handled.bind(broker.topology.handled_dead_letter_exchange)
     bob = scope.model_copy(update={"user_id": "bob", "conversation_id": f"{scope.conversation_id}-bob"})
     await everything_about(store, bob, "bob-t1")
+    bobs_letters = [await kept_dead_letter(broker, bob, "bob-dead-1")]
     without_alice = await rows(store)
     await everything_about(store, scope, "alice-t1")
+    await kept_dead_letter(broker, scope, "alice-dead-1")
+    bobs_letters.append(await kept_dead_letter(broker, bob, "bob-dead-2"))
+    await kept_dead_letter(broker, scope, "alice-dead-2")
     with_alice = await rows(store)
     # Every kind of record is there to be erased (the erasures aside: only erase-user writes one).
     assert {name for name, count in with_alice.items() if count == without_alice.get(name, 0)} <= {ERASURES}
 
-    assert await run(store, parser().parse_args(["erase-user", "--tenant", "acme", "--user", "alice"])) == 0
+    settings = MemorySettings(agentry_namespace=broker.topology.namespace, agentry_partitions=2)
+    args = parser().parse_args(["erase-user", "--tenant", "acme", "--user", "alice"])
+    assert await run(store, args, settings) == 0
+    assert await handled_letters(broker) == bobs_letters  # the others' kept, in their order
     await store.open()
     left = await rows(store)
     assert left.pop(ERASURES) == 1  # the one record kept: tenant, user and when
@@ -125,9 +161,12 @@ async def test_the_command_uses_the_configured_store(
     await store.close()
     monkeypatch.delenv("MONGODB_URL", raising=False)
     monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path))
+    # A namespace where no memory ever ran: no dead letters to purge, none declared.
+    monkeypatch.setenv("AGENTRY_NAMESPACE", f"t{uuid.uuid4().hex}")
     # main() runs its own event loop: off this test's loop, as on a command line.
     assert await asyncio.to_thread(main, ["erase-user", "--tenant", "acme", "--user", "alice"]) == 0
-    assert json.loads(capsys.readouterr().out)["turns"] == 1
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["turns"], printed["dead_letters"]) == (1, 0)
     with pytest.raises(SystemExit):
         parser().parse_args(["erase-user", "--tenant", "acme"])  # --user is required
 

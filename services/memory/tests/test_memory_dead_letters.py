@@ -8,8 +8,6 @@ import asyncio
 import io
 import json
 import logging
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -26,10 +24,10 @@ from agentry_shared.contracts.scope import Scope
 from agentry_shared.contracts.turns import TurnRequested
 from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
 from agentry_shared.logs import JsonFormatter
-from agentry_shared.settings import MemorySettings
-from agentry_shared.testing import delete_declared
+from agentry_shared.testing import until
 from agentry_shared.topology import Topology
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+from prometheus_client import REGISTRY
 
 TOPOLOGY = Topology("test", 4)
 
@@ -149,6 +147,9 @@ class FakeBus:
 class FlakyLog:
     def __init__(self, error: Exception, failures: int) -> None:
         self.error, self.failures, self.calls = error, failures, 0
+
+    async def erased(self, entry: Any) -> bool:
+        return False
 
     async def fail_dead_turn(self, turn: TurnRequested) -> list[Outbound]:
         self.calls += 1
@@ -326,19 +327,6 @@ class FlakyConversationLog(ConversationLog):
         return await super().fail_dead_turn(entry)
 
 
-@pytest.fixture
-async def broker() -> AsyncIterator[Bus]:
-    """A connected Bus in a namespace of its own (every exchange, `<ns>.dead` too); its
-    queues and exchanges are deleted afterwards."""
-    bus = Bus(MemorySettings().amqp_url.get_secret_value(), Topology(f"t{uuid.uuid4().hex}", 2), "dead-test")
-    await bus.connect()
-    try:
-        yield bus
-    finally:
-        await delete_declared(await bus.channel(prefetch=1), bus.topology)
-        await bus.close()
-
-
 async def collect(bus: Bus, queue_name: str | None = None, *, frames_of: str | None = None) -> asyncio.Queue[Any]:
     """Consume (and ack) a queue, or a queue of our own bound to the frames of a
     conversation: the messages, or each frame decoded."""
@@ -413,3 +401,41 @@ async def test_stop_hands_a_letter_waiting_to_retry_back_to_the_dead_letter_queu
     handled = await channel.declare_queue(broker.topology.handled_dead_letter_queue, passive=True)
     assert handled.declaration_result.message_count == 0  # not kept
     assert flaky.calls == calls  # and not tried again after the stop
+
+
+async def test_a_dead_letter_of_a_user_erased_since_is_not_kept(broker: Bus, store: Store, scope: Scope) -> None:
+    """Dead-lettered around the erasure (a turn accepted before it, a turn's end refused
+    after it): nothing of the user is stored again, and once memory has kept the letters
+    it takes them out of `<ns>.dead.handled` again; another user's stay."""
+    log = ConversationLog(store, broker.topology)
+    consumer = DeadLetterConsumer(broker, log, retry_delay=0.001)
+    await log.ingest(turn(scope, "t1"))
+    early = turn(scope, "t2")  # accepted by the gateway, not stored yet
+    await store.erase_user("acme", "alice")
+    bob = scope.model_copy(update={"user_id": "bob", "conversation_id": f"{scope.conversation_id}-bob"})
+    end = TurnCompleted(conversation_id=scope.conversation_id, turn_id="t1", text="your card ends in 4111")
+    erased = [encode(early), encode(EventPosted(scope=scope, turn_id="t1", event_id="t1:9", frame=end))]
+    before = _dead_letters()
+    await consumer.start()
+    try:
+        for body in [*erased, encode(turn(bob, "b1"))]:
+            await broker.publish(broker.topology.dead_letter_exchange, "#", body)
+        await until(lambda: _dead_letters() == before + 3, "the three letters handled")
+    finally:
+        await asyncio.wait_for(consumer.stop(), 10)
+    assert await store.list_conversations("acme", "alice", 10) == []
+    channel = await broker.channel(prefetch=1)
+    handled = await channel.declare_queue(broker.topology.handled_dead_letter_queue, passive=True)
+    kept = [await handled.get(no_ack=True) for _ in range(handled.declaration_result.message_count or 0)]
+    assert [json.loads(letter.body)["turn_id"] for letter in kept] == ["b1"]
+
+
+def _dead_letters() -> float:
+    """How many dead letters memory has handled, whatever the outcome."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "agentry_memory_dead_letters"
+        for sample in metric.samples
+        if sample.name == "agentry_memory_dead_letters_total"
+    )

@@ -15,6 +15,13 @@ the broker confirmed the copy. A copy that still cannot be made after a few atte
 (the broker is going away) sends the letter back to `<ns>.dead`, to be handled again
 (idempotent).
 
+A letter of a user erased since (`ConversationLog.erased`: nothing of it is stored, and
+no turn is failed) is kept too, then its user's letters are taken out of
+`<ns>.dead.handled` again (`purge`). Kept first, checked after, as `erase-user` records
+the erasure first and purges after: either the erasure was recorded before this check
+(memory purges) or after it, and then the copy was already there for erase-user's purge.
+Checking before keeping would let a copy made just after erase-user's purge stay.
+
 Ending a dead turn that keeps raising (the store or the broker away for a while: a MongoDB
 failover, a broker restart) is retried: `ATTEMPTS` quick attempts (0.2 s doubling, ~3 s),
 then on, the wait doubling up to `RETRY_CAP_SECONDS`, each failure logged as an error with
@@ -47,7 +54,7 @@ from typing import Any, Final
 
 from agentry_shared.bus import HANDLED_DEAD_LETTERS, QUORUM, Bus, Consumer, message_ids
 from agentry_shared.contracts.events import LOG_ENTRY, EventPosted, EventsPosted
-from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME
+from agentry_shared.dead_letters import HANDLED_AT, HANDLED_KIND, HANDLED_OUTCOME, purge
 from agentry_shared.logs import bind_context
 from agentry_shared.tracing import processing
 from aio_pika.abc import AbstractIncomingMessage
@@ -123,6 +130,7 @@ class DeadLetterConsumer:
                 if outcome != HANDED_BACK:
                     kept = await self._keep(message, kind, outcome)
                     if kept:
+                        outcome = await self._forget_if_erased(message.body, outcome)
                         DEAD_LETTERS.labels(kind=kind, outcome=outcome).inc()
                 elif _held(message):  # stopping: a copy at the tail replaces it
                     kept = await self._copy_back(message)
@@ -171,6 +179,35 @@ class DeadLetterConsumer:
             else:
                 return True
         return False
+
+    async def _forget_if_erased(self, body: bytes, outcome: str) -> str:
+        """After keeping a letter: if its user was erased since, take the user's letters
+        out of `<ns>.dead.handled` (outcome `erased`). Never raises: a purge that fails is
+        logged, and erase-user run again removes what is left."""
+        try:
+            entry = LOG_ENTRY.validate_json(body)
+            if not await self.log.erased(entry):
+                return outcome
+            assert self.bus.connection is not None
+            channel = await self.bus.connection.channel(publisher_confirms=True)
+            try:
+                scope = entry.scope
+                t = self.bus.topology
+                await purge(
+                    channel, t.handled_dead_letter_queue, t.handled_dead_letter_exchange, scope.tenant_id, scope.user_id
+                )
+            finally:
+                await channel.close()
+        except ValidationError:
+            return outcome  # names nobody
+        except Exception as exc:
+            log.error(
+                "a dead letter of an erased user was kept and could not be taken out; run erase-user again",
+                extra={"error": repr(exc)},
+            )
+            return outcome
+        log.warning("dead letter of a user erased since; taken out of the kept ones")
+        return "erased"
 
     async def process(
         self, body: bytes, origin: dict[str, str], held: Callable[[], bool] = lambda: True

@@ -157,6 +157,20 @@ class ConversationLog:
             return []
         return [await self._sequence(scope, turn_id, f"{turn_id}:dead", failed)]
 
+    async def erased(self, entry: LogEntry) -> bool:
+        """Whether the entry is of a user erased since: a turn accepted before the erasure,
+        or an event of a turn the erasure took (it is no longer stored)."""
+        erased_at = await self.store.erased_at(entry.scope.tenant_id, entry.scope.user_id)
+        if erased_at is None:
+            return False
+        if isinstance(entry, TurnRequested):
+            return _unix(entry) <= erased_at
+        try:
+            await self.store.turn_status(entry.scope, entry.turn_id)
+        except StoreRefusal:
+            return True
+        return False
+
     async def _poisoned(self, scope: Scope, turn_id: str) -> TurnFailed | None:
         """The `turn.failed` (code `poison`) that ends a dead turn; None if another frame ended it."""
         try:

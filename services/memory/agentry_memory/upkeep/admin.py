@@ -4,7 +4,10 @@ Reasoning traces are never returned to end users (no memory request reads them);
 operator reads them here, on the machine or pod that has the store's configuration, and
 every read is logged. Erasure deletes everything stored about a user. Both work directly
 on the configured store (MONGODB_URL, else the SQLite file in MEMORY_DATA_DIR, which
-the running service may keep open: SQLite's lock makes the two take turns).
+the running service may keep open: SQLite's lock makes the two take turns). Erasure then
+takes the user's dead letters out of `<ns>.dead.handled` on the broker (AMQP_URL,
+AGENTRY_NAMESPACE): memory keeps there every dead letter it handled, turn texts and frames
+included, for 14 days.
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import aio_pika
+from agentry_shared.dead_letters import purge
 from agentry_shared.logs import setup_logging
-from agentry_shared.settings import MemorySettings
+from agentry_shared.settings import CommonSettings, MemorySettings
+from agentry_shared.topology import Topology
 
 from agentry_memory.main import make_store
 from agentry_memory.store import Store
@@ -39,7 +45,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-async def run(store: Store, args: argparse.Namespace) -> int:
+async def run(store: Store, args: argparse.Namespace, settings: CommonSettings | None = None) -> int:
+    """`settings`: the broker and namespace whose dead letters erasure purges (None: the
+    store alone, as in the store's own tests)."""
     await store.open()
     try:
         if args.command == "reasoning":
@@ -57,14 +65,43 @@ async def run(store: Store, args: argparse.Namespace) -> int:
                 print(json.dumps({"step": step.step, "recorded_at": step.recorded_at, "text": step.text}))
             return 0
         counts = await store.erase_user(args.tenant, args.user)
+        failed = None
+        if settings is not None:
+            try:
+                counts["dead_letters"] = await purge_dead_letters(settings, args.tenant, args.user)
+            except Exception as exc:  # the store's part is done; a second run does the rest
+                failed = f"the store is erased, but not the dead letters ({exc!r}): run erase-user again"
         log.warning(
             "user erased by an operator",
             extra={"tenant_id": args.tenant, "user_id": args.user, "operator": _operator(), "deleted": counts},
         )
         print(json.dumps(counts))
+        if failed is not None:
+            print(failed, file=sys.stderr)
+            return 1
         return 0
     finally:
         await store.close()
+
+
+async def purge_dead_letters(settings: CommonSettings, tenant_id: str, user_id: str) -> int:
+    """The user's letters out of `<ns>.dead.handled`, the others kept in order (none lost
+    if this dies midway: agentry_shared.dead_letters.purge). Those still in `<ns>.dead`
+    are memory's to handle: it checks the erasure and takes them out once kept."""
+    topology = Topology.from_settings(settings)
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        try:
+            return await purge(
+                channel,
+                topology.handled_dead_letter_queue,
+                topology.handled_dead_letter_exchange,
+                tenant_id,
+                user_id,
+            )
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return 0  # no memory has kept a dead letter in this namespace
 
 
 def _operator() -> str:
@@ -78,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = MemorySettings()
     setup_logging("memory-admin", settings.log_level)
-    return asyncio.run(run(make_store(settings), args))
+    return asyncio.run(run(make_store(settings), args, settings))
 
 
 def entry() -> None:
