@@ -351,3 +351,51 @@ def test_missing_frames_are_fetched_again(web_stack: Stack, browser: Browser) ->
         assert lost == ["tool.finished", "turn.completed"]
     finally:
         context.close()
+
+
+def test_a_drop_before_the_first_message_is_accepted_leaves_the_page_usable(web_stack: Stack, browser: Browser) -> None:
+    """Regression: the socket dropped after a new conversation's first message was sent and
+    before its `message.accepted` came. The page waited for that frame for ever: every later
+    send said "wait: the new conversation is starting" (until "New conversation" was clicked)
+    and the bubble stayed as if sent. It now marks the bubble not confirmed, says what to do
+    (the message may have started a conversation: the list shows it; it is not sent again,
+    which could run the turn twice), and sends the next message. The route between the page
+    and the real gateway holds back the `message.accepted` and closes the page's socket."""
+    dropped: list[str] = []
+
+    def route(socket: WebSocketRoute) -> None:
+        server = socket.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if json.loads(message).get("type") == "message.accepted" and not dropped:
+                dropped.append("message.accepted")
+                socket.close()  # the page's socket drops; the server's side closes with it
+                return
+            socket.send(message)
+
+        server.on_message(from_server)
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    try:
+        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, "what is 37*91?")
+        first = page.locator(".transcript:not([hidden]) .user").first
+        expect(first).to_have_attribute("data-state", "unconfirmed")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")  # reconnected
+        expect(page.locator("#notice")).to_contain_text("may or may not have started a conversation")
+        # It was accepted (the route held back only its confirmation): the list shows it.
+        expect(page.locator("#conversations .title")).to_have_text(["what is 37*91?"])
+        send(page, "count to 3")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
+        expect(page.locator(f"{LAST_TURN} .answer")).to_have_text("1 2 3")
+        expect(page.locator(".transcript:not([hidden]) .user")).to_have_count(1)  # the unconfirmed one left
+        expect(page.locator(".transcript:not([hidden]) .user")).to_have_attribute("data-accepted", "true")
+        expect(page.locator("#conversations .title")).to_have_text(["count to 3", "what is 37*91?"])
+        assert dropped == ["message.accepted"]
+    finally:
+        context.close()

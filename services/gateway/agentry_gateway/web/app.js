@@ -14,6 +14,7 @@ const state = {
   conversations: new Map(), // id -> {lastSeq, followed, el, turns: Map turn_id -> turn}
   pendingUser: new Map(), // client message id -> the user bubble shown before it was accepted
   approvals: [], // tool.approval_required frames waiting for the dialog
+  afterDrop: "", // what the socket's drop left unconfirmed, said again once reconnected
   nextId: 1,
 };
 
@@ -28,8 +29,12 @@ function socketUrl() {
   return `${scheme}//${location.host}/ws${suffix}`;
 }
 
+// Unique across page loads: a replayed `message.accepted` echoes the id of the message it
+// accepted, and must not confirm a bubble of this page that merely reuses a counter value.
+const PAGE_ID = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
+
 function clientId(prefix) {
-  return `${prefix}-${state.nextId++}`;
+  return `${prefix}-${PAGE_ID}-${state.nextId++}`;
 }
 
 function send(frame) {
@@ -75,7 +80,8 @@ function connect() {
   ws.addEventListener("open", () => {
     state.retry = 0;
     setConnection("open", "connected");
-    notice("");
+    notice(state.afterDrop);
+    state.afterDrop = "";
     send({ type: "list_conversations", id: clientId("l") });
     // Catch up on every conversation this page follows, from the last seq it has.
     for (const [id, conversation] of state.conversations) {
@@ -94,10 +100,32 @@ function connect() {
   ws.addEventListener("close", () => {
     if (state.ws !== ws) return;
     state.ws = null;
+    unconfirmed();
     const delay = Math.min(5000, 250 * 2 ** state.retry++);
     setConnection("closed", `disconnected: retrying in ${(delay / 1000).toFixed(1)} s`);
     setTimeout(connect, delay);
   });
+}
+
+// Messages whose `message.accepted` had not come when the socket dropped may or may not have
+// been accepted (docs/protocol.md): sending one again could run its turn twice, so the page
+// does not; its bubble and the notice say so. One posted to a conversation is confirmed when
+// the reconnect's resume replays its `message.accepted`; the first of a new conversation is,
+// if accepted, in the conversation list (fetched again on reconnect). New messages go at once.
+function unconfirmed() {
+  if (state.pendingUser.size === 0) return;
+  for (const bubble of state.pendingUser.values()) {
+    bubble.dataset.state = "unconfirmed";
+    bubble.title = "not confirmed: the connection dropped before the server accepted it";
+  }
+  const startingNew = state.pendingNew !== null;
+  if (startingNew) state.pendingUser.delete(state.pendingNew); // no conversation of this page to confirm it in
+  state.pendingNew = null;
+  state.afterDrop = startingNew
+    ? "The connection dropped before your message was confirmed: it may or may not have started a " +
+      "conversation. If it is not in the list, send it again."
+    : "The connection dropped before your message was confirmed: if it stays marked not confirmed, send it again.";
+  notice(state.afterDrop);
 }
 
 function setConnection(stateName, text) {
@@ -209,6 +237,8 @@ function onAccepted(conversation, frame) {
   const bubble = frame.id ? state.pendingUser.get(frame.id) : undefined;
   if (bubble) {
     bubble.dataset.accepted = "true";
+    delete bubble.dataset.state; // unconfirmed after a drop: the replay confirms it
+    bubble.removeAttribute("title");
     state.pendingUser.delete(frame.id);
   }
 }
@@ -394,7 +424,11 @@ function submit(event) {
   if (state.current !== null) frame.conversation_id = state.current;
   else if (state.pendingNew) return notice("wait: the new conversation is starting");
   if (!send(frame)) return;
-  if (state.current === null) state.pendingNew = id;
+  if (state.current === null) {
+    state.pendingNew = id;
+    // A first message left unconfirmed by a drop belongs to no conversation this page knows.
+    for (const old of conversationOf(null).el.querySelectorAll('.user[data-state="unconfirmed"]')) old.remove();
+  }
   const bubble = el("div", "user", text);
   conversationOf(state.current).el.append(bubble);
   state.pendingUser.set(id, bubble);
