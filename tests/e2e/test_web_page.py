@@ -399,3 +399,57 @@ def test_a_drop_before_the_first_message_is_accepted_leaves_the_page_usable(web_
         assert dropped == ["message.accepted"]
     finally:
         context.close()
+
+
+def test_the_approval_dialog_closes_at_its_deadline(web_stack: Stack, browser: Browser) -> None:
+    """Regression: the approval dialog stayed open past `expires_in_ms` (it closed only on
+    `tool.finished`), so an Approve after the deadline got `approval_expired`; and a replayed
+    `tool.approval_required` with 0 ms left opened it too. It now closes at the deadline,
+    its chip saying the approval expired, and does not open for an expired one. The route
+    between the page and the real gateway shortens the deadline (the reasoner's is 120 s)."""
+    deadlines = [1500, 0]  # ms left in the first and in the second `tool.approval_required`
+
+    def route(socket: WebSocketRoute) -> None:
+        server = socket.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame.get("type") == "tool.approval_required" and deadlines:
+                frame["expires_in_ms"] = deadlines.pop(0)
+                message = json.dumps(frame)
+            socket.send(message)
+
+        server.on_message(from_server)
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.add_init_script(
+        "window.dialogsOpened = 0; const showModal = HTMLDialogElement.prototype.showModal;"
+        "HTMLDialogElement.prototype.showModal = function () { window.dialogsOpened++; showModal.call(this); };"
+    )
+    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    dialog = page.locator("#approval")
+    chip = page.locator(f'{LAST_TURN} .chip[data-tool="workspace_write"]')
+    try:
+        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
+        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+        send(page, 'save "2+2=4" to notes.txt')
+        expect(dialog).to_be_visible()
+        expect(dialog).to_be_hidden()  # at the deadline, nobody having answered
+        expect(chip).to_have_text("workspace_write: approval expired: not run")
+        expect(page.locator("#notice")).to_contain_text("No answer in time")
+        page.click(f"{LAST_TURN} .cancel")  # the reasoner would wait its own 120 s
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "failed")
+
+        page.click("#new-conversation")
+        send(page, 'save "3+3=6" to notes.txt')
+        expect(chip).to_have_text("workspace_write: approval expired: not run")
+        assert page.evaluate("window.dialogsOpened") == 1  # only the first one's
+        expect(dialog).to_be_hidden()
+        page.click(f"{LAST_TURN} .cancel")
+        expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "failed")
+        assert deadlines == []
+    finally:
+        context.close()

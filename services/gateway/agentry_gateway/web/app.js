@@ -13,7 +13,8 @@ const state = {
   pendingNew: null, // client id of the message that starts a new conversation
   conversations: new Map(), // id -> {lastSeq, followed, el, turns: Map turn_id -> turn}
   pendingUser: new Map(), // client message id -> the user bubble shown before it was accepted
-  approvals: [], // tool.approval_required frames waiting for the dialog
+  approvals: [], // tool.approval_required frames waiting for the dialog, each with its `deadline`
+  approvalTimer: 0, // counts down the dialog's deadline while it is open
   afterDrop: "", // what the socket's drop left unconfirmed, said again once reconnected
   nextId: 1,
 };
@@ -177,11 +178,11 @@ const HANDLERS = {
     turn.thinking.classList.remove("active");
     turn.thinking.textContent = `Thought for ${((frame.elapsed_ms || 0) / 1000).toFixed(1)} s`;
   },
-  "tool.approval_required": (turn, frame) => {
-    setChip(turn, frame.call_id, frame.tool, "waiting", "awaiting approval");
-    askApproval(frame);
+  "tool.approval_required": askApproval,
+  "tool.started": (turn, frame) => {
+    setChip(turn, frame.call_id, frame.tool, "running", "running");
+    dropApproval(frame.turn_id, frame.call_id); // decided (on another device, maybe)
   },
-  "tool.started": (turn, frame) => setChip(turn, frame.call_id, frame.tool, "running", "running"),
   "tool.finished": (turn, frame) => {
     const outcome = frame.ok ? "done" : "failed";
     const chip = setChip(turn, frame.call_id, frame.tool, outcome, toolOutcome(frame));
@@ -369,11 +370,38 @@ function renderList(conversations) {
 
 // ---- approvals -------------------------------------------------------------------------
 
-function askApproval(frame) {
+// `expires_in_ms` counts from when the frame came (a replayed one carries what is left, 0
+// once passed): no answer by then means denied, and an `approve` after it is refused with
+// `approval_expired`. So the dialog closes at the deadline, and never opens for a call whose
+// deadline has passed; the chip says the call was not approved in time.
+function askApproval(turn, frame) {
   if (!frame.args_sha256) return; // stored before digests existed: long expired
+  const left = typeof frame.expires_in_ms === "number" ? frame.expires_in_ms : 0;
+  if (left <= 0) {
+    expireApproval(frame);
+    return showNextApproval();
+  }
+  setChip(turn, frame.call_id, frame.tool, "waiting", "awaiting approval");
   const key = (a) => a.turn_id === frame.turn_id && a.call_id === frame.call_id;
-  if (!state.approvals.some(key)) state.approvals.push(frame);
+  if (!state.approvals.some(key)) state.approvals.push({ ...frame, deadline: performance.now() + left });
   showNextApproval();
+}
+
+function msLeft(approval) {
+  return approval.deadline - performance.now();
+}
+
+// The call's deadline passed unanswered: the reasoner denies it. Later frames of the call
+// (`tool.started`, `tool.finished`) still update its chip.
+function expireApproval(approval) {
+  state.approvals = state.approvals.filter((a) => !(a.turn_id === approval.turn_id && a.call_id === approval.call_id));
+  const turn = state.conversations.get(approval.conversation_id)?.turns.get(approval.turn_id);
+  if (turn) setChip(turn, approval.call_id, approval.tool, "expired", "approval expired: not run");
+  const dialog = $("approval");
+  if (dialog.open && dialog.dataset.turnId === approval.turn_id && dialog.dataset.callId === approval.call_id) {
+    dialog.close();
+    notice(`No answer in time: ${approval.tool} was not approved and does not run.`);
+  }
 }
 
 function dropApproval(turnId, callId) {
@@ -385,15 +413,27 @@ function dropApproval(turnId, callId) {
 
 function showNextApproval() {
   const dialog = $("approval");
-  if (dialog.open || state.approvals.length === 0) return;
-  const frame = state.approvals[0];
-  dialog.dataset.turnId = frame.turn_id;
-  dialog.dataset.callId = frame.call_id;
-  $("approval-tool").textContent = frame.tool;
-  $("approval-arguments").textContent = JSON.stringify(frame.arguments, null, 2);
-  const seconds = Math.round((frame.expires_in_ms || 0) / 1000);
-  $("approval-expiry").textContent = `No answer within ${seconds} s means denied.`;
+  if (dialog.open) return;
+  clearInterval(state.approvalTimer);
+  for (const approval of state.approvals.filter((a) => msLeft(a) <= 0)) expireApproval(approval); // expired in the queue
+  if (state.approvals.length === 0) return;
+  const approval = state.approvals[0];
+  dialog.dataset.turnId = approval.turn_id;
+  dialog.dataset.callId = approval.call_id;
+  $("approval-tool").textContent = approval.tool;
+  $("approval-arguments").textContent = JSON.stringify(approval.arguments, null, 2);
+  const countDown = () => {
+    const left = msLeft(approval);
+    if (left > 0) {
+      $("approval-expiry").textContent = `No answer within ${Math.ceil(left / 1000)} s means denied.`;
+      return;
+    }
+    expireApproval(approval);
+    showNextApproval();
+  };
   dialog.showModal();
+  countDown();
+  state.approvalTimer = setInterval(countDown, 250);
 }
 
 function decide(approved) {
