@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pexpect
@@ -250,3 +252,37 @@ def test_a_line_that_is_not_valid_text_is_refused_and_the_chat_goes_on(
     child.expect_exact("3367")
     child.expect_exact("you> ")
     leave(child)
+
+
+def test_conversations_lists_them_to_pick_one_for_conversation(slow_stack: Stack, tmp_path: Path) -> None:
+    """Regression: `agentry` had no way to list a user's conversations: `--conversation`
+    wanted an id only `--json` output or the web page showed. `agentry conversations`
+    prints id, last activity and title, the most recently active first."""
+    user = f"cli-list-{uuid.uuid4().hex[:8]}"
+    empty = conversations(slow_stack, user, tmp_path)
+    assert empty.returncode == 0 and empty.stdout == "" and "no conversations yet" in empty.stderr
+    assert ask(slow_stack, user, tmp_path, "what is 37*91?").returncode == 0
+    assert ask(slow_stack, user, tmp_path, "count to 3").returncode == 0
+    listed = conversations(slow_stack, user, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2, listed.stdout
+    row = re.compile(r"^(\S+)  \d{4}-\d\d-\d\d \d\d:\d\d  (.+)$")
+    rows = [row.match(line) for line in lines]
+    assert all(rows), lines
+    assert [m.group(2) for m in rows if m] == ["count to 3", "what is 37*91?"]
+    picked = next(m.group(1) for m in rows if m and m.group(2) == "what is 37*91?")
+    again = ask(slow_stack, user, tmp_path, "--conversation", picked, "what was my previous question?")
+    assert again.returncode == 0 and 'You previously asked: "what is 37*91?"' in again.stdout
+    as_json = conversations(slow_stack, user, tmp_path, "--json", "--limit", "1")
+    assert [json.loads(line)["title"] for line in as_json.stdout.splitlines()] == ["what is 37*91?"]
+
+
+def conversations(stack: Stack, user: str, state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [AGENTRY, "conversations", "--url", stack.ws_url, "--user", user, *args],
+        env={"XDG_STATE_HOME": str(state), "PATH": "/usr/bin:/bin", **PYTHONPATH},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -4,6 +4,7 @@ duplicate, cancel, approve, refusals as exceptions."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from agentry_client import AgentryClient, ConnectionLost, ServerError, TurnFailed
@@ -90,3 +91,26 @@ async def test_a_frame_sent_while_the_client_gives_up_reconnecting_raises(slow_s
                     await turn.cancel()
         finally:
             slow_stack.wait_ready(slow_stack.start("gateway", port=port))
+
+
+async def test_list_conversations_returns_the_users_own_newest_first(stack: Stack) -> None:
+    """Regression: the client had no `list_conversations`: the gateway's `conversations`
+    frame came as an `UnknownFrame`, so a program could not find a conversation to go on in."""
+    user = f"lib-list-{uuid.uuid4().hex[:8]}"
+    async with AgentryClient(stack.ws_url, user=user) as client, AgentryClient(stack.ws_url, user=f"{user}-x") as other:
+        assert await client.list_conversations() == []
+        first = await client.send("what is 37*91?")
+        await first.wait()
+        second = await client.send("count to 3")
+        await second.wait()
+        await (await other.send("not yours")).wait()
+        listed = await client.list_conversations()
+        assert [(c.conversation_id, c.title) for c in listed] == [
+            (second.conversation_id, "count to 3"),
+            (first.conversation_id, "what is 37*91?"),
+        ]
+        assert listed[0].last_activity_at >= listed[1].last_activity_at
+        assert [c.conversation_id for c in await client.list_conversations(limit=1)] == [second.conversation_id]
+        # An id from the list is one to go on in (the model sees that conversation's messages).
+        again = await client.ask("what was my previous question?", listed[1].conversation_id)
+        assert 'You previously asked: "what is 37*91?"' in again

@@ -2,6 +2,7 @@
 
     agentry chat [--continue]        a conversation, live (Ctrl-D or /quit leaves)
     agentry ask "what is 37*91?"     prints the answer; exit 1 when the turn fails
+    agentry conversations            lists yours (id, last activity, title), for --conversation
 
 Ctrl-C cancels the running turn: `chat` goes on (a second Ctrl-C, or one at the prompt,
 leaves), `ask` exits 130.
@@ -19,6 +20,7 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from agentry_shared.contracts.frames import ToolApprovalRequired, TurnCompleted
 from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -36,11 +38,13 @@ CANCEL_TIMEOUT_SECONDS = 2.0  # how long Ctrl-C waits for the turn's `cancel` to
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", default=os.environ.get("AGENTRY_URL", DEFAULT_URL), help="the gateway's WebSocket URL")
-    common.add_argument("--user", default=os.environ.get("AGENTRY_USER"), help="development identity (?user=NAME)")
-    common.add_argument("--token", default=os.environ.get("AGENTRY_TOKEN"), help="a JWT (default: $AGENTRY_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print every frame as one JSON line (for scripts)")
+    connection = argparse.ArgumentParser(add_help=False)
+    url = os.environ.get("AGENTRY_URL", DEFAULT_URL)
+    connection.add_argument("--url", default=url, help="the gateway's WebSocket URL")
+    connection.add_argument("--user", default=os.environ.get("AGENTRY_USER"), help="development identity (?user=NAME)")
+    connection.add_argument("--token", default=os.environ.get("AGENTRY_TOKEN"), help="a JWT (default: $AGENTRY_TOKEN)")
+    connection.add_argument("--json", action="store_true", help="print every frame as one JSON line (for scripts)")
+    common = argparse.ArgumentParser(add_help=False, parents=[connection])
     common.add_argument("--continue", dest="resume_last", action="store_true", help="continue the last conversation")
     common.add_argument("--conversation", help="continue this conversation")
     top = argparse.ArgumentParser(prog="agentry", description="Talk to an Agentry gateway.")
@@ -49,7 +53,26 @@ def parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", parents=[common], help="ask one question, print the answer")
     ask.add_argument("text", help="the message")
     ask.add_argument("--yes", action="store_true", help="approve every destructive tool call (default: deny)")
+    listing = commands.add_parser(
+        "conversations",
+        parents=[connection],
+        help="list your conversations, the most recently active first",
+        description="One line each: id, last activity (local time), title; with --json one JSON object "
+        "each. Continue one with `agentry chat --conversation ID`.",
+    )
+    listing.add_argument("--limit", type=_limit, default=50, help="at most this many (1 to 200, default 50)")
     return top
+
+
+def _limit(value: str) -> int:
+    """`--limit`: the protocol's range (1 to 200), refused here rather than by the gateway."""
+    try:
+        limit = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if not 1 <= limit <= 200:
+        raise argparse.ArgumentTypeError(f"{limit} is not between 1 and 200")
+    return limit
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -63,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if args.command == "conversations":
+        return await conversations(args)
     state = State()
     who = identity(args.user, args.token)
     conversation = args.conversation or (state.last_conversation(args.url, who) if args.resume_last else None)
@@ -116,6 +141,33 @@ async def ask(
         return EXIT_TURN_FAILED
     if not args.json:
         print(printable(turn.text))
+    return EXIT_OK
+
+
+async def conversations(args: argparse.Namespace) -> int:
+    """Print the user's conversations, one a line: id, last activity, title (or, with --json,
+    the `conversations` frame's entries, one JSON object a line)."""
+    try:
+        async with AgentryClient(args.url, token=args.token, user=args.user) as client:
+            listed = await client.list_conversations(args.limit)
+    except (OSError, InvalidHandshake, TimeoutError) as error:
+        return _no_connection(args.url, error)
+    except ServerError as error:
+        print(printable(f"agentry: refused: {error}"), file=sys.stderr)
+        return EXIT_REFUSED
+    except ConnectionLost as lost:
+        print(printable(f"agentry: {lost}"), file=sys.stderr)
+        return EXIT_NO_CONNECTION
+    if args.json:
+        for item in listed:
+            print(item.model_dump_json())
+        return EXIT_OK
+    if not listed:
+        print("agentry: no conversations yet", file=sys.stderr)
+    for item in listed:
+        when = datetime.fromtimestamp(item.last_activity_at).strftime("%Y-%m-%d %H:%M")
+        title = " ".join(item.title.split()) or "(untitled)"  # one line, whatever it holds
+        print(printable(f"{item.conversation_id}  {when}  {title}"))
     return EXIT_OK
 
 

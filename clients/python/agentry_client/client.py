@@ -23,7 +23,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from agentry_shared.contracts.frames import (
     Approve,
     CancelTurn,
+    ConversationList,
+    ConversationSummary,
     ErrorFrame,
+    ListConversations,
     Resume,
     SendMessage,
     ToolApprovalRequired,
@@ -32,7 +35,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from agentry_client.errors import AgentryError, ConnectionLost
+from agentry_client.errors import AgentryError, ConnectionLost, ServerError
 from agentry_client.frames import Frame, parse_frame
 from agentry_client.listener import Dropped, Ended, Listener
 from agentry_client.turn import Turn
@@ -167,6 +170,24 @@ class AgentryClient:
         self._resuming.add(conversation_id)
         await self._send(Resume(type="resume", conversation_id=conversation_id, after_seq=after_seq, id=id))
 
+    async def list_conversations(self, limit: int = 50, *, id: str | None = None) -> list[ConversationSummary]:
+        """The user's conversations (at most `limit`, 1 to 200), the most recently active first:
+        their ids for `send` or `resume`. Raises `ServerError` on a refusal (`unavailable`: try
+        again). Asking changes nothing, so a request lost to a dropped socket is asked again."""
+        request = ListConversations(type="list_conversations", limit=limit, id=id or f"l-{uuid.uuid4()}")
+        with self.listen() as listener:
+            await self._send(request)
+            while True:
+                item = await listener.get()
+                if isinstance(item, Ended):
+                    raise item.error or ConnectionLost("the client was closed before the list came")
+                if isinstance(item, Dropped):
+                    await self._send(request)
+                elif isinstance(item, ConversationList) and item.id == request.id:
+                    return item.conversations
+                elif isinstance(item, ErrorFrame) and item.id == request.id:
+                    raise ServerError(item)
+
     def listen(self) -> Listener:
         """A new subscriber to every frame read from now on (close it when done)."""
         listener = Listener(self._listeners.remove)
@@ -262,6 +283,8 @@ class AgentryClient:
                 self._resume_soon(frame.conversation_id)
             elif frame.code == "resume_gap" and frame.conversation_id:
                 self._expired.add(frame.conversation_id)
+        elif isinstance(frame, ConversationList):
+            pass  # the answer to a `list_conversations`: no conversation's, no seq
         elif frame.conversation_id and frame.seq and not self._in_order(frame.conversation_id, frame.seq):
             return
         self._broadcast(frame)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast, get_args
 
-from agentry_shared.contracts.frames import ErrorFrame, ServerFrame, TurnCompleted, TurnFailed
+from agentry_shared.contracts.frames import ConversationList, ErrorFrame, ServerFrame, TurnCompleted, TurnFailed
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
@@ -27,7 +27,8 @@ class UnknownFrame(BaseModel):
 
 
 TurnFrame = ServerFrame | UnknownFrame  # a frame of a conversation (it has a seq)
-Frame = TurnFrame | ErrorFrame
+# `error` and `conversations` (the answer to `list_conversations`) belong to no conversation.
+Frame = TurnFrame | ErrorFrame | ConversationList
 TERMINAL = (TurnCompleted, TurnFailed)
 
 
@@ -36,7 +37,7 @@ def parse_frame(raw: str | bytes) -> Frame:
     data: Any = json.loads(raw)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ValueError(f"not a server frame: {str(raw)[:200]!r}")
-    model = ErrorFrame if data["type"] == "error" else _FRAME_TYPES.get(data["type"])
+    model = _OTHER_TYPES.get(data["type"]) or _FRAME_TYPES.get(data["type"])
     if model is None:
         return UnknownFrame.model_validate(data)
     try:
@@ -48,10 +49,11 @@ def parse_frame(raw: str | bytes) -> Frame:
     return frame
 
 
-# The frame class of each `type` (the union's members; `error` is not a conversation's frame).
+# The frame class of each `type` (the union's members), and of the frames of no conversation.
 _FRAME_TYPES: dict[str, type[BaseModel]] = {
     member.model_fields["type"].default: member for member in get_args(get_args(ServerFrame)[0])
 }
+_OTHER_TYPES: dict[str, type[BaseModel]] = {"error": ErrorFrame, "conversations": ConversationList}
 
 
 def _built(model: type[Any], data: dict[str, Any]) -> Any:

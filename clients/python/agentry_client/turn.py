@@ -13,6 +13,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from agentry_shared.contracts.frames import (
+    ConversationList,
     ErrorFrame,
     MessageAccepted,
     MessageDelta,
@@ -87,6 +88,8 @@ class Turn:
             if item.id == self.id:
                 self.close()
                 raise ServerError(item)
+            return None
+        if isinstance(item, ConversationList):
             return None
         if isinstance(item, MessageAccepted) and item.id == self.id and self.turn_id is None:
             self._on_accepted(item)

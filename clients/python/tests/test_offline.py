@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentry_client import ServerError, UnknownFrame, frame_dict, parse_frame
+from agentry_client import ServerError, Turn, UnknownFrame, frame_dict, parse_frame
+from agentry_client.cli import parser
 from agentry_client.client import AgentryClient, approve_frame, with_user
 from agentry_client.render import TerminalRenderer
 from agentry_client.state import State, identity
 from agentry_shared.contracts.frames import (
+    ConversationList,
     ErrorFrame,
     MessageDelta,
     ToolApprovalRequired,
@@ -182,3 +184,40 @@ async def test_a_resume_over_expired_frames_goes_on_from_the_first_kept_one() ->
         got = [await asyncio.wait_for(listener.get(), 1) for _ in raws]
     assert [getattr(f, "seq", None) for f in got] == [None, 31, 32]
     assert client.last_seq == {"c": 32} and not client._resuming
+
+
+def test_the_conversations_frame_parses_into_its_model() -> None:
+    """Regression: the answer to `list_conversations` came as an `UnknownFrame` (no typed
+    way to read the user's conversations); it is the shared `ConversationList` now, and
+    `agentry conversations` refuses a `--limit` out of the protocol's 1 to 200 itself."""
+    raw = {
+        "type": "conversations",
+        "id": "l-1",
+        "conversations": [
+            {"conversation_id": "c-2", "created_at": 1767000000.5, "last_activity_at": 1767000042.1, "title": "hi"},
+            {"conversation_id": "c-1", "created_at": 1766000000.0, "last_activity_at": 1766000001.0, "title": ""},
+        ],
+    }
+    frame = parse_frame(json.dumps(raw))
+    assert isinstance(frame, ConversationList) and frame.id == "l-1"
+    assert [c.conversation_id for c in frame.conversations] == ["c-2", "c-1"]
+    assert frame_dict(frame) == raw
+    assert parser().parse_args(["conversations", "--limit", "200"]).limit == 200
+    for bad in ("0", "201", "ten"):
+        with pytest.raises(SystemExit):
+            parser().parse_args(["conversations", "--limit", bad])
+
+
+async def test_a_conversations_frame_is_no_conversations_frame() -> None:
+    """It has no conversation_id and no seq: it reaches listeners, and a turn waiting for its
+    message's acceptance passes it by."""
+    client = AgentryClient("ws://127.0.0.1:9/ws")
+    with client.listen() as listener:
+        client._on_raw(json.dumps({"type": "conversations", "id": "l-1", "conversations": []}))
+        got = await asyncio.wait_for(listener.get(), 1)
+    assert isinstance(got, ConversationList) and not client.last_seq
+    turn = Turn(client, client.listen(), "m-1", None)
+    accepted = {"type": "message.accepted", "conversation_id": "c", "turn_id": "t", "seq": 1, "id": "m-1"}
+    assert turn._take(parse_frame(json.dumps(accepted))) is not None  # a turn of its own now
+    assert turn._take(got) is None and len(turn.frames) == 1
+    turn.close()
