@@ -14,7 +14,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -261,12 +261,24 @@ def test_a_reloaded_page_does_not_repeat_a_retry_time_that_has_passed(web_stack:
         context.close()
 
 
-def _page(browser: Browser, web_stack: Stack, **context: Any) -> tuple[BrowserContext, Page]:
-    """A fresh page of a new user, connected."""
+def _page(
+    browser: Browser,
+    web_stack: Stack,
+    *,
+    route: Callable[[WebSocketRoute], None] | None = None,
+    init_script: str | None = None,
+    **context: Any,
+) -> tuple[BrowserContext, Page]:
+    """A fresh page of a new user, connected; `route` stands between its socket and the
+    gateway, `init_script` runs before the page's own."""
     expect.set_options(timeout=WAIT_MS)
     opened = browser.new_context(**context)
     page = opened.new_page()
     page.set_default_timeout(WAIT_MS)
+    if init_script is not None:
+        page.add_init_script(init_script)
+    if route is not None:
+        page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
     page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
     expect(page.locator("#connection")).to_have_attribute("data-state", "open")
     return opened, page
@@ -334,14 +346,8 @@ def test_missing_frames_are_fetched_again(web_stack: Stack, browser: Browser) ->
 
         server.on_message(from_server)
 
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    context, page = _page(browser, web_stack, route=route)
     try:
-        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
-        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
         send(page, "what is 37*91?")
         expect(page.locator(LAST_TURN)).to_have_attribute("data-state", "completed")
         expect(page.locator(f'{LAST_TURN} .chip[data-tool="calculator"]')).to_have_attribute("data-state", "done")
@@ -375,14 +381,8 @@ def test_a_drop_before_the_first_message_is_accepted_leaves_the_page_usable(web_
 
         server.on_message(from_server)
 
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    context, page = _page(browser, web_stack, route=route)
     try:
-        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
-        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
         send(page, "what is 37*91?")
         first = page.locator(".transcript:not([hidden]) .user").first
         expect(first).to_have_attribute("data-state", "unconfirmed")
@@ -421,20 +421,14 @@ def test_the_approval_dialog_closes_at_its_deadline(web_stack: Stack, browser: B
 
         server.on_message(from_server)
 
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.add_init_script(
+    counting = (
         "window.dialogsOpened = 0; const showModal = HTMLDialogElement.prototype.showModal;"
         "HTMLDialogElement.prototype.showModal = function () { window.dialogsOpened++; showModal.call(this); };"
     )
-    page.route_web_socket(re.compile(r"/ws(\?|$)"), route)
+    context, page = _page(browser, web_stack, route=route, init_script=counting)
     dialog = page.locator("#approval")
     chip = page.locator(f'{LAST_TURN} .chip[data-tool="workspace_write"]')
     try:
-        page.goto(f"http://127.0.0.1:{web_stack.ports['gateway']}/?user=web-{uuid.uuid4().hex[:8]}")
-        expect(page.locator("#connection")).to_have_attribute("data-state", "open")
         send(page, 'save "2+2=4" to notes.txt')
         expect(dialog).to_be_visible()
         expect(dialog).to_be_hidden()  # at the deadline, nobody having answered
