@@ -13,6 +13,7 @@ from agentry_reasoner import agent
 from agentry_reasoner.agent import Budget, Turn
 from agentry_reasoner.model import (
     ContextTooLong,
+    Model,
     ModelUnavailable,
     ReasoningDelta,
     StreamItem,
@@ -125,7 +126,7 @@ class RecordingPorts:
         return ToolCompleted(call_id=call_id, tool=tool.name, ok=True, output=f"result of {done}")
 
 
-def make_turn(model: ScriptedModel, ports: RecordingPorts, **budget: Any) -> Turn:
+def make_turn(model: Model, ports: RecordingPorts, **budget: Any) -> Turn:
     return Turn(
         conversation_id="c1",
         turn_id="t1",
@@ -134,7 +135,7 @@ def make_turn(model: ScriptedModel, ports: RecordingPorts, **budget: Any) -> Tur
         memory=ports,
         tools=ports,
         events=ports,
-        budget=Budget(delta_interval_s=0.0, **budget),
+        budget=Budget(**{"delta_interval_s": 0.0, **budget}),
         approvals=ports,
     )
 
@@ -589,18 +590,7 @@ async def test_a_turn_cancelled_while_its_answer_streams_sends_nothing_more_of_i
     """Before: the text the coalescer still held went out as one more `message.delta`
     after the cancel, before `turn.failed`."""
     model, ports = StreamsThenWaits(), RecordingPorts()
-    budget = Budget(delta_interval_s=10.0)  # the second piece waits in the coalescer
-    turn = Turn(
-        conversation_id="c1",
-        turn_id="t1",
-        system_prompt="be helpful",
-        model=model,
-        memory=ports,
-        tools=ports,
-        events=ports,
-        budget=budget,
-        approvals=ports,
-    )
+    turn = make_turn(model, ports, delta_interval_s=10.0)  # the second piece waits in the coalescer
     running = asyncio.create_task(turn.run(FIRST))
     await model.waiting.wait()
     running.cancel()

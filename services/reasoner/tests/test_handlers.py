@@ -390,12 +390,7 @@ async def test_a_second_cancel_while_the_first_ends_the_turn_still_ends_it_once(
     consumer._on_control = counting  # type: ignore[method-assign]
     await consumer.start()
     try:
-        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
-        turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
-        await bus.publish(topology.turns_exchange, "0", encode(turn))
-        seen: list[ServerFrame] = []
-        while not seen or seen[-1].type != "tool.started":
-            seen.append(await asyncio.wait_for(frames.get(), 10))
+        scope, turn, seen = await a_turn_until_its_tool_starts(bus, frames)
         cancel = encode(CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id))
         await bus.publish(topology.control_exchange, "", cancel, persistent=False)
         await asyncio.wait_for(memory.holding.wait(), 10)  # ending `cancelled`: its checkpoint
@@ -412,6 +407,19 @@ async def test_a_second_cancel_while_the_first_ends_the_turn_still_ends_it_once(
         await consumer.stop(1.0)
         await rpc.cancel()
         await catalog.cancel()
+
+
+async def a_turn_until_its_tool_starts(
+    bus: Bus, frames: asyncio.Queue[ServerFrame]
+) -> tuple[Scope, TurnRequested, list[ServerFrame]]:
+    """Publish a turn of a new conversation; its frames up to its `tool.started`."""
+    scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
+    turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
+    await bus.publish(bus.topology.turns_exchange, "0", encode(turn))
+    seen: list[ServerFrame] = []
+    while not seen or seen[-1].type != "tool.started":
+        seen.append(await asyncio.wait_for(frames.get(), 10))
+    return scope, turn, seen
 
 
 async def _tools(*tools: ToolDescriptor) -> bytes:
@@ -439,12 +447,7 @@ async def test_a_call_running_when_the_turn_ends_is_ended_once_before_the_turn(b
     consumer = TurnConsumer(bus, model, settings)
     await consumer.start()
     try:
-        scope = Scope(tenant_id="t", user_id="u", conversation_id=f"c-{uuid.uuid4().hex}")
-        turn = TurnRequested(scope=scope, turn_id=f"turn-{uuid.uuid4().hex}", text="hi", accepted_at=datetime.now(UTC))
-        await bus.publish(topology.turns_exchange, "0", encode(turn))
-        seen: list[ServerFrame] = []
-        while not seen or seen[-1].type != "tool.started":
-            seen.append(await asyncio.wait_for(frames.get(), 10))
+        scope, turn, seen = await a_turn_until_its_tool_starts(bus, frames)
         if ending == "cancel":
             cancel = encode(CancelRequested(conversation_id=scope.conversation_id, turn_id=turn.turn_id))
             await bus.publish(topology.control_exchange, "", cancel, persistent=False)
