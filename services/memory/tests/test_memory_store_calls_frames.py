@@ -107,6 +107,14 @@ async def test_sweep_keeps_turns_and_messages(store: Store, scope: Scope) -> Non
     assert (await store.turn_status(scope, "t1")).state == "completed"
 
 
+def stores_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock both stores read a frame's age by, set by the test: `clock[0]`."""
+    clock = [1_000_000.0]
+    for backend in (sqlite_frames, mongo_frames):
+        monkeypatch.setattr(backend, "time", SimpleNamespace(time=lambda: clock[0]))
+    return clock
+
+
 async def test_a_replayed_retry_hint_counts_from_the_replay(
     store: Store, scope: Scope, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -114,9 +122,7 @@ async def test_a_replayed_retry_hint_counts_from_the_replay(
     from when it was made. A client that resumed (or reloaded the page) later was told the
     whole wait again, from now; a replay now gives what is left of it, and nothing once it
     has passed (the call may go). Frames without a wait are handed back as stored."""
-    clock = [1_000_000.0]
-    for backend in (sqlite_frames, mongo_frames):
-        monkeypatch.setattr(backend, "time", SimpleNamespace(time=lambda: clock[0]))
+    clock = stores_clock(monkeypatch)
     await store.claim_conversation(scope)
     limited = ToolFinished(
         conversation_id=scope.conversation_id,
@@ -151,9 +157,7 @@ async def test_a_replayed_approval_deadline_counts_from_the_replay(
     """A replayed `tool.approval_required` said the full `expires_in_ms` again (the web page's
     dialog: "No answer within 120 s"), however long ago it was asked; now what is left, 0
     once passed (answering then gets `approval_expired`)."""
-    clock = [1_000_000.0]
-    for backend in (sqlite_frames, mongo_frames):
-        monkeypatch.setattr(backend, "time", SimpleNamespace(time=lambda: clock[0]))
+    clock = stores_clock(monkeypatch)
     await store.claim_conversation(scope)
     asked = ToolApprovalRequired(
         conversation_id=scope.conversation_id,
