@@ -46,6 +46,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports. Each socket stays bound until all are picked: one
+    `free_port` after another may get the same port twice (it is free again once closed),
+    and two services given one port left the stack a replica short (the second failed to
+    bind, and the other's /readyz answered for it)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+
+
 @dataclass
 class Proc:
     name: str
@@ -92,7 +104,7 @@ class Stack:
         self.per_service = per_service or {}
         self.namespace = f"t{uuid.uuid4().hex[:12]}"
         self.workdir = workdir
-        self.ports = {name: free_port() for name in PORT_VARS}
+        self.ports = dict(zip(PORT_VARS, free_ports(len(PORT_VARS)), strict=True))
         self.procs: list[Proc] = []
         self.env = {
             "AMQP_URL": AMQP_URL,
