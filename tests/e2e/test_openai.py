@@ -132,7 +132,7 @@ class Answer(BaseModel):
 def test_a_json_response_format_is_refused_not_ignored(stack: Stack) -> None:
     """The agent answers in prose: asked for JSON, it says so. It ignored the format, and
     the SDK's `parse` failed on the prose with a validation error that did not say why."""
-    client = sync_client(stack)
+    client = sync_client(stack, "oa-json")  # a user of its own: "dev" meets its tool rate in a full run
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.parse(model=MODEL, messages=user("what is 2+2?"), response_format=Answer)
     assert (refused.value.code, refused.value.param) == ("unsupported_parameter", "response_format")
@@ -270,7 +270,7 @@ def _post_raw(stack: Stack, body: bytes, encoding: str) -> tuple[int, dict[str, 
 def test_optional_parameters_sent_as_null_are_unset(stack: Stack) -> None:
     """OpenAI's optional parameters are nullable; clients send null for unset (`n=None` in
     the SDK). They were refused 400 ("n: Input should be a valid integer")."""
-    client = sync_client(stack)
+    client = sync_client(stack, "oa-nulls")  # a user of its own: "dev" meets its tool rate in a full run
     completion = client.chat.completions.create(
         model=MODEL, messages=user("what is 2+2?"), n=None, stream=None, temperature=None, max_tokens=None, stop=None
     )
