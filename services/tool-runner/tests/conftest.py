@@ -26,7 +26,9 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
-from agentry_shared.bus import Bus
+from agentry_shared.bus import Bus, encode
+from agentry_shared.contracts.scope import Scope
+from agentry_shared.contracts.tools import TOOL_REPLY, ToolCompleted, ToolRequested
 from agentry_shared.settings import ToolRunnerSettings
 from agentry_shared.testing import MemoryStandIn
 from agentry_shared.topology import Topology
@@ -192,6 +194,23 @@ class RealWorker:
     port: int
     workspace: Path
     log: Path
+
+    async def ask(
+        self, tool: str, arguments: dict[str, Any], turn_id: str | None = None, *, timeout: float = 40.0
+    ) -> ToolCompleted:
+        """One call of `tool` through the default pool, as a reasoner sends it."""
+        request = ToolRequested(
+            scope=Scope(tenant_id="t1", user_id="u1", conversation_id="c1"),
+            turn_id=turn_id or f"turn-{uuid.uuid4().hex}",
+            call_id=f"call-{uuid.uuid4().hex[:8]}",
+            tool=tool,
+            arguments=arguments,
+            deadline=time.time() + 60,
+        )
+        body = await self.bus.request(self.bus.topology.tool_pool("default"), encode(request), timeout=timeout)
+        reply = TOOL_REPLY.validate_json(body)
+        assert isinstance(reply, ToolCompleted)
+        return reply
 
     async def metric(self, name: str, **labels: str) -> float:
         """A sample of the worker's /metrics (0 when absent)."""

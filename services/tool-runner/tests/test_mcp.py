@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from agentry_shared.bus import encode
 from agentry_shared.contracts.control import CancelRequested
-from agentry_shared.contracts.scope import Scope
-from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted, ToolRequested
+from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted
 
 if TYPE_CHECKING:
     from conftest import RealWorker, RealWorkerFactory
@@ -119,18 +118,7 @@ async def worker(start_real_worker: RealWorkerFactory, tmp_path: Path) -> AsyncI
 
 
 async def ask(worker: RealWorker, tool: str, arguments: dict[str, Any], turn_id: str | None = None) -> ToolCompleted:
-    request = ToolRequested(
-        scope=Scope(tenant_id="t1", user_id="u1", conversation_id="c1"),
-        turn_id=turn_id or f"turn-{uuid.uuid4().hex}",
-        call_id=f"call-{uuid.uuid4().hex[:8]}",
-        tool=tool,
-        arguments=arguments,
-        deadline=time.time() + 60,
-    )
-    body = await worker.bus.request(worker.bus.topology.tool_pool("default"), encode(request), timeout=40)
-    reply = TOOL_REPLY.validate_json(body)
-    assert isinstance(reply, ToolCompleted)
-    return reply
+    return await worker.ask(tool, arguments, turn_id)
 
 
 async def catalog(worker: RealWorker) -> Catalog:

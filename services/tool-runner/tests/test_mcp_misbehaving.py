@@ -8,16 +8,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentry_shared.bus import encode
-from agentry_shared.contracts.scope import Scope
-from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted, ToolRequested
+from agentry_shared.contracts.tools import TOOL_REPLY, Catalog, CatalogRequested, ToolCompleted
 
 if TYPE_CHECKING:
     from conftest import RealWorker, RealWorkerFactory
@@ -55,19 +52,8 @@ async def misbehaving(
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def ask(worker: RealWorker, tool: str, arguments: dict[str, Any]) -> ToolCompleted:
-    request = ToolRequested(
-        scope=Scope(tenant_id="t1", user_id="u1", conversation_id="c1"),
-        turn_id=f"turn-{uuid.uuid4().hex}",
-        call_id=f"call-{uuid.uuid4().hex[:8]}",
-        tool=tool,
-        arguments=arguments,
-        deadline=time.time() + 60,
-    )
-    body = await worker.bus.request(worker.bus.topology.tool_pool("default"), encode(request), timeout=30)
-    reply = TOOL_REPLY.validate_json(body)
-    assert isinstance(reply, ToolCompleted)
-    return reply
+async def ask(worker: RealWorker, tool: str, arguments: dict[str, Any], turn_id: str | None = None) -> ToolCompleted:
+    return await worker.ask(tool, arguments, turn_id)
 
 
 async def server_tools(worker: RealWorker) -> list[str]:
